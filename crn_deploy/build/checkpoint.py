@@ -1,0 +1,170 @@
+"""Load CRN checkpoints as people save them; save them with their config and label set.
+
+Never executes code from a file: ``torch.load(weights_only=True)`` or safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import CRNConfig
+from ..errors import CheckpointError
+from ..files import atomic_path, sha256_file
+from ..labels import CITYSCAPES, LabelSet
+from .model import CRN, random_init
+
+FORMAT = "crn-deploy/checkpoint-1"
+_PREFIXES = ("module.", "model.", "generator.", "netG.")
+_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.conv1\.weight$")
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: CRN
+    label_set: LabelSet
+    source: dict  # what the manifest records as the model's origin
+
+
+def load_checkpoint(path: Path, config: CRNConfig | None = None) -> LoadedCheckpoint:
+    """Read a checkpoint, settle its architecture, and return the model in eval mode (float32, CPU)."""
+    path = Path(path)
+    state, stored_config, stored_labels = read_state(path)
+    config = config or stored_config or infer_config(state, path)
+    check_state(state, config, path)
+    model = CRN(config)
+    model.load_state_dict(state)
+    source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path)}
+    return LoadedCheckpoint(model.eval(), stored_labels or CITYSCAPES, source)
+
+
+def random_model(config: CRNConfig, seed: int, preset_name: str | None = None) -> LoadedCheckpoint:
+    source = {"kind": "random", "preset": preset_name, "seed": seed, "config": config.to_dict()}
+    return LoadedCheckpoint(random_init(CRN(config), seed).eval(), CITYSCAPES, source)
+
+
+def read_state(path: Path) -> tuple[dict[str, torch.Tensor], CRNConfig | None, LabelSet | None]:
+    """The state dict with wrapper prefixes removed, plus any stored config and label set."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; pass the path of a .pt/.pth/.safetensors file")
+    if path.suffix == ".safetensors":
+        raw, meta = _read_safetensors(path)
+    else:
+        raw = _read_torch(path)
+        meta = raw if isinstance(raw, dict) else {}
+    state = _unwrap_state_dict(raw, path)
+    config = CRNConfig.from_dict(_maybe_json(meta["config"])) if "config" in meta else None
+    labels = LabelSet.from_dict(_maybe_json(meta["label_set"])) if "label_set" in meta else None
+    return state, config, labels
+
+
+def _read_torch(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).splitlines()[0] if "weights_only" not in str(e) else "it holds Python objects"
+        raise CheckpointError(
+            f"checkpoint {path} cannot be loaded safely ({reason}); "
+            "re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a PyTorch file ({str(e).splitlines()[0]}); re-download or re-save it"
+        ) from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    try:
+        from safetensors import SafetensorError, safe_open
+    except ImportError:
+        raise CheckpointError("reading .safetensors needs the safetensors package: pip install safetensors") from None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is not a valid safetensors file ({e}); re-save it") from None
+
+
+def _maybe_json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _unwrap_state_dict(raw, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(raw, dict):
+        for key in ("state_dict", "model", "generator"):
+            if isinstance(raw.get(key), dict):
+                raw = raw[key]
+                break
+    if not isinstance(raw, dict) or not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise CheckpointError(
+            f"checkpoint {path} holds no state_dict of tensors (expected a state_dict, "
+            "{'state_dict': ...} or {'model': ...})"
+        )
+    return {_strip_prefixes(k): v for k, v in raw.items()}
+
+
+def _strip_prefixes(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix) :], True
+    return key
+
+
+def infer_config(state: dict[str, torch.Tensor], path: Path | str = "checkpoint") -> CRNConfig:
+    """Module count, widths, classes and k from tensor shapes (the base stays 4x8)."""
+    indices = sorted(int(m.group(1)) for k in state if (m := _BLOCK_KEY.match(k)))
+    if not indices or indices != list(range(len(indices))) or "head.weight" not in state:
+        raise CheckpointError(
+            f"{path} is not a crn-deploy CRN checkpoint: expected keys blocks.0.conv1.weight ... and head.weight "
+            f"(found e.g. {', '.join(list(state)[:3])}); for the authors' TensorFlow checkpoints use crn-import"
+        )
+    widths = tuple(state[f"blocks.{i}.conv1.weight"].shape[0] for i in indices)
+    layout_channels = state["blocks.0.conv1.weight"].shape[1]
+    out_channels = state["head.weight"].shape[0]
+    if out_channels % 3:
+        raise CheckpointError(f"{path}: head.weight has {out_channels} output channels, not a multiple of 3")
+    return CRNConfig(num_classes=layout_channels - 1, widths=widths, k=out_channels // 3)
+
+
+def check_state(state: dict[str, torch.Tensor], config: CRNConfig, path: Path | str = "checkpoint") -> None:
+    """One error naming every missing, unexpected and wrongly-shaped key."""
+    expected = {k: tuple(v.shape) for k, v in CRN(config).state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {list(state[k].shape)} != {list(s)}" for k, s in expected.items()
+             if k in state and tuple(state[k].shape) != s]
+    if missing or unexpected or wrong:
+        parts = [f"{label}: {_short(items)}" for label, items in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
+        raise CheckpointError(
+            f"{path} does not fit the CRN config {config.to_dict()} — {'; '.join(parts)}. "
+            "Pick the matching --preset, or drop --preset to infer the architecture from the checkpoint"
+        )
+
+
+def _short(items: list[str], limit: int = 6) -> str:
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def save_checkpoint(path: Path, model: CRN, label_set: LabelSet = CITYSCAPES) -> None:
+    """Write state_dict + config + label set; ``.safetensors`` keeps the last two as metadata."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": model.config.to_dict(), "label_set": label_set.to_dict()}
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
+        else:
+            torch.save({**meta, "state_dict": state}, tmp)

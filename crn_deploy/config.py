@@ -1,0 +1,170 @@
+"""The CRN architecture as data, its named presets, and which resolutions it can run at.
+
+Stdlib only: the runtime, the exporter and the manifest all share these definitions.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass
+
+from .errors import UsageError
+
+BASE_RESOLUTION = (4, 8)  # height x width of module 0 in the released models
+
+
+@dataclass(frozen=True)
+class CRNConfig:
+    """One CRN generator: a cascade of refinement modules, coarsest first.
+
+    ``widths[i]`` is the feature width of module ``i``; module ``i`` runs at
+    ``base * 2**i``. ``k`` is the number of images emitted (3k output channels).
+    """
+
+    num_classes: int = 19
+    widths: tuple[int, ...] = ()
+    base: tuple[int, int] = BASE_RESOLUTION
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "base", tuple(int(b) for b in self.base))
+        if not self.widths or min(self.widths) < 1:
+            raise UsageError(f"a CRN needs at least one module of positive width, got widths {self.widths}")
+        if self.num_classes < 1 or self.num_classes > 254:
+            raise UsageError(f"num_classes must be 1..254 (uint8 ids, 255 = void), got {self.num_classes}")
+        if self.k < 1:
+            raise UsageError(f"k (images per label map) must be >= 1, got {self.k}")
+
+    @property
+    def num_modules(self) -> int:
+        return len(self.widths)
+
+    @property
+    def layout_channels(self) -> int:
+        """One-hot classes plus the void channel."""
+        return self.num_classes + 1
+
+    @property
+    def out_channels(self) -> int:
+        return 3 * self.k
+
+    @property
+    def scale(self) -> int:
+        """Output size / base size: each module after the first doubles both sides."""
+        return 2 ** (self.num_modules - 1)
+
+    @property
+    def native_resolution(self) -> tuple[int, int]:
+        return (self.base[0] * self.scale, self.base[1] * self.scale)
+
+    def module_in_channels(self, i: int) -> int:
+        return self.layout_channels + (self.widths[i - 1] if i else 0)
+
+    def base_for(self, resolution: tuple[int, int]) -> tuple[int, int]:
+        """The base resolution that makes the last module emit ``resolution``."""
+        check_resolution(resolution, self)
+        return (resolution[0] // self.scale, resolution[1] // self.scale)
+
+    def macs(self, resolution: tuple[int, int]) -> int:
+        """Multiply-accumulates of one forward pass at ``resolution``."""
+        h, w = self.base_for(resolution)
+        total = 0
+        for i, width in enumerate(self.widths):
+            pixels = (h << i) * (w << i)
+            total += pixels * 9 * width * (self.module_in_channels(i) + width)
+        return total + resolution[0] * resolution[1] * self.widths[-1] * self.out_channels
+
+    def num_parameters(self) -> int:
+        convs = sum(9 * w * (self.module_in_channels(i) + w) + 4 * w for i, w in enumerate(self.widths))
+        return convs + self.widths[-1] * self.out_channels + self.out_channels
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["widths"] = list(self.widths)
+        data["base"] = list(self.base)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CRNConfig:
+        try:
+            return cls(
+                num_classes=int(data["num_classes"]),
+                widths=tuple(data["widths"]),
+                base=tuple(data.get("base", BASE_RESOLUTION)),
+                k=int(data.get("k", 1)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"malformed CRN config {data!r}: {e}") from None
+
+
+def released_widths(num_modules: int, last_override: dict[int, int] | None = None) -> tuple[int, ...]:
+    """Feature widths of the authors' models by module height ``sp`` (crn.md)."""
+    widths = []
+    for i in range(num_modules):
+        sp = BASE_RESOLUTION[0] << i
+        width = 1024 if sp <= 64 else 512 if sp <= 256 else 128 if sp == 512 else 32
+        widths.append((last_override or {}).get(sp, width))
+    return tuple(widths)
+
+
+def _scaled(widths: tuple[int, ...], divisor: int) -> tuple[int, ...]:
+    return tuple(max(4, w // divisor) for w in widths)
+
+
+PRESETS: dict[str, CRNConfig] = {
+    "cityscapes-256p": CRNConfig(19, released_widths(7), k=9),
+    "cityscapes-512p": CRNConfig(19, released_widths(8)),
+    "cityscapes-1024p": CRNConfig(19, released_widths(9)),
+    "gta-256p": CRNConfig(19, released_widths(7), k=9),
+    # Same cascade as cityscapes-256p at 1/8 of the widths: fast on a CPU, for demos.
+    "small-256p": CRNConfig(19, _scaled(released_widths(7), 8)),
+    # A few kilobytes of weights: for tests.
+    "tiny": CRNConfig(19, (16, 16, 12, 8), base=(4, 8), k=1),
+}
+
+RELEASED_PRESETS = ("cityscapes-256p", "cityscapes-512p", "cityscapes-1024p", "gta-256p")
+
+
+def preset(name: str) -> CRNConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UsageError(f"unknown preset '{name}': {hint}choose one of {', '.join(PRESETS)}") from None
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'512x1024' -> (512, 1024): height x width."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+        if h > 0 and w > 0:
+            return (h, w)
+    except ValueError:
+        pass
+    raise UsageError(f"resolution '{text}' is not HEIGHTxWIDTH (for example 512x1024)")
+
+
+def format_resolution(resolution: tuple[int, int]) -> str:
+    return f"{resolution[0]}x{resolution[1]}"
+
+
+def check_resolution(resolution: tuple[int, int], config: CRNConfig) -> None:
+    """Refuse a size the cascade cannot produce, naming the nearest sizes it can."""
+    step = config.scale
+    h, w = resolution
+    if h % step == 0 and w % step == 0 and h > 0 and w > 0:
+        return
+    nearest = sorted({format_resolution((hh, ww)) for hh in _near(h, step) for ww in _near(w, step)})
+    raise UsageError(
+        f"resolution {format_resolution(resolution)} is not a multiple of {step} on both sides "
+        f"({config.num_modules} modules halve it {config.num_modules - 1} times); "
+        f"nearest valid: {', '.join(nearest)}"
+    )
+
+
+def _near(n: int, step: int) -> list[int]:
+    below = max(step, n // step * step)
+    return sorted({below, below + step} if n % step else {n})

@@ -1,0 +1,130 @@
+"""Label sets (class names, colours, void) and exact colour <-> id conversion. NumPy only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UsageError
+
+VOID_ID = 255  # any id >= num_classes is void; 255 is the conventional "ignore" id
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Classes 0..n-1 with their palette colours; any other id or colour is void."""
+
+    name: str
+    names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+    void_color: tuple[int, int, int] = (0, 0, 0)
+    _lut: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        object.__setattr__(self, "colors", tuple(tuple(int(v) for v in c) for c in self.colors))
+        object.__setattr__(self, "void_color", tuple(int(v) for v in self.void_color))
+        if len(self.names) != len(self.colors):
+            raise UsageError(f"label set '{self.name}' has {len(self.names)} names but {len(self.colors)} colours")
+        if len(set(self.colors)) != len(self.colors):
+            raise UsageError(f"label set '{self.name}' uses one colour for two classes")
+        if not 1 <= len(self.names) < VOID_ID:
+            raise UsageError(f"label set '{self.name}' must have 1..254 classes, has {len(self.names)}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def palette(self) -> np.ndarray:
+        """[256, 3] uint8: row i is class i's colour, void rows get the void colour."""
+        table = np.empty((256, 3), np.uint8)
+        table[:] = self.void_color
+        table[: self.num_classes] = self.colors
+        return table
+
+    def ids_to_colors(self, ids: np.ndarray) -> np.ndarray:
+        return self.palette()[np.asarray(ids, np.uint8)]
+
+    def colors_to_ids(self, rgb: np.ndarray, *, strict: bool = False) -> np.ndarray:
+        """Exact palette match per pixel; unknown colours become void (or an error if strict)."""
+        rgb = np.asarray(rgb)
+        if rgb.dtype != np.uint8 or rgb.ndim < 3 or rgb.shape[-1] != 3:
+            raise UsageError(f"a colour label map must be uint8 [..., H, W, 3] RGB, got {rgb.dtype} {list(rgb.shape)}")
+        ids = self._color_lut()[_pack_rgb(rgb)]
+        if strict:
+            self._refuse_unknown(rgb, ids)
+        return ids
+
+    def _color_lut(self) -> np.ndarray:
+        # One byte per 24-bit colour (16 MiB), built once: a single gather per frame.
+        if "lut" not in self._lut:
+            lut = np.full(1 << 24, VOID_ID, np.uint8)
+            lut[_pack_rgb(np.array(self.colors, np.uint8))] = np.arange(self.num_classes, dtype=np.uint8)
+            self._lut["lut"] = lut
+        return self._lut["lut"]
+
+    def _refuse_unknown(self, rgb: np.ndarray, ids: np.ndarray) -> None:
+        unknown = (ids == VOID_ID) & np.any(rgb != self.void_color, axis=-1)
+        if unknown.any():
+            examples = np.unique(rgb[unknown].reshape(-1, 3), axis=0)[:3]
+            shown = ", ".join(str(tuple(int(v) for v in c)) for c in examples)
+            raise UsageError(
+                f"{int(unknown.sum())} pixels have colours outside the '{self.name}' palette (e.g. {shown}); "
+                "save label images without anti-aliasing or resize them with nearest-neighbour, "
+                "or allow unknown colours as void"
+            )
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "names": list(self.names),
+            "colors": [list(c) for c in self.colors],
+            "void_color": list(self.void_color),
+            "void_id": VOID_ID,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LabelSet:
+        try:
+            return cls(data["name"], tuple(data["names"]), tuple(map(tuple, data["colors"])), tuple(data["void_color"]))
+        except (KeyError, TypeError) as e:
+            raise UsageError(f"malformed label set: missing or bad field {e}") from None
+
+
+def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int32, copy=False)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+CITYSCAPES = LabelSet(
+    "cityscapes",
+    (
+        "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+        "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+        "motorcycle", "bicycle",
+    ),
+    (
+        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+        (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    ),
+)
+
+# Cityscapes label id (as in *_labelIds.png) -> train id, from cityscapesscripts' labels.py.
+_CITYSCAPES_ID_TO_TRAIN = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
+    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}
+CITYSCAPES_ID_TO_TRAIN_ID = np.full(256, VOID_ID, np.uint8)
+for _id, _train in _CITYSCAPES_ID_TO_TRAIN.items():
+    CITYSCAPES_ID_TO_TRAIN_ID[_id] = _train
+
+
+def cityscapes_label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Map a Cityscapes ``*_labelIds.png`` (ids 0..33) to train ids 0..18, others void."""
+    return CITYSCAPES_ID_TO_TRAIN_ID[np.asarray(label_ids, np.uint8)]
+
+
+LABEL_SETS = {CITYSCAPES.name: CITYSCAPES}

@@ -1,0 +1,167 @@
+"""The artifact contract: tensor names and shapes, precisions, and the sidecar JSON manifest.
+
+Every exported artifact ``<name>-<H>x<W>-<precision>.onnx`` has ``<same stem>.json`` beside it
+saying what it is (model config, label set, I/O), where it came from and how faithful it is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import CRNConfig, format_resolution
+from .errors import ArtifactError, UsageError
+from .files import write_json_atomic
+from .labels import LabelSet
+
+SCHEMA = "crn-deploy/artifact"
+SCHEMA_VERSION = 1
+
+INPUT_NAME = "labels"
+OUTPUT_NAME = "image"
+PRECISIONS = ("fp32", "fp16")
+
+
+def parse_precision(text: str) -> str:
+    value = text.lower()
+    if value not in PRECISIONS:
+        raise UsageError(f"unknown precision '{text}': choose one of {', '.join(PRECISIONS)}")
+    return value
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TensorSpec:
+        return cls(data["name"], data["dtype"], tuple(data["shape"]))
+
+
+def io_specs(config: CRNConfig, resolution: tuple[int, int], batch: int) -> tuple[TensorSpec, TensorSpec]:
+    """uint8 class ids [N,1,H,W] in; uint8 RGB [N,H,W,3] (or [N,k,H,W,3]) out."""
+    h, w = resolution
+    out_shape = (batch, h, w, 3) if config.k == 1 else (batch, config.k, h, w, 3)
+    return TensorSpec(INPUT_NAME, "uint8", (batch, 1, h, w)), TensorSpec(OUTPUT_NAME, "uint8", out_shape)
+
+
+def artifact_stem(name: str, resolution: tuple[int, int], precision: str) -> str:
+    return f"{name}-{format_resolution(resolution)}-{precision}"
+
+
+@dataclass
+class Manifest:
+    name: str
+    artifact: str  # file name of the artifact, relative to the manifest's folder
+    resolution: tuple[int, int]
+    precision: str
+    batch: int
+    config: CRNConfig
+    label_set: LabelSet
+    source: dict  # {"kind": "checkpoint", "path", "sha256"} or {"kind": "random", "preset", "seed"}
+    sections: dict = field(default_factory=dict)  # onnx, parity, versions, export timings, ...
+    path: Path | None = None  # where this manifest lives on disk, once written or read
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        return io_specs(self.config, self.resolution, self.batch)[0]
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        return io_specs(self.config, self.resolution, self.batch)[1]
+
+    @property
+    def artifact_path(self) -> Path:
+        if self.path is None:
+            raise ArtifactError(f"manifest for {self.artifact} has not been written or read from disk")
+        return self.path.parent / self.artifact
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "artifact": self.artifact,
+            "resolution": list(self.resolution),
+            "precision": self.precision,
+            "batch": self.batch,
+            "inputs": [self.input_spec.to_dict()],
+            "outputs": [self.output_spec.to_dict()],
+            "config": self.config.to_dict(),
+            "label_set": self.label_set.to_dict(),
+            "source": self.source,
+            **self.sections,
+        }
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_dict())
+        self.path = Path(path)
+
+    @classmethod
+    def from_dict(cls, data: dict, path: Path | None = None) -> Manifest:
+        where = path or "manifest"
+        if data.get("schema") != SCHEMA:
+            raise ArtifactError(f"{where} is not a crn-deploy manifest (schema {data.get('schema')!r})")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ArtifactError(
+                f"{where} has manifest schema version {data.get('schema_version')}, this crn-deploy reads "
+                f"{SCHEMA_VERSION}; re-export the artifact with this version's crn-export"
+            )
+        known = {"schema", "schema_version", "name", "artifact", "resolution", "precision", "batch",
+                 "inputs", "outputs", "config", "label_set", "source"}
+        try:
+            return cls(
+                name=data["name"],
+                artifact=data["artifact"],
+                resolution=tuple(data["resolution"]),
+                precision=parse_precision(data["precision"]),
+                batch=int(data["batch"]),
+                config=CRNConfig.from_dict(data["config"]),
+                label_set=LabelSet.from_dict(data["label_set"]),
+                source=data["source"],
+                sections={k: v for k, v in data.items() if k not in known},
+                path=path,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{where} is missing or has a bad field {e}; re-export the artifact") from None
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ArtifactError(f"manifest {path} not found; export the artifact with crn-export") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ArtifactError(f"manifest {path} is unreadable ({e}); re-export the artifact") from None
+        if not isinstance(data, dict):
+            raise ArtifactError(f"manifest {path} is not a JSON object; re-export the artifact")
+        return cls.from_dict(data, path)
+
+
+def manifest_for(artifact: Path) -> Path:
+    """The sidecar manifest path of an artifact file (or the manifest itself)."""
+    artifact = Path(artifact)
+    return artifact if artifact.suffix == ".json" else artifact.with_suffix(".json")
+
+
+def find_manifests(folder: Path) -> list[Manifest]:
+    """Every crn-deploy manifest in a folder (not recursive), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder; pass the folder crn-export wrote (default engines/)")
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("schema") == SCHEMA:
+            found.append(Manifest.from_dict(data, path))
+    return found
