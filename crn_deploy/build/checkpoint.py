@@ -168,3 +168,21 @@ def save_checkpoint(path: Path, model: CRN, label_set: LabelSet = CITYSCAPES) ->
             save_file(state, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
         else:
             torch.save({**meta, "state_dict": state}, tmp)
+
+
+def model_from_source(source: dict, config: CRNConfig, checkpoint: Path | None = None) -> CRN:
+    """Rebuild the FP32 model an artifact was exported from, as its manifest records it."""
+    if source.get("kind") == "random":
+        return random_model(config, int(source["seed"]), source.get("preset")).model
+    path = Path(checkpoint or source.get("path", ""))
+    if not path.is_file():
+        raise CheckpointError(
+            f"the checkpoint this artifact was exported from ({source.get('path')}) is not there; "
+            "pass its new location with --checkpoint"
+        )
+    if sha256_file(path) != source.get("sha256"):
+        raise CheckpointError(
+            f"{path} is not the checkpoint this artifact was exported from (SHA-256 differs); "
+            "re-export the artifact from it, or pass the original with --checkpoint"
+        )
+    return load_checkpoint(path, config).model

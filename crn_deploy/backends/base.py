@@ -1,0 +1,49 @@
+"""One lifecycle for every backend: cheap constructor, open -> run -> close, context manager."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CrnError
+
+
+class Backend:
+    """Subclasses implement ``_open_impl``, ``_run_impl`` and ``_close_impl``; the public methods stay here."""
+
+    name = "backend"
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.is_open = False
+
+    def open(self) -> Backend:
+        if not self.is_open:
+            self._open_impl()
+            self.is_open = True
+        return self
+
+    def run(self, ids: np.ndarray) -> np.ndarray:
+        """ids: uint8 [B,1,H,W] of the artifact's exact shape. Hot path: no validation here."""
+        if not self.is_open:
+            raise CrnError(f"{self.name} is not open; call open() or use it as a context manager")
+        return self._run_impl(ids)
+
+    def close(self) -> None:
+        if self.is_open:
+            self.is_open = False
+            self._close_impl()
+
+    def __enter__(self) -> Backend:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _open_impl(self) -> None:
+        raise NotImplementedError
+
+    def _run_impl(self, ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _close_impl(self) -> None:
+        pass

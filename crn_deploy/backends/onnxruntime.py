@@ -1,0 +1,93 @@
+"""ONNX Runtime: CPU everywhere; the CUDA and TensorRT execution providers where installed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError, UsageError
+from ..manifest import INPUT_NAME, OUTPUT_NAME
+from .base import Backend
+
+# Provider chains by device, best first; ONNX Runtime falls back along the chain per node.
+_CHAINS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+DEVICES = ("auto", *_CHAINS)
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError("the ONNX Runtime backend needs onnxruntime: pip install 'crn-deploy[ort]'") from None
+    return onnxruntime
+
+
+def available_devices() -> list[str]:
+    """Devices whose first provider this onnxruntime build offers."""
+    offered = set(import_onnxruntime().get_available_providers())
+    return [device for device, chain in _CHAINS.items() if chain[0] in offered]
+
+
+class OnnxRuntimeBackend(Backend):
+    """``device``: cpu, cuda, tensorrt, or auto (cuda where offered, else cpu)."""
+
+    def __init__(self, path: Path, device: str = "auto", *, threads: int | None = None) -> None:
+        super().__init__()
+        if device not in DEVICES:
+            raise UsageError(f"unknown ONNX Runtime device '{device}': choose one of {', '.join(DEVICES)}")
+        self.path = Path(path)
+        self.requested = device
+        self.threads = threads
+        self.device = device
+        self.name = f"onnxruntime-{device}"
+        self._session = None
+
+    def _open_impl(self) -> None:
+        ort = import_onnxruntime()
+        device = self._resolve_device()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: per-node fallback warnings are expected
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        try:
+            self._session = ort.InferenceSession(str(self.path), options, providers=self._providers(device))
+        except FileNotFoundError:
+            raise ArtifactError(f"{self.path} not found; export it with crn-export") from None
+        except Exception as e:  # onnxruntime raises its own classes for invalid or truncated models
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtifactError(f"ONNX Runtime cannot load {self.path} ({first}); re-export it with crn-export") from None
+        self.device, self.name = device, f"onnxruntime-{device}"
+        names = ([i.name for i in self._session.get_inputs()], [o.name for o in self._session.get_outputs()])
+        if names != ([INPUT_NAME], [OUTPUT_NAME]):
+            raise ArtifactError(f"{self.path} has I/O {names}, not a crn-deploy export ({INPUT_NAME} -> {OUTPUT_NAME})")
+
+    def _resolve_device(self) -> str:
+        offered = available_devices()
+        if self.requested == "auto":
+            return "cuda" if "cuda" in offered else "cpu"
+        if self.requested not in offered:
+            raise UsageError(
+                f"ONNX Runtime here offers no {self.requested} provider (offered: {', '.join(offered)}); "
+                "install onnxruntime-gpu with matching CUDA/TensorRT libraries, or use device cpu"
+            )
+        return self.requested
+
+    def _providers(self, device: str) -> list:
+        if device != "tensorrt":
+            return _CHAINS[device]
+        # The engine cache lives beside the ONNX, so a rebuilt model does not reuse a stale engine.
+        cache = str(self.path.parent / "ort-trt-cache")
+        trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+               "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
+        return [("TensorrtExecutionProvider", trt), *_CHAINS["cuda"]]
+
+    def _run_impl(self, ids: np.ndarray) -> np.ndarray:
+        return self._session.run([OUTPUT_NAME], {INPUT_NAME: ids})[0]
+
+    def _close_impl(self) -> None:
+        self._session = None

@@ -1,0 +1,139 @@
+"""Export a CRN to validated ONNX artifacts with sidecar manifests, one per resolution and precision.
+
+Every artifact is checked before it is kept: onnx.checker, then ONNX Runtime against the PyTorch
+FP32 reference on synthetic street layouts. It is written under a temporary name and renamed
+only once it passes the parity gate.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .. import __version__
+from ..backends.onnxruntime import OnnxRuntimeBackend
+from ..backends.torch_ref import TorchBackend
+from ..config import check_resolution, format_resolution
+from ..data.synthetic import street_layouts
+from ..errors import ValidationError
+from ..files import atomic_path, ensure_writable_dir, sha256_file
+from ..manifest import Manifest, artifact_stem
+from ..measure.parity import compare_images, passes
+from ..runtime.synthesizer import Synthesizer
+from .checkpoint import LoadedCheckpoint
+from .onnx_graph import IR_VERSION, OPSET, build_crn_graph, state_to_numpy
+
+VALIDATION_SEED = 1000  # synthetic layouts for validation; benchmarks use other seeds
+
+
+@dataclass
+class ExportOptions:
+    resolutions: list[tuple[int, int]]
+    precisions: list[str] = field(default_factory=lambda: ["fp16"])
+    out_dir: Path = Path("engines")
+    name: str = "crn"
+    batch: int = 1
+    samples: int = 2  # synthetic layouts the parity check runs
+    max_abs_fp32: float = 1.0  # levels: FP32 must match the reference to rounding
+    min_psnr_fp16: float = 40.0  # dB against the FP32 reference
+
+
+def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
+                     log: Callable[[str], None] = print) -> list[Manifest]:
+    """Write ``<name>-<H>x<W>-<precision>.onnx/.json`` for every requested pair; return their manifests."""
+    config = source.model.config
+    for resolution in options.resolutions:
+        check_resolution(resolution, config)
+    ensure_writable_dir(options.out_dir)
+    weights = state_to_numpy(source.model.state_dict())
+    written = []
+    for resolution in options.resolutions:
+        layouts = street_layouts(options.samples, *resolution, seed=VALIDATION_SEED)
+        reference = _timed(log, f"PyTorch FP32 reference at {format_resolution(resolution)}",
+                           lambda: _reference_images(source, layouts))
+        for precision in options.precisions:
+            written.append(_export_one(source, weights, resolution, precision, options, layouts, reference, log))
+    return written
+
+
+def _export_one(source: LoadedCheckpoint, weights: dict, resolution, precision: str, options: ExportOptions,
+                layouts: np.ndarray, reference: np.ndarray, log) -> Manifest:
+    config = source.model.config
+    stem = artifact_stem(options.name, resolution, precision)
+    final = options.out_dir / f"{stem}.onnx"
+    manifest = Manifest(options.name, final.name, resolution, precision, options.batch, config,
+                        source.label_set, source.source)
+    started = time.perf_counter()
+    with atomic_path(final) as tmp:
+        model = _timed(log, f"{stem}: build graph",
+                       lambda: build_crn_graph(config, weights, resolution, precision, options.batch))
+        _timed(log, f"{stem}: onnx.checker", lambda: onnx.checker.check_model(model))
+        onnx.save_model(model, str(tmp))
+        del model
+        synth = Synthesizer(OnnxRuntimeBackend(tmp, "cpu"), manifest)
+        with synth:
+            images = _timed(log, f"{stem}: ONNX Runtime parity on {len(layouts)} layouts",
+                            lambda: synth.run_ids(layouts))
+        parity = {"reference": "torch-fp32", "inputs": f"synthetic street layouts, seed {VALIDATION_SEED}",
+                  "samples": len(layouts), **compare_images(images, reference)}
+        _gate(stem, precision, parity, options)
+        manifest.sections = _sections(tmp, final, parity, options, time.perf_counter() - started)
+    manifest.write(final.with_suffix(".json"))
+    log(f"{stem}: wrote {final} ({final.stat().st_size / 2**20:.1f} MiB) — {_parity_text(parity)}")
+    return manifest
+
+
+def _reference_images(source: LoadedCheckpoint, layouts: np.ndarray) -> np.ndarray:
+    with TorchBackend(source.model, "fp32", "cpu") as ref:
+        return np.concatenate([ref.run(layouts[i : i + 1]) for i in range(len(layouts))])
+
+
+def _gate(stem: str, precision: str, parity: dict, options: ExportOptions) -> None:
+    if precision == "fp32" and not passes(parity, max_abs=options.max_abs_fp32):
+        raise ValidationError(
+            f"{stem}: ONNX Runtime differs from the PyTorch reference by up to {parity['max_abs']:.0f} levels "
+            f"(gate {options.max_abs_fp32:g}); not kept. This is a bug: please report it with the checkpoint's config"
+        )
+    if precision == "fp16" and not passes(parity, min_psnr=options.min_psnr_fp16):
+        raise ValidationError(
+            f"{stem}: FP16 reaches {parity['psnr_db']:.1f} dB against the FP32 reference (gate "
+            f"{options.min_psnr_fp16:g} dB); not kept. Export fp32, or accept it with --min-psnr {int(parity['psnr_db'])}"
+        )
+
+
+def _sections(tmp: Path, final: Path, parity: dict, options: ExportOptions, seconds: float) -> dict:
+    return {
+        "onnx": {"file": final.name, "sha256": sha256_file(tmp), "size_bytes": tmp.stat().st_size,
+                 "opset": OPSET, "ir_version": IR_VERSION},
+        "parity": parity,
+        "gates": {"fp32_max_abs": options.max_abs_fp32, "fp16_min_psnr_db": options.min_psnr_fp16},
+        "export": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 2)},
+        "versions": tool_versions(),
+    }
+
+
+def tool_versions() -> dict:
+    import onnxruntime
+    import torch
+
+    return {"crn_deploy": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+
+
+def _parity_text(parity: dict) -> str:
+    psnr = "identical" if parity["psnr_db"] is None else f"PSNR {parity['psnr_db']:.1f} dB"
+    return f"vs PyTorch FP32: max |Δ| {parity['max_abs']:.0f}, mean |Δ| {parity['mean_abs']:.4f}, {psnr}"
+
+
+def _timed(log, what: str, fn):
+    started = time.perf_counter()
+    result = fn()
+    log(f"{what}: {time.perf_counter() - started:.2f} s")
+    return result

@@ -1,0 +1,1 @@
+"""Console entry points: ``main(argv) -> int``, heavy imports after argument parsing."""

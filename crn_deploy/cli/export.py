@@ -1,0 +1,74 @@
+"""crn-export: a CRN checkpoint (or a preset with random weights) -> validated ONNX per resolution and precision."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import check_resolution, format_resolution, parse_resolution, preset
+from ..errors import UsageError
+from ..manifest import PRECISIONS, parse_precision
+from ._main import log, parse_or_exit, run_command
+
+PROG = "crn-export"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
+    p.add_argument("checkpoint", nargs="?", type=Path, help=".pt/.pth/.safetensors checkpoint of a CRN")
+    p.add_argument("--preset", help="architecture preset (with --random-weights, or to check a checkpoint against)")
+    p.add_argument("--random-weights", action="store_true", help="seeded random weights: benchmark before training")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
+    p.add_argument("--res", action="append", default=[], metavar="HxW",
+                   help="output resolution, repeatable (default: the model's native resolution)")
+    p.add_argument("--precision", action="append", default=[], choices=PRECISIONS, help="repeatable (default fp16)")
+    p.add_argument("--batch", type=int, default=1, help="fixed batch size of the artifacts (default 1)")
+    p.add_argument("--out", type=Path, default=Path("engines"), help="output folder (default engines/)")
+    p.add_argument("--name", help="artifact name prefix (default: checkpoint stem, or <preset>-seed<N>)")
+    p.add_argument("--samples", type=int, default=2, help="synthetic layouts for the parity check (default 2)")
+    p.add_argument("--min-psnr", type=float, default=40.0, help="FP16 parity gate in dB (default 40)")
+    return p
+
+
+def _check(args) -> None:
+    args.resolutions = [parse_resolution(r) for r in args.res]
+    args.precisions = list(dict.fromkeys(parse_precision(p) for p in args.precision or ["fp16"]))
+    if args.random_weights == bool(args.checkpoint):
+        raise UsageError("give a CHECKPOINT, or --preset NAME --random-weights (not both, not neither)")
+    if args.random_weights and not args.preset:
+        raise UsageError("--random-weights needs --preset NAME to say which architecture")
+    if args.preset:
+        preset(args.preset)
+    if args.batch < 1 or args.samples < 1:
+        raise UsageError("--batch and --samples must be at least 1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_or_exit(build_parser(), argv, _check)
+    return run_command(PROG, lambda: _export(args))
+
+
+def _export(args) -> int:
+    from ..build.checkpoint import load_checkpoint, random_model
+    from ..build.exporter import ExportOptions, export_artifacts
+
+    config = preset(args.preset) if args.preset else None
+    if args.random_weights:
+        source = random_model(config, args.seed, args.preset)
+        name = args.name or f"{args.preset}-seed{args.seed}"
+    else:
+        source = load_checkpoint(args.checkpoint, config)
+        name = args.name or args.checkpoint.stem
+    config = source.model.config
+    resolutions = args.resolutions or [config.native_resolution]
+    for resolution in resolutions:
+        check_resolution(resolution, config)
+    log(f"{PROG}: {name}: {config.num_modules} modules, widths {list(config.widths)}, k={config.k}, "
+        f"{config.num_parameters():,} parameters -> "
+        f"{', '.join(map(format_resolution, resolutions))} x {', '.join(args.precisions)}")
+    options = ExportOptions(resolutions, args.precisions, args.out, name, args.batch, args.samples,
+                            min_psnr_fp16=args.min_psnr)
+    manifests = export_artifacts(source, options, log)
+    log(f"{PROG}: {len(manifests)} artifact(s) in {args.out}/. No TensorRT engines were built: this version "
+        "exports ONNX only. Next: crn-bench " + str(args.out))
+    return 0

@@ -1,0 +1,67 @@
+"""Label-image reading, picture writing and resizing (OpenCV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import UsageError
+from ..files import write_bytes_atomic
+from ..labels import LabelSet, cityscapes_label_ids_to_train_ids
+
+LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
+
+
+def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = False) -> np.ndarray:
+    """A label image as uint8 [H, W] class ids.
+
+    Single-channel images hold ids (Cityscapes ``*_labelIds.png`` are mapped to train ids);
+    colour images are matched to the label set's palette exactly.
+    """
+    path = Path(path)
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise UsageError(f"cannot read label image {path}: not an image file OpenCV can decode")
+    if image.dtype != np.uint8:
+        raise UsageError(f"label image {path} has {image.dtype} pixels; save ids or colours as 8-bit PNG")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]
+    if image.ndim == 2:
+        return cityscapes_label_ids_to_train_ids(image) if path.name.endswith("_labelIds.png") else image
+    return label_set.colors_to_ids(np.ascontiguousarray(image[..., ::-1]), strict=strict_colors)
+
+
+def list_label_images(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"--labels {folder} is not a folder of label images")
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in LABEL_SUFFIXES)
+    if not found:
+        raise UsageError(f"no label images ({', '.join(LABEL_SUFFIXES)}) in {folder}")
+    return found
+
+
+def write_image(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 picture; the format follows the suffix. Atomic."""
+    path = Path(path)
+    ok, encoded = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise UsageError(f"cannot encode a picture as '{path.suffix}'; use .png or .jpg")
+    write_bytes_atomic(path, encoded.tobytes())
+
+
+def resize_labels(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour: class ids are never blended. ``size`` is (height, width)."""
+    if ids.shape[-2:] == tuple(size):
+        return ids
+    return cv2.resize(ids, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area averaging when shrinking (no aliasing), bilinear when enlarging."""
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    shrinking = size[0] * size[1] < rgb.shape[0] * rgb.shape[1]
+    return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

@@ -1,0 +1,123 @@
+"""Deterministic synthetic street layouts (Cityscapes train ids) at any resolution.
+
+No real dataset may be downloaded here, so tests, demos and benchmarks draw their own scenes:
+sky, buildings, vegetation, a road in perspective with sidewalks, cars, people, poles and signs,
+and the ego vehicle's bonnet as void. Shapes live in unit coordinates, so one seed gives the same
+scene at every resolution; ``t`` moves the traffic for animations.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..labels import VOID_ID
+
+ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY = range(11)
+PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(11, 19)
+SIDEWALK_WIDTH = 0.16  # at the bottom edge, in image widths
+
+
+class _Canvas:
+    def __init__(self, height: int, width: int) -> None:
+        self.ids = np.full((height, width), SKY, np.uint8)
+        self.size = np.array([width, height], np.float64)
+
+    def poly(self, points, cls: int) -> None:
+        pts = np.round(np.asarray(points, np.float64) * self.size).astype(np.int32)
+        cv2.fillPoly(self.ids, [pts], int(cls))
+
+    def rect(self, x0, y0, x1, y1, cls: int) -> None:
+        self.poly([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], cls)
+
+    def ellipse(self, cx, cy, rx, ry, cls: int) -> None:
+        center = tuple(int(v) for v in np.round(np.array([cx, cy]) * self.size))
+        axes = tuple(max(1, int(v)) for v in np.round(np.array([rx, ry]) * self.size))
+        cv2.ellipse(self.ids, center, axes, 0, 0, 360, int(cls), -1)
+
+
+def street_layout(height: int, width: int, seed: int = 0, t: float = 0.0) -> np.ndarray:
+    """A uint8 [height, width] map of class ids (255 = void)."""
+    rng = np.random.default_rng(seed)
+    c = _Canvas(height, width)
+    horizon = rng.uniform(0.36, 0.46)
+    vanish = rng.uniform(0.42, 0.58)
+    _buildings(c, rng, horizon)
+    road = rng.uniform(0.3, 0.42)  # half the road's width at the bottom edge
+    _ground(c, rng, horizon, vanish, road)
+    _street_furniture(c, rng, horizon, vanish, road)
+    _traffic(c, rng, horizon, vanish, road, t)
+    _pedestrians(c, rng, horizon, vanish, road, t)
+    c.ellipse(0.5, 1.08, 0.42, 0.12, VOID_ID)  # ego vehicle's bonnet
+    return c.ids
+
+
+def street_layouts(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """[count, 1, height, width] uint8: the batch layout the engines take."""
+    return np.stack([street_layout(height, width, seed + i)[None] for i in range(count)])
+
+
+def _depth_scale(y: float, horizon: float) -> float:
+    """Apparent size of an object standing at screen height y (0 at the horizon, 1 at the bottom)."""
+    return max(0.0, (y - horizon) / (1.0 - horizon))
+
+
+def _buildings(c: _Canvas, rng, horizon: float) -> None:
+    x = 0.0
+    while x < 1.0:
+        w = rng.uniform(0.06, 0.18)
+        top = rng.uniform(0.02, horizon - 0.08)
+        c.rect(x, top, x + w, horizon + 0.02, BUILDING if rng.random() > 0.15 else WALL)
+        if rng.random() < 0.5:  # a tree in front of the facade
+            c.ellipse(x + w / 2, horizon - rng.uniform(0.0, 0.06), w * 0.45, rng.uniform(0.04, 0.09), VEGETATION)
+        x += w
+
+
+def _ground(c: _Canvas, rng, horizon: float, vanish: float, road: float) -> None:
+    c.rect(0.0, horizon, 1.0, 1.0, TERRAIN)
+    walk = road + SIDEWALK_WIDTH
+    c.poly([(vanish - 0.01, horizon), (vanish + 0.01, horizon), (0.5 + walk, 1.0), (0.5 - walk, 1.0)], SIDEWALK)
+    c.poly([(vanish - 0.004, horizon), (vanish + 0.004, horizon), (0.5 + road, 1.0), (0.5 - road, 1.0)], ROAD)
+    if rng.random() < 0.6:
+        c.poly([(0.0, horizon + 0.04), (vanish - 0.05, horizon), (vanish - 0.05, horizon + 0.01), (0.0, horizon + 0.09)],
+               FENCE)
+
+
+def _street_furniture(c: _Canvas, rng, horizon: float, vanish: float, road: float) -> None:
+    for side in (-1, 1):
+        for y in sorted(rng.uniform(horizon + 0.05, 0.95, size=rng.integers(1, 4))):
+            s = _depth_scale(y, horizon)
+            x = vanish + side * (road + SIDEWALK_WIDTH * 0.8) * s
+            top = y - 0.55 * s - 0.02
+            c.rect(x - 0.004 * s - 0.001, top, x + 0.004 * s + 0.001, y, POLE)
+            if rng.random() < 0.5:
+                c.rect(x - 0.02 * s, top, x + 0.02 * s, top + 0.05 * s + 0.005, SIGN)
+            else:
+                c.rect(x - 0.008 * s, top, x + 0.008 * s + 0.001, top + 0.08 * s + 0.005, LIGHT)
+
+
+def _traffic(c: _Canvas, rng, horizon: float, vanish: float, road: float, t: float) -> None:
+    count = int(rng.integers(2, 6))
+    for y, lane, kind, speed in zip(sorted(rng.uniform(horizon + 0.04, 0.85, size=count)),
+                                    rng.uniform(-0.8, 0.8, size=count),
+                                    rng.choice([CAR, CAR, CAR, TRUCK, BUS], size=count),
+                                    rng.uniform(-0.05, 0.05, size=count)):
+        s = _depth_scale(y, horizon)
+        x = vanish + (lane * road * 0.75 + speed * t) * s
+        w, h = (0.22 if kind == CAR else 0.3) * s, (0.12 if kind == CAR else 0.22) * s
+        c.rect(x - w / 2, y - h, x + w / 2, y, int(kind))
+        if kind == CAR:  # cabin
+            c.rect(x - w / 3, y - h * 1.5, x + w / 3, y - h * 0.9, int(kind))
+
+
+def _pedestrians(c: _Canvas, rng, horizon: float, vanish: float, road: float, t: float) -> None:
+    for _ in range(int(rng.integers(1, 5))):
+        y = rng.uniform(horizon + 0.06, 0.9)
+        s = _depth_scale(y, horizon)
+        side = rng.choice([-1, 1])
+        x = vanish + side * (road + SIDEWALK_WIDTH * 0.4) * s + rng.uniform(-0.02, 0.02) * t
+        cls = PERSON if rng.random() > 0.2 else RIDER
+        c.rect(x - 0.012 * s, y - 0.2 * s, x + 0.012 * s + 0.001, y, cls)
+        c.ellipse(x, y - 0.22 * s, 0.01 * s, 0.02 * s, cls)
+        if cls == RIDER:
+            c.ellipse(x, y - 0.02 * s, 0.03 * s, 0.02 * s, BICYCLE)

@@ -1,0 +1,54 @@
+"""The thin runtime: open an exported artifact and synthesize pictures from label maps.
+
+    from crn_deploy import runtime
+    with runtime.load("engines/cityscapes-1024p-seed0-1024x2048-fp16.onnx") as synth:
+        rgb = synth(ids)                  # uint8 [H,W] ids -> uint8 [H,W,3]
+
+Imports neither torch nor any backend library until an artifact is opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ArtifactError, UsageError
+from ..manifest import Manifest, manifest_for
+from .synthesizer import Synthesizer
+
+__all__ = ["Synthesizer", "load", "load_reference"]
+
+ARTIFACT_SUFFIXES = (".onnx",)
+
+
+def load(path, *, device: str = "auto", threads: int | None = None) -> Synthesizer:
+    """Open ``x.onnx`` (or its ``x.json`` manifest) with ONNX Runtime on ``device``."""
+    manifest = _read_manifest(path)
+    artifact = manifest.artifact_path
+    if artifact.suffix not in ARTIFACT_SUFFIXES:
+        raise UsageError(f"{artifact}: unsupported artifact type '{artifact.suffix}' (supported: {', '.join(ARTIFACT_SUFFIXES)})")
+    if not artifact.is_file():
+        raise ArtifactError(f"{artifact} is missing beside its manifest {manifest.path}; re-export it with crn-export")
+    from ..backends.onnxruntime import OnnxRuntimeBackend
+
+    return Synthesizer(OnnxRuntimeBackend(artifact, device, threads=threads), manifest).open()
+
+
+def load_reference(path, *, precision: str | None = None, device: str = "cpu", checkpoint=None) -> Synthesizer:
+    """The PyTorch reference model behind an artifact (needs torch: the ``export`` extra).
+
+    The weights come from the manifest's source: its checkpoint (or ``checkpoint``, if it moved),
+    or the preset and seed of a random-weights export.
+    """
+    manifest = _read_manifest(path)
+    from ..backends.torch_ref import TorchBackend
+    from ..build.checkpoint import model_from_source
+
+    model = model_from_source(manifest.source, manifest.config, checkpoint)
+    return Synthesizer(TorchBackend(model, precision or manifest.precision, device), manifest).open()
+
+
+def _read_manifest(path) -> Manifest:
+    path = Path(path)
+    if path.suffix not in (".json", *ARTIFACT_SUFFIXES):
+        raise UsageError(f"{path}: expected an exported .onnx file or its .json manifest")
+    return Manifest.read(manifest_for(path))
