@@ -1,0 +1,62 @@
+"""crn-bench: latency and parity of every exported artifact in a folder, against the PyTorch reference."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import UsageError
+from ._main import log, parse_or_exit, run_command
+
+PROG = "crn-bench"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
+    p.add_argument("folder", nargs="?", type=Path, default=Path("engines"), help="artifacts folder (default engines/)")
+    p.add_argument("--labels", type=Path, help="folder of label images (ids, colours, or Cityscapes *_labelIds.png)")
+    p.add_argument("--samples", type=int, default=4, help="synthetic layouts for parity (default 4)")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (at least one call; default 1)")
+    p.add_argument("--iterations", type=int, default=10, help="minimum timed calls (default 10)")
+    p.add_argument("--duration", type=float, default=3.0, help="minimum timed seconds (default 3)")
+    p.add_argument("--backend", action="append", choices=("onnxruntime", "torch"), help="repeatable (default: all)")
+    p.add_argument("--device", action="append", choices=("cpu", "cuda"), help="repeatable (default: all present)")
+    p.add_argument("--torch-cpu-fp16", action="store_true",
+                   help="also time PyTorch FP16 on the CPU (no fast kernels there: very slow)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own choice)")
+    p.add_argument("--checkpoint", type=Path, help="the source checkpoint, if it moved since export")
+    p.add_argument("--max-abs", type=float, help="gate: FAILED if any row's max |Δ| exceeds this (levels)")
+    p.add_argument("--min-psnr", type=float, help="gate: FAILED if any row's PSNR is below this (dB)")
+    p.add_argument("--json", type=Path, help="write the report as JSON")
+    return p
+
+
+def _check(args) -> None:
+    if args.samples < 1 or args.iterations < 1 or args.warmup < 0 or args.duration < 0:
+        raise UsageError("--samples and --iterations must be >= 1, --warmup and --duration >= 0")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_or_exit(build_parser(), argv, _check)
+    return run_command(PROG, lambda: _bench(args))
+
+
+def _bench(args) -> int:
+    from ..measure.bench import BACKENDS, BenchOptions, find_artifacts, run_bench
+    from ..measure.report import format_table, write_json
+
+    options = BenchOptions(args.labels, args.samples, args.warmup, args.iterations, args.duration,
+                           tuple(args.backend or BACKENDS), tuple(args.device or ()), args.checkpoint,
+                           args.torch_cpu_fp16, args.threads, args.max_abs, args.min_psnr)
+    log(f"{PROG}: {args.folder}")
+    report = run_bench(find_artifacts(args.folder), options, log)
+    log(format_table(report))
+    if args.json:
+        write_json(report, args.json)
+        log(f"{PROG}: wrote {args.json}")
+    statuses = [row["status"] for row in report["rows"]]
+    if "FAILED" in statuses or "ERROR" in statuses:
+        log(f"{PROG}: FAILED ({statuses.count('FAILED')} below the gates, {statuses.count('ERROR')} errors)")
+        return 1
+    log(f"{PROG}: PASSED" if options.max_abs is not None or options.min_psnr is not None else f"{PROG}: done")
+    return 0

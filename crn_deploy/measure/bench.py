@@ -1,0 +1,256 @@
+"""Latency and parity of every artifact in a folder, on every available backend, in one run.
+
+Parity is always against the PyTorch FP32 reference on the same label maps; speed-ups are
+against the PyTorch reference of the same precision and device, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..backends.base import Backend
+from ..config import format_resolution
+from ..data.images import list_label_images, read_label_image, resize_labels
+from ..data.synthetic import street_layouts
+from ..errors import CrnError, UsageError
+from ..manifest import Manifest, find_manifests
+from ..runtime.synthesizer import Synthesizer
+from .parity import compare_images, passes
+from .timing import measure_latency
+
+BENCH_SEED = 2000  # synthetic layouts for benchmarks (export validation uses another seed)
+BACKENDS = ("onnxruntime", "torch")
+
+
+@dataclass
+class BenchOptions:
+    labels_dir: Path | None = None
+    samples: int = 4
+    warmup_s: float = 1.0
+    iterations: int = 10
+    duration_s: float = 3.0
+    backends: tuple[str, ...] = BACKENDS
+    devices: tuple[str, ...] = ()  # empty: every device present (cpu; cuda where available)
+    # PyTorch on a CPU has no FP16 kernels worth timing (tens of times slower than FP32): opt-in there.
+    torch_cpu_fp16: bool = False
+    checkpoint: Path | None = None
+    threads: int | None = None
+    max_abs: float | None = None
+    min_psnr: float | None = None
+
+
+@dataclass
+class _Context:
+    options: BenchOptions
+    log: Callable[[str], None]
+    inputs: dict = field(default_factory=dict)  # resolution -> uint8 [S,1,H,W]
+    models: dict = field(default_factory=dict)  # source key -> FP32 CRN
+    references: dict = field(default_factory=dict)  # (source key, resolution) -> uint8 images
+
+
+def find_artifacts(folder: Path) -> list[Manifest]:
+    manifests = find_manifests(folder)
+    if not manifests:
+        raise UsageError(f"no crn-deploy artifacts (.onnx + .json manifest) in {folder}; run crn-export first")
+    return manifests
+
+
+def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[str], None] = print) -> dict:
+    ctx = _Context(options, log)
+    rows: list[dict] = []
+    done_torch: set = set()
+    for manifest in sorted(manifests, key=lambda m: (m.name, m.resolution, m.precision)):
+        if "onnxruntime" in options.backends:
+            for device in _ort_devices(options):
+                rows.append(_row(ctx, manifest, f"onnxruntime-{device}", lambda m=manifest, d=device: _ort(m, d, options)))
+        if "torch" not in options.backends:
+            continue
+        for device in _torch_devices(options):
+            key = (_source_key(manifest), manifest.resolution, manifest.precision, manifest.batch, device)
+            skip = device == "cpu" and manifest.precision == "fp16" and not options.torch_cpu_fp16
+            if key not in done_torch and not skip:
+                done_torch.add(key)
+                rows.append(_row(ctx, manifest, f"torch-{device}",
+                                 lambda m=manifest, d=device: _torch(ctx, m, d), artifact=f"{manifest.name} (PyTorch)"))
+    _add_speedups(rows)
+    for row in rows:
+        row["status"] = _status(row, options)
+    return {"tool": f"crn-bench {__version__}", "machine": machine_info(), "versions": _versions(),
+            "settings": _settings(manifests, options), "rows": rows}
+
+
+def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[], Backend],
+         artifact: str | None = None) -> dict:
+    row = {"artifact": artifact or manifest.artifact, "name": manifest.name, "backend": backend_name,
+           "precision": manifest.precision, "resolution": format_resolution(manifest.resolution),
+           "batch": manifest.batch, "megapixels": manifest.resolution[0] * manifest.resolution[1] / 1e6}
+    try:
+        inputs, reference = _inputs(ctx, manifest), _reference(ctx, manifest)
+        with Synthesizer(make(), manifest) as synth:
+            row["parity"] = compare_images(synth.run_ids(inputs), reference)
+            one_batch = np.ascontiguousarray(inputs[: manifest.batch])
+            if len(one_batch) < manifest.batch:
+                one_batch = np.resize(one_batch, (manifest.batch, *one_batch.shape[1:]))
+            stats = measure_latency(lambda: synth.backend.run(one_batch), warmup_s=ctx.options.warmup_s,
+                                    iterations=ctx.options.iterations, duration_s=ctx.options.duration_s,
+                                    frames_per_call=manifest.batch)
+        row["latency_ms"] = {k: v for k, v in stats.to_dict().items() if k != "fps"}
+        row["fps"] = stats.fps
+        row["ms_per_megapixel"] = stats.p50 / (row["megapixels"] * manifest.batch)
+    except CrnError as e:
+        row["error"] = str(e)
+    ctx.log(_progress_line(row))
+    return row
+
+
+def _ort(manifest: Manifest, device: str, options: BenchOptions) -> Backend:
+    from ..backends.onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(manifest.artifact_path, device, threads=options.threads)
+
+
+def _torch(ctx: _Context, manifest: Manifest, device: str) -> Backend:
+    from ..backends.torch_ref import TorchBackend
+
+    return TorchBackend(_model(ctx, manifest), manifest.precision, device)
+
+
+def _model(ctx: _Context, manifest: Manifest):
+    key = _source_key(manifest)
+    if key not in ctx.models:
+        from ..build.checkpoint import model_from_source
+
+        ctx.models[key] = model_from_source(manifest.source, manifest.config, ctx.options.checkpoint)
+    return ctx.models[key]
+
+
+def _reference(ctx: _Context, manifest: Manifest) -> np.ndarray:
+    key = (_source_key(manifest), manifest.resolution)
+    if key not in ctx.references:
+        from ..backends.torch_ref import TorchBackend
+
+        inputs = _inputs(ctx, manifest)
+        with TorchBackend(_model(ctx, manifest), "fp32", "cpu") as ref:
+            ctx.references[key] = np.concatenate([ref.run(inputs[i : i + 1]) for i in range(len(inputs))])
+    return ctx.references[key]
+
+
+def _inputs(ctx: _Context, manifest: Manifest) -> np.ndarray:
+    resolution = tuple(manifest.resolution)
+    if resolution not in ctx.inputs:
+        folder = ctx.options.labels_dir
+        if folder is None:
+            ctx.inputs[resolution] = street_layouts(ctx.options.samples, *resolution, seed=BENCH_SEED)
+        else:
+            maps = [resize_labels(read_label_image(p, manifest.label_set), resolution) for p in list_label_images(folder)]
+            ctx.inputs[resolution] = np.stack(maps)[:, None]
+    return ctx.inputs[resolution]
+
+
+def _source_key(manifest: Manifest) -> str:
+    return json.dumps(manifest.source, sort_keys=True)
+
+
+def _ort_devices(options: BenchOptions) -> list[str]:
+    from ..backends.onnxruntime import available_devices
+
+    present = [d for d in available_devices() if d in ("cpu", "cuda")]
+    return list(options.devices or present)
+
+
+def _torch_devices(options: BenchOptions) -> list[str]:
+    try:
+        import torch
+    except ImportError:
+        raise UsageError("the PyTorch reference needs torch: pip install 'crn-deploy[export]'") from None
+    present = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [d for d in (options.devices or present) if d in ("cpu", "cuda")]
+
+
+def _add_speedups(rows: list[dict]) -> None:
+    """speedup_vs_torch = PyTorch p50 / this row's p50: same model, resolution, device and batch, and the
+    same precision where PyTorch ran it (else PyTorch FP32, named in ``speedup_reference``)."""
+    def key(row, precision):
+        return (row["name"], row["resolution"], precision, row["backend"].split("-")[-1], row["batch"])
+
+    torch_p50 = {key(r, r["precision"]): r["latency_ms"]["p50"] for r in rows
+                 if r["backend"].startswith("torch") and "latency_ms" in r}
+    for row in rows:
+        for precision in dict.fromkeys((row["precision"], "fp32")):
+            if "latency_ms" in row and key(row, precision) in torch_p50:
+                row["speedup_vs_torch"] = torch_p50[key(row, precision)] / row["latency_ms"]["p50"]
+                row["speedup_reference"] = f"torch-{row['backend'].split('-')[-1]} {precision}"
+                break
+
+
+def _status(row: dict, options: BenchOptions) -> str:
+    if "error" in row:
+        return "ERROR"
+    if options.max_abs is None and options.min_psnr is None:
+        return "ok"
+    return "PASSED" if passes(row["parity"], max_abs=options.max_abs, min_psnr=options.min_psnr) else "FAILED"
+
+
+def _progress_line(row: dict) -> str:
+    if "error" in row:
+        return f"  {row['artifact']} [{row['backend']}]: error: {row['error']}"
+    psnr = row["parity"]["psnr_db"]
+    return (f"  {row['artifact']} [{row['backend']}]: p50 {row['latency_ms']['p50']:.2f} ms, "
+            f"PSNR {'inf' if psnr is None else f'{psnr:.1f}'} dB")
+
+
+def machine_info() -> dict:
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpu": _cpu_name(),
+            "logical_cores": os.cpu_count(), "memory_gib": _memory_gib()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            info["gpu"] = {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
+                           "memory_gib": round(props.total_memory / 2**30, 1)}
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _versions() -> dict:
+    versions = {"crn_deploy": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for module in ("onnxruntime", "torch", "onnx"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    return versions
+
+
+def _settings(manifests: list[Manifest], options: BenchOptions) -> dict:
+    return {"artifacts": [str(m.artifact_path) for m in manifests], "inputs": str(options.labels_dir) if options.labels_dir else
+            f"synthetic street layouts, seed {BENCH_SEED}, {options.samples} samples",
+            "warmup_s": options.warmup_s, "min_iterations": options.iterations, "min_duration_s": options.duration_s,
+            "threads": options.threads, "torch_cpu_fp16": options.torch_cpu_fp16, "gates": {"max_abs": options.max_abs, "min_psnr_db": options.min_psnr}}

@@ -1,0 +1,57 @@
+"""The benchmark table for the terminal, and its JSON file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..files import write_json_atomic
+
+_COLUMNS = (
+    ("artifact", "{artifact}"), ("backend", "{backend}"), ("prec", "{precision}"), ("res", "{resolution}"),
+    ("p50 ms", "{p50}"), ("p90 ms", "{p90}"), ("p99 ms", "{p99}"), ("fps", "{fps}"), ("vs torch", "{speedup}"),
+    ("max|Δ|", "{max_abs}"), ("mean|Δ|", "{mean_abs}"), ("PSNR dB", "{psnr}"), ("status", "{status}"),
+)
+
+
+def format_table(report: dict) -> str:
+    machine, versions = report["machine"], report["versions"]
+    header = (f"{report['tool']} on {machine['cpu']} ({machine['logical_cores']} logical cores"
+              + (f", GPU {machine['gpu']['name']}" if "gpu" in machine else "") + ") — "
+              + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "crn_deploy"))
+    cells = [[fmt.format(**_cells(row)) for _, fmt in _COLUMNS] for row in report["rows"]]
+    titles = [title for title, _ in _COLUMNS]
+    widths = [max(len(c) for c in column) for column in zip(titles, *cells)]
+    lines = [header, "  ".join(t.ljust(w) for t, w in zip(titles, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in cells]
+    lines += [f"error in {row['artifact']} [{row['backend']}]: {row['error']}" for row in report["rows"] if "error" in row]
+    lines.append("parity: against the PyTorch FP32 reference on the same label maps; "
+                 "vs torch: PyTorch p50 / this p50 at the same precision and device "
+                 "(* against PyTorch FP32: PyTorch FP16 on a CPU is opt-in, --torch-cpu-fp16)")
+    return "\n".join(lines)
+
+
+def _cells(row: dict) -> dict:
+    lat, parity = row.get("latency_ms"), row.get("parity")
+    dash = "-"
+    return {
+        **row,
+        "p50": f"{lat['p50']:.2f}" if lat else dash,
+        "p90": f"{lat['p90']:.2f}" if lat else dash,
+        "p99": f"{lat['p99']:.2f}" if lat else dash,
+        "fps": f"{row['fps']:.2f}" if lat else dash,
+        "speedup": _speedup(row),
+        "max_abs": f"{parity['max_abs']:.0f}" if parity else dash,
+        "mean_abs": f"{parity['mean_abs']:.4f}" if parity else dash,
+        "psnr": (dash if not parity else "inf" if parity["psnr_db"] is None else f"{parity['psnr_db']:.1f}"),
+    }
+
+
+def _speedup(row: dict) -> str:
+    if "speedup_vs_torch" not in row:
+        return "-"
+    mark = "" if row["speedup_reference"].endswith(row["precision"]) else "*"
+    return f"{row['speedup_vs_torch']:.2f}x{mark}"
+
+
+def write_json(report: dict, path: Path) -> None:
+    write_json_atomic(Path(path), report)
