@@ -157,7 +157,7 @@ def check_resolution(resolution: tuple[int, int], config: CRNConfig) -> None:
     h, w = resolution
     if h % step == 0 and w % step == 0 and h > 0 and w > 0:
         return
-    nearest = sorted({format_resolution((hh, ww)) for hh in _near(h, step) for ww in _near(w, step)})
+    nearest = [format_resolution(r) for r in sorted({(hh, ww) for hh in _near(h, step) for ww in _near(w, step)})]
     raise UsageError(
         f"resolution {format_resolution(resolution)} is not a multiple of {step} on both sides "
         f"({config.num_modules} modules halve it {config.num_modules - 1} times); "

@@ -68,11 +68,13 @@ def _read_torch(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).splitlines()[0] if "weights_only" not in str(e) else "it holds Python objects"
-        raise CheckpointError(
-            f"checkpoint {path} cannot be loaded safely ({reason}); "
-            "re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
-        ) from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"checkpoint {path} cannot be loaded safely (it holds the Python object {found.group(1)}); "
+                "re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
+            ) from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file; re-download or re-save it") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a PyTorch file ({str(e).splitlines()[0]}); re-download or re-save it"

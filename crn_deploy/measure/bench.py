@@ -54,6 +54,7 @@ class _Context:
     inputs: dict = field(default_factory=dict)  # resolution -> uint8 [S,1,H,W]
     models: dict = field(default_factory=dict)  # source key -> FP32 CRN
     references: dict = field(default_factory=dict)  # (source key, resolution) -> uint8 images
+    label_files: list = field(default_factory=list)  # the user's label images (--labels)
 
 
 def find_artifacts(folder: Path) -> list[Manifest]:
@@ -65,6 +66,8 @@ def find_artifacts(folder: Path) -> list[Manifest]:
 
 def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[str], None] = print) -> dict:
     ctx = _Context(options, log)
+    if options.labels_dir is not None:
+        ctx.label_files = list_label_images(options.labels_dir)  # a bad folder stops the run before any row
     rows: list[dict] = []
     done_torch: set = set()
     for manifest in sorted(manifests, key=lambda m: (m.name, m.resolution, m.precision)):
@@ -95,7 +98,7 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
     try:
         inputs, reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
-            row["parity"] = compare_images(synth.run_ids(inputs), reference)
+            row["parity"] = {"samples": len(inputs), **compare_images(synth.run_ids(inputs), reference)}
             one_batch = np.ascontiguousarray(inputs[: manifest.batch])
             if len(one_batch) < manifest.batch:
                 one_batch = np.resize(one_batch, (manifest.batch, *one_batch.shape[1:]))
@@ -146,11 +149,10 @@ def _reference(ctx: _Context, manifest: Manifest) -> np.ndarray:
 def _inputs(ctx: _Context, manifest: Manifest) -> np.ndarray:
     resolution = tuple(manifest.resolution)
     if resolution not in ctx.inputs:
-        folder = ctx.options.labels_dir
-        if folder is None:
+        if not ctx.label_files:
             ctx.inputs[resolution] = street_layouts(ctx.options.samples, *resolution, seed=BENCH_SEED)
         else:
-            maps = [resize_labels(read_label_image(p, manifest.label_set), resolution) for p in list_label_images(folder)]
+            maps = [resize_labels(read_label_image(p, manifest.label_set), resolution) for p in ctx.label_files]
             ctx.inputs[resolution] = np.stack(maps)[:, None]
     return ctx.inputs[resolution]
 
@@ -250,7 +252,8 @@ def _versions() -> dict:
 
 
 def _settings(manifests: list[Manifest], options: BenchOptions) -> dict:
-    return {"artifacts": [str(m.artifact_path) for m in manifests], "inputs": str(options.labels_dir) if options.labels_dir else
-            f"synthetic street layouts, seed {BENCH_SEED}, {options.samples} samples",
+    inputs = (f"label images in {options.labels_dir}" if options.labels_dir else
+              f"synthetic street layouts, seed {BENCH_SEED}, {options.samples} samples")
+    return {"artifacts": [str(m.artifact_path) for m in manifests], "inputs": inputs,
             "warmup_s": options.warmup_s, "min_iterations": options.iterations, "min_duration_s": options.duration_s,
             "threads": options.threads, "torch_cpu_fp16": options.torch_cpu_fp16, "gates": {"max_abs": options.max_abs, "min_psnr_db": options.min_psnr}}

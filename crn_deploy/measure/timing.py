@@ -30,7 +30,7 @@ class LatencyStats:
 def percentile(sorted_ms: list[float], p: float) -> float:
     """trtexec's rule: drop the worst int((1 - p/100) * N) values, take the largest left."""
     n = len(sorted_ms)
-    exclude = int((1 - p / 100) * n)
+    exclude = int(round((100 - p) * n / 100, 9))  # (1 - 0.9) * 100 is 9.999... in binary floating point
     return sorted_ms[max(n - 1 - exclude, 0)]
 
 

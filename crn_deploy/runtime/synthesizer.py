@@ -79,6 +79,9 @@ class Synthesizer:
         array = np.asarray(labels)
         if label_set is not None:
             array = label_set.colors_to_ids(array)
+        if array.ndim == 3 and array.shape[-1] == 3:
+            raise UsageError("a [H,W,3] array looks like a colour map: pass label_set= or use from_colors "
+                             "(a batch of 3-pixel-wide id maps must be [N,1,H,3])")
         if array.ndim == 2:
             batch, single = array[None, None], True
         elif array.ndim == 3:

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny models and artifacts exported once per session."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from crn_deploy.config import preset
+
+TINY_RES = (64, 96)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return preset("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tiny_config):
+    from crn_deploy.build.checkpoint import random_model
+
+    return random_model(tiny_config, seed=3, preset_name="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_k3_source(tiny_config):
+    from crn_deploy.build.checkpoint import random_model
+
+    return random_model(replace(tiny_config, k=3), seed=4)
+
+
+def export_tiny(source, out_dir, *, precisions=("fp32", "fp16"), resolutions=(TINY_RES,), batch=1, name="tiny"):
+    from crn_deploy.build.exporter import ExportOptions, export_artifacts
+
+    options = ExportOptions(list(resolutions), list(precisions), out_dir, name, batch, samples=2)
+    return export_artifacts(source, options, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory, tiny_source):
+    """fp32 and fp16 ONNX of the tiny model at 64x96, batch 1: {precision: Manifest}."""
+    out = tmp_path_factory.mktemp("engines")
+    return {m.precision: m for m in export_tiny(tiny_source, out)}

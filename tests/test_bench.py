@@ -1,0 +1,69 @@
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from crn_deploy.cli.bench import main as bench_main
+from crn_deploy.data.synthetic import street_layout
+from crn_deploy.labels import CITYSCAPES
+
+FAST = ["--warmup", "0", "--iterations", "2", "--duration", "0", "--samples", "2"]
+
+
+@pytest.fixture()
+def engines(tmp_path, tiny_artifacts):
+    folder = tmp_path / "engines"
+    folder.mkdir()
+    for manifest in tiny_artifacts.values():
+        shutil.copy(manifest.artifact_path, folder)
+        shutil.copy(manifest.path, folder)
+    return folder
+
+
+def test_bench_reports_latency_and_parity_per_artifact_and_backend(engines, tmp_path, capsys):
+    assert bench_main([str(engines), *FAST, "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = {(r["artifact"], r["backend"]): r for r in report["rows"]}
+    assert set(rows) == {("tiny-64x96-fp32.onnx", "onnxruntime-cpu"), ("tiny-64x96-fp16.onnx", "onnxruntime-cpu"),
+                         ("tiny (PyTorch)", "torch-cpu")}
+    for row in rows.values():
+        assert row["latency_ms"]["p50"] > 0 and row["fps"] > 0 and row["latency_ms"]["count"] >= 2
+        assert {"max_abs", "mean_abs", "psnr_db"} <= set(row["parity"]) and row["resolution"] == "64x96"
+    assert rows[("tiny (PyTorch)", "torch-cpu")]["parity"]["max_abs"] == 0  # the reference itself
+    assert rows[("tiny-64x96-fp16.onnx", "onnxruntime-cpu")]["parity"]["psnr_db"] >= 40
+    assert rows[("tiny-64x96-fp32.onnx", "onnxruntime-cpu")]["speedup_reference"] == "torch-cpu fp32"
+    assert {"cpu", "logical_cores"} <= set(report["machine"]) and "onnxruntime" in report["versions"]
+    table = capsys.readouterr().out
+    assert "tiny-64x96-fp16.onnx" in table and "PSNR dB" in table and "logical cores" in table
+
+
+def test_gates_fail_the_run_with_exit_1(engines, capsys):
+    assert bench_main([str(engines), *FAST, "--backend", "onnxruntime", "--min-psnr", "40"]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    assert bench_main([str(engines), *FAST, "--backend", "onnxruntime", "--max-abs", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out.splitlines()[-1]
+
+
+def test_bench_on_user_label_images(engines, tmp_path):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    ids = street_layout(128, 192, seed=4)
+    cv2.imwrite(str(labels / "a_ids.png"), ids)
+    cv2.imwrite(str(labels / "b_color.png"), CITYSCAPES.ids_to_colors(ids)[..., ::-1])
+    label_ids = np.full_like(ids, 26)  # Cityscapes "car" label id -> train id 13
+    cv2.imwrite(str(labels / "c_gtFine_labelIds.png"), label_ids)
+    out = tmp_path / "r.json"
+    assert bench_main([str(engines), *FAST, "--labels", str(labels), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert str(labels) in report["settings"]["inputs"]
+    assert [row["parity"]["samples"] for row in report["rows"]] == [3, 3, 3]
+
+
+def test_empty_folder_and_bad_labels_are_usage_errors(tmp_path, engines, capsys):
+    assert bench_main([str(tmp_path)]) == 2
+    assert "run crn-export first" in capsys.readouterr().err
+    assert bench_main([str(engines), "--labels", str(tmp_path / "none")]) == 2
+    assert "not a folder" in capsys.readouterr().err

@@ -1,0 +1,104 @@
+import json
+import os
+
+import pytest
+import torch
+
+from crn_deploy.build.model import CRN, random_init
+from crn_deploy.cli.export import main as export_main
+from crn_deploy.config import RELEASED_PRESETS, preset
+from crn_deploy.manifest import Manifest
+
+from .conftest import export_tiny
+
+
+def test_export_writes_onnx_and_manifest_per_resolution_and_precision(tmp_path, capsys):
+    out = tmp_path / "engines"
+    argv = ["--preset", "tiny", "--random-weights", "--seed", "2", "--res", "64x96", "--res", "32x128",
+            "--precision", "fp32", "--precision", "fp16", "--out", str(out)]
+    assert export_main(argv) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"tiny-seed2-{r}-{p}.{ext}" for r in ("64x96", "32x128")
+                           for p in ("fp32", "fp16") for ext in ("onnx", "json"))
+    assert "Next: crn-bench" in capsys.readouterr().out
+    data = json.loads((out / "tiny-seed2-32x128-fp16.json").read_text())
+    assert data["inputs"] == [{"name": "labels", "dtype": "uint8", "shape": [1, 1, 32, 128]}]
+    assert data["outputs"] == [{"name": "image", "dtype": "uint8", "shape": [1, 32, 128, 3]}]
+    assert data["source"]["kind"] == "random" and data["source"]["seed"] == 2
+    assert data["onnx"]["opset"] == 17 and len(data["onnx"]["sha256"]) == 64
+    assert set(data["parity"]) >= {"max_abs", "mean_abs", "psnr_db", "frac_off_gt2"}
+    assert data["parity"]["psnr_db"] >= 40 and data["label_set"]["name"] == "cityscapes"
+    assert {"torch", "onnx", "onnxruntime", "crn_deploy"} <= set(data["versions"])
+
+
+def test_export_from_a_checkpoint_records_its_hash(tmp_path, tiny_config):
+    torch.save({"model": random_init(CRN(tiny_config), 1).state_dict()}, tmp_path / "gen.pt")
+    assert export_main([str(tmp_path / "gen.pt"), "--res", "32x64", "--out", str(tmp_path / "e"), "--batch", "2"]) == 0
+    manifest = Manifest.read(tmp_path / "e" / "gen-32x64-fp16.json")
+    assert manifest.batch == 2 and manifest.source["kind"] == "checkpoint"
+    assert manifest.input_spec.shape == (2, 1, 32, 64)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "tiny", "--random-weights", "--res", "100x100"], "nearest valid: 96x96, 96x104, 104x96, 104x104"),
+    (["--preset", "nope", "--random-weights"], "unknown preset 'nope'"),
+    (["--random-weights"], "needs --preset"),
+    ([], "give a CHECKPOINT"),
+    (["--preset", "tiny", "--random-weights", "--res", "big"], "HEIGHTxWIDTH"),
+])
+def test_usage_errors_exit_2_with_one_line(tmp_path, capsys, argv, message):
+    assert _exit_code(lambda: export_main([*argv, "--out", str(tmp_path)])) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def _exit_code(run) -> int:
+    """argparse exits for its own errors; ours return the code."""
+    try:
+        return run()
+    except SystemExit as e:
+        return e.code
+
+
+def test_input_errors_exit_2_without_traceback(tmp_path, capsys):
+    assert export_main([str(tmp_path / "missing.pt"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found" in err and "Traceback" not in err
+    (tmp_path / "junk.pt").write_bytes(b"\x00" * 64)
+    assert export_main([str(tmp_path / "junk.pt"), "--out", str(tmp_path)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: permissions cannot make a folder unwritable")
+def test_unwritable_output_folder(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert export_main(["--preset", "tiny", "--random-weights", "--out", str(locked)]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert export_main(["--preset", "tiny", "--random-weights", "--out", str(tmp_path / "file" / "sub")]) == 2
+    assert "cannot create output folder" in capsys.readouterr().err
+
+
+def test_failed_gate_keeps_nothing(tmp_path, capsys):
+    out = tmp_path / "e"
+    assert export_main(["--preset", "tiny", "--random-weights", "--out", str(out), "--min-psnr", "200"]) == 1
+    err = capsys.readouterr().err
+    assert "gate 200 dB); not kept" in err and "--min-psnr" in err
+    assert list(out.iterdir()) == []  # no artifact, no manifest, no temporary file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RELEASED_PRESETS)
+def test_every_released_preset_exports_in_both_precisions(tmp_path, name):
+    from crn_deploy.build.checkpoint import random_model
+
+    config = preset(name)
+    smallest = (config.scale, config.scale)  # base 1x1: the cheapest valid size
+    manifests = export_tiny(random_model(config, 0, name), tmp_path, resolutions=[smallest], name=name)
+    by_precision = {m.precision: m.sections["parity"] for m in manifests}
+    assert by_precision["fp32"]["max_abs"] <= 1
+    assert by_precision["fp16"]["psnr_db"] >= 40

@@ -1,0 +1,115 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from crn_deploy import runtime
+from crn_deploy.data.synthetic import street_layout, street_layouts
+from crn_deploy.errors import ArtifactError, UsageError
+from crn_deploy.labels import CITYSCAPES
+
+from .conftest import TINY_RES, export_tiny
+
+
+def test_runtime_imports_without_torch_or_backends():
+    code = ("import sys, crn_deploy.runtime, crn_deploy.backends; "
+            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_runtime_runs_an_artifact_without_torch(tiny_artifacts):
+    path = tiny_artifacts["fp16"].artifact_path
+    code = (f"import sys, numpy as np; from crn_deploy import runtime; s = runtime.load({str(path)!r}); "
+            "out = s(np.zeros((64, 96), np.uint8)); print(out.shape, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(64, 96, 3) False"
+
+
+def test_single_and_batched_id_maps(tiny_artifacts):
+    ids = street_layouts(3, *TINY_RES, seed=1)
+    with runtime.load(tiny_artifacts["fp32"].artifact_path) as synth:
+        single = synth(ids[0, 0])
+        batch = synth(ids[:, 0])
+        nchw = synth(ids)
+        as_int64 = synth(ids[0, 0].astype(np.int64))
+    assert single.shape == (*TINY_RES, 3) and single.dtype == np.uint8
+    assert batch.shape == (3, *TINY_RES, 3)
+    assert np.array_equal(batch, nchw) and np.array_equal(batch[0], single) and np.array_equal(single, as_int64)
+
+
+def test_colour_maps_match_their_id_maps(tiny_artifacts):
+    ids = street_layout(*TINY_RES, seed=2)
+    with runtime.load(tiny_artifacts["fp16"].artifact_path) as synth:
+        by_ids = synth(ids)
+        assert np.array_equal(synth.from_colors(CITYSCAPES.ids_to_colors(ids)), by_ids)
+        assert np.array_equal(synth(CITYSCAPES.ids_to_colors(ids), label_set=CITYSCAPES), by_ids)
+
+
+def test_other_sizes_are_resized_in_and_out(tiny_artifacts):
+    big = street_layout(128, 192, seed=3)  # 2x the artifact's 64x96
+    with runtime.load(tiny_artifacts["fp32"].artifact_path) as synth:
+        out = synth(big)
+        native = synth(big[::2, ::2])
+        engine_sized = synth(big, output_size="engine")
+    assert out.shape == (128, 192, 3) and engine_sized.shape == (*TINY_RES, 3)
+    assert np.array_equal(engine_sized, native)  # nearest downsampling picks the same ids
+    odd = street_layout(50, 70, seed=3)
+    with runtime.load(tiny_artifacts["fp32"].artifact_path) as synth:
+        assert synth(odd).shape == (50, 70, 3)
+
+
+def test_batch_artifact_pads_the_last_chunk(tmp_path, tiny_source, tiny_artifacts):
+    manifest = export_tiny(tiny_source, tmp_path, precisions=["fp32"], batch=2, name="b2")[0]
+    ids = street_layouts(3, *TINY_RES, seed=4)
+    with runtime.load(manifest.artifact_path) as b2, runtime.load(tiny_artifacts["fp32"].artifact_path) as b1:
+        assert np.array_equal(b2(ids), b1(ids))
+
+
+def test_k_image_models_return_k_pictures(tmp_path, tiny_k3_source):
+    manifest = export_tiny(tiny_k3_source, tmp_path, precisions=["fp32"])[0]
+    with runtime.load(manifest.artifact_path) as synth:
+        assert synth(street_layout(*TINY_RES, seed=5)).shape == (3, *TINY_RES, 3)
+        assert synth(street_layout(32, 48, seed=5)).shape == (3, 32, 48, 3)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.zeros((64, 96), np.float32), "integer class ids"),
+    (np.zeros((2, 2, 64, 96), np.uint8), "shape"),
+    (np.zeros((64, 96, 3), np.uint8), "looks like a colour map"),
+    (np.zeros((2, 64, 96, 3), np.uint8), "label_set="),
+    (np.full((64, 96), 300, np.int32), "0..255"),
+    (np.zeros((0, 96), np.uint8), "empty"),
+])
+def test_bad_label_maps_get_a_clear_error(tiny_artifacts, labels, message):
+    with runtime.load(tiny_artifacts["fp32"].artifact_path) as synth, pytest.raises(UsageError, match=message):
+        synth(labels)
+
+
+def test_reference_backend_behind_the_same_interface(tiny_artifacts):
+    ids = street_layout(*TINY_RES, seed=6)
+    with runtime.load_reference(tiny_artifacts["fp32"].artifact_path) as ref, \
+            runtime.load(tiny_artifacts["fp32"].artifact_path) as onnx_synth:
+        assert np.abs(ref(ids).astype(int) - onnx_synth(ids).astype(int)).max() <= 1
+
+
+def test_missing_or_corrupt_artifacts(tmp_path, tiny_artifacts):
+    with pytest.raises(ArtifactError, match="not found"):
+        runtime.load(tmp_path / "nothing.onnx")
+    manifest = tiny_artifacts["fp32"]
+    copy = tmp_path / manifest.artifact
+    copy.write_bytes(manifest.artifact_path.read_bytes()[:500])  # truncated
+    (tmp_path / manifest.path.name).write_text(manifest.path.read_text())
+    with pytest.raises(ArtifactError, match="cannot load"):
+        runtime.load(copy)
+    copy.unlink()
+    with pytest.raises(ArtifactError, match="missing beside its manifest"):
+        runtime.load(tmp_path / manifest.path.name)
+    with pytest.raises(UsageError, match="expected an exported .onnx"):
+        runtime.load(tmp_path / "model.engine.bin")
+
+
+def test_unknown_device_is_refused(tiny_artifacts):
+    with pytest.raises(UsageError, match="unknown ONNX Runtime device"):
+        runtime.load(tiny_artifacts["fp32"].artifact_path, device="tpu")
