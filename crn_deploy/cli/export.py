@@ -14,7 +14,8 @@ PROG = "crn-export"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip(), fromfile_prefix_chars="@",
+                                epilog="@FILE reads arguments from FILE, one per line: see export/*.args")
     p.add_argument("checkpoint", nargs="?", type=Path, help=".pt/.pth/.safetensors checkpoint of a CRN")
     p.add_argument("--preset", help="architecture preset (with --random-weights, or to check a checkpoint against)")
     p.add_argument("--random-weights", action="store_true", help="seeded random weights: benchmark before training")
