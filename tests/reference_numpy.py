@@ -65,7 +65,8 @@ def crn_forward(ids: np.ndarray, weights: dict, num_modules: int, num_classes: i
         x = pyramid[i] if i == 0 else np.concatenate([bilinear_up_align_corners(x), pyramid[i]])
         for j in (1, 2):
             x = conv(x, weights[f"blocks.{i}.conv{j}.weight"])
-            x = lrelu(slim_layer_norm(x, weights[f"blocks.{i}.norm{j}.weight"], weights[f"blocks.{i}.norm{j}.bias"], eps))
+            gamma, beta = weights[f"blocks.{i}.norm{j}.weight"], weights[f"blocks.{i}.norm{j}.bias"]
+            x = lrelu(slim_layer_norm(x, gamma, beta, eps))
     out = (conv(x, weights["head.weight"], weights["head.bias"]) + 1.0) / 2.0 * 255.0
     # Released order: image j's colour c is channel k*c + j.
     images = np.stack([np.stack([out[k * c + j] for c in range(3)], axis=-1) for j in range(k)])

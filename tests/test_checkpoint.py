@@ -16,6 +16,8 @@ from crn_deploy.config import CRNConfig, preset
 from crn_deploy.errors import CheckpointError
 from crn_deploy.labels import CITYSCAPES, LabelSet
 
+from .conftest import export_tiny
+
 
 def _shapes_only(config):
     """A state dict of meta tensors: full-size presets without allocating their weights."""
@@ -51,6 +53,8 @@ def test_checkpoints_load_in_every_layout_people_save(tmp_path, tiny_config, lay
     assert loaded.model.config == tiny_config
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
     assert loaded.source["kind"] == "checkpoint" and len(loaded.source["sha256"]) == 64
+    manifest = export_tiny(loaded, tmp_path / "e", precisions=["fp32"], resolutions=[(32, 64)])[0]
+    assert manifest.sections["parity"]["max_abs"] <= 1
 
 
 def test_safetensors_plain_and_with_metadata(tmp_path, tiny_config):

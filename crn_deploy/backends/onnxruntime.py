@@ -60,7 +60,9 @@ class OnnxRuntimeBackend(Backend):
             raise ArtifactError(f"{self.path} not found; export it with crn-export") from None
         except Exception as e:  # onnxruntime raises its own classes for invalid or truncated models
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ArtifactError(f"ONNX Runtime cannot load {self.path} ({first}); re-export it with crn-export") from None
+            raise ArtifactError(
+                f"ONNX Runtime cannot load {self.path} ({first}); re-export it with crn-export"
+            ) from None
         self.device, self.name = device, f"onnxruntime-{device}"
         names = ([i.name for i in self._session.get_inputs()], [o.name for o in self._session.get_outputs()])
         if names != ([INPUT_NAME], [OUTPUT_NAME]):

@@ -74,7 +74,9 @@ def _read_torch(path: Path):
                 f"checkpoint {path} cannot be loaded safely (it holds the Python object {found.group(1)}); "
                 "re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
             ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file; re-download or re-save it") from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a PyTorch file; re-download or re-save it"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a PyTorch file ({str(e).splitlines()[0]}); re-download or re-save it"

@@ -57,7 +57,7 @@ def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
     for resolution in options.resolutions:
         layouts = street_layouts(options.samples, *resolution, seed=VALIDATION_SEED)
         reference = _timed(log, f"PyTorch FP32 reference at {format_resolution(resolution)}",
-                           lambda: _reference_images(source, layouts))
+                           _reference_images, source, layouts)
         for precision in options.precisions:
             written.append(_export_one(source, weights, resolution, precision, options, layouts, reference, log))
     return written
@@ -72,15 +72,12 @@ def _export_one(source: LoadedCheckpoint, weights: dict, resolution, precision: 
                         source.label_set, source.source)
     started = time.perf_counter()
     with atomic_path(final) as tmp:
-        model = _timed(log, f"{stem}: build graph",
-                       lambda: build_crn_graph(config, weights, resolution, precision, options.batch))
-        _timed(log, f"{stem}: onnx.checker", lambda: onnx.checker.check_model(model))
+        model = _timed(log, f"{stem}: build graph", build_crn_graph, config, weights, resolution, precision,
+                       options.batch)
+        _timed(log, f"{stem}: onnx.checker", onnx.checker.check_model, model)
         onnx.save_model(model, str(tmp))
-        del model
-        synth = Synthesizer(OnnxRuntimeBackend(tmp, "cpu"), manifest)
-        with synth:
-            images = _timed(log, f"{stem}: ONNX Runtime parity on {len(layouts)} layouts",
-                            lambda: synth.run_ids(layouts))
+        with Synthesizer(OnnxRuntimeBackend(tmp, "cpu"), manifest) as synth:
+            images = _timed(log, f"{stem}: ONNX Runtime parity on {len(layouts)} layouts", synth.run_ids, layouts)
         parity = {"reference": "torch-fp32", "inputs": f"synthetic street layouts, seed {VALIDATION_SEED}",
                   "samples": len(layouts), **compare_images(images, reference)}
         _gate(stem, precision, parity, options)
@@ -104,7 +101,8 @@ def _gate(stem: str, precision: str, parity: dict, options: ExportOptions) -> No
     if precision == "fp16" and not passes(parity, min_psnr=options.min_psnr_fp16):
         raise ValidationError(
             f"{stem}: FP16 reaches {parity['psnr_db']:.1f} dB against the FP32 reference (gate "
-            f"{options.min_psnr_fp16:g} dB); not kept. Export fp32, or accept it with --min-psnr {int(parity['psnr_db'])}"
+            f"{options.min_psnr_fp16:g} dB); not kept. Export fp32, or accept it with "
+            f"--min-psnr {int(parity['psnr_db'])}"
         )
 
 
@@ -132,8 +130,8 @@ def _parity_text(parity: dict) -> str:
     return f"vs PyTorch FP32: max |Δ| {parity['max_abs']:.0f}, mean |Δ| {parity['mean_abs']:.4f}, {psnr}"
 
 
-def _timed(log, what: str, fn):
+def _timed(log, what: str, fn, *args):
     started = time.perf_counter()
-    result = fn()
+    result = fn(*args)
     log(f"{what}: {time.perf_counter() - started:.2f} s")
     return result

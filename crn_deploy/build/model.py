@@ -79,7 +79,7 @@ class CRN(nn.Module):
         dtype = self.head.weight.dtype
         pyramid = [level.to(dtype) for level in self.layout_pyramid(self.layout(labels))]
         x = self.blocks[0](pyramid[0])
-        for block, level in zip(self.blocks[1:], pyramid[1:]):
+        for block, level in zip(self.blocks[1:], pyramid[1:], strict=True):
             x = F.interpolate(x, size=level.shape[-2:], mode="bilinear", align_corners=True)
             x = block(torch.cat([x, level], dim=1))  # features first, then the layout
         return self.head(x)

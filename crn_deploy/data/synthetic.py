@@ -79,8 +79,9 @@ def _ground(c: _Canvas, rng, horizon: float, vanish: float, road: float) -> None
     c.poly([(vanish - 0.01, horizon), (vanish + 0.01, horizon), (0.5 + walk, 1.0), (0.5 - walk, 1.0)], SIDEWALK)
     c.poly([(vanish - 0.004, horizon), (vanish + 0.004, horizon), (0.5 + road, 1.0), (0.5 - road, 1.0)], ROAD)
     if rng.random() < 0.6:
-        c.poly([(0.0, horizon + 0.04), (vanish - 0.05, horizon), (vanish - 0.05, horizon + 0.01), (0.0, horizon + 0.09)],
-               FENCE)
+        top, bottom = (vanish - 0.05, horizon), (vanish - 0.05, horizon + 0.01)
+        fence = [(0.0, horizon + 0.04), top, bottom, (0.0, horizon + 0.09)]
+        c.poly(fence, FENCE)
 
 
 def _street_furniture(c: _Canvas, rng, horizon: float, vanish: float, road: float) -> None:
@@ -101,7 +102,7 @@ def _traffic(c: _Canvas, rng, horizon: float, vanish: float, road: float, t: flo
     for y, lane, kind, speed in zip(sorted(rng.uniform(horizon + 0.04, 0.85, size=count)),
                                     rng.uniform(-0.8, 0.8, size=count),
                                     rng.choice([CAR, CAR, CAR, TRUCK, BUS], size=count),
-                                    rng.uniform(-0.05, 0.05, size=count)):
+                                    rng.uniform(-0.05, 0.05, size=count), strict=True):
         s = _depth_scale(y, horizon)
         x = vanish + (lane * road * 0.75 + speed * t) * s
         w, h = (0.22 if kind == CAR else 0.3) * s, (0.12 if kind == CAR else 0.22) * s

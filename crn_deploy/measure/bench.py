@@ -73,7 +73,8 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
     for manifest in sorted(manifests, key=lambda m: (m.name, m.resolution, m.precision)):
         if "onnxruntime" in options.backends:
             for device in _ort_devices(options):
-                rows.append(_row(ctx, manifest, f"onnxruntime-{device}", lambda m=manifest, d=device: _ort(m, d, options)))
+                make = lambda m=manifest, d=device: _ort(m, d, options)  # noqa: E731
+                rows.append(_row(ctx, manifest, f"onnxruntime-{device}", make))
         if "torch" not in options.backends:
             continue
         for device in _torch_devices(options):
@@ -256,4 +257,5 @@ def _settings(manifests: list[Manifest], options: BenchOptions) -> dict:
               f"synthetic street layouts, seed {BENCH_SEED}, {options.samples} samples")
     return {"artifacts": [str(m.artifact_path) for m in manifests], "inputs": inputs,
             "warmup_s": options.warmup_s, "min_iterations": options.iterations, "min_duration_s": options.duration_s,
-            "threads": options.threads, "torch_cpu_fp16": options.torch_cpu_fp16, "gates": {"max_abs": options.max_abs, "min_psnr_db": options.min_psnr}}
+            "threads": options.threads, "torch_cpu_fp16": options.torch_cpu_fp16,
+            "gates": {"max_abs": options.max_abs, "min_psnr_db": options.min_psnr}}

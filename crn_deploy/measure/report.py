@@ -20,10 +20,11 @@ def format_table(report: dict) -> str:
               + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "crn_deploy"))
     cells = [[fmt.format(**_cells(row)) for _, fmt in _COLUMNS] for row in report["rows"]]
     titles = [title for title, _ in _COLUMNS]
-    widths = [max(len(c) for c in column) for column in zip(titles, *cells)]
-    lines = [header, "  ".join(t.ljust(w) for t, w in zip(titles, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in cells]
-    lines += [f"error in {row['artifact']} [{row['backend']}]: {row['error']}" for row in report["rows"] if "error" in row]
+    widths = [max(len(c) for c in column) for column in zip(titles, *cells, strict=True)]
+    lines = [header, "  ".join(t.ljust(w) for t, w in zip(titles, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
+    lines += [f"error in {row['artifact']} [{row['backend']}]: {row['error']}"
+              for row in report["rows"] if "error" in row]
     lines.append("parity: against the PyTorch FP32 reference on the same label maps; "
                  "vs torch: PyTorch p50 / this p50 at the same precision and device "
                  "(* against PyTorch FP32: PyTorch FP16 on a CPU is opt-in, --torch-cpu-fp16)")

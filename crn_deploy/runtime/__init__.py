@@ -25,7 +25,8 @@ def load(path, *, device: str = "auto", threads: int | None = None) -> Synthesiz
     manifest = _read_manifest(path)
     artifact = manifest.artifact_path
     if artifact.suffix not in ARTIFACT_SUFFIXES:
-        raise UsageError(f"{artifact}: unsupported artifact type '{artifact.suffix}' (supported: {', '.join(ARTIFACT_SUFFIXES)})")
+        supported = ", ".join(ARTIFACT_SUFFIXES)
+        raise UsageError(f"{artifact}: unsupported artifact type '{artifact.suffix}' (supported: {supported})")
     if not artifact.is_file():
         raise ArtifactError(f"{artifact} is missing beside its manifest {manifest.path}; re-export it with crn-export")
     from ..backends.onnxruntime import OnnxRuntimeBackend

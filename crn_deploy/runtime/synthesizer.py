@@ -90,7 +90,9 @@ class Synthesizer:
             batch, single = array, False
         else:
             hint = "; colour maps need label_set= (or from_colors)" if array.shape[-1:] == (3,) else ""
-            raise UsageError(f"label map must be [H,W], [N,H,W] or [N,1,H,W] class ids, got shape {list(array.shape)}{hint}")
+            raise UsageError(
+                f"label map must be [H,W], [N,H,W] or [N,1,H,W] class ids, got shape {list(array.shape)}{hint}"
+            )
         if batch.size == 0:
             raise UsageError(f"label map is empty (shape {list(array.shape)})")
         return _as_uint8_ids(batch), single
@@ -100,7 +102,9 @@ def _as_uint8_ids(ids: np.ndarray) -> np.ndarray:
     if ids.dtype == np.uint8:
         return ids
     if not np.issubdtype(ids.dtype, np.integer):
-        raise UsageError(f"label map must hold integer class ids (uint8), got {ids.dtype}; convert with .astype(np.uint8)")
+        raise UsageError(
+            f"label map must hold integer class ids (uint8), got {ids.dtype}; convert with .astype(np.uint8)"
+        )
     if ids.min() < 0 or ids.max() > 255:
         raise UsageError(f"label ids must be 0..255 (255 = void), got {ids.min()}..{ids.max()}")
     return ids.astype(np.uint8)

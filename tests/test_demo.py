@@ -1,0 +1,24 @@
+import json
+
+import cv2
+
+from crn_deploy.cli.demo import main as demo_main
+from crn_deploy.cli.export import main as export_main
+
+
+def test_demo_exports_synthesizes_and_benchmarks(tmp_path):
+    assert demo_main(["--preset", "tiny", "--engines", str(tmp_path / "e"), "--out", str(tmp_path / "o")]) == 0
+    picture = cv2.imread(str(tmp_path / "o" / "demo.png"))
+    assert picture.shape == (32, 128, 3)  # label map | synthesized, at tiny's native 32x64
+    rows = json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]
+    assert {r["backend"] for r in rows} == {"onnxruntime-cpu", "torch-cpu"}
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_recipes_are_argument_files(tmp_path):
+    recipe = tmp_path / "r.args"
+    recipe.write_text("--res\n32x64\n--res\n64x64\n--precision\nfp32\n")
+    argv = ["--preset", "tiny", "--random-weights", f"@{recipe}", "--out", str(tmp_path / "e")]
+    assert export_main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "e").glob("*.onnx")) == [
+        "tiny-seed0-32x64-fp32.onnx", "tiny-seed0-64x64-fp32.onnx"]
