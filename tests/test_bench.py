@@ -67,3 +67,13 @@ def test_empty_folder_and_bad_labels_are_usage_errors(tmp_path, engines, capsys)
     assert "run crn-export first" in capsys.readouterr().err
     assert bench_main([str(engines), "--labels", str(tmp_path / "none")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_pytorch_fp16_on_cpu_is_opt_in(engines, tmp_path):
+    out = tmp_path / "r.json"
+    assert bench_main([str(engines), *FAST, "--backend", "torch", "--torch-cpu-fp16", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["torch_cpu_fp16"] is True
+    assert sorted(r["precision"] for r in report["rows"]) == ["fp16", "fp32"]
+    fp16 = next(r for r in report["rows"] if r["precision"] == "fp16")
+    assert fp16["speedup_reference"] == "torch-cpu fp16" and fp16["parity"]["psnr_db"] >= 40

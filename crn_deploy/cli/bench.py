@@ -45,9 +45,12 @@ def _bench(args) -> int:
     from ..measure.bench import BACKENDS, BenchOptions, find_artifacts, run_bench
     from ..measure.report import format_table, write_json
 
-    options = BenchOptions(args.labels, args.samples, args.warmup, args.iterations, args.duration,
-                           tuple(args.backend or BACKENDS), tuple(args.device or ()), args.checkpoint,
-                           args.torch_cpu_fp16, args.threads, args.max_abs, args.min_psnr)
+    options = BenchOptions(
+        labels_dir=args.labels, samples=args.samples, warmup_s=args.warmup, iterations=args.iterations,
+        duration_s=args.duration, backends=tuple(args.backend or BACKENDS), devices=tuple(args.device or ()),
+        torch_cpu_fp16=args.torch_cpu_fp16, checkpoint=args.checkpoint, threads=args.threads,
+        max_abs=args.max_abs, min_psnr=args.min_psnr,
+    )
     log(f"{PROG}: {args.folder}")
     report = run_bench(find_artifacts(args.folder), options, log)
     log(format_table(report))
