@@ -119,7 +119,7 @@ def test_missing_or_corrupt_artifacts(tmp_path, tiny_artifacts):
     copy.unlink()
     with pytest.raises(ArtifactError, match="missing beside its manifest"):
         runtime.load(tmp_path / manifest.path.name)
-    with pytest.raises(UsageError, match="expected an exported .onnx"):
+    with pytest.raises(UsageError, match="expected an exported .onnx or .engine"):
         runtime.load(tmp_path / "model.engine.bin")
 
 

@@ -44,9 +44,9 @@ def check(cudart, result, what: str):
 
 
 _HINTS = {
-    "cudaErrorMemoryAllocation": " (out of GPU memory: free other processes' memory, or use a smaller resolution/batch)",
+    "cudaErrorMemoryAllocation": " (out of GPU memory: close other GPU programs, or use a smaller resolution)",
     "cudaErrorNoDevice": " (no CUDA GPU is visible: check nvidia-smi and CUDA_VISIBLE_DEVICES)",
-    "cudaErrorInsufficientDriver": " (the NVIDIA driver is older than this CUDA runtime: update the driver)",
+    "cudaErrorInsufficientDriver": " (no NVIDIA driver, or one older than this CUDA runtime)",
 }
 
 
@@ -80,9 +80,12 @@ class Cuda:
     def __init__(self, device: int = 0, cudart=None) -> None:
         self.rt = cudart or import_cudart()
         self.device = device
-        count = self.call("cudaGetDeviceCount", self.rt.cudaGetDeviceCount())
-        if count == 0 or device >= count:
-            raise UsageError(f"CUDA device {device} not found ({count} visible); TensorRT engines need an NVIDIA GPU")
+        try:
+            count = self.call("cudaGetDeviceCount", self.rt.cudaGetDeviceCount())
+        except CudaError as e:
+            raise UsageError(f"no usable NVIDIA GPU here ({e}); run this on the GPU machine") from None
+        if device >= count:
+            raise UsageError(f"CUDA device {device} not found ({count} visible); run this on the GPU machine")
         self.call("cudaSetDevice", self.rt.cudaSetDevice(device))
         self._owned: list[tuple[Callable, object]] = []
 

@@ -9,6 +9,7 @@ from ..config import check_resolution, format_resolution, parse_resolution, pres
 from ..errors import UsageError
 from ..manifest import PRECISIONS, parse_precision
 from ._main import log, parse_or_exit, run_command
+from .build import add_builder_options, builder_options, parse_size
 
 PROG = "crn-export"
 
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="artifact name prefix (default: checkpoint stem, or <preset>-seed<N>)")
     p.add_argument("--samples", type=int, default=2, help="synthetic layouts for the parity check (default 2)")
     p.add_argument("--min-psnr", type=float, default=40.0, help="FP16 parity gate in dB (default 40)")
+    p.add_argument("--no-engine", action="store_true", help="export ONNX only, even with TensorRT and a GPU")
+    add_builder_options(p)
     return p
 
 
@@ -42,6 +45,8 @@ def _check(args) -> None:
         preset(args.preset)
     if args.batch < 1 or args.samples < 1:
         raise UsageError("--batch and --samples must be at least 1")
+    if args.workspace:
+        parse_size(args.workspace)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +75,18 @@ def _export(args) -> int:
     options = ExportOptions(resolutions, args.precisions, args.out, name, args.batch, args.samples,
                             min_psnr_fp16=args.min_psnr)
     manifests = export_artifacts(source, options, log)
-    log(f"{PROG}: {len(manifests)} artifact(s) in {args.out}/. No TensorRT engines were built: this version "
-        "exports ONNX only. Next: crn-bench " + str(args.out))
+    _build_engines(args, manifests)
+    log(f"{PROG}: {len(manifests)} artifact(s) in {args.out}/. Next: crn-bench {args.out}")
     return 0
+
+
+def _build_engines(args, manifests) -> None:
+    from ..build.engine import build_engine, engines_unavailable_reason
+
+    reason = "--no-engine" if args.no_engine else engines_unavailable_reason()
+    if reason is None:
+        for manifest in manifests:
+            build_engine(manifest, builder_options(args), log)
+    else:
+        log(f"{PROG}: no TensorRT engines built ({reason}); to build them later on the GPU machine: "
+            f"crn-build {args.out}/*.onnx")

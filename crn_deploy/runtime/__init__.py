@@ -1,8 +1,10 @@
 """The thin runtime: open an exported artifact and synthesize pictures from label maps.
 
     from crn_deploy import runtime
-    with runtime.load("engines/cityscapes-1024p-seed0-1024x2048-fp16.onnx") as synth:
+    with runtime.load("engines/cityscapes-1024p-seed0-1024x2048-fp16.engine") as synth:
         rgb = synth(ids)                  # uint8 [H,W] ids -> uint8 [H,W,3]
+
+``.engine`` files run on TensorRT, ``.onnx`` files on ONNX Runtime.
 
 Imports neither torch nor any backend library until an artifact is opened.
 """
@@ -17,16 +19,21 @@ from .synthesizer import Synthesizer
 
 __all__ = ["Synthesizer", "load", "load_reference"]
 
-ARTIFACT_SUFFIXES = (".onnx",)
+ARTIFACT_SUFFIXES = (".onnx", ".engine")
 
 
-def load(path, *, device: str = "auto", threads: int | None = None) -> Synthesizer:
-    """Open ``x.onnx`` (or its ``x.json`` manifest) with ONNX Runtime on ``device``."""
+def load(path, *, device: str = "auto", threads: int | None = None, cuda_graphs: bool = True,
+         slots: int = 2) -> Synthesizer:
+    """Open an artifact: ``x.engine`` with TensorRT (``cuda_graphs``, ``slots`` frames in flight),
+    ``x.onnx`` (or its ``x.json`` manifest) with ONNX Runtime on ``device`` (cpu, cuda, tensorrt, auto)."""
+    path = Path(path)
     manifest = _read_manifest(path)
+    if path.suffix == ".engine":
+        from ..backends.tensorrt import TensorRTBackend
+
+        backend = TensorRTBackend(path, manifest, cuda_graphs=cuda_graphs, slots=slots)
+        return Synthesizer(backend, manifest).open()
     artifact = manifest.artifact_path
-    if artifact.suffix not in ARTIFACT_SUFFIXES:
-        supported = ", ".join(ARTIFACT_SUFFIXES)
-        raise UsageError(f"{artifact}: unsupported artifact type '{artifact.suffix}' (supported: {supported})")
     if not artifact.is_file():
         raise ArtifactError(f"{artifact} is missing beside its manifest {manifest.path}; re-export it with crn-export")
     from ..backends.onnxruntime import OnnxRuntimeBackend
@@ -51,5 +58,5 @@ def load_reference(path, *, precision: str | None = None, device: str = "cpu", c
 def _read_manifest(path) -> Manifest:
     path = Path(path)
     if path.suffix not in (".json", *ARTIFACT_SUFFIXES):
-        raise UsageError(f"{path}: expected an exported .onnx file or its .json manifest")
+        raise UsageError(f"{path}: expected an exported .onnx or .engine file, or its .json manifest")
     return Manifest.read(manifest_for(path))

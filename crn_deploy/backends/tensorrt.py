@@ -1,0 +1,286 @@
+"""TensorRT engines (10.12+ and 11.x, one code path) through cuda-python. No torch.
+
+Per engine: one execution context, three streams (copy in, compute, copy out) and a ring of
+``slots``, each with its own pinned host and device I/O buffers, events and CUDA graph. Frame k+1's
+upload overlaps frame k's compute and frame k-1's download; results come back in submission order.
+Everything is allocated at open and freed at close.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError, CrnError, UsageError
+from ..manifest import INPUT_NAME, OUTPUT_NAME, Manifest
+from .base import Backend
+from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, handle
+
+MIN_VERSION = (10, 12)  # first 10.x release with complete strongly typed networks
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise UsageError(
+            "TensorRT is not installed: pip install 'crn-deploy[tensorrt]' on a machine with an NVIDIA GPU"
+        ) from None
+    if version_tuple(trt.__version__) < MIN_VERSION:
+        raise UsageError(f"TensorRT {trt.__version__} is too old: crn-deploy needs >= 10.12 (strongly typed networks)")
+    return trt
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
+def rebuild_command(manifest: Manifest) -> str:
+    return f"crn-build {manifest.artifact_path}"
+
+
+def check_engine_compatible(manifest: Manifest, trt_version: str, gpu: dict) -> dict:
+    """The manifest's engine record, if this TensorRT and this GPU can run it; else a clear refusal."""
+    engine = manifest.sections.get("engine")
+    if not engine:
+        raise ArtifactError(f"{manifest.path} records no TensorRT engine; build one with: {rebuild_command(manifest)}")
+    built_with = engine["tensorrt_version"]
+    if built_with != trt_version:
+        raise ArtifactError(
+            f"{engine['file']} was built by TensorRT {built_with} and this is TensorRT {trt_version} (an engine runs "
+            f"only on the version that built it); rebuild it here with: {rebuild_command(manifest)}"
+        )
+    built_for = engine["gpu"]
+    if built_for["compute_capability"] != gpu["compute_capability"]:
+        raise ArtifactError(
+            f"{engine['file']} was built for {built_for['name']} (compute capability {built_for['compute_capability']})"
+            f" and this GPU is {gpu['name']} ({gpu['compute_capability']}); rebuild it here with: "
+            f"{rebuild_command(manifest)}"
+        )
+    return engine
+
+
+@dataclass
+class _Slot:
+    host_in: PinnedBuffer
+    host_out: PinnedBuffer
+    dev_in: DeviceBuffer
+    dev_out: DeviceBuffer
+    uploaded: object  # events
+    computed: object
+    downloaded: object
+    graph: object = None
+    pending: Pending | None = None
+
+
+class Pending:
+    """A submitted frame; ``result()`` waits for it. Results come back in submission order."""
+
+    def __init__(self, backend: TensorRTBackend, slot: _Slot, on_device: bool) -> None:
+        self._backend, self._slot, self._on_device = backend, slot, on_device
+        self._value = None
+
+    def result(self):
+        if self._value is None:
+            self._backend._collect(self)
+        return self._value
+
+
+class DeviceImage:
+    """The engine's output left on the GPU (``__cuda_array_interface__``), valid until its slot is reused."""
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], stream: int) -> None:
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": "|u1", "data": (ptr, False),
+                                         "version": 3, "strides": None, "stream": stream}
+
+
+class TensorRTBackend(Backend):
+    """Runs one ``.engine``; ``slots`` frames may be in flight at once."""
+
+    def __init__(self, engine_path: Path, manifest: Manifest, *, cuda_graphs: bool = True, slots: int = 2,
+                 device: int = 0, tensorrt_module=None, cudart_module=None) -> None:
+        super().__init__()
+        if slots < 1:
+            raise UsageError(f"slots must be >= 1, got {slots}")
+        self.path, self.manifest = Path(engine_path), manifest
+        self.use_cuda_graphs, self.num_slots, self.device_index = cuda_graphs, slots, device
+        self.name, self.device = "tensorrt", "cuda"
+        self._trt_module, self._cudart_module = tensorrt_module, cudart_module
+        self.graphs_active = False
+
+    # lifecycle -------------------------------------------------------------------------------
+    def _open_impl(self) -> None:
+        trt = self._trt_module or import_tensorrt()
+        self._cuda = Cuda(self.device_index, self._cudart_module)
+        try:
+            self._open_engine(trt)
+            self._allocate()
+            self._warm_up_and_capture()
+        except BaseException:
+            self._release()
+            raise
+
+    def _open_engine(self, trt) -> None:
+        record = check_engine_compatible(self.manifest, trt.__version__, self._cuda.properties())
+        try:
+            plan = self.path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"{self.path} not found; build it with: {rebuild_command(self.manifest)}") from None
+        if len(plan) != record["size_bytes"]:
+            raise ArtifactError(f"{self.path} is {len(plan)} bytes, its manifest says {record['size_bytes']}: "
+                                f"truncated or replaced; rebuild it with: {rebuild_command(self.manifest)}")
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
+        if self._engine is None:
+            raise ArtifactError(f"TensorRT cannot deserialize {self.path} (corrupt?); "
+                                f"rebuild it with: {rebuild_command(self.manifest)}")
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise CudaError(f"TensorRT could not create an execution context for {self.path}: out of GPU memory? "
+                            f"It needs {self._engine.device_memory_size_v2 / 2**20:.0f} MiB of scratch memory")
+        self._check_io(trt)
+
+    def _check_io(self, trt) -> None:
+        expected = {spec.name: spec for spec in (self.manifest.input_spec, self.manifest.output_spec)}
+        engine = self._engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        if sorted(names) != sorted(expected):
+            raise ArtifactError(f"{self.path} has I/O tensors {names}, expected {sorted(expected)}; rebuild it")
+        for name in names:
+            shape = tuple(engine.get_tensor_shape(name))
+            dtype = engine.get_tensor_dtype(name)
+            if shape != expected[name].shape or dtype != trt.DataType.UINT8:
+                raise ArtifactError(f"{self.path}: tensor {name} is {dtype} {list(shape)}, the manifest says uint8 "
+                                    f"{list(expected[name].shape)}; rebuild it with: {rebuild_command(self.manifest)}")
+        if engine.get_tensor_mode(INPUT_NAME) != trt.TensorIOMode.INPUT:
+            raise ArtifactError(f"{self.path}: '{INPUT_NAME}' is not an input tensor; rebuild it")
+
+    def _allocate(self) -> None:
+        cuda = self._cuda
+        self.in_shape, self.out_shape = self.manifest.input_spec.shape, self.manifest.output_spec.shape
+        self._upload, self._compute, self._download = cuda.stream(), cuda.stream(), cuda.stream()
+        self._compute_handle = handle(self._compute)
+        self._slots = []
+        for _ in range(self.num_slots):
+            host_in, host_out = cuda.pinned(self.in_shape, np.uint8), cuda.pinned(self.out_shape, np.uint8)
+            dev_in, dev_out = cuda.device_buffer(host_in.nbytes), cuda.device_buffer(host_out.nbytes)
+            self._slots.append(_Slot(host_in, host_out, dev_in, dev_out,
+                                     cuda.event(False), cuda.event(False), cuda.event(False)))
+        self._next = 0
+
+    def _warm_up_and_capture(self) -> None:
+        """One eager run per slot (TensorRT initializes lazily), then a CUDA graph per slot where capturable."""
+        for slot in self._slots:
+            if not self._enqueue(slot):
+                raise CrnError(f"TensorRT failed to run {self.path} (see the TensorRT log above)")
+            self._cuda.synchronize(self._compute)
+            if self.use_cuda_graphs:
+                slot.graph = self._cuda.capture(self._compute, lambda s=slot: self._enqueue(s))
+        self.graphs_active = self.use_cuda_graphs and all(slot.graph is not None for slot in self._slots)
+        if not self.graphs_active:  # all or nothing: a partial set would make latency depend on the slot
+            for slot in self._slots:
+                slot.graph = None
+
+    def _close_impl(self) -> None:
+        for slot in self._slots:
+            if slot.pending is not None:
+                self._collect(slot.pending)
+        self._release()
+
+    def _release(self) -> None:
+        self._context = self._engine = self._runtime = None  # TensorRT objects before their memory
+        cuda, self._cuda = getattr(self, "_cuda", None), None
+        if cuda is not None:
+            cuda.close()
+
+    # frames ----------------------------------------------------------------------------------
+    def _run_impl(self, ids: np.ndarray) -> np.ndarray:
+        return self.submit(ids).result()
+
+    def submit(self, ids: np.ndarray, *, output: str = "host") -> Pending:
+        """Queue uint8 ids [B,1,H,W] from host memory; returns at once unless every slot is busy."""
+        slot = self._take_slot()
+        np.copyto(slot.host_in.array, ids, casting="no")
+        self._cuda.h2d(slot.dev_in.ptr, slot.host_in.ptr, slot.host_in.nbytes, self._upload)
+        self._cuda.record(slot.uploaded, self._upload)
+        self._cuda.wait(self._compute, slot.uploaded)
+        return self._launch(slot, output)
+
+    def submit_device(self, labels, *, output: str = "host") -> Pending:
+        """Queue ids already on this GPU: any object with ``__cuda_array_interface__`` (CuPy, torch...)."""
+        ptr, producer_stream = self._device_input(labels)
+        slot = self._take_slot()
+        if producer_stream is not None:  # the producer's work must finish before we read its buffer
+            self._cuda.record(slot.uploaded, producer_stream)
+            self._cuda.wait(self._compute, slot.uploaded)
+        self._cuda.d2d(slot.dev_in.ptr, ptr, slot.dev_in.nbytes, self._compute)
+        return self._launch(slot, output)
+
+    def _take_slot(self) -> _Slot:
+        if not self.is_open:
+            raise CrnError(f"{self.name} is not open; call open() or use it as a context manager")
+        slot = self._slots[self._next % self.num_slots]
+        self._next += 1
+        if slot.pending is not None:  # the ring is full: finish the oldest frame first
+            self._collect(slot.pending)
+        return slot
+
+    def _launch(self, slot: _Slot, output: str) -> Pending:
+        if output not in ("host", "device"):
+            raise UsageError(f"output must be 'host' or 'device', got {output!r}")
+        if slot.graph is not None:
+            self._cuda.launch(slot.graph, self._compute)
+        elif not self._enqueue(slot):
+            raise CrnError(f"TensorRT failed to enqueue {self.path}")
+        self._cuda.record(slot.computed, self._compute)
+        if output == "host":
+            self._cuda.wait(self._download, slot.computed)
+            self._cuda.d2h(slot.host_out.ptr, slot.dev_out.ptr, slot.host_out.nbytes, self._download)
+            self._cuda.record(slot.downloaded, self._download)
+        slot.pending = Pending(self, slot, output == "device")
+        return slot.pending
+
+    def _enqueue(self, slot: _Slot) -> bool:
+        self._context.set_tensor_address(INPUT_NAME, slot.dev_in.ptr)
+        self._context.set_tensor_address(OUTPUT_NAME, slot.dev_out.ptr)
+        return bool(self._context.execute_async_v3(self._compute_handle))
+
+    def _collect(self, pending: Pending) -> None:
+        slot = pending._slot
+        if pending._on_device:
+            self._cuda.event_synchronize(slot.computed)
+            pending._value = DeviceImage(slot.dev_out.ptr, self.out_shape, self._compute_handle)
+        else:
+            self._cuda.event_synchronize(slot.downloaded)
+            pending._value = slot.host_out.array.copy()
+        if slot.pending is pending:
+            slot.pending = None
+
+    def _device_input(self, labels) -> tuple[int, int | None]:
+        cai = getattr(labels, "__cuda_array_interface__", None)
+        if cai is None:
+            raise UsageError("device input must expose __cuda_array_interface__ (a CuPy array or CUDA torch "
+                             "tensor); host arrays go through submit()/run()")
+        shape, typestr = tuple(cai["shape"]), cai["typestr"]
+        if typestr not in ("|u1", "<u1") or shape != tuple(self.in_shape):
+            raise UsageError(f"device label map must be uint8 {list(self.in_shape)}, got {typestr} {list(shape)}")
+        if cai.get("strides") not in (None, _contiguous_strides(shape)):
+            raise UsageError("device label map must be C-contiguous; call .contiguous() or cupy.ascontiguousarray")
+        ptr = int(cai["data"][0])
+        if not self._cuda.pointer_is_on_this_device(ptr):
+            raise UsageError(f"device label map is not in GPU {self.device_index}'s memory (host memory or another "
+                             f"GPU); move it there, or pass a NumPy array to run()")
+        stream = cai.get("stream")
+        return ptr, (None if stream is None else int(stream))
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))

@@ -1,0 +1,139 @@
+"""Build TensorRT engines from our ONNX artifacts. Needs tensorrt and cuda-python, not torch, so
+``crn-build`` runs on a deployment box: export anywhere, build on the target.
+
+One code path for TensorRT >= 10.12 and 11.x: a strongly typed network (precision is decided in
+the ONNX graph; BuilderFlag.FP16 is gone in 11), checked layer by layer before the build, so an
+FP16 request never yields a silent FP32 engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..backends.cuda import Cuda
+from ..backends.tensorrt import import_tensorrt
+from ..errors import ArtifactError, CrnError, UsageError
+from ..files import sha256_file, write_bytes_atomic
+from ..manifest import Manifest
+
+TIMING_CACHE_NAME = "timing.cache"  # in the engines folder, shared by every resolution
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    workspace_bytes: int | None = None  # None: TensorRT's default (all of the GPU's memory)
+    optimization_level: int = 3  # 0..5; TensorRT's default is 3
+    timing_cache: Path | None = None  # None: <engines folder>/timing.cache
+    detailed_profiling: bool = False  # ProfilingVerbosity.DETAILED: per-layer info in the engine inspector
+    tf32: bool = False  # FP32 engines: allow TF32 convolutions (off: an fp32 engine computes in FP32)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.optimization_level <= 5:
+            raise UsageError(f"builder optimization level must be 0..5, got {self.optimization_level}")
+
+
+def engines_unavailable_reason() -> str | None:
+    """None where engines can be built here, else one line saying why not."""
+    try:
+        import_tensorrt()
+        Cuda().close()
+    except CrnError as e:
+        return str(e)
+    return None
+
+
+def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
+                 log: Callable[[str], None] = print) -> Manifest:
+    """Write ``<stem>.engine`` beside the ONNX and record it in the manifest."""
+    trt = import_tensorrt()
+    onnx_path = manifest.artifact_path
+    if not onnx_path.is_file():
+        raise ArtifactError(f"{onnx_path} is missing beside its manifest {manifest.path}; re-export it")
+    cuda = Cuda()
+    try:
+        gpu = cuda.properties()
+    finally:
+        cuda.close()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, parser = _parse(trt, builder, logger, onnx_path)  # the parser owns weights: keep it alive
+    check_network_precision(trt, network, manifest.precision, onnx_path)
+    config = _config(trt, builder, manifest, options)
+    cache_path = options.timing_cache or onnx_path.parent / TIMING_CACHE_NAME
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, False)  # a cache from another GPU or version is not silently reused
+
+    started = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - started
+    if plan is None:
+        raise CrnError(f"TensorRT could not build an engine from {onnx_path} (see its log above); if it ran out of "
+                       "memory, close other GPU programs or lower --workspace")
+    engine_path = onnx_path.with_suffix(".engine")
+    write_bytes_atomic(engine_path, memoryview(plan))
+    write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()))
+    _check_engine_io(trt, logger, engine_path, manifest)
+    del parser
+    manifest.sections["engine"] = {
+        "file": engine_path.name, "sha256": sha256_file(engine_path), "size_bytes": engine_path.stat().st_size,
+        "build_seconds": round(seconds, 2), "tensorrt_version": trt.__version__, "gpu": gpu,
+        "builder": {**asdict(options), "timing_cache": str(cache_path)},
+    }
+    manifest.write(manifest.path)
+    log(f"{engine_path.name}: built in {seconds:.1f} s with TensorRT {trt.__version__} for {gpu['name']} "
+        f"({engine_path.stat().st_size / 2**20:.1f} MiB)")
+    return manifest
+
+
+def _parse(trt, builder, logger, onnx_path: Path):
+    # STRONGLY_TYPED is needed on 10.x and accepted (ignored) on 11.x; its integer value changed
+    # between releases, so it is always used by name.
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ArtifactError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors}")
+    return network, parser
+
+
+def check_network_precision(trt, network, precision: str, where: Path) -> None:
+    """Refuse unless every convolution computes in the requested type and every norm in FP32."""
+    want = trt.DataType.HALF if precision == "fp16" else trt.DataType.FLOAT
+    wrong = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type == trt.LayerType.CONVOLUTION and layer.get_output(0).dtype != want:
+            wrong.append(f"{layer.name} computes in {layer.get_output(0).dtype}")
+        if layer.type == trt.LayerType.NORMALIZATION and layer.get_input(0).dtype != trt.DataType.FLOAT:
+            wrong.append(f"{layer.name} normalizes in {layer.get_input(0).dtype}")
+    if wrong:
+        raise ArtifactError(f"{where} would not give a {precision} engine with FP32 normalization "
+                            f"({'; '.join(wrong[:4])}); re-export it with this crn-export")
+
+
+def _config(trt, builder, manifest: Manifest, options: BuildOptions):
+    config = builder.create_builder_config()
+    if options.workspace_bytes:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
+    config.builder_optimization_level = options.optimization_level
+    if options.detailed_profiling:
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if manifest.precision == "fp32" and not options.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)  # TF32 is on by default and would round FP32 convolutions
+    return config
+
+
+def _check_engine_io(trt, logger, engine_path: Path, manifest: Manifest) -> None:
+    """Deserialize what was written and confirm uint8 I/O of the manifest's shapes."""
+    engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
+    if engine is None:
+        raise CrnError(f"TensorRT cannot read back the engine it just wrote ({engine_path})")
+    for spec in (manifest.input_spec, manifest.output_spec):
+        shape = tuple(engine.get_tensor_shape(spec.name))
+        if engine.get_tensor_dtype(spec.name) != trt.DataType.UINT8 or shape != spec.shape:
+            engine_path.unlink(missing_ok=True)
+            raise CrnError(f"the built engine's {spec.name} is {engine.get_tensor_dtype(spec.name)} {list(shape)}, "
+                           f"not uint8 {list(spec.shape)}; not kept")

@@ -1,0 +1,71 @@
+"""crn-build: TensorRT engines from exported ONNX files, on the machine that will run them."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from ..errors import UsageError
+from ._main import log, parse_or_exit, run_command
+
+PROG = "crn-build"
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'8G', '512M', '1.5GiB' -> bytes."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise UsageError(f"size '{text}' is not a number with an optional K/M/G/T suffix (for example 8G)")
+    return int(float(match.group(1)) * 1024 ** "_KMGT".index(match.group(2).upper() or "_"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
+    p.add_argument("onnx", nargs="+", type=Path, help="exported .onnx files (their .json manifests beside them)")
+    add_builder_options(p)
+    return p
+
+
+def add_builder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TensorRT builder")
+    g.add_argument("--workspace", help="workspace memory limit, e.g. 8G (default: TensorRT's, the GPU's memory)")
+    g.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0..5 (default 3)")
+    g.add_argument("--timing-cache", type=Path, help="timing cache file (default: timing.cache in the engines folder)")
+    g.add_argument("--detailed-profiling", action="store_true", help="per-layer detail for the engine inspector")
+    g.add_argument("--tf32", action="store_true", help="let fp32 engines use TF32 convolutions (faster, rounder)")
+
+
+def builder_options(args):
+    from ..build.engine import BuildOptions
+
+    return BuildOptions(parse_size(args.workspace) if args.workspace else None, args.opt_level,
+                        args.timing_cache, args.detailed_profiling, args.tf32)
+
+
+def _check(args) -> None:
+    if args.workspace:
+        parse_size(args.workspace)
+    if not 0 <= args.opt_level <= 5:
+        raise UsageError(f"--opt-level must be 0..5, got {args.opt_level}")
+    for path in args.onnx:
+        if path.suffix != ".onnx":
+            raise UsageError(f"{path} is not an .onnx file; pass the files crn-export wrote")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_or_exit(build_parser(), argv, _check)
+    return run_command(PROG, lambda: _build(args))
+
+
+def _build(args) -> int:
+    from ..build.engine import build_engine
+    from ..manifest import Manifest, manifest_for
+
+    options = builder_options(args)
+    manifests = [Manifest.read(manifest_for(path)) for path in args.onnx]  # all readable before any build
+    for manifest in manifests:
+        build_engine(manifest, options, log)
+    log(f"{PROG}: {len(manifests)} engine(s) built. Next: crn-bench {manifests[0].path.parent}")
+    return 0
