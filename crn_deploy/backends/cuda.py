@@ -52,6 +52,8 @@ _HINTS = {
 
 def handle(obj) -> int:
     """The integer value of a CUDA handle object (stream, event, graph), as TensorRT takes it."""
+    if isinstance(obj, int):
+        return obj
     try:
         from cuda.bindings.utils import get_cuda_native_handle
     except ImportError:

@@ -1,0 +1,198 @@
+"""Our TensorRT backend's plumbing, run against FAKES of cuda-python and TensorRT (tests/fake_gpu.py).
+
+These check slot ring, buffer sizes, CUDA-graph use and fallback, ordering, freeing and error
+messages. They do not test TensorRT or a GPU: tests marked ``gpu`` do, where one is present.
+"""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from crn_deploy.backends import cuda as cuda_module
+from crn_deploy.backends import tensorrt as trt_module
+from crn_deploy.backends.tensorrt import TensorRTBackend, check_engine_compatible
+from crn_deploy.build.engine import check_network_precision
+from crn_deploy.data.synthetic import street_layouts
+from crn_deploy.errors import ArtifactError, CrnError, UsageError
+from crn_deploy.manifest import Manifest
+
+from .conftest import TINY_RES
+from .fake_gpu import FakeCudart, FakeTensorRT, fake_kernel, fake_plan
+
+
+def _engine_artifact(tmp_path, source: Manifest, *, version="11.4.0.106", cc="9.0", plan=None, size=None):
+    shutil.copy(source.artifact_path, tmp_path)
+    shutil.copy(source.path, tmp_path)
+    manifest = Manifest.read(tmp_path / source.path.name)
+    plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape) if plan is None else plan
+    engine = manifest.artifact_path.with_suffix(".engine")
+    engine.write_bytes(plan)
+    manifest.sections["engine"] = {"file": engine.name, "sha256": "-", "size_bytes": size or len(plan),
+                                   "tensorrt_version": version, "gpu": {"name": "Fake GPU", "compute_capability": cc}}
+    manifest.write(manifest.path)
+    return manifest, engine
+
+
+@pytest.fixture()
+def fake(tmp_path, tiny_artifacts):
+    cudart = FakeCudart()
+    manifest, engine = _engine_artifact(tmp_path, tiny_artifacts["fp16"])
+
+    def open_backend(**options):
+        trt = options.pop("trt", None) or FakeTensorRT(cudart)
+        backend = TensorRTBackend(engine, manifest, tensorrt_module=trt, cudart_module=options.pop("cudart", cudart),
+                                  **options)
+        return backend.open(), trt
+
+    return SimpleNamespace(cudart=cudart, manifest=manifest, engine=engine, open=open_backend)
+
+
+def _frames(n):
+    return [street_layouts(1, *TINY_RES, seed=s) for s in range(n)]
+
+
+def _expected(ids):
+    return fake_kernel(ids, (1, *TINY_RES, 3))
+
+
+def test_fake_pipelined_frames_come_back_in_order(fake):
+    backend, _ = fake.open(slots=2)
+    frames = _frames(5)
+    pending = [backend.submit(ids) for ids in frames]  # more frames than slots: the ring waits
+    for ids, handle in zip(frames, pending, strict=True):
+        assert np.array_equal(handle.result(), _expected(ids))
+    backend.close()
+
+
+def test_fake_buffers_are_sized_from_the_engine_io_and_all_freed(fake):
+    backend, _ = fake.open(slots=3)
+    h, w = TINY_RES
+    sizes = sorted(len(buf) for buf in fake.cudart.host_mem.values())
+    assert sizes == sorted([h * w] * 3 + [h * w * 3] * 3)  # pinned in/out per slot
+    assert sorted(len(buf) for buf in fake.cudart.device_mem.values()) == sizes
+    kinds = [kind for kind, _ in fake.cudart.live]
+    assert kinds.count("stream") == 3 and kinds.count("event") == 9 and kinds.count("graph_exec") == 3
+    backend.close()
+    assert fake.cudart.live == set()
+
+
+def test_fake_cuda_graph_is_captured_after_one_eager_run_and_replayed(fake):
+    backend, trt = fake.open(slots=2)
+    context = trt.contexts[0]
+    assert backend.graphs_active and context.enqueues == 4  # per slot: one eager run, one captured
+    for ids in _frames(3):
+        assert np.array_equal(backend.run(ids), _expected(ids))
+    assert context.enqueues == 4 and fake.cudart.launches == 3  # frames replay graphs, no enqueue
+    backend.close()
+
+
+def test_fake_capture_failure_falls_back_to_plain_enqueue(fake):
+    cudart = FakeCudart(capture_fails=True)
+    backend, trt = fake.open(slots=2, cudart=cudart, trt=FakeTensorRT(cudart))
+    assert not backend.graphs_active
+    for ids in _frames(3):
+        assert np.array_equal(backend.run(ids), _expected(ids))
+    assert trt.contexts[0].enqueues == 4 + 3 and cudart.launches == 0
+    backend.close()
+    assert cudart.live == set()
+
+
+def test_fake_graphs_can_be_turned_off(fake):
+    backend, trt = fake.open(cuda_graphs=False)
+    backend.run(_frames(1)[0])
+    assert not backend.graphs_active and fake.cudart.launches == 0 and trt.contexts[0].enqueues == 3
+    backend.close()
+
+
+def test_fake_device_input_and_device_output(fake):
+    backend, _ = fake.open()
+    ids = _frames(1)[0]
+    ok, ptr = fake.cudart.cudaMalloc(ids.nbytes)
+    np.ctypeslib.as_array(fake.cudart.device_mem[ptr])[:] = ids.ravel()
+    on_device = SimpleNamespace(__cuda_array_interface__={"shape": ids.shape, "typestr": "|u1", "data": (ptr, False),
+                                                          "version": 3, "strides": None, "stream": None})
+    assert np.array_equal(backend.submit_device(on_device).result(), _expected(ids))
+    image = backend.submit_device(on_device, output="device").result()
+    cai = image.__cuda_array_interface__
+    assert cai["typestr"] == "|u1" and cai["shape"] == (1, *TINY_RES, 3)
+    assert cai["data"][0] in fake.cudart.device_mem
+    backend.close()
+
+
+def test_fake_device_input_errors(fake):
+    backend, _ = fake.open()
+    host = np.zeros((1, 1, *TINY_RES), np.uint8)
+    with pytest.raises(UsageError, match="__cuda_array_interface__"):
+        backend.submit_device(host)
+    wrong_place = SimpleNamespace(__cuda_array_interface__={"shape": host.shape, "typestr": "|u1", "version": 3,
+                                                            "data": (host.ctypes.data, False)})
+    with pytest.raises(UsageError, match="not in GPU 0's memory"):
+        backend.submit_device(wrong_place)
+    wrong_type = SimpleNamespace(__cuda_array_interface__={"shape": host.shape, "typestr": "<f4", "version": 3,
+                                                           "data": (host.ctypes.data, False)})
+    with pytest.raises(UsageError, match="must be uint8"):
+        backend.submit_device(wrong_type)
+    backend.close()
+
+
+def test_fake_other_tensorrt_version_or_gpu_is_refused_with_the_fix(tmp_path, tiny_artifacts):
+    manifest, _ = _engine_artifact(tmp_path, tiny_artifacts["fp16"], version="10.13.0.35", cc="8.9")
+    with pytest.raises(ArtifactError, match=r"TensorRT 10\.13\.0\.35 and this is TensorRT 11\.4\.0\.106.*crn-build"):
+        check_engine_compatible(manifest, "11.4.0.106", {"name": "H100", "compute_capability": "8.9"})
+    with pytest.raises(ArtifactError, match=r"compute capability 8\.9\) and this GPU is H100 \(9\.0\).*crn-build"):
+        check_engine_compatible(manifest, "10.13.0.35", {"name": "H100", "compute_capability": "9.0"})
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated", "truncated or replaced"),
+    ("corrupt", "cannot deserialize"),
+    ("no_context", "out of GPU memory"),
+])
+def test_fake_bad_engines_get_one_clear_error_and_free_everything(tmp_path, tiny_artifacts, case, message):
+    cudart = FakeCudart()
+    plan = b"garbage" if case == "corrupt" else None
+    manifest, engine = _engine_artifact(tmp_path, tiny_artifacts["fp16"], plan=plan,
+                                        size=10**6 if case == "truncated" else None)
+    trt = FakeTensorRT(cudart, context_fails=case == "no_context")
+    backend = TensorRTBackend(engine, manifest, tensorrt_module=trt, cudart_module=cudart)
+    with pytest.raises(CrnError, match=message):
+        backend.open()
+    assert cudart.live == set() and not backend.is_open
+
+
+def test_fake_engine_through_the_runtime(fake, monkeypatch):
+    from crn_deploy import runtime
+
+    monkeypatch.setattr(trt_module, "import_tensorrt", lambda: FakeTensorRT(fake.cudart))
+    monkeypatch.setattr(cuda_module, "import_cudart", lambda: fake.cudart)
+    ids = _frames(1)[0]
+    with runtime.load(fake.engine) as synth:
+        assert synth.backend.name == "tensorrt"
+        assert np.array_equal(synth(ids[0, 0]), _expected(ids)[0])
+        assert synth(street_layouts(1, 128, 192, seed=1)[0, 0]).shape == (128, 192, 3)
+    assert fake.cudart.live == set()
+
+
+def _fake_network(conv_dtype, norm_dtype):
+    trt = FakeTensorRT(FakeCudart())
+    tensor = SimpleNamespace
+    layers = [SimpleNamespace(type="CONVOLUTION", name="conv", get_output=lambda i: tensor(dtype=conv_dtype),
+                              get_input=lambda i: tensor(dtype="HALF")),
+              SimpleNamespace(type="NORMALIZATION", name="norm", get_output=lambda i: tensor(dtype=norm_dtype),
+                              get_input=lambda i: tensor(dtype=norm_dtype))]
+    return trt, SimpleNamespace(num_layers=len(layers), get_layer=layers.__getitem__)
+
+
+def test_network_precision_check_refuses_a_silent_fp32_engine(tmp_path):
+    trt, good = _fake_network("HALF", "FLOAT")
+    check_network_precision(trt, good, "fp16", tmp_path / "x.onnx")
+    trt, fp32_convs = _fake_network("FLOAT", "FLOAT")
+    with pytest.raises(ArtifactError, match="would not give a fp16 engine.*conv computes in FLOAT"):
+        check_network_precision(trt, fp32_convs, "fp16", tmp_path / "x.onnx")
+    trt, fp16_norm = _fake_network("HALF", "HALF")
+    with pytest.raises(ArtifactError, match="norm normalizes in HALF"):
+        check_network_precision(trt, fp16_norm, "fp16", tmp_path / "x.onnx")
