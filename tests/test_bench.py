@@ -77,3 +77,46 @@ def test_pytorch_fp16_on_cpu_is_opt_in(engines, tmp_path):
     assert sorted(r["precision"] for r in report["rows"]) == ["fp16", "fp32"]
     fp16 = next(r for r in report["rows"] if r["precision"] == "fp16")
     assert fp16["speedup_reference"] == "torch-cpu fp16" and fp16["parity"]["psnr_db"] >= 40
+
+
+def _with_fake_engine(engines):
+    from crn_deploy.manifest import Manifest
+
+    from .fake_gpu import fake_plan
+
+    manifest = Manifest.read(engines / "tiny-64x96-fp16.json")
+    plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape)
+    (engines / "tiny-64x96-fp16.engine").write_bytes(plan)
+    manifest.sections["engine"] = {"file": "tiny-64x96-fp16.engine", "sha256": "-", "size_bytes": len(plan),
+                                   "tensorrt_version": "11.4.0.106",
+                                   "gpu": {"name": "Fake GPU", "compute_capability": "9.0"}}
+    manifest.write(manifest.path)
+
+
+def test_engines_are_skipped_with_the_reason_where_tensorrt_is_absent(engines, tmp_path):
+    _with_fake_engine(engines)
+    out = tmp_path / "r.json"
+    assert bench_main([str(engines), *FAST, "--backend", "tensorrt", "--backend", "onnxruntime",
+                       "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {r["backend"] for r in report["rows"]} == {"onnxruntime-cpu"}
+    assert len(report["skipped"]) == 1 and report["skipped"][0].startswith("tiny-64x96-fp16.engine: ")
+
+
+def test_fake_engine_rows_are_measured_like_the_others(engines, tmp_path, monkeypatch):
+    from crn_deploy.backends import cuda as cuda_module
+    from crn_deploy.backends import tensorrt as trt_module
+    from crn_deploy.measure import bench
+
+    from .fake_gpu import FakeCudart, FakeTensorRT
+
+    _with_fake_engine(engines)
+    cudart = FakeCudart()
+    monkeypatch.setattr(trt_module, "import_tensorrt", lambda: FakeTensorRT(cudart))
+    monkeypatch.setattr(cuda_module, "import_cudart", lambda: cudart)
+    monkeypatch.setattr(bench, "_engines_unavailable", lambda: None)
+    out = tmp_path / "r.json"
+    assert bench_main([str(engines), *FAST, "--backend", "tensorrt", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["backend"] == "tensorrt" and row["device"] == "cuda" and row["latency_ms"]["count"] >= 2
+    assert row["parity"]["max_abs"] > 0  # the fake kernel is not the model: parity is really computed

@@ -174,6 +174,9 @@ def test_fake_engine_through_the_runtime(fake, monkeypatch):
         assert synth.backend.name == "tensorrt"
         assert np.array_equal(synth(ids[0, 0]), _expected(ids)[0])
         assert synth(street_layouts(1, 128, 192, seed=1)[0, 0]).shape == (128, 192, 3)
+        frames = _frames(4)
+        handles = [synth.submit(f) for f in frames]
+        assert all(np.array_equal(h.result(), _expected(f)) for h, f in zip(handles, frames, strict=True))
     assert fake.cudart.live == set()
 
 

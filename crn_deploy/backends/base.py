@@ -28,6 +28,11 @@ class Backend:
             raise CrnError(f"{self.name} is not open; call open() or use it as a context manager")
         return self._run_impl(ids)
 
+    def submit(self, ids: np.ndarray):
+        """Queue a batch and return a handle whose ``result()`` gives the output. Backends that
+        overlap frames (TensorRT) return at once; the others run it now."""
+        return Finished(self.run(ids))
+
     def close(self) -> None:
         if self.is_open:
             self.is_open = False
@@ -47,3 +52,13 @@ class Backend:
 
     def _close_impl(self) -> None:
         pass
+
+
+class Finished:
+    """The handle of a frame that has already run."""
+
+    def __init__(self, value: np.ndarray) -> None:
+        self._value = value
+
+    def result(self) -> np.ndarray:
+        return self._value

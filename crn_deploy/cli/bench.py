@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (at least one call; default 1)")
     p.add_argument("--iterations", type=int, default=10, help="minimum timed calls (default 10)")
     p.add_argument("--duration", type=float, default=3.0, help="minimum timed seconds (default 3)")
-    p.add_argument("--backend", action="append", choices=("onnxruntime", "torch"), help="repeatable (default: all)")
+    p.add_argument("--backend", action="append", choices=("tensorrt", "onnxruntime", "torch"),
+                   help="repeatable (default: all)")
     p.add_argument("--device", action="append", choices=("cpu", "cuda"), help="repeatable (default: all present)")
     p.add_argument("--torch-cpu-fp16", action="store_true",
                    help="also time PyTorch FP16 on the CPU (no fast kernels there: very slow)")

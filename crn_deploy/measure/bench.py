@@ -27,7 +27,7 @@ from .parity import compare_images, passes
 from .timing import measure_latency
 
 BENCH_SEED = 2000  # synthetic layouts for benchmarks (export validation uses another seed)
-BACKENDS = ("onnxruntime", "torch")
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
 
 
 @dataclass
@@ -69,8 +69,16 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
     if options.labels_dir is not None:
         ctx.label_files = list_label_images(options.labels_dir)  # a bad folder stops the run before any row
     rows: list[dict] = []
+    skipped: list[str] = []
     done_torch: set = set()
     for manifest in sorted(manifests, key=lambda m: (m.name, m.resolution, m.precision)):
+        if "tensorrt" in options.backends and "engine" in manifest.sections:
+            reason = _engines_unavailable()
+            if reason is None:
+                make = lambda m=manifest: _trt(m)  # noqa: E731
+                rows.append(_row(ctx, manifest, "tensorrt", make, artifact=manifest.sections["engine"]["file"]))
+            else:
+                skipped.append(f"{manifest.sections['engine']['file']}: {reason}")
         if "onnxruntime" in options.backends:
             for device in _ort_devices(options):
                 make = lambda m=manifest, d=device: _ort(m, d, options)  # noqa: E731
@@ -88,7 +96,7 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
     for row in rows:
         row["status"] = _status(row, options)
     return {"tool": f"crn-bench {__version__}", "machine": machine_info(), "versions": _versions(),
-            "settings": _settings(manifests, options), "rows": rows}
+            "settings": _settings(manifests, options), "rows": rows, "skipped": skipped}
 
 
 def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[], Backend],
@@ -99,6 +107,7 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
     try:
         inputs, reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
+            row["device"] = synth.backend.device
             row["parity"] = {"samples": len(inputs), **compare_images(synth.run_ids(inputs), reference)}
             one_batch = np.ascontiguousarray(inputs[: manifest.batch])
             if len(one_batch) < manifest.batch:
@@ -115,6 +124,18 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
     return row
 
 
+def _engines_unavailable() -> str | None:
+    from ..build.engine import engines_unavailable_reason
+
+    return engines_unavailable_reason()
+
+
+def _trt(manifest: Manifest) -> Backend:
+    from ..backends.tensorrt import TensorRTBackend
+
+    return TensorRTBackend(manifest.path.parent / manifest.sections["engine"]["file"], manifest)
+
+
 def _ort(manifest: Manifest, device: str, options: BenchOptions) -> Backend:
     from ..backends.onnxruntime import OnnxRuntimeBackend
 
@@ -124,7 +145,7 @@ def _ort(manifest: Manifest, device: str, options: BenchOptions) -> Backend:
 def _torch(ctx: _Context, manifest: Manifest, device: str) -> Backend:
     from ..backends.torch_ref import TorchBackend
 
-    return TorchBackend(_model(ctx, manifest), manifest.precision, device)
+    return TorchBackend(_model(ctx, manifest), manifest.precision, device, input_shape=manifest.input_spec.shape)
 
 
 def _model(ctx: _Context, manifest: Manifest):
@@ -182,7 +203,7 @@ def _add_speedups(rows: list[dict]) -> None:
     """speedup_vs_torch = PyTorch p50 / this row's p50: same model, resolution, device and batch, and the
     same precision where PyTorch ran it (else PyTorch FP32, named in ``speedup_reference``)."""
     def key(row, precision):
-        return (row["name"], row["resolution"], precision, row["backend"].split("-")[-1], row["batch"])
+        return (row["name"], row["resolution"], precision, row.get("device"), row["batch"])
 
     torch_p50 = {key(r, r["precision"]): r["latency_ms"]["p50"] for r in rows
                  if r["backend"].startswith("torch") and "latency_ms" in r}
@@ -190,7 +211,7 @@ def _add_speedups(rows: list[dict]) -> None:
         for precision in dict.fromkeys((row["precision"], "fp32")):
             if "latency_ms" in row and key(row, precision) in torch_p50:
                 row["speedup_vs_torch"] = torch_p50[key(row, precision)] / row["latency_ms"]["p50"]
-                row["speedup_reference"] = f"torch-{row['backend'].split('-')[-1]} {precision}"
+                row["speedup_reference"] = f"torch-{row['device']} {precision}"
                 break
 
 

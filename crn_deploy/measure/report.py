@@ -25,6 +25,7 @@ def format_table(report: dict) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
     lines += [f"error in {row['artifact']} [{row['backend']}]: {row['error']}"
               for row in report["rows"] if "error" in row]
+    lines += [f"skipped {entry}" for entry in report.get("skipped", [])]
     lines.append("parity: against the PyTorch FP32 reference on the same label maps; "
                  "vs torch: PyTorch p50 / this p50 at the same precision and device "
                  "(* against PyTorch FP32: PyTorch FP16 on a CPU is opt-in, --torch-cpu-fp16)")

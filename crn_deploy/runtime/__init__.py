@@ -52,7 +52,8 @@ def load_reference(path, *, precision: str | None = None, device: str = "cpu", c
     from ..build.checkpoint import model_from_source
 
     model = model_from_source(manifest.source, manifest.config, checkpoint)
-    return Synthesizer(TorchBackend(model, precision or manifest.precision, device), manifest).open()
+    backend = TorchBackend(model, precision or manifest.precision, device, input_shape=manifest.input_spec.shape)
+    return Synthesizer(backend, manifest).open()
 
 
 def _read_manifest(path) -> Manifest:

@@ -75,6 +75,12 @@ class Synthesizer:
                 outputs.append(self.backend.run(np.ascontiguousarray(chunk)))
         return np.concatenate(outputs)
 
+    def submit(self, ids: np.ndarray):
+        """Queue one batch of uint8 ids [B,1,H,W] at the artifact's exact shape; ``.result()`` later.
+        With TensorRT, frames overlap (upload, compute, download); results keep submission order."""
+        self.open()
+        return self.backend.submit(ids)
+
     def _as_id_batch(self, labels, label_set: LabelSet | None) -> tuple[np.ndarray, bool]:
         array = np.asarray(labels)
         if label_set is not None:
