@@ -126,8 +126,10 @@ def test_fake_device_input_and_device_output(fake):
 def test_fake_device_input_errors(fake):
     backend, _ = fake.open()
     host = np.zeros((1, 1, *TINY_RES), np.uint8)
-    with pytest.raises(UsageError, match="__cuda_array_interface__"):
+    with pytest.raises(UsageError, match="DLPack device type 1 memory, not on GPU 0"):  # NumPy speaks DLPack
         backend.submit_device(host)
+    with pytest.raises(UsageError, match="__cuda_array_interface__ or __dlpack__"):
+        backend.submit_device([[0]])
     wrong_place = SimpleNamespace(__cuda_array_interface__={"shape": host.shape, "typestr": "|u1", "version": 3,
                                                             "data": (host.ctypes.data, False)})
     with pytest.raises(UsageError, match="not in GPU 0's memory"):
@@ -136,7 +138,32 @@ def test_fake_device_input_errors(fake):
                                                            "data": (host.ctypes.data, False)})
     with pytest.raises(UsageError, match="must be uint8"):
         backend.submit_device(wrong_type)
+    with pytest.raises(UsageError, match="DLPack device type 1 memory, not on GPU 0"):  # a CPU DLPack tensor
+        backend.submit_device(_DLPackOnly(host))
     backend.close()
+
+
+class _DLPackOnly:
+    """Exposes only the DLPack protocol of an array (as some frameworks do)."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __dlpack__(self, stream=None):
+        return self.array.__dlpack__()
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+
+def test_dlpack_views_read_pointer_shape_and_dtype_in_place():
+    from crn_deploy.backends.dlpack import KDL_CPU, dlpack_view
+
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)[:, 1:]
+    view = dlpack_view(array)
+    assert view.ptr == array.ctypes.data and view.shape == (2, 2, 4) and view.is_uint8
+    assert view.device_type == KDL_CPU and view.strides == (12, 4, 1)
+    assert not dlpack_view(np.zeros(3, np.float32)).is_uint8
 
 
 def test_fake_other_tensorrt_version_or_gpu_is_refused_with_the_fix(tmp_path, tiny_artifacts):

@@ -18,6 +18,7 @@ from ..errors import ArtifactError, CrnError, UsageError
 from ..manifest import INPUT_NAME, OUTPUT_NAME, Manifest
 from .base import Backend
 from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, handle
+from .dlpack import KDL_CUDA, KDL_CUDA_MANAGED, dlpack_view
 
 MIN_VERSION = (10, 12)  # first 10.x release with complete strongly typed networks
 
@@ -82,6 +83,7 @@ class Pending:
     def __init__(self, backend: TensorRTBackend, slot: _Slot, on_device: bool) -> None:
         self._backend, self._slot, self._on_device = backend, slot, on_device
         self._value = None
+        self._keep_alive = None
 
     def result(self):
         if self._value is None:
@@ -211,14 +213,17 @@ class TensorRTBackend(Backend):
         return self._launch(slot, output)
 
     def submit_device(self, labels, *, output: str = "host") -> Pending:
-        """Queue ids already on this GPU: any object with ``__cuda_array_interface__`` (CuPy, torch...)."""
-        ptr, producer_stream = self._device_input(labels)
+        """Queue ids already on this GPU: an object with ``__cuda_array_interface__`` or ``__dlpack__``
+        (a CuPy array, a CUDA torch tensor...). No host round trip, no torch import."""
+        ptr, producer_stream, keep_alive = self._device_input(labels)
         slot = self._take_slot()
         if producer_stream is not None:  # the producer's work must finish before we read its buffer
             self._cuda.record(slot.uploaded, producer_stream)
             self._cuda.wait(self._compute, slot.uploaded)
         self._cuda.d2d(slot.dev_in.ptr, ptr, slot.dev_in.nbytes, self._compute)
-        return self._launch(slot, output)
+        pending = self._launch(slot, output)
+        pending._keep_alive = keep_alive  # the producer's memory must outlive the copy
+        return pending
 
     def _take_slot(self) -> _Slot:
         if not self.is_open:
@@ -257,25 +262,37 @@ class TensorRTBackend(Backend):
         else:
             self._cuda.event_synchronize(slot.downloaded)
             pending._value = slot.host_out.array.copy()
+        pending._keep_alive = None
         if slot.pending is pending:
             slot.pending = None
 
-    def _device_input(self, labels) -> tuple[int, int | None]:
+    def _device_input(self, labels) -> tuple[int, int | None, object]:
+        """(pointer, producer stream to wait for or None, object to keep alive) of a device label map."""
         cai = getattr(labels, "__cuda_array_interface__", None)
-        if cai is None:
-            raise UsageError("device input must expose __cuda_array_interface__ (a CuPy array or CUDA torch "
-                             "tensor); host arrays go through submit()/run()")
-        shape, typestr = tuple(cai["shape"]), cai["typestr"]
-        if typestr not in ("|u1", "<u1") or shape != tuple(self.in_shape):
-            raise UsageError(f"device label map must be uint8 {list(self.in_shape)}, got {typestr} {list(shape)}")
-        if cai.get("strides") not in (None, _contiguous_strides(shape)):
+        if cai is not None:
+            shape, is_uint8 = tuple(cai["shape"]), cai["typestr"] in ("|u1", "<u1")
+            strides = cai.get("strides")  # in bytes: for uint8, the same as in elements
+            ptr, stream, keep_alive = int(cai["data"][0]), cai.get("stream"), labels
+        elif hasattr(labels, "__dlpack__") and hasattr(labels, "__dlpack_device__"):
+            device_type = labels.__dlpack_device__()[0]
+            if device_type not in (KDL_CUDA, KDL_CUDA_MANAGED):
+                raise UsageError(f"device label map is in DLPack device type {device_type} memory, not on "
+                                 f"GPU {self.device_index}; move it there, or pass a NumPy array to run()")
+            view = dlpack_view(labels, self._compute_handle)  # the producer orders its work before our stream
+            shape, is_uint8, strides = view.shape, view.is_uint8, view.strides
+            ptr, stream, keep_alive = view.ptr, None, view.capsule
+        else:
+            raise UsageError("device input must expose __cuda_array_interface__ or __dlpack__ (a CuPy array or "
+                             "CUDA torch tensor); host arrays go through submit()/run()")
+        if not is_uint8 or shape != tuple(self.in_shape):
+            raise UsageError(f"device label map must be uint8 {list(self.in_shape)}, got "
+                             f"{'uint8' if is_uint8 else 'another dtype'} {list(shape)}")
+        if strides not in (None, _contiguous_strides(shape)):
             raise UsageError("device label map must be C-contiguous; call .contiguous() or cupy.ascontiguousarray")
-        ptr = int(cai["data"][0])
         if not self._cuda.pointer_is_on_this_device(ptr):
             raise UsageError(f"device label map is not in GPU {self.device_index}'s memory (host memory or another "
                              f"GPU); move it there, or pass a NumPy array to run()")
-        stream = cai.get("stream")
-        return ptr, (None if stream is None else int(stream))
+        return ptr, (None if stream is None else int(stream)), keep_alive
 
 
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
