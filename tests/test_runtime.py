@@ -126,3 +126,20 @@ def test_missing_or_corrupt_artifacts(tmp_path, tiny_artifacts):
 def test_unknown_device_is_refused(tiny_artifacts):
     with pytest.raises(UsageError, match="unknown ONNX Runtime device"):
         runtime.load(tiny_artifacts["fp32"].artifact_path, device="tpu")
+
+
+def test_onnxruntime_io_binding_reads_label_maps_in_place(tiny_artifacts):
+    from types import SimpleNamespace
+
+    ids = street_layouts(1, *TINY_RES, seed=7)
+    with runtime.load(tiny_artifacts["fp32"].artifact_path, device="cpu") as synth:
+        bound = synth.backend.submit_device(ids).result()  # host memory via DLPack, for the CPU provider
+        assert np.array_equal(bound, synth.run_ids(ids))
+        value = synth.backend.submit_device(ids, output="device").result()
+        assert np.array_equal(value.numpy(), bound)
+        cuda_array = SimpleNamespace(__cuda_array_interface__={"shape": ids.shape, "typestr": "|u1", "version": 3,
+                                                               "data": (ids.ctypes.data, False)})
+        with pytest.raises(UsageError, match="runs on cpu but the label map is in cuda memory"):
+            synth.backend.submit_device(cuda_array)
+        with pytest.raises(UsageError, match="must be uint8"):
+            synth.backend.submit_device(ids.astype(np.int32))

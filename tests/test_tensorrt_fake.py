@@ -126,7 +126,7 @@ def test_fake_device_input_and_device_output(fake):
 def test_fake_device_input_errors(fake):
     backend, _ = fake.open()
     host = np.zeros((1, 1, *TINY_RES), np.uint8)
-    with pytest.raises(UsageError, match="DLPack device type 1 memory, not on GPU 0"):  # NumPy speaks DLPack
+    with pytest.raises(UsageError, match="in cpu memory, not on GPU 0"):  # NumPy speaks DLPack
         backend.submit_device(host)
     with pytest.raises(UsageError, match="__cuda_array_interface__ or __dlpack__"):
         backend.submit_device([[0]])
@@ -138,7 +138,7 @@ def test_fake_device_input_errors(fake):
                                                            "data": (host.ctypes.data, False)})
     with pytest.raises(UsageError, match="must be uint8"):
         backend.submit_device(wrong_type)
-    with pytest.raises(UsageError, match="DLPack device type 1 memory, not on GPU 0"):  # a CPU DLPack tensor
+    with pytest.raises(UsageError, match="in cpu memory, not on GPU 0"):  # a CPU DLPack tensor
         backend.submit_device(_DLPackOnly(host))
     backend.close()
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..errors import ArtifactError, UsageError
 from ..manifest import INPUT_NAME, OUTPUT_NAME
-from .base import Backend
+from .base import Backend, Finished
+from .device_arrays import check_label_batch, describe
 
 # Provider chains by device, best first; ONNX Runtime falls back along the chain per node.
 _CHAINS = {
@@ -90,6 +91,28 @@ class OnnxRuntimeBackend(Backend):
 
     def _run_impl(self, ids: np.ndarray) -> np.ndarray:
         return self._session.run([OUTPUT_NAME], {INPUT_NAME: ids})[0]
+
+    def submit_device(self, labels, *, output: str = "host"):
+        """Run a label map where it lives, through IO binding: CUDA memory (a CuPy array, a CUDA torch
+        tensor) for the cuda/tensorrt providers, host memory (anything speaking DLPack) for cpu.
+        ``output="device"`` leaves the picture in the session's memory as an ``OrtValue``."""
+        array = describe(labels)
+        where = "cpu" if self.device == "cpu" else "cuda"
+        if array.device != where:
+            raise UsageError(f"this ONNX Runtime session runs on {self.device} but the label map is in "
+                             f"{array.device} memory; move it, or load the artifact with device='{array.device}'")
+        check_label_batch(array, tuple(self._session.get_inputs()[0].shape))
+        if array.stream is not None:  # ONNX Runtime cannot wait on the producer's stream: finish it first
+            from .cuda import check, import_cudart
+
+            cudart = import_cudart()
+            check(cudart, cudart.cudaStreamSynchronize(array.stream), "cudaStreamSynchronize (producer stream)")
+        binding = self._session.io_binding()
+        binding.bind_input(INPUT_NAME, where, max(array.device_id, 0), np.uint8, list(array.shape), array.ptr)
+        binding.bind_output(OUTPUT_NAME, "cpu" if output == "host" else where)
+        self._session.run_with_iobinding(binding)
+        value = binding.get_outputs()[0]
+        return Finished(value.numpy() if output == "host" else value)
 
     def _close_impl(self) -> None:
         self._session = None

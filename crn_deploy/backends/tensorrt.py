@@ -18,7 +18,7 @@ from ..errors import ArtifactError, CrnError, UsageError
 from ..manifest import INPUT_NAME, OUTPUT_NAME, Manifest
 from .base import Backend
 from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, handle
-from .dlpack import KDL_CUDA, KDL_CUDA_MANAGED, dlpack_view
+from .device_arrays import check_label_batch, describe
 
 MIN_VERSION = (10, 12)  # first 10.x release with complete strongly typed networks
 
@@ -268,36 +268,12 @@ class TensorRTBackend(Backend):
 
     def _device_input(self, labels) -> tuple[int, int | None, object]:
         """(pointer, producer stream to wait for or None, object to keep alive) of a device label map."""
-        cai = getattr(labels, "__cuda_array_interface__", None)
-        if cai is not None:
-            shape, is_uint8 = tuple(cai["shape"]), cai["typestr"] in ("|u1", "<u1")
-            strides = cai.get("strides")  # in bytes: for uint8, the same as in elements
-            ptr, stream, keep_alive = int(cai["data"][0]), cai.get("stream"), labels
-        elif hasattr(labels, "__dlpack__") and hasattr(labels, "__dlpack_device__"):
-            device_type = labels.__dlpack_device__()[0]
-            if device_type not in (KDL_CUDA, KDL_CUDA_MANAGED):
-                raise UsageError(f"device label map is in DLPack device type {device_type} memory, not on "
-                                 f"GPU {self.device_index}; move it there, or pass a NumPy array to run()")
-            view = dlpack_view(labels, self._compute_handle)  # the producer orders its work before our stream
-            shape, is_uint8, strides = view.shape, view.is_uint8, view.strides
-            ptr, stream, keep_alive = view.ptr, None, view.capsule
-        else:
-            raise UsageError("device input must expose __cuda_array_interface__ or __dlpack__ (a CuPy array or "
-                             "CUDA torch tensor); host arrays go through submit()/run()")
-        if not is_uint8 or shape != tuple(self.in_shape):
-            raise UsageError(f"device label map must be uint8 {list(self.in_shape)}, got "
-                             f"{'uint8' if is_uint8 else 'another dtype'} {list(shape)}")
-        if strides not in (None, _contiguous_strides(shape)):
-            raise UsageError("device label map must be C-contiguous; call .contiguous() or cupy.ascontiguousarray")
-        if not self._cuda.pointer_is_on_this_device(ptr):
+        array = describe(labels, self._compute_handle)
+        if array.device != "cuda":
+            raise UsageError(f"device label map is in {array.device} memory, not on GPU {self.device_index}; "
+                             "move it there, or pass a NumPy array to run()")
+        check_label_batch(array, self.in_shape)
+        if not self._cuda.pointer_is_on_this_device(array.ptr):
             raise UsageError(f"device label map is not in GPU {self.device_index}'s memory (host memory or another "
                              f"GPU); move it there, or pass a NumPy array to run()")
-        return ptr, (None if stream is None else int(stream)), keep_alive
-
-
-def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= size
-    return tuple(reversed(strides))
+        return array.ptr, array.stream, array.keep_alive
