@@ -182,3 +182,23 @@ def test_usage_errors(tmp_path, capsys):
 
 def test_released_widths_are_what_the_presets_use():
     assert released_widths(9) == PRESETS["cityscapes-1024p"].widths
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("name, k, modules", [("tf_k9_5modules", 9, 5), ("tf_k1_4modules", 1, 4)])
+def test_checkpoints_written_by_tensorflow_import_and_match_its_output(name, k, modules):
+    """Fixtures saved by TensorFlow 2.21 running the authors' graph code (tests/fixtures/make_tf_fixtures.py)."""
+    loaded, arch = import_tf_checkpoint(FIXTURES / name / "model.ckpt")
+    assert arch.config.k == k and arch.config.num_modules == modules
+    assert {"beta1_power", "beta2_power"} <= {v.name for v in arch.ignored}
+    assert any(v.name.endswith("/Adam_1") for v in arch.ignored)
+    expected = np.load(FIXTURES / name / "expected.npz")
+    with torch.no_grad():
+        ours = loaded.model.forward_float(torch.from_numpy(expected["ids"])[None, None]).numpy()[0]
+    theirs = np.clip(expected["images"], 0, 255)  # [k,H,W,3] (k=9) or [1,H,W,3]
+    ours = ours if k > 1 else ours[None]
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=2e-3)
+    assert theirs.std() > 10
