@@ -120,3 +120,20 @@ def test_fake_engine_rows_are_measured_like_the_others(engines, tmp_path, monkey
     (row,) = json.loads(out.read_text())["rows"]
     assert row["backend"] == "tensorrt" and row["device"] == "cuda" and row["latency_ms"]["count"] >= 2
     assert row["parity"]["max_abs"] > 0  # the fake kernel is not the model: parity is really computed
+
+
+def test_csv_and_report_outputs(engines, tmp_path):
+    import csv
+
+    out = tmp_path / "report"
+    assert bench_main([str(engines), *FAST, "--csv", str(tmp_path / "r.csv"), "--report", str(out)]) == 0
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert len(rows) == 3 and {r["backend"] for r in rows} == {"onnxruntime-cpu", "torch-cpu"}
+    assert all(float(r["p50_ms"]) > 0 and r["status"] == "ok" for r in rows)
+    assert float(next(r for r in rows if r["precision"] == "fp16")["ssim"]) > 0.99
+    markdown = (out / "report.md").read_text()
+    for image in ("grid-64x96.png", "latency.png", "parity-per-class.png"):
+        assert f"]({image})" in markdown and (out / image).stat().st_size > 1000
+    grid = cv2.imread(str(out / "grid-64x96.png"))
+    assert grid.shape == (3 * 64, 4 * 96, 3)  # a row per backend: labels, reference, output, error
+    assert "Where errors concentrate" in markdown

@@ -49,3 +49,42 @@ def test_gates():
     assert not passes(parity, max_abs=1)
     assert not passes(parity, min_psnr=50)
     assert passes({"max_abs": 0.0, "psnr_db": None}, min_psnr=50)  # identical pictures pass any PSNR gate
+
+
+def test_ssim_known_values():
+    from crn_deploy.measure.parity import ssim
+
+    a = np.full((32, 32), 100.0)
+    b = np.full((32, 32), 120.0)
+    c1 = (0.01 * 255) ** 2
+    assert ssim(a, b) == pytest.approx((2 * 100 * 120 + c1) / (100**2 + 120**2 + c1))  # constant pictures
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0, 255, (64, 64, 3))
+    assert ssim(noise, noise) == pytest.approx(1.0)
+    assert ssim(noise, 255 - noise) < 0  # anti-correlated structure
+    slightly = np.clip(noise + rng.normal(0, 2, noise.shape), 0, 255)
+    assert 0.9 < ssim(noise, slightly) < 1.0
+    assert ssim(noise, slightly) == pytest.approx(ssim(slightly, noise))
+
+
+def test_per_class_errors_land_on_their_class():
+    from crn_deploy.measure.parity import per_class
+
+    labels = np.zeros((1, 1, 4, 4), np.uint8)
+    labels[0, 0, :2] = 13  # top half "car"
+    labels[0, 0, 3, 3] = 255  # one void pixel
+    reference = np.zeros((1, 4, 4, 3), np.uint8)
+    candidate = reference.copy()
+    candidate[0, 0, 0] = 6  # one car pixel off by 6 in every channel
+    result = per_class(candidate, reference, labels, ("road",) * 13 + ("car",))
+    assert set(result) == {"road", "car", "void"}
+    assert result["car"]["pixels"] == 8 and result["car"]["max_abs"] == 6
+    assert result["car"]["mean_abs"] == pytest.approx(6 / 8)
+    assert result["road"]["psnr_db"] is None and result["void"]["pixels"] == 1
+
+
+def test_nonfinite_values_fail_any_gate():
+    candidate = np.zeros((1, 8, 8, 3), np.float32)
+    candidate[0, 0, 0, 0] = np.nan
+    parity = compare_images(candidate, np.zeros((1, 8, 8, 3), np.uint8))
+    assert parity["nonfinite"] == 1 and not passes(parity)

@@ -33,6 +33,10 @@ class Backend:
         overlap frames (TensorRT) return at once; the others run it now."""
         return Finished(self.run(ids))
 
+    def device_memory_bytes(self) -> int | None:
+        """GPU memory this backend holds (peak where known); None on a CPU or where unknown."""
+        return None
+
     def close(self) -> None:
         if self.is_open:
             self.is_open = False

@@ -199,6 +199,10 @@ class TensorRTBackend(Backend):
         if cuda is not None:
             cuda.close()
 
+    def device_memory_bytes(self) -> int | None:
+        io = sum(slot.dev_in.nbytes + slot.dev_out.nbytes for slot in self._slots)
+        return int(self._engine.device_memory_size_v2) + io
+
     # frames ----------------------------------------------------------------------------------
     def _run_impl(self, ids: np.ndarray) -> np.ndarray:
         return self.submit(ids).result()

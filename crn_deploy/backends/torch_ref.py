@@ -72,6 +72,11 @@ class TorchBackend(Backend):
         except RuntimeError:  # a capture failure leaves eager execution working
             self._graph, self.graphs_active = None, False
 
+    def device_memory_bytes(self) -> int | None:
+        if not self.device.startswith("cuda"):
+            return None
+        return int(self._torch.cuda.max_memory_allocated(self.device))
+
     def _forward(self, labels):
         with self._torch.inference_mode():
             return self._live(labels)

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-abs", type=float, help="gate: FAILED if any row's max |Δ| exceeds this (levels)")
     p.add_argument("--min-psnr", type=float, help="gate: FAILED if any row's PSNR is below this (dB)")
     p.add_argument("--json", type=Path, help="write the report as JSON")
+    p.add_argument("--csv", type=Path, help="write one CSV line per row")
+    p.add_argument("--report", type=Path, metavar="DIR", help="write report.md with plots and image grids into DIR")
     return p
 
 
@@ -53,11 +55,23 @@ def _bench(args) -> int:
         max_abs=args.max_abs, min_psnr=args.min_psnr,
     )
     log(f"{PROG}: {args.folder}")
-    report = run_bench(find_artifacts(args.folder), options, log)
+    samples = {} if args.report else None
+    report = run_bench(find_artifacts(args.folder), options, log, samples)
     log(format_table(report))
     if args.json:
         write_json(report, args.json)
         log(f"{PROG}: wrote {args.json}")
+    if args.csv:
+        from ..measure.report_files import write_csv
+
+        write_csv(report, args.csv)
+        log(f"{PROG}: wrote {args.csv}")
+    if args.report:
+        from ..measure.report_files import write_report
+
+        for note in write_report(report, args.report, samples):
+            log(f"{PROG}: {note}")
+        log(f"{PROG}: wrote {args.report / 'report.md'}")
     statuses = [row["status"] for row in report["rows"]]
     if "FAILED" in statuses or "ERROR" in statuses:
         log(f"{PROG}: FAILED ({statuses.count('FAILED')} below the gates, {statuses.count('ERROR')} errors)")

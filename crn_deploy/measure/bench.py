@@ -23,7 +23,7 @@ from ..data.synthetic import street_layouts
 from ..errors import CrnError, UsageError
 from ..manifest import Manifest, find_manifests
 from ..runtime.synthesizer import Synthesizer
-from .parity import compare_images, passes
+from .parity import compare_images, passes, per_class
 from .timing import measure_latency
 
 BENCH_SEED = 2000  # synthetic layouts for benchmarks (export validation uses another seed)
@@ -55,6 +55,7 @@ class _Context:
     models: dict = field(default_factory=dict)  # source key -> FP32 CRN
     references: dict = field(default_factory=dict)  # (source key, resolution) -> uint8 images
     label_files: list = field(default_factory=list)  # the user's label images (--labels)
+    samples: dict | None = None  # resolution -> first picture of each row, for report grids
 
 
 def find_artifacts(folder: Path) -> list[Manifest]:
@@ -64,8 +65,10 @@ def find_artifacts(folder: Path) -> list[Manifest]:
     return manifests
 
 
-def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[str], None] = print) -> dict:
-    ctx = _Context(options, log)
+def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[str], None] = print,
+              samples: dict | None = None) -> dict:
+    """The report (JSON-ready). Pass a dict as ``samples`` to collect pictures for image grids."""
+    ctx = _Context(options, log, samples=samples)
     if options.labels_dir is not None:
         ctx.label_files = list_label_images(options.labels_dir)  # a bad folder stops the run before any row
     rows: list[dict] = []
@@ -108,13 +111,18 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
         inputs, reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
             row["device"] = synth.backend.device
-            row["parity"] = {"samples": len(inputs), **compare_images(synth.run_ids(inputs), reference)}
+            outputs = synth.run_ids(inputs)
+            row["parity"] = {"samples": len(inputs), **compare_images(outputs, reference),
+                             "per_class": per_class(outputs, reference, inputs, manifest.label_set.names)}
+            _keep_sample(ctx, manifest, row, inputs, reference, outputs)
             one_batch = np.ascontiguousarray(inputs[: manifest.batch])
             if len(one_batch) < manifest.batch:
                 one_batch = np.resize(one_batch, (manifest.batch, *one_batch.shape[1:]))
             stats = measure_latency(lambda: synth.backend.run(one_batch), warmup_s=ctx.options.warmup_s,
                                     iterations=ctx.options.iterations, duration_s=ctx.options.duration_s,
                                     frames_per_call=manifest.batch)
+            row["device_memory_mib"] = _mib(synth.backend.device_memory_bytes())
+        row["host_rss_mib"], row["host_peak_rss_mib"] = host_memory_mib()
         row["latency_ms"] = {k: v for k, v in stats.to_dict().items() if k != "fps"}
         row["fps"] = stats.fps
         row["ms_per_megapixel"] = stats.p50 / (row["megapixels"] * manifest.batch)
@@ -134,6 +142,18 @@ def _trt(manifest: Manifest) -> Backend:
     from ..backends.tensorrt import TensorRTBackend
 
     return TensorRTBackend(manifest.path.parent / manifest.sections["engine"]["file"], manifest)
+
+
+def _keep_sample(ctx: _Context, manifest: Manifest, row: dict, inputs, reference, outputs) -> None:
+    if ctx.samples is None:
+        return
+
+    def first(images):
+        return images[0] if images.ndim == 4 else images[0, 0]  # [N,H,W,3] or [N,k,H,W,3]
+
+    sample = ctx.samples.setdefault(row["resolution"], {
+        "labels": manifest.label_set.ids_to_colors(inputs[0, 0]), "reference": first(reference), "outputs": {}})
+    sample["outputs"][f"{row['backend']} {row['precision']}"] = first(outputs)
 
 
 def _ort(manifest: Manifest, device: str, options: BenchOptions) -> Backend:
@@ -229,6 +249,19 @@ def _progress_line(row: dict) -> str:
     psnr = row["parity"]["psnr_db"]
     return (f"  {row['artifact']} [{row['backend']}]: p50 {row['latency_ms']['p50']:.2f} ms, "
             f"PSNR {'inf' if psnr is None else f'{psnr:.1f}'} dB")
+
+
+def host_memory_mib() -> tuple[float | None, float | None]:
+    """This process's resident memory now and at its peak (Linux /proc), in MiB."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+    except (OSError, KeyError, ValueError):
+        return None, None
+
+
+def _mib(nbytes: int | None) -> float | None:
+    return None if nbytes is None else nbytes / 2**20
 
 
 def machine_info() -> dict:

@@ -1,24 +1,30 @@
-"""How close a picture is to the reference, in the units an image user judges: 0..255 levels and dB."""
+"""How close a picture is to the reference, in the units an image user judges: 0..255 levels, dB, SSIM."""
 
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 OFF_LEVELS = 2  # a pixel channel "off" by more than this many levels counts against parity
+SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW = 0.01, 0.03, 1.5, 11  # Wang et al. 2004
 
 
 def compare_images(candidate: np.ndarray, reference: np.ndarray) -> dict:
-    """max/mean absolute error (levels), PSNR (dB; None when identical), share of values off by > 2 levels."""
+    """max/mean absolute error (levels), PSNR (dB; None when identical), SSIM, share of values off
+    by > 2 levels, and non-finite values in the candidate (only a float candidate can hold them)."""
     if candidate.shape != reference.shape:
         raise ValueError(f"shapes differ: candidate {list(candidate.shape)} vs reference {list(reference.shape)}")
-    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
+    nonfinite = int(np.size(candidate) - np.count_nonzero(np.isfinite(candidate)))
+    diff = np.abs(np.nan_to_num(candidate.astype(np.float64)) - reference.astype(np.float64))
     return {
         "max_abs": float(diff.max()),
         "mean_abs": float(diff.mean()),
         "psnr_db": psnr(float(np.mean(diff**2))),
+        "ssim": mean_ssim(candidate, reference),
         "frac_off_gt2": float(np.mean(diff > OFF_LEVELS)),
+        "nonfinite": nonfinite,
     }
 
 
@@ -27,7 +33,57 @@ def psnr(mse: float, peak: float = 255.0) -> float | None:
     return None if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
+def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """Mean SSIM of two [H,W] or [H,W,C] pictures: 11x11 Gaussian window (sigma 1.5), per channel."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (SSIM_K1 * peak) ** 2, (SSIM_K2 * peak) ** 2
+
+    def blur(x):
+        return cv2.GaussianBlur(x, (SSIM_WINDOW, SSIM_WINDOW), SSIM_SIGMA, borderType=cv2.BORDER_REFLECT)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(index.mean())
+
+
+def mean_ssim(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """SSIM averaged over every [H,W,3] picture of a batch ([...,H,W,3])."""
+    flat_c = candidate.reshape(-1, *candidate.shape[-3:])
+    flat_r = reference.reshape(-1, *reference.shape[-3:])
+    return float(np.mean([ssim(np.nan_to_num(c.astype(np.float64)), r) for c, r in zip(flat_c, flat_r, strict=True)]))
+
+
+def per_class(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
+    """Errors over the pixels of each class present in ``labels`` ([N,1,H,W] ids; outputs [N,(k,)H,W,3]).
+
+    Where do FP16 errors concentrate? Ids >= the class count are reported as "void"."""
+    ids = labels[:, 0]
+    if candidate.ndim == 5:  # k images per map: every image shares its map's labels
+        ids = np.repeat(ids[:, None], candidate.shape[1], axis=1)
+    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
+    result = {}
+    for class_id in np.unique(ids):
+        mask = ids == class_id
+        errors = diff[mask]  # [pixels, 3]
+        name = names[class_id] if class_id < len(names) else "void"
+        entry = result.setdefault(name, {"pixels": 0, "sum_abs": 0.0, "sum_sq": 0.0, "max_abs": 0.0})
+        entry["pixels"] += int(mask.sum())
+        entry["sum_abs"] += float(errors.sum())
+        entry["sum_sq"] += float((errors**2).sum())
+        entry["max_abs"] = max(entry["max_abs"], float(errors.max()))
+    for entry in result.values():
+        values = entry.pop("pixels") * 3
+        entry["pixels"] = values // 3
+        entry["mean_abs"] = entry.pop("sum_abs") / values
+        entry["psnr_db"] = psnr(entry.pop("sum_sq") / values)
+    return result
+
+
 def passes(parity: dict, *, max_abs: float | None = None, min_psnr: float | None = None) -> bool:
+    if parity.get("nonfinite"):
+        return False
     if max_abs is not None and parity["max_abs"] > max_abs:
         return False
     return min_psnr is None or parity["psnr_db"] is None or parity["psnr_db"] >= min_psnr
