@@ -117,9 +117,15 @@ def test_fake_engine_rows_are_measured_like_the_others(engines, tmp_path, monkey
     monkeypatch.setattr(bench, "_engines_unavailable", lambda: None)
     out = tmp_path / "r.json"
     assert bench_main([str(engines), *FAST, "--backend", "tensorrt", "--json", str(out)]) == 0
-    (row,) = json.loads(out.read_text())["rows"]
-    assert row["backend"] == "tensorrt" and row["device"] == "cuda" and row["latency_ms"]["count"] >= 2
-    assert row["parity"]["max_abs"] > 0  # the fake kernel is not the model: parity is really computed
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["backend"], r["cuda_graphs"]) for r in rows] == [("tensorrt+graph", True), ("tensorrt", False)]
+    for row in rows:
+        assert row["device"] == "cuda" and row["latency_ms"]["count"] >= 2 and row["throughput_fps"] > 0
+        assert row["parity"]["max_abs"] > 0  # the fake kernel is not the model: parity is really computed
+        # trtexec's split from CUDA events (the fake's events all read 1 ms) and the host enqueue time
+        assert {k: v["mean"] for k, v in row["breakdown_ms"].items() if k != "enqueue"} == \
+            {"h2d": 1.0, "compute": 1.0, "d2h": 1.0}
+        assert row["breakdown_ms"]["enqueue"]["count"] == row["latency_ms"]["count"]
 
 
 def test_csv_and_report_outputs(engines, tmp_path):

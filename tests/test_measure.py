@@ -88,3 +88,16 @@ def test_nonfinite_values_fail_any_gate():
     candidate[0, 0, 0, 0] = np.nan
     parity = compare_images(candidate, np.zeros((1, 8, 8, 3), np.uint8))
     assert parity["nonfinite"] == 1 and not passes(parity)
+
+
+def test_trtexec_bound_warnings():
+    from crn_deploy.measure.report import bound_warnings
+
+    def split(enqueue, compute, copy):
+        return {"breakdown_ms": {"enqueue": {"p50": enqueue}, "compute": {"p50": compute},
+                                 "h2d": {"p50": copy}, "d2h": {"p50": copy}}}
+
+    assert bound_warnings(split(0.1, 5.0, 0.5)) == []
+    assert "enqueue-bound" in bound_warnings(split(4.5, 5.0, 0.5))[0]
+    assert "transfer-bound" in bound_warnings(split(0.1, 1.0, 1.2))[0]
+    assert bound_warnings({"latency_ms": {}}) == []

@@ -9,6 +9,7 @@ Everything is allocated at open and freed at close.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,7 @@ class _Slot:
     uploaded: object  # events
     computed: object
     downloaded: object
+    starts: tuple | None = None  # with timing: events before upload, compute and download
     graph: object = None
     pending: Pending | None = None
 
@@ -80,10 +82,12 @@ class _Slot:
 class Pending:
     """A submitted frame; ``result()`` waits for it. Results come back in submission order."""
 
-    def __init__(self, backend: TensorRTBackend, slot: _Slot, on_device: bool) -> None:
+    def __init__(self, backend: TensorRTBackend, slot: _Slot, on_device: bool, enqueue_ms: float) -> None:
         self._backend, self._slot, self._on_device = backend, slot, on_device
         self._value = None
         self._keep_alive = None
+        self.enqueue_ms = enqueue_ms
+        self.timings: dict | None = None  # with timing: h2d, compute, d2h (GPU ms) and enqueue (host ms)
 
     def result(self):
         if self._value is None:
@@ -103,12 +107,13 @@ class TensorRTBackend(Backend):
     """Runs one ``.engine``; ``slots`` frames may be in flight at once."""
 
     def __init__(self, engine_path: Path, manifest: Manifest, *, cuda_graphs: bool = True, slots: int = 2,
-                 device: int = 0, tensorrt_module=None, cudart_module=None) -> None:
+                 device: int = 0, timing: bool = False, tensorrt_module=None, cudart_module=None) -> None:
         super().__init__()
         if slots < 1:
             raise UsageError(f"slots must be >= 1, got {slots}")
         self.path, self.manifest = Path(engine_path), manifest
         self.use_cuda_graphs, self.num_slots, self.device_index = cuda_graphs, slots, device
+        self.timing = timing  # record CUDA events around upload, compute and download (trtexec's split)
         self.name, self.device = "tensorrt", "cuda"
         self._trt_module, self._cudart_module = tensorrt_module, cudart_module
         self.graphs_active = False
@@ -170,8 +175,11 @@ class TensorRTBackend(Backend):
         for _ in range(self.num_slots):
             host_in, host_out = cuda.pinned(self.in_shape, np.uint8), cuda.pinned(self.out_shape, np.uint8)
             dev_in, dev_out = cuda.device_buffer(host_in.nbytes), cuda.device_buffer(host_out.nbytes)
-            self._slots.append(_Slot(host_in, host_out, dev_in, dev_out,
-                                     cuda.event(False), cuda.event(False), cuda.event(False)))
+            timed = self.timing
+            slot = _Slot(host_in, host_out, dev_in, dev_out, cuda.event(timed), cuda.event(timed), cuda.event(timed))
+            if timed:
+                slot.starts = (cuda.event(), cuda.event(), cuda.event())
+            self._slots.append(slot)
         self._next = 0
 
     def _warm_up_and_capture(self) -> None:
@@ -211,6 +219,8 @@ class TensorRTBackend(Backend):
         """Queue uint8 ids [B,1,H,W] from host memory; returns at once unless every slot is busy."""
         slot = self._take_slot()
         np.copyto(slot.host_in.array, ids, casting="no")
+        if slot.starts:
+            self._cuda.record(slot.starts[0], self._upload)
         self._cuda.h2d(slot.dev_in.ptr, slot.host_in.ptr, slot.host_in.nbytes, self._upload)
         self._cuda.record(slot.uploaded, self._upload)
         self._cuda.wait(self._compute, slot.uploaded)
@@ -241,16 +251,22 @@ class TensorRTBackend(Backend):
     def _launch(self, slot: _Slot, output: str) -> Pending:
         if output not in ("host", "device"):
             raise UsageError(f"output must be 'host' or 'device', got {output!r}")
+        if slot.starts:
+            self._cuda.record(slot.starts[1], self._compute)
+        started = time.perf_counter()
         if slot.graph is not None:
             self._cuda.launch(slot.graph, self._compute)
         elif not self._enqueue(slot):
             raise CrnError(f"TensorRT failed to enqueue {self.path}")
+        enqueue_ms = (time.perf_counter() - started) * 1000
         self._cuda.record(slot.computed, self._compute)
         if output == "host":
             self._cuda.wait(self._download, slot.computed)
+            if slot.starts:
+                self._cuda.record(slot.starts[2], self._download)
             self._cuda.d2h(slot.host_out.ptr, slot.dev_out.ptr, slot.host_out.nbytes, self._download)
             self._cuda.record(slot.downloaded, self._download)
-        slot.pending = Pending(self, slot, output == "device")
+        slot.pending = Pending(self, slot, output == "device", enqueue_ms)
         return slot.pending
 
     def _enqueue(self, slot: _Slot) -> bool:
@@ -267,6 +283,12 @@ class TensorRTBackend(Backend):
             self._cuda.event_synchronize(slot.downloaded)
             pending._value = slot.host_out.array.copy()
         pending._keep_alive = None
+        if slot.starts and not pending._on_device:
+            cuda = self._cuda
+            pending.timings = {"h2d": cuda.elapsed_ms(slot.starts[0], slot.uploaded),
+                               "compute": cuda.elapsed_ms(slot.starts[1], slot.computed),
+                               "d2h": cuda.elapsed_ms(slot.starts[2], slot.downloaded),
+                               "enqueue": pending.enqueue_ms}
         if slot.pending is pending:
             slot.pending = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from ..errors import CrnError, UsageError
 from ..manifest import Manifest, find_manifests
 from ..runtime.synthesizer import Synthesizer
 from .parity import compare_images, passes, per_class
-from .timing import measure_latency
+from .timing import measure_latency, summarize
 
 BENCH_SEED = 2000  # synthetic layouts for benchmarks (export validation uses another seed)
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
@@ -78,8 +79,10 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
         if "tensorrt" in options.backends and "engine" in manifest.sections:
             reason = _engines_unavailable()
             if reason is None:
-                make = lambda m=manifest: _trt(m)  # noqa: E731
-                rows.append(_row(ctx, manifest, "tensorrt", make, artifact=manifest.sections["engine"]["file"]))
+                for graphs in (True, False):
+                    make = lambda m=manifest, g=graphs: _trt(m, g)  # noqa: E731
+                    rows.append(_row(ctx, manifest, _label("tensorrt", graphs), make,
+                                     artifact=manifest.sections["engine"]["file"], graphs=graphs))
             else:
                 skipped.append(f"{manifest.sections['engine']['file']}: {reason}")
         if "onnxruntime" in options.backends:
@@ -93,8 +96,10 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
             skip = device == "cpu" and manifest.precision == "fp16" and not options.torch_cpu_fp16
             if key not in done_torch and not skip:
                 done_torch.add(key)
-                rows.append(_row(ctx, manifest, f"torch-{device}",
-                                 lambda m=manifest, d=device: _torch(ctx, m, d), artifact=f"{manifest.name} (PyTorch)"))
+                for graphs in ((True, False) if device == "cuda" else (None,)):
+                    make = lambda m=manifest, d=device, g=graphs: _torch(ctx, m, d, g)  # noqa: E731
+                    rows.append(_row(ctx, manifest, _label(f"torch-{device}", graphs), make,
+                                     artifact=f"{manifest.name} (PyTorch)", graphs=graphs))
     _add_speedups(rows)
     for row in rows:
         row["status"] = _status(row, options)
@@ -102,11 +107,16 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
             "settings": _settings(manifests, options), "rows": rows, "skipped": skipped}
 
 
+def _label(backend: str, graphs: bool | None) -> str:
+    return backend if graphs is None else f"{backend}{'+graph' if graphs else ''}"
+
+
 def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[], Backend],
-         artifact: str | None = None) -> dict:
+         artifact: str | None = None, graphs: bool | None = None) -> dict:
     row = {"artifact": artifact or manifest.artifact, "name": manifest.name, "backend": backend_name,
            "precision": manifest.precision, "resolution": format_resolution(manifest.resolution),
-           "batch": manifest.batch, "megapixels": manifest.resolution[0] * manifest.resolution[1] / 1e6}
+           "batch": manifest.batch, "megapixels": manifest.resolution[0] * manifest.resolution[1] / 1e6,
+           "cuda_graphs": graphs}
     try:
         inputs, reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
@@ -118,9 +128,20 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
             one_batch = np.ascontiguousarray(inputs[: manifest.batch])
             if len(one_batch) < manifest.batch:
                 one_batch = np.resize(one_batch, (manifest.batch, *one_batch.shape[1:]))
-            stats = measure_latency(lambda: synth.backend.run(one_batch), warmup_s=ctx.options.warmup_s,
-                                    iterations=ctx.options.iterations, duration_s=ctx.options.duration_s,
-                                    frames_per_call=manifest.batch)
+            breakdown: list[dict] = []
+
+            def one_frame():
+                pending = synth.backend.submit(one_batch)
+                pending.result()
+                if getattr(pending, "timings", None):
+                    breakdown.append(pending.timings)
+
+            stats = measure_latency(one_frame, warmup_s=ctx.options.warmup_s, iterations=ctx.options.iterations,
+                                    duration_s=ctx.options.duration_s, frames_per_call=manifest.batch)
+            if breakdown:  # the first calls were warm-up: keep the timed ones
+                timed = breakdown[-stats.count:]
+                row["breakdown_ms"] = {part: _stats_dict([t[part] for t in timed]) for part in timed[0]}
+            row["throughput_fps"] = _throughput(synth.backend, one_batch, max(ctx.options.iterations, 8))
             row["device_memory_mib"] = _mib(synth.backend.device_memory_bytes())
         row["host_rss_mib"], row["host_peak_rss_mib"] = host_memory_mib()
         row["latency_ms"] = {k: v for k, v in stats.to_dict().items() if k != "fps"}
@@ -138,10 +159,24 @@ def _engines_unavailable() -> str | None:
     return engines_unavailable_reason()
 
 
-def _trt(manifest: Manifest) -> Backend:
+def _trt(manifest: Manifest, graphs: bool) -> Backend:
     from ..backends.tensorrt import TensorRTBackend
 
-    return TensorRTBackend(manifest.path.parent / manifest.sections["engine"]["file"], manifest)
+    return TensorRTBackend(manifest.path.parent / manifest.sections["engine"]["file"], manifest,
+                           cuda_graphs=graphs, timing=True)
+
+
+def _stats_dict(samples_ms: list[float]) -> dict:
+    return {k: v for k, v in summarize(samples_ms).to_dict().items() if k != "fps"}
+
+
+def _throughput(backend: Backend, batch: np.ndarray, frames: int) -> float:
+    """Frames per second with frames overlapping where the backend pipelines (submit ahead, collect later)."""
+    started = time.perf_counter()
+    handles = [backend.submit(batch) for _ in range(frames)]
+    for handle in handles:
+        handle.result()
+    return frames * len(batch) / (time.perf_counter() - started)
 
 
 def _keep_sample(ctx: _Context, manifest: Manifest, row: dict, inputs, reference, outputs) -> None:
@@ -162,10 +197,11 @@ def _ort(manifest: Manifest, device: str, options: BenchOptions) -> Backend:
     return OnnxRuntimeBackend(manifest.artifact_path, device, threads=options.threads)
 
 
-def _torch(ctx: _Context, manifest: Manifest, device: str) -> Backend:
+def _torch(ctx: _Context, manifest: Manifest, device: str, graphs: bool | None) -> Backend:
     from ..backends.torch_ref import TorchBackend
 
-    return TorchBackend(_model(ctx, manifest), manifest.precision, device, input_shape=manifest.input_spec.shape)
+    return TorchBackend(_model(ctx, manifest), manifest.precision, device, input_shape=manifest.input_spec.shape,
+                        cuda_graphs=bool(graphs))
 
 
 def _model(ctx: _Context, manifest: Manifest):
@@ -223,7 +259,7 @@ def _add_speedups(rows: list[dict]) -> None:
     """speedup_vs_torch = PyTorch p50 / this row's p50: same model, resolution, device and batch, and the
     same precision where PyTorch ran it (else PyTorch FP32, named in ``speedup_reference``)."""
     def key(row, precision):
-        return (row["name"], row["resolution"], precision, row.get("device"), row["batch"])
+        return (row["name"], row["resolution"], precision, row.get("device"), row["batch"], row["cuda_graphs"])
 
     torch_p50 = {key(r, r["precision"]): r["latency_ms"]["p50"] for r in rows
                  if r["backend"].startswith("torch") and "latency_ms" in r}

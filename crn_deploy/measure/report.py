@@ -8,7 +8,8 @@ from ..files import write_json_atomic
 
 _COLUMNS = (
     ("artifact", "{artifact}"), ("backend", "{backend}"), ("prec", "{precision}"), ("res", "{resolution}"),
-    ("p50 ms", "{p50}"), ("p90 ms", "{p90}"), ("p99 ms", "{p99}"), ("fps", "{fps}"), ("vs torch", "{speedup}"),
+    ("p50 ms", "{p50}"), ("p90 ms", "{p90}"), ("p99 ms", "{p99}"), ("fps", "{fps}"), ("thru fps", "{throughput}"),
+    ("vs torch", "{speedup}"),
     ("max|Δ|", "{max_abs}"), ("mean|Δ|", "{mean_abs}"), ("PSNR dB", "{psnr}"), ("status", "{status}"),
 )
 
@@ -26,10 +27,29 @@ def format_table(report: dict) -> str:
     lines += [f"error in {row['artifact']} [{row['backend']}]: {row['error']}"
               for row in report["rows"] if "error" in row]
     lines += [f"skipped {entry}" for entry in report.get("skipped", [])]
+    lines += [f"warning: {row['artifact']} [{row['backend']}]: {warning}"
+              for row in report["rows"] for warning in bound_warnings(row)]
     lines.append("parity: against the PyTorch FP32 reference on the same label maps; "
                  "vs torch: PyTorch p50 / this p50 at the same precision and device "
-                 "(* against PyTorch FP32: PyTorch FP16 on a CPU is opt-in, --torch-cpu-fp16)")
+                 "(* against PyTorch FP32: PyTorch FP16 on a CPU is opt-in, --torch-cpu-fp16); thru fps: frames "
+                 "submitted ahead, overlapping where the backend pipelines (TensorRT)")
     return "\n".join(lines)
+
+
+def bound_warnings(row: dict) -> list[str]:
+    """trtexec's hints: enqueue-bound when median enqueue > 0.8 x median GPU compute; transfer-bound
+    when a median copy takes as long as the compute."""
+    split = row.get("breakdown_ms")
+    if not split:
+        return []
+    compute = split["compute"]["p50"]
+    warnings = []
+    if split["enqueue"]["p50"] > 0.8 * compute:
+        warnings.append(f"enqueue-bound (enqueue {split['enqueue']['p50']:.3f} ms vs compute {compute:.3f} ms): "
+                        "CUDA graphs or a larger batch help")
+    if max(split["h2d"]["p50"], split["d2h"]["p50"]) >= compute:
+        warnings.append("transfer-bound (a copy takes as long as the compute): keep label maps on the GPU")
+    return warnings
 
 
 def _cells(row: dict) -> dict:
@@ -41,6 +61,7 @@ def _cells(row: dict) -> dict:
         "p90": f"{lat['p90']:.2f}" if lat else dash,
         "p99": f"{lat['p99']:.2f}" if lat else dash,
         "fps": f"{row['fps']:.2f}" if lat else dash,
+        "throughput": f"{row['throughput_fps']:.2f}" if "throughput_fps" in row else dash,
         "speedup": _speedup(row),
         "max_abs": f"{parity['max_abs']:.0f}" if parity else dash,
         "mean_abs": f"{parity['mean_abs']:.4f}" if parity else dash,
