@@ -12,6 +12,7 @@ class Backend:
 
     name = "backend"
     device = "cpu"
+    pipelined = False  # True where submit() returns before the frame is done (frames overlap)
 
     def __init__(self) -> None:
         self.is_open = False

@@ -106,6 +106,8 @@ class DeviceImage:
 class TensorRTBackend(Backend):
     """Runs one ``.engine``; ``slots`` frames may be in flight at once."""
 
+    pipelined = True
+
     def __init__(self, engine_path: Path, manifest: Manifest, *, cuda_graphs: bool = True, slots: int = 2,
                  device: int = 0, timing: bool = False, tensorrt_module=None, cudart_module=None) -> None:
         super().__init__()

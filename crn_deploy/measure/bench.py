@@ -141,7 +141,8 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
             if breakdown:  # the first calls were warm-up: keep the timed ones
                 timed = breakdown[-stats.count:]
                 row["breakdown_ms"] = {part: _stats_dict([t[part] for t in timed]) for part in timed[0]}
-            row["throughput_fps"] = _throughput(synth.backend, one_batch, max(ctx.options.iterations, 8))
+            row["throughput_fps"] = (_throughput(synth.backend, one_batch, max(ctx.options.iterations, 8))
+                                     if synth.backend.pipelined else stats.fps)  # serial backends: the same
             row["device_memory_mib"] = _mib(synth.backend.device_memory_bytes())
         row["host_rss_mib"], row["host_peak_rss_mib"] = host_memory_mib()
         row["latency_ms"] = {k: v for k, v in stats.to_dict().items() if k != "fps"}

@@ -123,6 +123,24 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
+def _sweep(report: dict) -> list[str]:
+    """The same model and backend at every resolution: latency per megapixel."""
+    groups: dict = {}
+    for row in report["rows"]:
+        if "latency_ms" in row:
+            groups.setdefault((row["name"], row["backend"], row["precision"]), []).append(row)
+    sweeps = {key: rows for key, rows in groups.items() if len(rows) > 1}
+    if not sweeps:
+        return []
+    lines = ["## Resolution sweep", "", "| model | backend | precision | resolution | p50 ms | ms per megapixel |",
+             "|---|---|---|---|---|---|"]
+    for (name, backend, precision), rows in sweeps.items():
+        for row in sorted(rows, key=lambda r: r["megapixels"]):
+            lines.append(f"| {name} | {backend} | {precision} | {row['resolution']} | {row['latency_ms']['p50']:.2f} | "
+                         f"{row['ms_per_megapixel']:.2f} |")
+    return [*lines, ""]
+
+
 def _markdown(report: dict, figures: list[tuple[str, str]], notes: list[str]) -> str:
     settings = report["settings"]
     lines = [f"# {report['tool']} report", "", "```", format_table(report), "```", "",
@@ -130,6 +148,7 @@ def _markdown(report: dict, figures: list[tuple[str, str]], notes: list[str]) ->
              f"{settings['min_iterations']} calls and {settings['min_duration_s']} s per row.", ""]
     for caption, name in figures:
         lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    lines += _sweep(report)
     worst = [(row, cls, v) for row in report["rows"] for cls, v in row.get("parity", {}).get("per_class", {}).items()]
     worst.sort(key=lambda item: -item[2]["mean_abs"])
     if worst:
