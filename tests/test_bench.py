@@ -143,3 +143,12 @@ def test_csv_and_report_outputs(engines, tmp_path):
     grid = cv2.imread(str(out / "grid-64x96.png"))
     assert grid.shape == (3 * 64, 4 * 96, 3)  # a row per backend: labels, reference, output, error
     assert "Where errors concentrate" in markdown
+
+
+def test_devices_that_are_not_here_are_skipped_with_a_note(engines, tmp_path):
+    out = tmp_path / "r.json"
+    assert bench_main([str(engines), *FAST, "--device", "cuda", "--device", "cpu", "--backend", "onnxruntime",
+                       "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {r["backend"] for r in report["rows"]} == {"onnxruntime-cpu"}
+    assert report["skipped"] == ["onnxruntime on cuda: not available here"]

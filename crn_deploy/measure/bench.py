@@ -86,12 +86,12 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
             else:
                 skipped.append(f"{manifest.sections['engine']['file']}: {reason}")
         if "onnxruntime" in options.backends:
-            for device in _ort_devices(options):
+            for device in _present(options, "onnxruntime", _ort_devices(), skipped):
                 make = lambda m=manifest, d=device: _ort(m, d, options)  # noqa: E731
                 rows.append(_row(ctx, manifest, f"onnxruntime-{device}", make))
         if "torch" not in options.backends:
             continue
-        for device in _torch_devices(options):
+        for device in _present(options, "torch", _torch_devices(), skipped):
             key = (_source_key(manifest), manifest.resolution, manifest.precision, manifest.batch, device)
             skip = device == "cpu" and manifest.precision == "fp16" and not options.torch_cpu_fp16
             if key not in done_torch and not skip:
@@ -240,20 +240,27 @@ def _source_key(manifest: Manifest) -> str:
     return json.dumps(manifest.source, sort_keys=True)
 
 
-def _ort_devices(options: BenchOptions) -> list[str]:
+def _present(options: BenchOptions, backend: str, present: list[str], skipped: list[str]) -> list[str]:
+    """The devices asked for (default: all present) that this backend has here; the rest noted once."""
+    for device in options.devices:
+        note = f"{backend} on {device}: not available here"
+        if device not in present and note not in skipped:
+            skipped.append(note)
+    return [d for d in (options.devices or present) if d in present]
+
+
+def _ort_devices() -> list[str]:
     from ..backends.onnxruntime import available_devices
 
-    present = [d for d in available_devices() if d in ("cpu", "cuda")]
-    return list(options.devices or present)
+    return [d for d in available_devices() if d in ("cpu", "cuda")]
 
 
-def _torch_devices(options: BenchOptions) -> list[str]:
+def _torch_devices() -> list[str]:
     try:
         import torch
     except ImportError:
         raise UsageError("the PyTorch reference needs torch: pip install 'crn-deploy[export]'") from None
-    present = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    return [d for d in (options.devices or present) if d in ("cpu", "cuda")]
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _add_speedups(rows: list[dict]) -> None:
