@@ -1,0 +1,89 @@
+"""crn-run: stream label maps (folder, label video, synthetic scene) through an artifact into a video or folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..errors import UsageError
+from ._main import log, parse_or_exit, run_command
+
+PROG = "crn-run"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
+    p.add_argument("artifact", type=Path, help="an exported .onnx or a built .engine (with its .json beside it)")
+    p.add_argument("--input", required=True,
+                   help="label video (.mp4/.avi/.mkv), folder or glob of label images, or synthetic[:HxW]")
+    p.add_argument("--output", required=True, help="video file (.mp4/.avi/.mkv) or a folder for PNG frames")
+    p.add_argument("--side-by-side", action="store_true", help="write labels | synthesized")
+    p.add_argument("--policy", choices=("lossless", "live"), default="lossless",
+                   help="lossless: every frame in order; live: a deadline per frame, drop the oldest when behind")
+    p.add_argument("--fps", type=float, help="frame rate: the live deadline and the output video's rate")
+    p.add_argument("--frames", type=int, default=100, help="frames of the synthetic scene (default 100)")
+    p.add_argument("--resize", choices=("stretch", "letterbox"), default="stretch",
+                   help="maps of another aspect ratio: stretch, or letterbox with void padding")
+    p.add_argument("--output-size", choices=("input", "engine"), default="input", help="picture size (default input)")
+    p.add_argument("--no-skip-identical", action="store_true", help="synthesize repeated maps again")
+    p.add_argument("--overlay-fps", action="store_true", help="draw the sustained frame rate on each frame")
+    p.add_argument("--device", default="auto", help="ONNX Runtime device for .onnx: auto, cpu, cuda, tensorrt")
+    return p
+
+
+def _check(args) -> None:
+    from ..runtime.stream import StreamOptions
+
+    if args.frames < 1 or (args.fps is not None and args.fps <= 0):
+        raise UsageError("--frames and --fps must be positive")
+    args.options = StreamOptions(policy=args.policy, fps=args.fps, resize=args.resize, output_size=args.output_size,
+                                 side_by_side=args.side_by_side, skip_identical=not args.no_skip_identical,
+                                 overlay_fps=args.overlay_fps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_or_exit(build_parser(), argv, _check)
+    return run_command(PROG, lambda: _run(args))
+
+
+class _Progress:
+    """One status line: redrawn in place on a terminal, every few seconds otherwise."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total, self.tty, self.last = total, sys.stderr.isatty(), 0.0
+
+    def __call__(self, stats) -> None:
+        now = time.perf_counter()
+        if now - self.last < (0.2 if self.tty else 5.0):
+            return
+        self.last = now
+        of = f"/{self.total}" if self.total else ""
+        fps = stats.frames_out / max(1e-9, now - self.start)
+        line = f"{PROG}: {stats.frames_out}{of} frames, {fps:.1f} fps, {stats.dropped} dropped, {stats.skipped} skipped"
+        print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def begin(self) -> None:
+        self.start = self.last = time.perf_counter()
+
+
+def _run(args) -> int:
+    from ..data.streams import open_sink, open_source
+    from ..runtime import load
+    from ..runtime.stream import run_stream
+
+    synth = load(args.artifact) if args.artifact.suffix == ".engine" else load(args.artifact, device=args.device)
+    with synth:
+        source = open_source(args.input, synth.label_set, resolution=synth.resolution, frames=args.frames,
+                             fps=args.fps)
+        fps = args.fps or getattr(source, "fps", None) or 10.0
+        sink = open_sink(args.output, fps)
+        progress = _Progress(len(source) if hasattr(source, "__len__") else None)
+        progress.begin()
+        stats = run_stream(synth, source, sink, args.options, progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    log(f"{PROG}: {stats.line()}")
+    log(f"{PROG}: wrote {args.output}" + (" (interrupted: what was written is complete)" if stats.interrupted else ""))
+    return 130 if stats.interrupted else 0

@@ -1,0 +1,181 @@
+"""Where label maps come from and where pictures go, for the streaming loop.
+
+A source is an iterable of label maps (uint8 ids [H,W], or objects on the GPU for device input)
+with an optional ``fps``; a sink takes RGB frames and is always finalised by ``close()``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import UsageError
+from ..files import ensure_writable_dir
+from ..labels import LabelSet
+from .images import LABEL_SUFFIXES, read_label_image, write_image
+from .synthetic import street_layout
+
+VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "FFV1", ".mov": "mp4v"}
+
+
+class FolderSource:
+    """Label images from a folder or a glob, in name order (ids, colours, or ``*_labelIds.png``)."""
+
+    def __init__(self, pattern: str | Path, label_set: LabelSet, fps: float | None = None) -> None:
+        path = Path(pattern)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in LABEL_SUFFIXES) if path.is_dir() else \
+            sorted(Path(p) for p in glob.glob(str(pattern)))
+        if not files:
+            raise UsageError(f"no label images in {pattern} ({', '.join(LABEL_SUFFIXES)}); pass a folder or a glob")
+        self.files, self.label_set, self.fps = files, label_set, fps
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for path in self.files:
+            yield read_label_image(path, self.label_set)
+
+
+class VideoSource:
+    """A video of colour-coded label maps (decoded by OpenCV; use a lossless codec such as FFV1)."""
+
+    def __init__(self, path: str | Path, label_set: LabelSet) -> None:
+        self.path, self.label_set = Path(path), label_set
+        capture = cv2.VideoCapture(str(self.path))
+        if not capture.isOpened():
+            raise UsageError(f"cannot open label video {self.path}: not a video OpenCV can decode")
+        self.fps = capture.get(cv2.CAP_PROP_FPS) or None
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self._length = count if count > 0 else None
+        capture.release()
+
+    def __len__(self) -> int:
+        return self._length or 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        capture = cv2.VideoCapture(str(self.path))
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    return
+                yield self.label_set.colors_to_ids(np.ascontiguousarray(bgr[..., ::-1]))
+        finally:
+            capture.release()
+
+
+class SyntheticSource:
+    """The synthetic street scene, animated: cars and people move from frame to frame."""
+
+    def __init__(self, height: int, width: int, frames: int, seed: int = 0, fps: float = 10.0) -> None:
+        self.height, self.width, self.frames, self.seed, self.fps = height, width, frames, seed, fps
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(self.frames):
+            yield street_layout(self.height, self.width, self.seed, t=i / self.fps)
+
+
+class IterableSource:
+    """Any iterable (a simulator's generator) or a callable returning a map per call, None to stop."""
+
+    def __init__(self, maps: Iterable | Callable[[], object], fps: float | None = None) -> None:
+        self.maps, self.fps = maps, fps
+
+    def __iter__(self) -> Iterator:
+        if callable(self.maps):
+            while (item := self.maps()) is not None:
+                yield item
+        else:
+            yield from self.maps
+
+
+def open_source(spec: str, label_set: LabelSet, *, resolution: tuple[int, int], frames: int = 100,
+                fps: float | None = None):
+    """``synthetic[:HxW]``, a label video file, a folder of label images, or a glob."""
+    if spec.startswith("synthetic"):
+        size = spec.partition(":")[2]
+        from ..config import parse_resolution
+
+        height, width = parse_resolution(size) if size else resolution
+        return SyntheticSource(height, width, frames, fps=fps or 10.0)
+    path = Path(spec)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        if not path.is_file():
+            raise UsageError(f"label video {path} not found")
+        return VideoSource(path, label_set)
+    return FolderSource(spec, label_set, fps)
+
+
+# sinks ------------------------------------------------------------------------------------------
+class VideoSink:
+    """Writes under a temporary name and renames on close, so the file is complete and readable."""
+
+    def __init__(self, path: str | Path, fps: float, codec: str | None = None) -> None:
+        self.path = Path(path)
+        fourcc = codec or VIDEO_SUFFIXES.get(self.path.suffix.lower())
+        if fourcc is None:
+            raise UsageError(f"unknown video type '{self.path.suffix}': use one of {', '.join(VIDEO_SUFFIXES)}")
+        ensure_writable_dir(self.path.parent)
+        self.fps, self.fourcc = fps, fourcc
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._writer = None
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        if self._writer is None:
+            size = (rgb.shape[1], rgb.shape[0])
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
+            if not self._writer.isOpened():
+                raise UsageError(f"OpenCV cannot write {self.fourcc} video to {self.path}; try .avi or .mp4")
+        self._writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            os.replace(self._tmp, self.path)
+
+
+class FolderSink:
+    """One PNG per frame, ``frame_000000.png`` onwards, each written atomically."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        ensure_writable_dir(self.folder)
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        write_image(self.folder / f"frame_{self.frames:06d}.png", rgb)
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+class CallbackSink:
+    """Hands every frame to a function (a simulator, a display, a network sender)."""
+
+    def __init__(self, callback: Callable[[np.ndarray], object]) -> None:
+        self.callback, self.frames = callback, 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        self.callback(rgb)
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+def open_sink(spec: str | Path, fps: float):
+    path = Path(spec)
+    return VideoSink(path, fps) if path.suffix.lower() in VIDEO_SUFFIXES else FolderSink(path)

@@ -1,0 +1,284 @@
+"""The streaming loop: decode, synthesize and encode overlap on three threads joined by bounded
+queues, so the sustained rate is set by the slowest stage, and memory stays bounded (backpressure).
+
+Policies: ``lossless`` (every frame, in order) and ``live`` (a deadline per frame at ``fps``; when
+inference falls behind, the oldest waiting map is dropped and counted). A map identical to the
+previous one is not synthesized again (simulators at rest). Shutdown is clean at the end of the
+stream, on an error in any stage (re-raised naming the stage) and on Ctrl-C; the sink is always
+finalised.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from ..data.images import resize_image, resize_labels
+from ..errors import CrnError, UsageError
+from ..labels import VOID_ID
+from ..measure.timing import summarize
+from .synthesizer import Synthesizer
+
+POLICIES = ("lossless", "live")
+RESIZE_MODES = ("stretch", "letterbox")
+_END = object()
+
+
+@dataclass
+class StreamOptions:
+    policy: str = "lossless"
+    fps: float | None = None  # live: the frame deadline is 1/fps; also the output video's rate
+    queue_size: int = 4
+    skip_identical: bool = True
+    resize: str = "stretch"  # or letterbox: keep the aspect ratio, pad with void
+    output_size: str = "input"  # or engine
+    side_by_side: bool = False  # labels | synthesized
+    overlay_fps: bool = False
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise UsageError(f"unknown policy '{self.policy}': choose {' or '.join(POLICIES)}")
+        if self.resize not in RESIZE_MODES:
+            raise UsageError(f"unknown resize mode '{self.resize}': choose {' or '.join(RESIZE_MODES)}")
+        if self.output_size not in ("input", "engine"):
+            raise UsageError(f"output size must be 'input' or 'engine', got '{self.output_size}'")
+        if self.policy == "live" and not self.fps:
+            raise UsageError("the live policy needs a frame rate (--fps N) to set its deadline")
+        if self.queue_size < 1:
+            raise UsageError("queue size must be at least 1")
+
+
+@dataclass
+class StreamStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    skipped: int = 0
+    deadline_misses: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    latencies_ms: list = field(default_factory=list, repr=False)
+    stage_ms: dict = field(default_factory=lambda: {"decode": 0.0, "synthesize": 0.0, "encode": 0.0}, repr=False)
+
+    @property
+    def sustained_fps(self) -> float:
+        return self.frames_out / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "stage_ms")}
+        data["sustained_fps"] = self.sustained_fps
+        if self.latencies_ms:
+            lat = summarize(self.latencies_ms)
+            data["latency_ms"] = {"p50": lat.p50, "p99": lat.p99, "mean": lat.mean}
+        busy = {stage: ms / max(1, self.frames_in if stage == "decode" else self.frames_out)
+                for stage, ms in self.stage_ms.items()}
+        data["stage_ms_per_frame"] = busy
+        return data
+
+    def line(self) -> str:
+        s = self.summary()
+        lat = s.get("latency_ms", {})
+        return (f"{self.frames_in} frames in, {self.frames_out} out, {self.dropped} dropped, {self.skipped} skipped "
+                f"(identical), {self.deadline_misses} deadline misses; {self.sustained_fps:.2f} fps sustained; "
+                f"latency p50 {lat.get('p50', 0):.1f} ms, p99 {lat.get('p99', 0):.1f} ms; per frame: "
+                + ", ".join(f"{k} {v:.1f} ms" for k, v in s["stage_ms_per_frame"].items()))
+
+
+@dataclass
+class _Item:
+    index: int
+    labels: object  # uint8 [H,W] ids, or a device array
+    arrived: float
+    image: np.ndarray | None = None
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_stream(synth: Synthesizer, source, sink, options: StreamOptions | None = None,
+               progress: Callable[[StreamStats], None] | None = None) -> StreamStats:
+    """Pump every map of ``source`` through ``synth`` into ``sink``; returns the statistics."""
+    stream = _Stream(synth, source, sink, options or StreamOptions(), progress)
+    return stream.run()
+
+
+class _Stream:
+    def __init__(self, synth, source, sink, options, progress) -> None:
+        self.synth, self.source, self.sink, self.options, self.progress = synth, source, sink, options, progress
+        self.stats = StreamStats()
+        self.stop = threading.Event()
+        self.errors: list[tuple[str, BaseException]] = []
+        self.to_synth: queue.Queue = queue.Queue(options.queue_size)
+        self.to_encode: queue.Queue = queue.Queue(options.queue_size)
+        self.lock = threading.Lock()
+        self.started = time.perf_counter()
+
+    def run(self) -> StreamStats:
+        started = self.started = time.perf_counter()
+        threads = [threading.Thread(target=self._guard, args=(name, fn), name=f"crn-{name}", daemon=True)
+                   for name, fn in (("decode", self._decode), ("synthesize", self._synthesize),
+                                    ("encode", self._encode))]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.1)  # short joins keep Ctrl-C responsive
+        except KeyboardInterrupt:
+            self.stats.interrupted = True
+            self.stop.set()
+            for thread in threads:
+                thread.join(5)
+        finally:
+            self.stats.seconds = time.perf_counter() - started
+            self.sink.close()
+        if self.errors:
+            stage, error = self.errors[0]
+            message = str(error) if isinstance(error, CrnError) else f"{type(error).__name__}: {error}"
+            raise CrnError(f"the {stage} stage failed after {self.stats.frames_out} frames: {message}") from error
+        return self.stats
+
+    def _guard(self, stage: str, fn) -> None:
+        try:
+            fn()
+        except _Stop:
+            pass
+        except BaseException as error:  # reported by run(), never swallowed
+            self.errors.append((stage, error))
+            self.stop.set()
+
+    # queue helpers that give up when the stream is stopping ------------------------------------
+    def _put(self, q: queue.Queue, item) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                q.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def _get(self, q: queue.Queue):
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                return q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+
+    # stages ------------------------------------------------------------------------------------
+    def _decode(self) -> None:
+        iterator = iter(self.source)
+        index = 0
+        while True:
+            t0 = time.perf_counter()
+            labels = next(iterator, _END)
+            if labels is _END:
+                break
+            self.stats.stage_ms["decode"] += (time.perf_counter() - t0) * 1000
+            self.stats.frames_in += 1
+            item = _Item(index, labels, time.perf_counter())
+            index += 1
+            if self.options.policy == "live":
+                self._put_dropping_oldest(item)
+            else:
+                self._put(self.to_synth, item)
+        self._put(self.to_synth, _END)
+
+    def _put_dropping_oldest(self, item: _Item) -> None:
+        with self.lock:
+            while True:
+                try:
+                    self.to_synth.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self.to_synth.get_nowait()
+                        self.stats.dropped += 1
+                    except queue.Empty:
+                        pass
+
+    def _synthesize(self) -> None:
+        previous_labels, previous_image = None, None
+        while (item := self._get(self.to_synth)) is not _END:
+            t0 = time.perf_counter()
+            if self.options.skip_identical and previous_image is not None and _same(item.labels, previous_labels):
+                item.image = previous_image
+                self.stats.skipped += 1
+            else:
+                item.image = self._one(item.labels)
+                previous_labels = item.labels.copy() if isinstance(item.labels, np.ndarray) else None
+                previous_image = item.image
+            self.stats.stage_ms["synthesize"] += (time.perf_counter() - t0) * 1000
+            self._put(self.to_encode, item)
+        self._put(self.to_encode, _END)
+
+    def _one(self, labels) -> np.ndarray:
+        if _on_device(labels):  # a segmentation model's output on the GPU: engine shape, no host round trip
+            return self.synth.backend.submit_device(labels).result()[0]
+        if self.options.resize == "letterbox":
+            return self._letterboxed(labels)
+        return self.synth(labels, output_size=self.options.output_size)
+
+    def _letterboxed(self, labels: np.ndarray) -> np.ndarray:
+        (eh, ew), (h, w) = self.synth.resolution, labels.shape
+        scale = min(eh / h, ew / w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        top, left = (eh - nh) // 2, (ew - nw) // 2
+        canvas = np.full((eh, ew), VOID_ID, np.uint8)
+        canvas[top : top + nh, left : left + nw] = resize_labels(labels, (nh, nw))
+        image = self.synth(canvas, output_size="engine")
+        if self.options.output_size == "engine":
+            return image
+        crop = image[..., top : top + nh, left : left + nw, :]
+        return resize_image(crop, (h, w)) if crop.ndim == 3 else np.stack([resize_image(c, (h, w)) for c in crop])
+
+    def _encode(self) -> None:
+        while (item := self._get(self.to_encode)) is not _END:
+            t0 = time.perf_counter()
+            frame = self._compose(item)
+            self.sink.write(frame)
+            done = time.perf_counter()
+            self.stats.stage_ms["encode"] += (done - t0) * 1000
+            self.stats.frames_out += 1
+            self.stats.latencies_ms.append((done - item.arrived) * 1000)
+            if self.options.policy == "live" and done - item.arrived > 1.0 / self.options.fps:
+                self.stats.deadline_misses += 1
+            if self.progress is not None:
+                self.progress(self.stats)
+
+    def _compose(self, item: _Item) -> np.ndarray:
+        image = item.image if item.image.ndim == 3 else item.image[0]  # k-image models: the first picture
+        if self.options.side_by_side and isinstance(item.labels, np.ndarray):
+            colors = self.synth.label_set.ids_to_colors(item.labels)
+            image = np.concatenate([resize_labels_rgb(colors, image.shape[:2]), image], axis=1)
+        if self.options.overlay_fps:
+            image = np.ascontiguousarray(image)
+            fps = self.stats.frames_out / max(1e-9, time.perf_counter() - self.started)
+            cv2.putText(image, f"{fps:.1f} fps", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2,
+                        cv2.LINE_AA)
+        return image
+
+
+def _on_device(labels) -> bool:
+    return not isinstance(labels, np.ndarray) and (hasattr(labels, "__cuda_array_interface__")
+                                                   or hasattr(labels, "__dlpack__"))
+
+
+def _same(a, b) -> bool:
+    return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(a, b)
+
+
+def resize_labels_rgb(colors: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A colour label picture at another size, nearest-neighbour (colours stay palette colours)."""
+    if colors.shape[:2] == tuple(size):
+        return colors
+    return cv2.resize(colors, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
