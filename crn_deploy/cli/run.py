@@ -87,3 +87,7 @@ def _run(args) -> int:
     log(f"{PROG}: {stats.line()}")
     log(f"{PROG}: wrote {args.output}" + (" (interrupted: what was written is complete)" if stats.interrupted else ""))
     return 130 if stats.interrupted else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -113,7 +113,8 @@ class _Stream:
     def __init__(self, synth, source, sink, options, progress) -> None:
         self.synth, self.source, self.sink, self.options, self.progress = synth, source, sink, options, progress
         self.stats = StreamStats()
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # everything stops now: Ctrl-C, or the last stage failed
+        self.stop_producing = threading.Event()  # a later stage failed: earlier stages stop
         self.errors: list[tuple[str, BaseException]] = []
         self.to_synth: queue.Queue = queue.Queue(options.queue_size)
         self.to_encode: queue.Queue = queue.Queue(options.queue_size)
@@ -122,9 +123,10 @@ class _Stream:
 
     def run(self) -> StreamStats:
         started = self.started = time.perf_counter()
-        threads = [threading.Thread(target=self._guard, args=(name, fn), name=f"crn-{name}", daemon=True)
-                   for name, fn in (("decode", self._decode), ("synthesize", self._synthesize),
-                                    ("encode", self._encode))]
+        stages = (("decode", self._decode, self.to_synth), ("synthesize", self._synthesize, self.to_encode),
+                  ("encode", self._encode, None))
+        threads = [threading.Thread(target=self._guard, args=stage, name=f"crn-{stage[0]}", daemon=True)
+                   for stage in stages]
         for thread in threads:
             thread.start()
         try:
@@ -145,19 +147,28 @@ class _Stream:
             raise CrnError(f"the {stage} stage failed after {self.stats.frames_out} frames: {message}") from error
         return self.stats
 
-    def _guard(self, stage: str, fn) -> None:
+    def _guard(self, stage: str, fn, downstream: queue.Queue | None) -> None:
+        """Run a stage; if it fails, stop the stages before it and let the ones after it finish
+        what they already have (so the output holds every frame made before the failure)."""
         try:
             fn()
         except _Stop:
             pass
         except BaseException as error:  # reported by run(), never swallowed
             self.errors.append((stage, error))
-            self.stop.set()
+            self.stop_producing.set()
+            if downstream is None:
+                self.stop.set()
+            else:
+                try:
+                    self._put(downstream, _END)
+                except _Stop:
+                    pass
 
     # queue helpers that give up when the stream is stopping ------------------------------------
-    def _put(self, q: queue.Queue, item) -> None:
+    def _put(self, q: queue.Queue, item, producing: bool = False) -> None:
         while True:
-            if self.stop.is_set():
+            if self.stop.is_set() or (producing and self.stop_producing.is_set()):
                 raise _Stop
             try:
                 q.put(item, timeout=0.05)
@@ -178,7 +189,7 @@ class _Stream:
     def _decode(self) -> None:
         iterator = iter(self.source)
         index = 0
-        while True:
+        while not self.stop_producing.is_set():
             t0 = time.perf_counter()
             labels = next(iterator, _END)
             if labels is _END:
@@ -190,7 +201,7 @@ class _Stream:
             if self.options.policy == "live":
                 self._put_dropping_oldest(item)
             else:
-                self._put(self.to_synth, item)
+                self._put(self.to_synth, item, producing=True)
         self._put(self.to_synth, _END)
 
     def _put_dropping_oldest(self, item: _Item) -> None:

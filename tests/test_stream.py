@@ -1,0 +1,164 @@
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from crn_deploy import runtime
+from crn_deploy.cli.run import main as run_main
+from crn_deploy.data.streams import CallbackSink, FolderSink, IterableSource, SyntheticSource, VideoSink
+from crn_deploy.data.synthetic import street_layout
+from crn_deploy.errors import CrnError
+from crn_deploy.labels import CITYSCAPES
+from crn_deploy.runtime.stream import StreamOptions, run_stream
+
+from .conftest import TINY_RES
+
+
+@pytest.fixture()
+def synth(tiny_artifacts):
+    with runtime.load(tiny_artifacts["fp32"].artifact_path, device="cpu") as s:
+        yield s
+
+
+def _maps(n, size=TINY_RES):
+    return [street_layout(*size, seed=100 + i) for i in range(n)]
+
+
+def _read_video(path):
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            return frames
+        frames.append(bgr[..., ::-1])
+
+
+def test_label_video_in_video_out_same_count_and_order(tmp_path, synth, tiny_artifacts):
+    maps = _maps(12)
+    labels_video = VideoSink(tmp_path / "labels.mkv", fps=10)  # FFV1: lossless, as label videos must be
+    for ids in maps:
+        labels_video.write(CITYSCAPES.ids_to_colors(ids))
+    labels_video.close()
+    argv = [str(tiny_artifacts["fp32"].artifact_path), "--input", str(tmp_path / "labels.mkv"),
+            "--output", str(tmp_path / "out.avi"), "--device", "cpu"]
+    assert run_main(argv) == 0
+    frames = _read_video(tmp_path / "out.avi")
+    expected = [synth(ids) for ids in maps]
+    assert len(frames) == len(maps)
+    for i, frame in enumerate(frames):  # lossy output: each frame is nearest to its own map's picture
+        distances = [np.mean((frame.astype(float) - e) ** 2) for e in expected]
+        assert int(np.argmin(distances)) == i
+
+
+def test_folder_in_folder_out_exact(tmp_path, synth, tiny_artifacts):
+    (tmp_path / "in").mkdir()
+    maps = _maps(5)
+    for i, ids in enumerate(maps):
+        cv2.imwrite(str(tmp_path / "in" / f"m{i:02d}.png"), ids)
+    assert run_main([str(tiny_artifacts["fp32"].artifact_path), "--input", str(tmp_path / "in"),
+                     "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    written = sorted((tmp_path / "out").glob("*.png"))
+    assert len(written) == 5
+    for path, ids in zip(written, maps, strict=True):
+        assert np.array_equal(cv2.imread(str(path))[..., ::-1], synth(ids))
+
+
+def test_live_policy_drops_the_oldest_under_a_slow_stage(synth):
+    slow = CallbackSink(lambda frame: time.sleep(0.03))
+    options = StreamOptions(policy="live", fps=200, queue_size=2, skip_identical=False)
+    stats = run_stream(synth, IterableSource(_maps(60)), slow, options)
+    assert stats.frames_in == 60 and stats.dropped > 0 and stats.deadline_misses > 0
+    assert stats.frames_out + stats.dropped == 60
+    lossless = run_stream(synth, IterableSource(_maps(20)), CallbackSink(lambda f: time.sleep(0.01)),
+                          StreamOptions(queue_size=2))
+    assert lossless.frames_out == 20 and lossless.dropped == 0
+
+
+def test_identical_maps_are_not_synthesized_again(synth):
+    ids = _maps(1)[0]
+    seen = []
+    stats = run_stream(synth, IterableSource([ids] * 5 + [_maps(2)[1]]), CallbackSink(seen.append))
+    assert stats.skipped == 4 and stats.frames_out == 6
+    assert all(np.array_equal(seen[0], frame) for frame in seen[:5]) and not np.array_equal(seen[0], seen[5])
+
+
+def test_an_error_in_a_stage_is_reported_and_the_video_is_finalised(tmp_path, synth):
+    def failing_source():
+        yield from _maps(3)
+        raise OSError("camera unplugged")
+
+    sink = VideoSink(tmp_path / "partial.avi", fps=10)
+    with pytest.raises(CrnError, match="the decode stage failed after .* frames: OSError: camera unplugged"):
+        run_stream(synth, IterableSource(failing_source()), sink)
+    assert len(_read_video(tmp_path / "partial.avi")) == 3 and not list(tmp_path.glob(".*partial*"))
+
+
+def test_letterbox_keeps_the_aspect_and_returns_the_input_size(synth):
+    wide = street_layout(60, 300, seed=5)  # 1:5 into a 2:3 engine
+    frames = []
+    run_stream(synth, IterableSource([wide]), CallbackSink(frames.append), StreamOptions(resize="letterbox"))
+    assert frames[0].shape == (60, 300, 3)
+    engine = []
+    run_stream(synth, IterableSource([wide]), CallbackSink(engine.append),
+               StreamOptions(resize="letterbox", output_size="engine"))
+    assert engine[0].shape == (*TINY_RES, 3)
+
+
+def test_side_by_side_and_synthetic_scene(tmp_path, synth):
+    FolderSink(tmp_path)  # creates the folder
+    frames = []
+    run_stream(synth, SyntheticSource(32, 48, frames=4), CallbackSink(frames.append),
+               StreamOptions(side_by_side=True, overlay_fps=True))
+    assert len(frames) == 4 and frames[0].shape == (32, 96, 3)
+
+
+def test_usage_errors(tiny_artifacts, tmp_path, capsys):
+    artifact = str(tiny_artifacts["fp32"].artifact_path)
+    with pytest.raises(SystemExit) as e:
+        run_main([artifact, "--input", "synthetic", "--output", str(tmp_path / "o.mp4"), "--policy", "live"])
+    assert e.value.code == 2 and "needs a frame rate" in capsys.readouterr().err
+    assert run_main([artifact, "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "o.mp4")]) == 2
+    assert "no label images" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_cleanly_with_a_readable_video(tmp_path, tiny_artifacts):
+    out = tmp_path / "long.avi"
+    process = subprocess.Popen([sys.executable, "-m", "crn_deploy.cli.run", str(tiny_artifacts["fp32"].artifact_path),
+                                "--input", "synthetic", "--frames", "100000", "--output", str(out), "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stdout and "Traceback" not in stderr
+    assert 0 < len(_read_video(out)) < 100000
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_thousands_of_frames(tmp_path, tiny_artifacts):
+    code = f"""
+import numpy as np
+from crn_deploy import runtime
+from crn_deploy.data.streams import CallbackSink, IterableSource
+from crn_deploy.data.synthetic import street_layout
+from crn_deploy.measure.bench import host_memory_mib
+from crn_deploy.runtime.stream import run_stream
+maps = [street_layout(32, 48, seed=i) for i in range(7)]
+rss = []
+def frames(n):
+    for i in range(n):
+        if i % 500 == 0:
+            rss.append(host_memory_mib()[0])
+        yield maps[i % 7]
+with runtime.load({str(tiny_artifacts["fp32"].artifact_path)!r}, device="cpu") as synth:
+    stats = run_stream(synth, IterableSource(frames(4000)), CallbackSink(lambda f: None))
+print(stats.frames_out, rss[1], rss[-1])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    frames, early, late = int(out[0]), float(out[1]), float(out[2])
+    assert frames == 4000
+    assert late - early < 20, f"RSS grew from {early:.1f} to {late:.1f} MiB over 3000 frames"
