@@ -162,3 +162,13 @@ print(stats.frames_out, rss[1], rss[-1])
     frames, early, late = int(out[0]), float(out[1]), float(out[2])
     assert frames == 4000
     assert late - early < 20, f"RSS grew from {early:.1f} to {late:.1f} MiB over 3000 frames"
+
+
+def test_the_simulation_loop_example_runs(tiny_artifacts):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "simulation_loop.py"
+    result = subprocess.run([sys.executable, str(example), str(tiny_artifacts["fp32"].artifact_path), "--steps", "10"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "direct calls:" in result.stdout and "10 frames in" in result.stdout

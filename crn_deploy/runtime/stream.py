@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from .synthesizer import Synthesizer
 POLICIES = ("lossless", "live")
 RESIZE_MODES = ("stretch", "letterbox")
 _END = object()
+LATENCY_WINDOW = 10_000
 
 
 @dataclass
@@ -63,7 +65,8 @@ class StreamStats:
     deadline_misses: int = 0
     seconds: float = 0.0
     interrupted: bool = False
-    latencies_ms: list = field(default_factory=list, repr=False)
+    # the last LATENCY_WINDOW frames only: a stream may run for days
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW), repr=False)
     stage_ms: dict = field(default_factory=lambda: {"decode": 0.0, "synthesize": 0.0, "encode": 0.0}, repr=False)
 
     @property
@@ -74,7 +77,7 @@ class StreamStats:
         data = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "stage_ms")}
         data["sustained_fps"] = self.sustained_fps
         if self.latencies_ms:
-            lat = summarize(self.latencies_ms)
+            lat = summarize(list(self.latencies_ms))
             data["latency_ms"] = {"p50": lat.p50, "p99": lat.p99, "mean": lat.mean}
         busy = {stage: ms / max(1, self.frames_in if stage == "decode" else self.frames_out)
                 for stage, ms in self.stage_ms.items()}
