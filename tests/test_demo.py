@@ -8,6 +8,8 @@ from crn_deploy.cli.export import main as export_main
 
 def test_demo_exports_synthesizes_and_benchmarks(tmp_path):
     assert demo_main(["--preset", "tiny", "--engines", str(tmp_path / "e"), "--out", str(tmp_path / "o")]) == 0
+    video = cv2.VideoCapture(str(tmp_path / "o" / "demo.mp4"))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 30 and video.get(cv2.CAP_PROP_FRAME_WIDTH) == 128  # side by side
     picture = cv2.imread(str(tmp_path / "o" / "demo.png"))
     assert picture.shape == (32, 128, 3)  # label map | synthesized, at tiny's native 32x64
     rows = json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout-seed", type=int, default=7, help="synthetic street layout seed (default 7)")
     p.add_argument("--engines", type=Path, default=Path("engines"), help="artifacts folder (default engines/)")
     p.add_argument("--out", type=Path, default=Path("out"), help="picture and report folder (default out/)")
+    p.add_argument("--frames", type=int, default=30, help="frames of the side-by-side demo video (default 30)")
     return p
 
 
@@ -41,14 +42,16 @@ def _demo(args) -> int:
     from ..data.synthetic import street_layout
     from ..measure.bench import BenchOptions, run_bench
     from ..measure.report import format_table, write_json
+    from ..data.streams import SyntheticSource, VideoSink
     from ..runtime import load
+    from ..runtime.stream import StreamOptions, run_stream
 
     name = f"{args.preset}-seed{args.seed}"
     log(f"{PROG}: 1/3 export {name} at {format_resolution(args.resolution)} (fp32, fp16) to {args.engines}/")
     manifests = export_artifacts(random_model(args.config, args.seed, args.preset),
                                  ExportOptions([args.resolution], ["fp32", "fp16"], args.engines, name), log)
 
-    log(f"{PROG}: 2/3 synthesize a street layout through the runtime")
+    log(f"{PROG}: 2/3 synthesize a street layout through the runtime, then stream the animated scene")
     labels = street_layout(*args.resolution, seed=args.layout_seed)
     fp16 = manifests[-1]
     with load(fp16.artifact_path) as synth:
@@ -58,6 +61,10 @@ def _demo(args) -> int:
     write_image(picture, np.concatenate([synth.label_set.ids_to_colors(labels), *pictures], axis=1))
     log(f"{PROG}: wrote {picture} (label map | synthesized; random weights paint noise-like textures "
         "that follow the layout — export a trained checkpoint for photographs)")
+    with load(fp16.artifact_path) as synth:
+        stats = run_stream(synth, SyntheticSource(*args.resolution, frames=args.frames),
+                           VideoSink(args.out / "demo.mp4", fps=10), StreamOptions(side_by_side=True))
+    log(f"{PROG}: wrote {args.out / 'demo.mp4'}: {stats.line()}")
 
     log(f"{PROG}: 3/3 benchmark them against the PyTorch reference")
     report = run_bench(manifests, BenchOptions(samples=2, warmup_s=0.5, iterations=5, duration_s=1.0), log)
