@@ -172,3 +172,9 @@ def test_the_simulation_loop_example_runs(tiny_artifacts):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "direct calls:" in result.stdout and "10 frames in" in result.stdout
+
+
+def test_crn_run_can_stream_through_the_pytorch_reference(tiny_artifacts, tmp_path, capsys):
+    assert run_main([str(tiny_artifacts["fp32"].artifact_path), "--reference", "--input", "synthetic:64x96",
+                     "--frames", "3", "--output", str(tmp_path / "ref")]) == 0
+    assert len(list((tmp_path / "ref").glob("*.png"))) == 3 and "3 frames in, 3 out" in capsys.readouterr().out

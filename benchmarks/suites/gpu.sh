@@ -15,3 +15,15 @@ crn-export --preset cityscapes-1024p --random-weights --seed 0 --res 1024x2048 \
     --precision fp16 --precision fp32 --samples 1 --out "$engines" | tee -a "$results/export.log"
 crn-bench "$engines" --device cuda --samples 2 --warmup 1 --iterations 20 --duration 3 \
     --json "$results/bench.json" --csv "$results/bench.csv" --report "$results" | tee "$results/bench.txt"
+# The streaming loop against the engine alone (issue 6): sustained fps of crn-run on the synthetic
+# scene, for the fp16 engines, ONNX files and the PyTorch CUDA reference.
+for artifact in "$engines"/*-fp16.engine "$engines"/*-fp16.onnx; do
+    [ -e "$artifact" ] || continue
+    name=$(basename "$artifact")
+    crn-run "$artifact" --input synthetic --frames 200 --device cuda --output "$results/stream-$name.mp4" \
+        | tee -a "$results/stream.txt"
+    case "$artifact" in *.onnx)
+        crn-run "$artifact" --reference --input synthetic --frames 200 --device cuda \
+            --output "$results/stream-torch-$name.mp4" | tee -a "$results/stream.txt" ;;
+    esac
+done

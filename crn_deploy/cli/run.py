@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-size", choices=("input", "engine"), default="input", help="picture size (default input)")
     p.add_argument("--no-skip-identical", action="store_true", help="synthesize repeated maps again")
     p.add_argument("--overlay-fps", action="store_true", help="draw the sustained frame rate on each frame")
-    p.add_argument("--device", default="auto", help="ONNX Runtime device for .onnx: auto, cpu, cuda, tensorrt")
+    p.add_argument("--device", default="auto",
+                   help="ONNX Runtime device for .onnx (auto, cpu, cuda, tensorrt); with --reference: cpu or cuda")
+    p.add_argument("--reference", action="store_true",
+                   help="run the PyTorch reference model behind the artifact instead (needs torch)")
     return p
 
 
@@ -68,12 +71,19 @@ class _Progress:
         self.start = self.last = time.perf_counter()
 
 
+def _open(args):
+    from ..runtime import load, load_reference
+
+    if args.reference:
+        return load_reference(args.artifact, device="cpu" if args.device == "auto" else args.device)
+    return load(args.artifact) if args.artifact.suffix == ".engine" else load(args.artifact, device=args.device)
+
+
 def _run(args) -> int:
     from ..data.streams import open_sink, open_source
-    from ..runtime import load
     from ..runtime.stream import run_stream
 
-    synth = load(args.artifact) if args.artifact.suffix == ".engine" else load(args.artifact, device=args.device)
+    synth = _open(args)
     with synth:
         source = open_source(args.input, synth.label_set, resolution=synth.resolution, frames=args.frames,
                              fps=args.fps)
