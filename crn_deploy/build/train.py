@@ -1,0 +1,179 @@
+"""The reference trainer: perceptual (or image L1) and diversity losses, Adam, progressive growth.
+
+Samples are chosen by (seed, step) alone and the checkpoint holds the optimizer state and step,
+so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import CRNConfig
+from ..data.images import write_image
+from ..errors import CheckpointError, UsageError
+from ..files import atomic_path
+from ..labels import LabelSet
+from ..measure.parity import psnr
+from .checkpoint import FORMAT, check_state, read_state
+from .losses import perceptual_loss
+from .model import CRN, random_init
+from .vgg import VGG19Features
+
+
+@dataclass
+class TrainOptions:
+    steps: int
+    resolution: tuple[int, int]
+    out_dir: Path
+    lr: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False  # CUDA only: FP16 autocast with a gradient scaler (norm statistics stay FP32)
+    preview_every: int = 100
+    save_every: int = 500
+    log_every: int = 10
+
+
+@dataclass
+class TrainState:
+    model: CRN
+    label_set: LabelSet
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+
+
+def new_state(model: CRN, label_set: LabelSet, lr: float) -> TrainState:
+    return TrainState(model, label_set, torch.optim.Adam(model.parameters(), lr=lr))
+
+
+def grow(lower: CRN, config: CRNConfig, seed: int = 0) -> CRN:
+    """Progressive training: a model with more modules, starting from a lower-resolution one.
+
+    The lower model's modules are copied; the new modules and the head start from seeded random
+    weights (the head's input width changes with the last module)."""
+    n = lower.config.num_modules
+    if config.num_modules <= n or config.widths[:n] != lower.config.widths or \
+            (config.num_classes, config.k) != (lower.config.num_classes, lower.config.k):
+        raise UsageError(f"cannot grow widths {list(lower.config.widths)} into {list(config.widths)}: the new "
+                         "model must start with the same modules, classes and k, and add at least one module")
+    model = random_init(CRN(config), seed)
+    with torch.no_grad():
+        for mine, theirs in zip(model.blocks[:n], lower.blocks, strict=True):
+            mine.load_state_dict(theirs.state_dict())
+    return model
+
+
+def save_training_checkpoint(path: Path, state: TrainState, options: TrainOptions) -> None:
+    """Weights, config and label set (loadable by crn-export), plus optimizer state and step."""
+    payload = {"format": FORMAT, "config": state.model.config.to_dict(), "label_set": state.label_set.to_dict(),
+               "state_dict": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
+               "optimizer": state.optimizer.state_dict(), "step": state.step,
+               "train": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                         for k, v in asdict(options).items()}}
+    with atomic_path(Path(path)) as tmp:
+        torch.save(payload, tmp)
+
+
+def resume(path: Path, lr: float) -> TrainState:
+    path = Path(path)
+    state_dict, config, label_set = read_state(path)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if config is None or "optimizer" not in raw or "step" not in raw:
+        raise CheckpointError(f"{path} is not a crn-train checkpoint (no optimizer state and step); "
+                              "to fine-tune from plain weights use --init-from")
+    check_state(state_dict, config, path)
+    model = CRN(config)
+    model.load_state_dict(state_dict)
+    state = new_state(model, label_set, lr)
+    state.optimizer.load_state_dict(raw["optimizer"])
+    state.step = int(raw["step"])
+    return state
+
+
+def sample_index(seed: int, step: int, size: int) -> int:
+    """Which training pair a step uses: a function of (seed, step) only."""
+    return int(np.random.default_rng([seed, step]).integers(size))
+
+
+def train(state: TrainState, dataset, options: TrainOptions, vgg: VGG19Features | None = None,
+          log: Callable[[str], None] = print, preview=None) -> list[float]:
+    """Run until ``options.steps``; returns the loss of every step run."""
+    device = torch.device(options.device)
+    if options.amp and device.type != "cuda":
+        raise UsageError("mixed precision (--amp) needs CUDA; drop --amp on a CPU")
+    model = state.model.to(device).train()
+    _optimizer_to(state.optimizer, device)
+    vgg = vgg.to(device) if vgg is not None else None
+    scaler = torch.amp.GradScaler("cuda", enabled=options.amp)
+    losses, started = [], time.perf_counter()
+    while state.step < options.steps:
+        ids, photo = dataset.sample(sample_index(options.seed, state.step, len(dataset)), options.resolution)
+        labels = torch.from_numpy(ids)[None, None].to(device)
+        real = torch.from_numpy(photo).permute(2, 0, 1)[None].float().to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=options.amp):
+            fake = _images(model, labels)
+            loss = perceptual_loss(fake.float(), real, model.layout(labels), vgg)
+        state.optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(state.optimizer)
+        scaler.update()
+        state.step += 1
+        losses.append(float(loss.detach()))
+        _report(state, options, losses, started, log, preview)
+    return losses
+
+
+def _images(model: CRN, labels: torch.Tensor) -> torch.Tensor:
+    """[k,3,H,W] in [0,255], unclipped so gradients flow everywhere (as the released code trains)."""
+    x = (model.features(labels).float() + 1.0) * 127.5  # [1,3k,H,W]
+    n, _, h, w = x.shape
+    return x.view(n, 3, model.config.k, h, w).permute(0, 2, 1, 3, 4).reshape(-1, 3, h, w)
+
+
+def _report(state: TrainState, options: TrainOptions, losses: list[float], started: float, log, preview) -> None:
+    step = state.step
+    if step % options.log_every == 0 or step == options.steps:
+        recent = losses[-options.log_every:]
+        rate = len(losses) / (time.perf_counter() - started)
+        log(f"step {step}/{options.steps}  loss {np.mean(recent):.3f}  {rate:.2f} steps/s")
+    if preview is not None and (step % options.preview_every == 0 or step == options.steps):
+        preview(state, options)
+    if step % options.save_every == 0 or step == options.steps:
+        save_training_checkpoint(options.out_dir / "checkpoint.pt", state, options)
+
+
+def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for per_param in optimizer.state.values():
+        for key, value in per_param.items():
+            if torch.is_tensor(value) and key != "step":
+                per_param[key] = value.to(device)
+
+
+def held_out_psnr(model: CRN, dataset, resolution: tuple[int, int], count: int = 8) -> float:
+    """Mean PSNR (dB) of the model's first image against the targets of held-out synthetic layouts."""
+    values = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(count):
+            ids, photo = dataset.sample(dataset.held_out_seed + i, resolution)
+            out = model(torch.from_numpy(ids)[None, None].to(next(model.parameters()).device)).cpu().numpy()[0]
+            out = out if out.ndim == 3 else out[0]
+            values.append(psnr(float(np.mean((out.astype(np.float64) - photo) ** 2))))
+    model.train()
+    return float(np.mean(values))
+
+
+def write_preview(path: Path, model: CRN, dataset, resolution: tuple[int, int], label_set: LabelSet) -> None:
+    """labels | synthesized | target, for one held-out layout."""
+    ids, photo = dataset.sample(getattr(dataset, "held_out_seed", 0), resolution)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(ids)[None, None].to(next(model.parameters()).device)).cpu().numpy()[0]
+    model.train()
+    write_image(path, np.concatenate([label_set.ids_to_colors(ids), out if out.ndim == 3 else out[0], photo], axis=1))

@@ -1,0 +1,102 @@
+"""crn-train: train or fine-tune a CRN on paired label maps and photographs (synthetic, Cityscapes, folder)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import format_resolution, parse_resolution, preset
+from ..errors import UsageError
+from ._main import log, parse_or_exit, run_command
+
+PROG = "crn-train"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
+    p.add_argument("--data", default="synthetic", help="synthetic (default), cityscapes:ROOT or pairs:DIR")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--preset", default=None, help="architecture to train from scratch (default small-256p)")
+    start.add_argument("--init-from", type=Path, help="progressive: grow this lower-resolution checkpoint by one "
+                                                       "module (--width sets the new module's width)")
+    start.add_argument("--resume", type=Path, help="continue a crn-train checkpoint exactly where it stopped")
+    p.add_argument("--width", type=int, help="with --init-from: the new module's width (default: the last one's)")
+    p.add_argument("--res", help="training resolution HxW (default: the model's native one)")
+    p.add_argument("--steps", type=int, default=1000, help="train until this step (default 1000)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, as the authors)")
+    p.add_argument("--vgg", type=Path, help="VGG-19 weights (torchvision .pth or MatConvNet .mat) for the perceptual "
+                                            "loss; without it: an image-space L1 loss")
+    p.add_argument("--out", type=Path, default=Path("runs/crn"), help="run folder (default runs/crn)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preview-every", type=int, default=100, help="write a preview picture every N steps")
+    p.add_argument("--save-every", type=int, default=500, help="write checkpoint.pt every N steps")
+    p.add_argument("--log-every", type=int, default=10)
+    return p
+
+
+def _check(args) -> None:
+    if args.steps < 1 or args.lr <= 0 or min(args.preview_every, args.save_every, args.log_every) < 1:
+        raise UsageError("--steps, --preview-every, --save-every and --log-every must be >= 1, --lr > 0")
+    if args.preset:
+        preset(args.preset)
+    if args.width is not None and not args.init_from:
+        raise UsageError("--width only applies with --init-from")
+    args.resolution = parse_resolution(args.res) if args.res else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_or_exit(build_parser(), argv, _check)
+    return run_command(PROG, lambda: _train(args))
+
+
+def _start(args, dataset):
+    from ..build.checkpoint import load_checkpoint
+    from ..build.model import CRN, random_init
+    from ..build.train import grow, new_state, resume
+    from ..config import CRNConfig
+
+    if args.resume:
+        return resume(args.resume, args.lr)
+    if args.init_from:
+        lower = load_checkpoint(args.init_from).model
+        c = lower.config
+        config = CRNConfig(c.num_classes, (*c.widths, args.width or c.widths[-1]), c.base, c.k)
+        return new_state(grow(lower, config, args.seed), dataset.label_set, args.lr)
+    config = preset(args.preset or "small-256p")
+    return new_state(random_init(CRN(config), args.seed), dataset.label_set, args.lr)
+
+
+def _train(args) -> int:
+    from ..build.checkpoint import save_checkpoint
+    from ..build.train import TrainOptions, held_out_psnr, train, write_preview
+    from ..build.vgg import load_vgg19
+    from ..config import check_resolution
+    from ..data.paired import open_dataset
+
+    dataset = open_dataset(args.data)
+    state = _start(args, dataset)
+    config = state.model.config
+    resolution = args.resolution or config.native_resolution
+    check_resolution(resolution, config)
+    vgg = load_vgg19(args.vgg) if args.vgg else None
+    options = TrainOptions(args.steps, resolution, args.out, args.lr, args.seed, args.device, args.amp,
+                           args.preview_every, args.save_every, args.log_every)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log(f"{PROG}: {config.num_modules} modules, widths {list(config.widths)}, k={config.k} at "
+        f"{format_resolution(resolution)}, {len(dataset)} pairs, loss: "
+        f"{'VGG-19 perceptual' if vgg else 'image L1 (no --vgg)'}{' + diversity' if config.k > 1 else ''}; "
+        f"from step {state.step} to {args.steps}")
+
+    def preview(st, opts):
+        write_preview(opts.out_dir / f"preview_{st.step:06d}.png", st.model, dataset, opts.resolution, st.label_set)
+
+    train(state, dataset, options, vgg, log, preview)
+    final = args.out / "final.safetensors"
+    save_checkpoint(final, state.model.cpu(), state.label_set)
+    if hasattr(dataset, "held_out_seed"):
+        log(f"{PROG}: held-out synthetic PSNR {held_out_psnr(state.model, dataset, resolution):.2f} dB")
+    log(f"{PROG}: wrote {final} and {args.out / 'checkpoint.pt'}. Next: crn-export {final} "
+        f"--res {format_resolution(config.native_resolution)}")
+    return 0

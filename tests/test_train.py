@@ -1,0 +1,164 @@
+import numpy as np
+import pytest
+import torch
+
+from crn_deploy.build.checkpoint import load_checkpoint
+from crn_deploy.build.losses import diversity_loss, masked_errors, perceptual_loss
+from crn_deploy.build.model import CRN, random_init
+from crn_deploy.build.train import TrainOptions, grow, new_state, resume, train
+from crn_deploy.build.vgg import conv_indices, conv_names, load_vgg19
+from crn_deploy.cli.train import main as train_main
+from crn_deploy.config import CRNConfig, preset
+from crn_deploy.data.paired import SyntheticPairs, street_photo
+from crn_deploy.data.synthetic import street_layout
+from crn_deploy.errors import CheckpointError, UsageError
+from crn_deploy.labels import CITYSCAPES
+
+TINY = (32, 64)
+
+
+def _state(seed=0, lr=1e-3):
+    return new_state(random_init(CRN(preset("tiny")), seed), CITYSCAPES, lr)
+
+
+def _options(tmp_path, steps, **kw):
+    return TrainOptions(steps, TINY, tmp_path, lr=1e-3, log_every=1000, save_every=1000, **kw)
+
+
+def test_loss_decreases_over_a_few_dozen_steps(tmp_path):
+    losses = train(_state(), SyntheticPairs(), _options(tmp_path, 40), log=lambda _: None)
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = _state(seed=1)
+    train(straight, SyntheticPairs(), _options(tmp_path / "a", 6), log=lambda _: None)
+    split = _state(seed=1)
+    train(split, SyntheticPairs(), _options(tmp_path / "b", 3, ), log=lambda _: None)  # saves at its last step
+    resumed = resume(tmp_path / "b" / "checkpoint.pt", lr=1e-3)
+    assert resumed.step == 3
+    train(resumed, SyntheticPairs(), _options(tmp_path / "b", 6), log=lambda _: None)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_diversity_loss_takes_the_best_image_per_class():
+    per_class = torch.tensor([[1.0, 5.0, 4.0], [3.0, 0.5, 4.0], [2.0, 2.0, 1.0]])  # [k=3 images, 3 classes]
+    best = 1.0 + 0.5 + 1.0
+    mean = (6.0 + 7.5 + 9.0) / 3
+    assert float(diversity_loss(per_class)) == pytest.approx(0.999 * best + 0.001 * mean)
+
+
+def test_masked_errors_follow_each_class_mask():
+    layout = torch.zeros(1, 2, 4, 4)
+    layout[0, 0, :2] = 1  # class 0: top half
+    layout[0, 1, 2:] = 1  # class 1: bottom half
+    real = torch.zeros(1, 3, 4, 4)
+    fake = torch.zeros(2, 3, 4, 4)
+    fake[0, :, :2] = 6.0  # image 0 is wrong on class 0 only
+    fake[1, :, 2:] = 2.0  # image 1 is wrong on class 1 only
+    table = masked_errors(fake, real, layout)
+    assert torch.allclose(table, torch.tensor([[3.0, 0.0], [0.0, 1.0]]))  # mean over all pixels of mask * error
+    assert float(diversity_loss(table)) == pytest.approx(0.001 * (1.5 + 0.5))  # each class has a perfect image
+
+
+def test_k_image_models_train_with_the_diversity_loss(tmp_path):
+    from dataclasses import replace
+
+    state = new_state(random_init(CRN(replace(preset("tiny"), k=3)), 0), CITYSCAPES, 1e-3)
+    losses = train(state, SyntheticPairs(), _options(tmp_path, 4), log=lambda _: None)
+    assert all(np.isfinite(losses))
+
+
+def _random_vgg_weights(seed=0):
+    """VGG-19's layers at small widths (the loaders take their widths from the file)."""
+    rng = np.random.default_rng(seed)
+    weights, channels = {}, 3
+    for name in conv_names():
+        width = 4 if name.startswith(("conv1", "conv2")) else 8
+        weights[name] = (rng.normal(0, 0.1, (width, channels, 3, 3)).astype(np.float32),
+                         rng.normal(0, 0.1, width).astype(np.float32))
+        channels = width
+    return weights
+
+
+def test_vgg_weights_load_from_both_layouts_into_the_same_network(tmp_path):
+    from scipy.io import savemat
+
+    weights = _random_vgg_weights()
+    torchvision_state = {f"features.{i}.{part}": torch.from_numpy(w if part == "weight" else b)
+                         for name, i in zip(conv_names(), conv_indices(), strict=True)
+                         for part, (w, b) in [("weight", weights[name]), ("bias", weights[name])]}
+    torchvision_state["classifier.0.weight"] = torch.zeros(2, 2)  # ignored
+    torch.save(torchvision_state, tmp_path / "vgg19.pth")
+    layers = np.empty(len(conv_names()) * 2, dtype=object)
+    for i, name in enumerate(conv_names()):
+        w, b = weights[name]
+        cell = np.empty(2, dtype=object)
+        cell[0], cell[1] = w.transpose(2, 3, 1, 0), b.reshape(1, -1)  # MatConvNet: HWIO, bias as a row
+        layers[2 * i] = {"name": name, "type": "conv", "weights": cell}
+        layers[2 * i + 1] = {"name": f"relu{name[4:]}", "type": "relu", "weights": np.empty(0, dtype=object)}
+    savemat(tmp_path / "imagenet-vgg-verydeep-19.mat", {"layers": layers})
+
+    from_pth, from_mat = load_vgg19(tmp_path / "vgg19.pth"), load_vgg19(tmp_path / "imagenet-vgg-verydeep-19.mat")
+    assert (from_pth.layout, from_mat.layout) == ("torchvision", "matconvnet")
+    for key, value in from_pth.state_dict().items():
+        assert torch.equal(value, from_mat.state_dict()[key]), key
+    images = torch.rand(1, 3, 32, 32) * 255
+    taps = from_mat(images)
+    assert set(taps) == {"input", "conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2"}
+    assert taps["conv5_2"].shape[-2:] == (2, 2)
+    loss = perceptual_loss(images.clone().requires_grad_(), images * 0.5, torch.ones(1, 20, 32, 32), from_mat)
+    loss.backward()
+
+
+def test_vgg_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found.*downloads nothing"):
+        load_vgg19(tmp_path / "missing.pth")
+    torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match="has no conv1_1 weights|has no conv1_2 weights"):
+        load_vgg19(tmp_path / "partial.pth")
+
+
+def test_progressive_growth_keeps_the_lower_modules(tmp_path):
+    lower = random_init(CRN(CRNConfig(19, (16, 12, 8))), 3)
+    grown = grow(lower, CRNConfig(19, (16, 12, 8, 6)))
+    for mine, theirs in zip(grown.blocks[:3], lower.blocks, strict=True):
+        for key, value in theirs.state_dict().items():
+            assert torch.equal(mine.state_dict()[key], value)
+    with pytest.raises(UsageError, match="cannot grow"):
+        grow(lower, CRNConfig(19, (8, 12, 8, 6)))
+
+
+def test_amp_needs_cuda(tmp_path):
+    with pytest.raises(UsageError, match="needs CUDA"):
+        train(_state(), SyntheticPairs(), _options(tmp_path, 1, amp=True), log=lambda _: None)
+
+
+def test_synthetic_photographs_are_deterministic_and_follow_the_layout():
+    ids = street_layout(64, 128, seed=4)
+    photo = street_photo(ids)
+    assert photo.shape == (64, 128, 3) and np.array_equal(photo, street_photo(ids))
+    assert photo[ids == 255].max() == 0  # void is black
+    sky, road = photo[ids == 10].mean(axis=0), photo[ids == 0].mean(axis=0)
+    assert sky[2] > sky[0] and abs(road[0] - road[2]) < 20  # blue sky, grey road
+
+
+def test_cli_trains_resumes_grows_and_exports(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(["--preset", "tiny", "--steps", "4", "--out", str(run), "--lr", "1e-3",
+                       "--preview-every", "2"]) == 0
+    assert sorted(p.name for p in run.glob("preview_*.png")) == ["preview_000002.png", "preview_000004.png"]
+    assert "held-out synthetic PSNR" in capsys.readouterr().out
+    assert train_main(["--resume", str(run / "checkpoint.pt"), "--steps", "6", "--out", str(run)]) == 0
+    assert "from step 4 to 6" in capsys.readouterr().out
+    assert train_main(["--init-from", str(run / "final.safetensors"), "--width", "4", "--steps", "2",
+                       "--out", str(tmp_path / "grown")]) == 0
+    grown = load_checkpoint(tmp_path / "grown" / "final.safetensors").model
+    assert grown.config.widths == (16, 16, 12, 8, 4)
+    from crn_deploy.cli.export import main as export_main
+
+    assert export_main([str(run / "final.safetensors"), "--precision", "fp16", "--out", str(tmp_path / "e")]) == 0
+    with pytest.raises(SystemExit):
+        train_main(["--resume", str(run / "checkpoint.pt"), "--width", "3"])
