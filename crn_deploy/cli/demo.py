@@ -1,4 +1,4 @@
-"""crn-demo: the whole path on built-in defaults — export a preset, synthesize a street layout, benchmark."""
+"""crn-demo: the whole path on built-in defaults — export the demo model, synthesize a street scene, benchmark."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from pathlib import Path
 import numpy as np
 
 from ..config import format_resolution, parse_resolution, preset
+from ..errors import UsageError
 from ._main import log, parse_or_exit, run_command
 
 PROG = "crn-demo"
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo-small-256p.safetensors"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
-    p.add_argument("--preset", default="small-256p", help="architecture, random weights (default small-256p)")
-    p.add_argument("--res", help="resolution HxW (default: the preset's native one)")
-    p.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
+    p.add_argument("--checkpoint", type=Path, default=DEMO_MODEL,
+                   help="model to export (default: the shipped demo model, trained on the synthetic dataset)")
+    p.add_argument("--preset", help="use this architecture with seeded random weights instead of a checkpoint")
+    p.add_argument("--res", help="resolution HxW (default: the model's native one)")
+    p.add_argument("--seed", type=int, default=0, help="weights seed with --preset (default 0)")
     p.add_argument("--layout-seed", type=int, default=7, help="synthetic street layout seed (default 7)")
     p.add_argument("--engines", type=Path, default=Path("engines"), help="artifacts folder (default engines/)")
     p.add_argument("--out", type=Path, default=Path("out"), help="picture and report folder (default out/)")
@@ -26,8 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args) -> None:
-    args.config = preset(args.preset)
-    args.resolution = parse_resolution(args.res) if args.res else args.config.native_resolution
+    if args.preset:
+        preset(args.preset)
+    elif not args.checkpoint.is_file():
+        raise UsageError(f"demo model {args.checkpoint} not found; pass --checkpoint PATH or --preset NAME")
+    if args.frames < 1:
+        raise UsageError("--frames must be at least 1")
+    args.resolution = parse_resolution(args.res) if args.res else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args) -> int:
-    from ..build.checkpoint import random_model
+    from ..build.checkpoint import load_checkpoint, random_model
     from ..build.exporter import ExportOptions, export_artifacts
     from ..data.images import write_image
     from ..data.synthetic import street_layout
@@ -46,10 +55,13 @@ def _demo(args) -> int:
     from ..runtime import load
     from ..runtime.stream import StreamOptions, run_stream
 
-    name = f"{args.preset}-seed{args.seed}"
+    if args.preset:
+        source, name = random_model(preset(args.preset), args.seed, args.preset), f"{args.preset}-seed{args.seed}"
+    else:
+        source, name = load_checkpoint(args.checkpoint), args.checkpoint.stem
+    args.resolution = args.resolution or source.model.config.native_resolution
     log(f"{PROG}: 1/3 export {name} at {format_resolution(args.resolution)} (fp32, fp16) to {args.engines}/")
-    manifests = export_artifacts(random_model(args.config, args.seed, args.preset),
-                                 ExportOptions([args.resolution], ["fp32", "fp16"], args.engines, name), log)
+    manifests = export_artifacts(source, ExportOptions([args.resolution], ["fp32", "fp16"], args.engines, name), log)
 
     log(f"{PROG}: 2/3 synthesize a street layout through the runtime, then stream the animated scene")
     labels = street_layout(*args.resolution, seed=args.layout_seed)
@@ -59,8 +71,9 @@ def _demo(args) -> int:
     pictures = images if images.ndim == 4 else images[None]
     picture = args.out / "demo.png"
     write_image(picture, np.concatenate([synth.label_set.ids_to_colors(labels), *pictures], axis=1))
-    log(f"{PROG}: wrote {picture} (label map | synthesized; random weights paint noise-like textures "
-        "that follow the layout — export a trained checkpoint for photographs)")
+    note = "random weights paint textures that merely follow the layout" if args.preset else \
+        "a small model trained on the synthetic street dataset"
+    log(f"{PROG}: wrote {picture} (label map | synthesized; {note})")
     with load(fp16.artifact_path) as synth:
         stats = run_stream(synth, SyntheticSource(*args.resolution, frames=args.frames),
                            VideoSink(args.out / "demo.mp4", fps=10), StreamOptions(side_by_side=True))

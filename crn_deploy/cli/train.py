@@ -17,10 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="synthetic", help="synthetic (default), cityscapes:ROOT or pairs:DIR")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--preset", default=None, help="architecture to train from scratch (default small-256p)")
+    start.add_argument("--widths", help="a custom architecture from scratch: module widths, coarsest first, e.g. "
+                                        "128,128,64 (with --k)")
     start.add_argument("--init-from", type=Path, help="progressive: grow this lower-resolution checkpoint by one "
                                                        "module (--width sets the new module's width)")
     start.add_argument("--resume", type=Path, help="continue a crn-train checkpoint exactly where it stopped")
     p.add_argument("--width", type=int, help="with --init-from: the new module's width (default: the last one's)")
+    p.add_argument("--k", type=int, default=1, help="with --widths: images per label map (default 1)")
     p.add_argument("--res", help="training resolution HxW (default: the model's native one)")
     p.add_argument("--steps", type=int, default=1000, help="train until this step (default 1000)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, as the authors)")
@@ -41,6 +44,13 @@ def _check(args) -> None:
         raise UsageError("--steps, --preview-every, --save-every and --log-every must be >= 1, --lr > 0")
     if args.preset:
         preset(args.preset)
+    if args.widths:
+        from ..config import CRNConfig
+
+        try:
+            args.custom = CRNConfig(19, tuple(int(w) for w in args.widths.split(",")), k=args.k)
+        except ValueError:
+            raise UsageError(f"--widths '{args.widths}' is not a comma-separated list of integers") from None
     if args.width is not None and not args.init_from:
         raise UsageError("--width only applies with --init-from")
     args.resolution = parse_resolution(args.res) if args.res else None
@@ -64,7 +74,7 @@ def _start(args, dataset):
         c = lower.config
         config = CRNConfig(c.num_classes, (*c.widths, args.width or c.widths[-1]), c.base, c.k)
         return new_state(grow(lower, config, args.seed), dataset.label_set, args.lr)
-    config = preset(args.preset or "small-256p")
+    config = args.custom if args.widths else preset(args.preset or "small-256p")
     return new_state(random_init(CRN(config), args.seed), dataset.label_set, args.lr)
 
 
