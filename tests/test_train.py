@@ -162,3 +162,19 @@ def test_cli_trains_resumes_grows_and_exports(tmp_path, capsys):
     assert export_main([str(run / "final.safetensors"), "--precision", "fp16", "--out", str(tmp_path / "e")]) == 0
     with pytest.raises(SystemExit):
         train_main(["--resume", str(run / "checkpoint.pt"), "--width", "3"])
+
+
+DEMO_MODEL = __import__("crn_deploy.cli.demo", fromlist=["DEMO_MODEL"]).DEMO_MODEL
+
+
+@pytest.mark.skipif(not DEMO_MODEL.is_file(), reason="the shipped demo model is not in this checkout")
+def test_the_shipped_demo_model_reaches_20_db_and_exports_within_the_parity_bar(tmp_path):
+    from crn_deploy.build.train import held_out_psnr
+
+    from .conftest import export_tiny
+
+    loaded = load_checkpoint(DEMO_MODEL)
+    assert loaded.model.config == preset("small-256p")
+    assert held_out_psnr(loaded.model, SyntheticPairs(), (256, 512), count=4) >= 20.0
+    fp16 = export_tiny(loaded, tmp_path, precisions=["fp16"], resolutions=[(256, 512)])[0]
+    assert fp16.sections["parity"]["psnr_db"] >= 40
