@@ -125,6 +125,3 @@ for _id, _train in _CITYSCAPES_ID_TO_TRAIN.items():
 def cityscapes_label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     """Map a Cityscapes ``*_labelIds.png`` (ids 0..33) to train ids 0..18, others void."""
     return CITYSCAPES_ID_TO_TRAIN_ID[np.asarray(label_ids, np.uint8)]
-
-
-LABEL_SETS = {CITYSCAPES.name: CITYSCAPES}

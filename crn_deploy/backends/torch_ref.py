@@ -96,11 +96,6 @@ class TorchBackend(Backend):
         torch.cuda.current_stream().synchronize()
         return self._host_out.numpy().copy()
 
-    def run_float(self, ids: np.ndarray) -> np.ndarray:
-        """The float32 image in [0, 255] before rounding: for analysis."""
-        with self._torch.inference_mode():
-            return self._live.forward_float(self._torch.from_numpy(ids).to(self.device)).cpu().numpy()
-
     def _close_impl(self) -> None:
         self._live = self._graph = self._static_in = self._static_out = None
         self._host_in = self._host_out = None

@@ -41,12 +41,8 @@ def crc32c(data: bytes) -> int:
     return google_crc32c.value(data)
 
 
-def mask_crc(crc: int) -> int:
-    """LevelDB/TensorFlow store CRCs rotated and offset, so a CRC of data holding CRCs stays robust."""
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-
-
 def unmask_crc(masked: int) -> int:
+    """LevelDB/TensorFlow store CRCs rotated and offset, so a CRC of data holding CRCs stays robust."""
     rot = (masked - _MASK_DELTA) & 0xFFFFFFFF
     return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
@@ -137,8 +136,3 @@ def _read_matconvnet(path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]
             weight = torch.from_numpy(np.asarray(w, np.float32).transpose(3, 2, 0, 1).copy())  # HWIO -> OIHW
             found[name] = (weight, torch.from_numpy(np.asarray(b, np.float32).reshape(-1).copy()))
     return found
-
-
-def area_resize(layout: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The layout at a feature map's resolution by area averaging (class fractions)."""
-    return F.adaptive_avg_pool2d(layout, size)
