@@ -59,7 +59,7 @@ def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
         cuda.close()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network, parser = _parse(trt, builder, logger, onnx_path)  # the parser owns weights: keep it alive
+    network, _parser = _parse(trt, builder, logger, onnx_path)  # held to the end: the parser owns weights
     check_network_precision(trt, network, manifest.precision, onnx_path)
     config = _config(trt, builder, manifest, options)
     cache_path = options.timing_cache or onnx_path.parent / TIMING_CACHE_NAME
@@ -76,7 +76,6 @@ def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
     write_bytes_atomic(engine_path, memoryview(plan))
     write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()))
     _check_engine_io(trt, logger, engine_path, manifest)
-    del parser
     manifest.sections["engine"] = {
         "file": engine_path.name, "sha256": sha256_file(engine_path), "size_bytes": engine_path.stat().st_size,
         "build_seconds": round(seconds, 2), "tensorrt_version": trt.__version__, "gpu": gpu,

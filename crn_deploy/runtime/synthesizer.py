@@ -47,13 +47,15 @@ class Synthesizer:
 
     # inference -------------------------------------------------------------------------------
     def __call__(self, labels, *, label_set: LabelSet | None = None, output_size: str = "input") -> np.ndarray:
+        if output_size not in ("input", "engine"):
+            raise UsageError(f"output_size must be 'input' or 'engine', got {output_size!r}")
         ids, single = self._as_id_batch(labels, label_set)
         size = ids.shape[-2:]
-        images = self.run_ids(np.stack([resize_labels(m, self.resolution) for m in ids[:, 0]])[:, None])
+        if size != self.resolution:  # maps of the artifact's size go straight in, uncopied
+            ids = np.stack([resize_labels(m, self.resolution) for m in ids[:, 0]])[:, None]
+        images = self.run_ids(ids)
         if output_size == "input" and size != self.resolution:
             images = _map_images(images, lambda im: resize_image(im, size))
-        elif output_size not in ("input", "engine"):
-            raise UsageError(f"output_size must be 'input' or 'engine', got {output_size!r}")
         return images[0] if single else images
 
     def from_colors(self, rgb, *, strict: bool = False, output_size: str = "input") -> np.ndarray:
