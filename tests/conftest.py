@@ -42,3 +42,24 @@ def tiny_artifacts(tmp_path_factory, tiny_source):
     """fp32 and fp16 ONNX of the tiny model at 64x96, batch 1: {precision: Manifest}."""
     out = tmp_path_factory.mktemp("engines")
     return {m.precision: m for m in export_tiny(tiny_source, out)}
+
+
+class CudaArrayOnly:
+    """Exposes only an array's CUDA array interface (as Numba does)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.__cuda_array_interface__ = array.__cuda_array_interface__
+
+
+class DLPackOnly:
+    """Exposes only an array's DLPack protocol (as JAX does)."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __dlpack__(self, stream=None):
+        return self.array.__dlpack__(stream=stream)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()

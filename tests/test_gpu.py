@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from crn_deploy.data.synthetic import street_layouts
+from crn_deploy.errors import UsageError
 from crn_deploy.measure.parity import compare_images
 
-from .conftest import TINY_RES, export_tiny
+from .conftest import TINY_RES, CudaArrayOnly, DLPackOnly, export_tiny
 
 
 def _torch_cuda() -> bool:
@@ -60,3 +61,95 @@ def test_pytorch_cuda_reference_matches_cpu(tiny_source, precision, cuda_graphs)
         parity = compare_images(gpu.run(ids), cpu.run(ids))
         assert np.array_equal(gpu.run(ids), gpu.run(ids))
     assert parity["max_abs"] <= 1 if precision == "fp32" else parity["psnr_db"] >= 40
+
+
+@pytest.fixture(scope="module")
+def real_fp16_engine(tmp_path_factory, tiny_source):
+    """The tiny model's FP16 engine, built once on this machine's TensorRT and GPU."""
+    from crn_deploy.build.engine import build_engine
+
+    out = tmp_path_factory.mktemp("real-engines")
+    manifest = build_engine(export_tiny(tiny_source, out, precisions=["fp16"])[0], log=lambda _: None)
+    return manifest.path.with_suffix(".engine")
+
+
+@pytest.mark.gpu
+@needs_trt
+@needs_cuda
+def test_real_engine_reads_labels_from_gpu_memory_in_place(real_fp16_engine):
+    import torch
+
+    from crn_deploy import runtime
+
+    ids = street_layouts(1, *TINY_RES, seed=7)
+    on_gpu = torch.from_numpy(ids).cuda()
+    with runtime.load(real_fp16_engine) as synth:
+        from_host = synth.backend.submit(ids).result()
+        for protocol in (CudaArrayOnly, DLPackOnly):
+            assert np.array_equal(synth.backend.submit_device(protocol(on_gpu)).result(), from_host), protocol
+        image = synth.backend.submit_device(on_gpu, output="device").result()
+        assert np.array_equal(torch.as_tensor(image, device="cuda").cpu().numpy(), from_host)
+        with pytest.raises(UsageError, match="in cpu memory"):
+            synth.backend.submit_device(torch.from_numpy(ids))
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_real_engine_pipelined_frames_come_back_in_order(real_fp16_engine):
+    from crn_deploy import runtime
+
+    frames = street_layouts(5, *TINY_RES, seed=8)
+    with runtime.load(real_fp16_engine, slots=2) as synth:
+        serial = [synth.backend.submit(frames[i : i + 1]).result() for i in range(len(frames))]
+        pending = [synth.backend.submit(frames[i : i + 1]) for i in range(len(frames))]  # wraps the ring twice
+        assert all(np.array_equal(p.result(), s) for p, s in zip(pending, serial, strict=True))
+    assert len({s.tobytes() for s in serial}) == len(frames)  # different frames, so order is observable
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_real_engine_reports_the_trtexec_split(real_fp16_engine):
+    from crn_deploy.backends.tensorrt import TensorRTBackend
+    from crn_deploy.manifest import Manifest, manifest_for
+
+    manifest = Manifest.read(manifest_for(real_fp16_engine))
+    with TensorRTBackend(real_fp16_engine, manifest, timing=True) as backend:
+        pending = backend.submit(street_layouts(1, *TINY_RES, seed=9))
+        pending.result()
+    assert set(pending.timings) == {"h2d", "compute", "d2h", "enqueue"}
+    assert all(pending.timings[part] > 0 for part in ("h2d", "compute", "d2h"))
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_real_engine_of_another_tensorrt_version_is_refused(real_fp16_engine, tmp_path):
+    import shutil
+
+    from crn_deploy import runtime
+    from crn_deploy.errors import ArtifactError
+    from crn_deploy.manifest import Manifest, manifest_for
+
+    manifest = Manifest.read(manifest_for(real_fp16_engine))
+    for path in (real_fp16_engine, manifest.artifact_path):
+        shutil.copy(path, tmp_path / path.name)
+    manifest.sections["engine"]["tensorrt_version"] = "10.12.0.1"
+    manifest.write(tmp_path / manifest.path.name)
+    with pytest.raises(ArtifactError, match=r"TensorRT 10\.12\.0\.1 and this is TensorRT .*crn-build"):
+        runtime.load(tmp_path / real_fp16_engine.name)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_tensors_are_read_in_place_through_both_protocols():
+    import torch
+
+    from crn_deploy.backends.device_arrays import describe
+
+    tensor = torch.arange(24, dtype=torch.uint8, device="cuda").reshape(1, 1, 4, 6)
+    for protocol in (CudaArrayOnly, DLPackOnly):
+        array = describe(protocol(tensor), consumer_stream=torch.cuda.current_stream().cuda_stream)
+        assert (array.ptr, array.shape, array.device) == (tensor.data_ptr(), (1, 1, 4, 6), "cuda")
+        assert array.is_uint8 and array.contiguous
+    assert not any(describe(protocol(tensor[..., ::2]), 0).contiguous for protocol in (CudaArrayOnly, DLPackOnly))
+    assert describe(tensor.cpu()).device == "cpu"
+

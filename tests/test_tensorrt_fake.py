@@ -20,7 +20,7 @@ from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.errors import ArtifactError, CrnError, UsageError
 from crn_deploy.manifest import Manifest
 
-from .conftest import TINY_RES
+from .conftest import TINY_RES, DLPackOnly
 from .fake_gpu import FakeCudart, FakeTensorRT, fake_kernel, fake_plan
 
 
@@ -139,21 +139,8 @@ def test_fake_device_input_errors(fake):
     with pytest.raises(UsageError, match="must be uint8"):
         backend.submit_device(wrong_type)
     with pytest.raises(UsageError, match="in cpu memory, not on GPU 0"):  # a CPU DLPack tensor
-        backend.submit_device(_DLPackOnly(host))
+        backend.submit_device(DLPackOnly(host))
     backend.close()
-
-
-class _DLPackOnly:
-    """Exposes only the DLPack protocol of an array (as some frameworks do)."""
-
-    def __init__(self, array):
-        self.array = array
-
-    def __dlpack__(self, stream=None):
-        return self.array.__dlpack__()
-
-    def __dlpack_device__(self):
-        return self.array.__dlpack_device__()
 
 
 def test_dlpack_views_read_pointer_shape_and_dtype_in_place():
