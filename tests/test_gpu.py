@@ -30,6 +30,15 @@ needs_trt = pytest.mark.skipif(_engines_reason() is not None, reason=f"needs Ten
 needs_cuda = pytest.mark.skipif(not _torch_cuda(), reason="needs a CUDA GPU visible to torch")
 
 
+def _ort_cuda() -> bool:
+    from crn_deploy.backends.onnxruntime import available_devices
+
+    return "cuda" in available_devices()
+
+
+needs_ort_cuda = pytest.mark.skipif(not _ort_cuda(), reason="needs onnxruntime-gpu with its CUDA provider")
+
+
 @pytest.mark.gpu
 @needs_trt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -136,6 +145,24 @@ def test_real_engine_of_another_tensorrt_version_is_refused(real_fp16_engine, tm
     manifest.write(tmp_path / manifest.path.name)
     with pytest.raises(ArtifactError, match=r"TensorRT 10\.12\.0\.1 and this is TensorRT .*crn-build"):
         runtime.load(tmp_path / real_fp16_engine.name)
+
+
+@pytest.mark.gpu
+@needs_ort_cuda
+@needs_cuda
+def test_onnxruntime_cuda_reads_gpu_label_maps_in_place(tiny_artifacts):
+    import torch
+
+    from crn_deploy import runtime
+
+    ids = street_layouts(1, *TINY_RES, seed=10)
+    on_gpu = torch.from_numpy(ids).cuda()
+    with runtime.load(tiny_artifacts["fp16"].artifact_path, device="cuda") as synth:
+        from_host = synth.run_ids(ids)
+        for protocol in (CudaArrayOnly, DLPackOnly):
+            assert np.array_equal(synth.backend.submit_device(protocol(on_gpu)).result(), from_host), protocol
+        with pytest.raises(UsageError, match="runs on cuda but the label map is in cpu memory"):
+            synth.backend.submit_device(ids)
 
 
 @pytest.mark.gpu

@@ -96,17 +96,16 @@ class OnnxRuntimeBackend(Backend):
         """Run a label map where it lives, through IO binding: CUDA memory (a CuPy array, a CUDA torch
         tensor) for the cuda/tensorrt providers, host memory (anything speaking DLPack) for cpu.
         ``output="device"`` leaves the picture in the session's memory as an ``OrtValue``."""
-        array = describe(labels)
         where = "cpu" if self.device == "cpu" else "cuda"
+        # A DLPack producer orders its work before the stream we name; ONNX Runtime reads on a stream of
+        # its own that cannot wait on it, so name the legacy default stream and finish that below.
+        array = describe(labels, _LEGACY_STREAM if where == "cuda" else None)
         if array.device != where:
             raise UsageError(f"this ONNX Runtime session runs on {self.device} but the label map is in "
                              f"{array.device} memory; move it, or load the artifact with device='{array.device}'")
         check_label_batch(array, tuple(self._session.get_inputs()[0].shape))
-        if array.stream is not None:  # ONNX Runtime cannot wait on the producer's stream: finish it first
-            from .cuda import check, import_cudart
-
-            cudart = import_cudart()
-            check(cudart, cudart.cudaStreamSynchronize(array.stream), "cudaStreamSynchronize (producer stream)")
+        if where == "cuda":
+            _wait_for_producer(_LEGACY_STREAM if array.stream is None else array.stream)
         binding = self._session.io_binding()
         binding.bind_input(INPUT_NAME, where, max(array.device_id, 0), np.uint8, list(array.shape), array.ptr)
         binding.bind_output(OUTPUT_NAME, "cpu" if output == "host" else where)
@@ -116,3 +115,13 @@ class OnnxRuntimeBackend(Backend):
 
     def _close_impl(self) -> None:
         self._session = None
+
+
+_LEGACY_STREAM = 1  # cudaStreamLegacy, as DLPack and the CUDA array interface number it
+
+
+def _wait_for_producer(stream: int) -> None:
+    from .cuda import check, import_cudart
+
+    cudart = import_cudart()
+    check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize (the label map's producer)")
