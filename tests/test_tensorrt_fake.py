@@ -213,3 +213,33 @@ def test_network_precision_check_refuses_a_silent_fp32_engine(tmp_path):
     trt, fp16_norm = _fake_network("HALF", "HALF")
     with pytest.raises(ArtifactError, match="norm normalizes in HALF"):
         check_network_precision(trt, fp16_norm, "fp16", tmp_path / "x.onnx")
+
+
+class _FakeBuilderConfig:
+    """A fake TensorRT builder config whose timing caches are their bytes; it rejects one timed elsewhere."""
+
+    def __init__(self) -> None:
+        self.cache = None
+
+    def create_timing_cache(self, data: bytes):
+        return data
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        if cache.startswith(b"other") and not ignore_mismatch:
+            return False
+        self.cache = cache
+        return True
+
+
+def test_fake_timing_cache_is_reused_unless_timed_on_another_gpu(tmp_path):
+    from crn_deploy.build.engine import use_timing_cache
+
+    path, config, logs = tmp_path / "timing.cache", _FakeBuilderConfig(), []
+    assert use_timing_cache(config, path, logs.append) == b""  # none yet: an empty one, returned to be held
+    assert config.cache == b"" and logs == []
+    path.write_bytes(b"this gpu")
+    use_timing_cache(config, path, logs.append)
+    assert config.cache == b"this gpu" and logs == []
+    path.write_bytes(b"other gpu")
+    use_timing_cache(config, path, logs.append)
+    assert config.cache == b"" and "another GPU or TensorRT version" in logs[0]

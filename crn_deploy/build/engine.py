@@ -63,8 +63,7 @@ def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
     check_network_precision(trt, network, manifest.precision, onnx_path)
     config = _config(trt, builder, manifest, options)
     cache_path = options.timing_cache or onnx_path.parent / TIMING_CACHE_NAME
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, False)  # a cache from another GPU or version is not silently reused
+    _cache = use_timing_cache(config, cache_path, log)  # held to the end: TensorRT needs it through the build
 
     started = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
@@ -73,9 +72,9 @@ def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
         raise CrnError(f"TensorRT could not build an engine from {onnx_path} (see its log above); if it ran out of "
                        "memory, close other GPU programs or lower --workspace")
     engine_path = onnx_path.with_suffix(".engine")
+    _check_engine_io(trt, logger, plan, manifest)  # before writing: a bad engine never replaces a good one
     write_bytes_atomic(engine_path, memoryview(plan))
     write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()))
-    _check_engine_io(trt, logger, engine_path, manifest)
     manifest.sections["engine"] = {
         "file": engine_path.name, "sha256": sha256_file(engine_path), "size_bytes": engine_path.stat().st_size,
         "build_seconds": round(seconds, 2), "tensorrt_version": trt.__version__, "gpu": gpu,
@@ -125,14 +124,27 @@ def _config(trt, builder, manifest: Manifest, options: BuildOptions):
     return config
 
 
-def _check_engine_io(trt, logger, engine_path: Path, manifest: Manifest) -> None:
-    """Deserialize what was written and confirm uint8 I/O of the manifest's shapes."""
-    engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
+def use_timing_cache(config, cache_path: Path, log: Callable[[str], None]):
+    """Attach the engines folder's timing cache; one from another GPU or TensorRT is replaced, not trusted.
+    Returns the cache, which must outlive the build."""
+    saved = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache = config.create_timing_cache(saved)
+    if config.set_timing_cache(cache, False):
+        return cache
+    log(f"{cache_path} was timed on another GPU or TensorRT version; starting a fresh timing cache")
+    cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, False):
+        raise CrnError(f"TensorRT refused an empty timing cache for {cache_path}")
+    return cache
+
+
+def _check_engine_io(trt, logger, plan, manifest: Manifest) -> None:
+    """Deserialize the built plan and confirm uint8 I/O of the manifest's shapes."""
+    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     if engine is None:
-        raise CrnError(f"TensorRT cannot read back the engine it just wrote ({engine_path})")
+        raise CrnError(f"TensorRT cannot read back the engine it just built from {manifest.artifact_path}")
     for spec in (manifest.input_spec, manifest.output_spec):
         shape = tuple(engine.get_tensor_shape(spec.name))
         if engine.get_tensor_dtype(spec.name) != trt.DataType.UINT8 or shape != spec.shape:
-            engine_path.unlink(missing_ok=True)
             raise CrnError(f"the built engine's {spec.name} is {engine.get_tensor_dtype(spec.name)} {list(shape)}, "
                            f"not uint8 {list(spec.shape)}; not kept")
