@@ -152,3 +152,20 @@ def test_devices_that_are_not_here_are_skipped_with_a_note(engines, tmp_path):
     report = json.loads(out.read_text())
     assert {r["backend"] for r in report["rows"]} == {"onnxruntime-cpu"}
     assert report["skipped"] == ["onnxruntime on cuda: not available here"]
+
+
+@pytest.mark.parametrize("offered, devices, expected, skipped", [
+    (["cpu"], (), ["cpu"], []),
+    (["cpu", "cuda", "tensorrt"], (), ["cpu", "cuda", "tensorrt"], []),
+    (["cpu", "cuda", "tensorrt"], ("cuda",), ["cuda", "tensorrt"], []),  # the TensorRT provider runs on cuda
+    (["cpu", "cuda", "tensorrt"], ("cpu",), ["cpu"], []),
+    (["cpu"], ("cuda",), [], ["onnxruntime on cuda: not available here"]),
+])
+def test_onnxruntime_providers_measured_on_each_device(monkeypatch, offered, devices, expected, skipped):
+    from crn_deploy.backends import onnxruntime as ort_module
+    from crn_deploy.measure.bench import BenchOptions, ort_providers
+
+    monkeypatch.setattr(ort_module, "available_devices", lambda: offered)
+    notes: list[str] = []
+    assert ort_providers(BenchOptions(devices=devices), notes) == expected
+    assert notes == skipped

@@ -86,9 +86,9 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
             else:
                 skipped.append(f"{manifest.sections['engine']['file']}: {reason}")
         if "onnxruntime" in options.backends:
-            for device in _present(options, "onnxruntime", _ort_devices(), skipped):
-                make = lambda m=manifest, d=device: _ort(m, d, options)  # noqa: E731
-                rows.append(_row(ctx, manifest, f"onnxruntime-{device}", make))
+            for provider in ort_providers(options, skipped):
+                make = lambda m=manifest, p=provider: _ort(m, p, options)  # noqa: E731
+                rows.append(_row(ctx, manifest, f"onnxruntime-{provider}", make))
         if "torch" not in options.backends:
             continue
         for device in _present(options, "torch", _torch_devices(), skipped):
@@ -120,7 +120,7 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
     try:
         inputs, reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
-            row["device"] = synth.backend.device
+            row["device"] = _memory_device(synth.backend.device)
             outputs = synth.run_ids(inputs)
             row["parity"] = {"samples": len(inputs), **compare_images(outputs, reference),
                              "per_class": per_class(outputs, reference, inputs, manifest.label_set.names)}
@@ -249,10 +249,18 @@ def _present(options: BenchOptions, backend: str, present: list[str], skipped: l
     return [d for d in (options.devices or present) if d in present]
 
 
-def _ort_devices() -> list[str]:
+def ort_providers(options: BenchOptions, skipped: list[str]) -> list[str]:
+    """The ONNX Runtime providers to measure (cpu, cuda, tensorrt) on the devices asked for."""
     from ..backends.onnxruntime import available_devices
 
-    return [d for d in available_devices() if d in ("cpu", "cuda")]
+    offered = available_devices()
+    devices = _present(options, "onnxruntime", sorted({_memory_device(p) for p in offered}), skipped)
+    return [provider for provider in offered if _memory_device(provider) in devices]
+
+
+def _memory_device(backend_device: str) -> str:
+    """Where a backend's frames live: ONNX Runtime's TensorRT provider runs on the CUDA device."""
+    return "cuda" if backend_device == "tensorrt" else backend_device
 
 
 def _torch_devices() -> list[str]:
