@@ -143,3 +143,16 @@ def test_onnxruntime_io_binding_reads_label_maps_in_place(tiny_artifacts):
             synth.backend.submit_device(cuda_array)
         with pytest.raises(UsageError, match="must be uint8"):
             synth.backend.submit_device(ids.astype(np.int32))
+
+
+def test_onnxruntime_gpu_providers_run_on_the_chosen_gpu(tiny_artifacts):
+    from crn_deploy.backends.onnxruntime import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(tiny_artifacts["fp16"].artifact_path, "tensorrt", gpu=1)
+    trt, cuda, cpu = backend._providers("tensorrt")
+    assert trt[0] == "TensorrtExecutionProvider" and trt[1]["device_id"] == 1
+    assert trt[1]["trt_engine_cache_path"].endswith("ort-trt-cache")
+    assert cuda == ("CUDAExecutionProvider", {"device_id": 1}) and cpu == "CPUExecutionProvider"
+    assert backend._providers("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(UsageError, match="gpu must be a CUDA device number"):
+        OnnxRuntimeBackend(tiny_artifacts["fp16"].artifact_path, "cuda", gpu=-1)

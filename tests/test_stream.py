@@ -123,6 +123,9 @@ def test_usage_errors(tiny_artifacts, tmp_path, capsys):
     assert e.value.code == 2 and "needs a frame rate" in capsys.readouterr().err
     assert run_main([artifact, "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "o.mp4")]) == 2
     assert "no label images" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        run_main([artifact, "--input", "synthetic", "--output", str(tmp_path / "o.mp4"), "--gpu", "-1"])
+    assert e.value.code == 2 and "--gpu must be a CUDA device number" in capsys.readouterr().err
 
 
 def test_ctrl_c_stops_cleanly_with_a_readable_video(tmp_path, tiny_artifacts):

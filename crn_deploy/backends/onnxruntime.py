@@ -35,15 +35,18 @@ def available_devices() -> list[str]:
 
 
 class OnnxRuntimeBackend(Backend):
-    """``device``: cpu, cuda, tensorrt, or auto (cuda where offered, else cpu)."""
+    """``device``: cpu, cuda, tensorrt, or auto (cuda where offered, else cpu); ``gpu``: which CUDA device."""
 
-    def __init__(self, path: Path, device: str = "auto", *, threads: int | None = None) -> None:
+    def __init__(self, path: Path, device: str = "auto", *, threads: int | None = None, gpu: int = 0) -> None:
         super().__init__()
         if device not in DEVICES:
             raise UsageError(f"unknown ONNX Runtime device '{device}': choose one of {', '.join(DEVICES)}")
+        if gpu < 0:
+            raise UsageError(f"gpu must be a CUDA device number >= 0, got {gpu}")
         self.path = Path(path)
         self.requested = device
         self.threads = threads
+        self.gpu = gpu
         self.device = device
         self.name = f"onnxruntime-{device}"
         self._session = None
@@ -81,13 +84,16 @@ class OnnxRuntimeBackend(Backend):
         return self.requested
 
     def _providers(self, device: str) -> list:
-        if device != "tensorrt":
-            return _CHAINS[device]
+        on_gpu = {"device_id": self.gpu}
+        if device == "cpu":
+            return _CHAINS["cpu"]
+        if device == "cuda":
+            return [("CUDAExecutionProvider", on_gpu), "CPUExecutionProvider"]
         # The engine cache lives beside the ONNX, so a rebuilt model does not reuse a stale engine.
         cache = str(self.path.parent / "ort-trt-cache")
-        trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+        trt = {**on_gpu, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
                "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
-        return [("TensorrtExecutionProvider", trt), *_CHAINS["cuda"]]
+        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", on_gpu), "CPUExecutionProvider"]
 
     def _run_impl(self, ids: np.ndarray) -> np.ndarray:
         return self._session.run([OUTPUT_NAME], {INPUT_NAME: ids})[0]
@@ -104,11 +110,15 @@ class OnnxRuntimeBackend(Backend):
             raise UsageError(f"this ONNX Runtime session runs on {self.device} but the label map is in "
                              f"{array.device} memory; move it, or load the artifact with device='{array.device}'")
         check_label_batch(array, tuple(self._session.get_inputs()[0].shape))
+        if where == "cuda" and array.device_id not in (-1, self.gpu):
+            raise UsageError(f"the label map is on GPU {array.device_id} and this session runs on GPU {self.gpu}; "
+                             f"move it, or load the artifact with gpu={array.device_id}")
         if where == "cuda":
             _wait_for_producer(_LEGACY_STREAM if array.stream is None else array.stream)
+        device_id = self.gpu if where == "cuda" else 0
         binding = self._session.io_binding()
-        binding.bind_input(INPUT_NAME, where, max(array.device_id, 0), np.uint8, list(array.shape), array.ptr)
-        binding.bind_output(OUTPUT_NAME, "cpu" if output == "host" else where)
+        binding.bind_input(INPUT_NAME, where, device_id, np.uint8, list(array.shape), array.ptr)
+        binding.bind_output(OUTPUT_NAME, "cpu" if output == "host" else where, device_id if output == "device" else 0)
         self._session.run_with_iobinding(binding)
         value = binding.get_outputs()[0]
         return Finished(value.numpy() if output == "host" else value)

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay-fps", action="store_true", help="draw the sustained frame rate on each frame")
     p.add_argument("--device", default="auto",
                    help="ONNX Runtime device for .onnx (auto, cpu, cuda, tensorrt); with --reference: cpu or cuda")
+    p.add_argument("--gpu", type=int, default=0, help="CUDA device number for engines and GPU providers (default 0)")
     p.add_argument("--reference", action="store_true",
                    help="run the PyTorch reference model behind the artifact instead (needs torch)")
     return p
@@ -41,6 +42,8 @@ def _check(args) -> None:
 
     if args.frames < 1 or (args.fps is not None and args.fps <= 0):
         raise UsageError("--frames and --fps must be positive")
+    if args.gpu < 0:
+        raise UsageError(f"--gpu must be a CUDA device number >= 0, got {args.gpu}")
     args.options = StreamOptions(policy=args.policy, fps=args.fps, resize=args.resize, output_size=args.output_size,
                                  side_by_side=args.side_by_side, skip_identical=not args.no_skip_identical,
                                  overlay_fps=args.overlay_fps)
@@ -76,7 +79,7 @@ def _open(args):
 
     if args.reference:
         return load_reference(args.artifact, device="cpu" if args.device == "auto" else args.device)
-    return load(args.artifact) if args.artifact.suffix == ".engine" else load(args.artifact, device=args.device)
+    return load(args.artifact, device=args.device, gpu=args.gpu)  # device applies to .onnx only
 
 
 def _run(args) -> int:

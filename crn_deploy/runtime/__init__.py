@@ -23,22 +23,23 @@ ARTIFACT_SUFFIXES = (".onnx", ".engine")
 
 
 def load(path, *, device: str = "auto", threads: int | None = None, cuda_graphs: bool = True,
-         slots: int = 2) -> Synthesizer:
+         slots: int = 2, gpu: int = 0) -> Synthesizer:
     """Open an artifact: ``x.engine`` with TensorRT (``cuda_graphs``, ``slots`` frames in flight),
-    ``x.onnx`` (or its ``x.json`` manifest) with ONNX Runtime on ``device`` (cpu, cuda, tensorrt, auto)."""
+    ``x.onnx`` (or its ``x.json`` manifest) with ONNX Runtime on ``device`` (cpu, cuda, tensorrt, auto).
+    ``gpu`` picks the CUDA device (as numbered under CUDA_VISIBLE_DEVICES)."""
     path = Path(path)
     manifest = _read_manifest(path)
     if path.suffix == ".engine":
         from ..backends.tensorrt import TensorRTBackend
 
-        backend = TensorRTBackend(path, manifest, cuda_graphs=cuda_graphs, slots=slots)
+        backend = TensorRTBackend(path, manifest, cuda_graphs=cuda_graphs, slots=slots, device=gpu)
         return Synthesizer(backend, manifest).open()
     artifact = manifest.artifact_path
     if not artifact.is_file():
         raise ArtifactError(f"{artifact} is missing beside its manifest {manifest.path}; re-export it with crn-export")
     from ..backends.onnxruntime import OnnxRuntimeBackend
 
-    return Synthesizer(OnnxRuntimeBackend(artifact, device, threads=threads), manifest).open()
+    return Synthesizer(OnnxRuntimeBackend(artifact, device, threads=threads, gpu=gpu), manifest).open()
 
 
 def load_reference(path, *, precision: str | None = None, device: str = "cpu", checkpoint=None) -> Synthesizer:
