@@ -166,9 +166,12 @@ class FakeTensorRT:
     DataType = SimpleNamespace(UINT8="UINT8", HALF="HALF", FLOAT="FLOAT")
     TensorIOMode = SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
     LayerType = SimpleNamespace(CONVOLUTION="CONVOLUTION", NORMALIZATION="NORMALIZATION", ACTIVATION="ACTIVATION")
+    LayerInformationFormat = SimpleNamespace(ONELINE="ONELINE", JSON="JSON")
 
-    def __init__(self, cudart: FakeCudart, *, context_fails: bool = False) -> None:
+    def __init__(self, cudart: FakeCudart, *, context_fails: bool = False,
+                 layer_information: str = '{"Layers": ["conv1", "conv2"], "Bindings": ["labels", "image"]}') -> None:
         self.cudart, self.context_fails = cudart, context_fails
+        self.layer_information = layer_information  # what the engine inspector prints (names only by default)
         self.contexts: list[FakeContext] = []
         trt = self
 
@@ -211,6 +214,10 @@ class FakeEngine:
 
     def get_tensor_shape(self, name):
         return tuple(self.shapes[name])
+
+    def create_engine_inspector(self):
+        info = self.trt.layer_information
+        return SimpleNamespace(get_engine_information=lambda fmt: info if fmt == "JSON" else "")
 
     def create_execution_context(self):
         if self.trt.context_fails:

@@ -6,6 +6,7 @@ messages. They do not test TensorRT or a GPU: tests marked ``gpu`` do, where one
 
 from __future__ import annotations
 
+import json
 import shutil
 from types import SimpleNamespace
 
@@ -243,3 +244,42 @@ def test_fake_timing_cache_is_reused_unless_timed_on_another_gpu(tmp_path):
     path.write_bytes(b"other gpu")
     use_timing_cache(config, path, logs.append)
     assert config.cache == b"" and "another GPU or TensorRT version" in logs[0]
+
+
+def _detailed_layer_information(*weight_types: str) -> str:
+    """Engine-inspector JSON laid out as a DETAILED engine prints it (made up here, for the fake)."""
+    layers = [{"Name": f"conv{i}", "LayerType": "CaskConvolution", "ParameterType": "Convolution",
+               "Weights": {"Type": kind, "Count": 9}} for i, kind in enumerate(weight_types)]
+    layers.append({"Name": "norm", "LayerType": "Normalization", "ParameterType": "Normalization"})
+    return json.dumps({"Layers": layers, "Bindings": ["labels", "image"]})
+
+
+@pytest.mark.parametrize("precision, weight_types, expected", [
+    ("fp16", None, None),  # names only (the default verbosity): nothing to check, nothing claimed
+    ("fp16", ("Half", "Half"), {"Half": 2}),
+    ("fp32", ("Float",), {"Float": 1}),
+    ("fp16", ("Half", "Float"), "refused"),  # FP16 asked for, an FP32 convolution delivered
+    ("fp32", ("Half",), "refused"),
+])
+def test_fake_built_engine_is_checked_for_its_convolution_weight_types(tiny_artifacts, precision, weight_types,
+                                                                       expected):
+    from crn_deploy.build.engine import check_built_engine
+
+    manifest = tiny_artifacts[precision]
+    options = {} if weight_types is None else {"layer_information": _detailed_layer_information(*weight_types)}
+    trt = FakeTensorRT(FakeCudart(), **options)
+    plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape)
+    if expected == "refused":
+        with pytest.raises(ArtifactError, match=f"convolutions hold weights of types .* not all .* {precision}"):
+            check_built_engine(trt, None, plan, manifest)
+    else:
+        assert check_built_engine(trt, None, plan, manifest) == expected
+
+
+def test_fake_built_engine_with_other_io_is_not_kept(tiny_artifacts):
+    from crn_deploy.build.engine import check_built_engine
+
+    manifest = tiny_artifacts["fp16"]
+    plan = fake_plan(manifest.input_spec.shape, (1, 8, 8, 3))
+    with pytest.raises(CrnError, match=r"image is UINT8 \[1, 8, 8, 3\], not uint8 \[1, 64, 96, 3\]; not kept"):
+        check_built_engine(FakeTensorRT(FakeCudart()), None, plan, manifest)

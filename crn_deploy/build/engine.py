@@ -8,6 +8,7 @@ FP16 request never yields a silent FP32 engine.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -72,13 +73,14 @@ def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
         raise CrnError(f"TensorRT could not build an engine from {onnx_path} (see its log above); if it ran out of "
                        "memory, close other GPU programs or lower --workspace")
     engine_path = onnx_path.with_suffix(".engine")
-    _check_engine_io(trt, logger, plan, manifest)  # before writing: a bad engine never replaces a good one
+    convolutions = check_built_engine(trt, logger, plan, manifest)  # before writing: never replace a good one
     write_bytes_atomic(engine_path, memoryview(plan))
     write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()))
     manifest.sections["engine"] = {
         "file": engine_path.name, "sha256": sha256_file(engine_path), "size_bytes": engine_path.stat().st_size,
         "build_seconds": round(seconds, 2), "tensorrt_version": trt.__version__, "gpu": gpu,
         "builder": {**asdict(options), "timing_cache": str(cache_path)},
+        "convolution_weights": convolutions,  # per type, from the engine inspector; None unless detailed
     }
     manifest.write(manifest.path)
     log(f"{engine_path.name}: built in {seconds:.1f} s with TensorRT {trt.__version__} for {gpu['name']} "
@@ -138,8 +140,9 @@ def use_timing_cache(config, cache_path: Path, log: Callable[[str], None]):
     return cache
 
 
-def _check_engine_io(trt, logger, plan, manifest: Manifest) -> None:
-    """Deserialize the built plan and confirm uint8 I/O of the manifest's shapes."""
+def check_built_engine(trt, logger, plan, manifest: Manifest) -> dict[str, int] | None:
+    """Deserialize the built plan, confirm uint8 I/O of the manifest's shapes and, where the engine
+    carries detailed layer information, the type of its convolution weights."""
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     if engine is None:
         raise CrnError(f"TensorRT cannot read back the engine it just built from {manifest.artifact_path}")
@@ -148,3 +151,29 @@ def _check_engine_io(trt, logger, plan, manifest: Manifest) -> None:
         if engine.get_tensor_dtype(spec.name) != trt.DataType.UINT8 or shape != spec.shape:
             raise CrnError(f"the built engine's {spec.name} is {engine.get_tensor_dtype(spec.name)} {list(shape)}, "
                            f"not uint8 {list(spec.shape)}; not kept")
+    inspector = engine.create_engine_inspector()
+    counts = convolution_weight_types(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    wanted = "Half" if manifest.precision == "fp16" else "Float"
+    if counts and set(counts) != {wanted}:
+        raise ArtifactError(f"the built engine's convolutions hold weights of types {counts}, not all {wanted} as "
+                            f"{manifest.precision} needs; not kept (re-export with this crn-export, then crn-build)")
+    return counts or None
+
+
+def convolution_weight_types(layer_information: str) -> dict[str, int]:
+    """How many convolution layers hold weights of each type ("Half", "Float"...), from the engine
+    inspector's JSON. Empty where it names layers only (ProfilingVerbosity other than DETAILED) or
+    where TensorRT fused the convolutions into opaque nodes."""
+    try:
+        layers = json.loads(layer_information).get("Layers", [])
+    except (ValueError, AttributeError):
+        return {}
+    counts: dict[str, int] = {}
+    for layer in layers:
+        kind = f"{layer.get('LayerType', '')} {layer.get('ParameterType', '')}" if isinstance(layer, dict) else ""
+        if "convolution" not in kind.lower():  # CaskConvolution, Convolution...
+            continue
+        weights = layer.get("Weights")
+        if isinstance(weights, dict) and weights.get("Type"):
+            counts[weights["Type"]] = counts.get(weights["Type"], 0) + 1
+    return counts
