@@ -283,3 +283,16 @@ def test_fake_built_engine_with_other_io_is_not_kept(tiny_artifacts):
     plan = fake_plan(manifest.input_spec.shape, (1, 8, 8, 3))
     with pytest.raises(CrnError, match=r"image is UINT8 \[1, 8, 8, 3\], not uint8 \[1, 64, 96, 3\]; not kept"):
         check_built_engine(FakeTensorRT(FakeCudart()), None, plan, manifest)
+
+
+def test_dlpack_is_preferred_and_a_streamless_cuda_array_waits_on_the_legacy_stream():
+    from crn_deploy.backends.device_arrays import LEGACY_STREAM, describe
+
+    host = np.zeros((1, 1, 4, 6), np.uint8)
+    cai = {"shape": host.shape, "typestr": "|u1", "version": 2, "data": (host.ctypes.data, False)}
+    both = DLPackOnly(host)
+    both.__cuda_array_interface__ = cai
+    assert describe(both).device == "cpu"  # DLPack spoke first: it orders the producer's work itself
+    streamless = SimpleNamespace(__cuda_array_interface__=cai)
+    assert describe(streamless).stream == LEGACY_STREAM  # torch writes version 2, without a stream
+    assert describe(SimpleNamespace(__cuda_array_interface__={**cai, "version": 3, "stream": 7})).stream == 7

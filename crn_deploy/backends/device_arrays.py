@@ -20,20 +20,21 @@ class ExternalArray:
     contiguous: bool
     device: str  # "cuda", "cpu" or "other"
     device_id: int
-    stream: int | None  # producer stream to wait for (CUDA array interface), None if already ordered
+    stream: int | None  # producer stream to wait for (CUDA array interface), None if already ordered (DLPack)
     keep_alive: object
 
 
+LEGACY_STREAM = 1  # cudaStreamLegacy, as DLPack and the CUDA array interface number it
+
+
 def describe(labels, consumer_stream: int | None = None) -> ExternalArray:
-    """``consumer_stream``: the CUDA stream that will read CUDA memory (DLPack orders the producer before it)."""
-    cai = getattr(labels, "__cuda_array_interface__", None)
-    if cai is not None:
-        shape = tuple(cai["shape"])
-        strides = cai.get("strides")  # bytes; for uint8 the same as elements
-        stream = cai.get("stream")
-        return ExternalArray(int(cai["data"][0]), shape, cai["typestr"] in ("|u1", "<u1"),
-                             strides in (None, _contiguous(shape)), "cuda", -1,
-                             None if stream is None else int(stream), labels)
+    """``consumer_stream``: the CUDA stream that will read CUDA memory (DLPack orders the producer before it).
+
+    DLPack comes first where an object speaks both protocols (torch, CuPy): it orders the producer's
+    work explicitly. A CUDA array interface without a stream (version 2, as torch writes it) gets the
+    legacy default stream as its producer stream: that is where such work usually runs, and our
+    non-blocking streams would not wait for it otherwise.
+    """
     if hasattr(labels, "__dlpack__") and hasattr(labels, "__dlpack_device__"):
         device_type, device_id = labels.__dlpack_device__()
         on_cuda = device_type in (KDL_CUDA, KDL_CUDA_MANAGED)
@@ -41,6 +42,14 @@ def describe(labels, consumer_stream: int | None = None) -> ExternalArray:
         device = "cuda" if on_cuda else "cpu" if device_type == KDL_CPU else "other"
         return ExternalArray(view.ptr, view.shape, view.is_uint8, view.strides in (None, _contiguous(view.shape)),
                              device, device_id, None, view.capsule)
+    cai = getattr(labels, "__cuda_array_interface__", None)
+    if cai is not None:
+        shape = tuple(cai["shape"])
+        strides = cai.get("strides")  # bytes; for uint8 the same as elements
+        stream = cai.get("stream")
+        return ExternalArray(int(cai["data"][0]), shape, cai["typestr"] in ("|u1", "<u1"),
+                             strides in (None, _contiguous(shape)), "cuda", -1,
+                             LEGACY_STREAM if stream is None else int(stream), labels)
     raise UsageError("device input must expose __cuda_array_interface__ or __dlpack__ (a CuPy array or CUDA torch "
                      "tensor); NumPy arrays go through run()/submit()")
 

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import ArtifactError, UsageError
 from ..manifest import INPUT_NAME, OUTPUT_NAME
 from .base import Backend, Finished
-from .device_arrays import check_label_batch, describe
+from .device_arrays import LEGACY_STREAM, check_label_batch, describe
 
 # Provider chains by device, best first; ONNX Runtime falls back along the chain per node.
 _CHAINS = {
@@ -105,7 +105,7 @@ class OnnxRuntimeBackend(Backend):
         where = "cpu" if self.device == "cpu" else "cuda"
         # A DLPack producer orders its work before the stream we name; ONNX Runtime reads on a stream of
         # its own that cannot wait on it, so name the legacy default stream and finish that below.
-        array = describe(labels, _LEGACY_STREAM if where == "cuda" else None)
+        array = describe(labels, LEGACY_STREAM if where == "cuda" else None)
         if array.device != where:
             raise UsageError(f"this ONNX Runtime session runs on {self.device} but the label map is in "
                              f"{array.device} memory; move it, or load the artifact with device='{array.device}'")
@@ -114,7 +114,7 @@ class OnnxRuntimeBackend(Backend):
             raise UsageError(f"the label map is on GPU {array.device_id} and this session runs on GPU {self.gpu}; "
                              f"move it, or load the artifact with gpu={array.device_id}")
         if where == "cuda":
-            _wait_for_producer(_LEGACY_STREAM if array.stream is None else array.stream)
+            _wait_for_producer(LEGACY_STREAM if array.stream is None else array.stream)
         device_id = self.gpu if where == "cuda" else 0
         binding = self._session.io_binding()
         binding.bind_input(INPUT_NAME, where, device_id, np.uint8, list(array.shape), array.ptr)
@@ -125,9 +125,6 @@ class OnnxRuntimeBackend(Backend):
 
     def _close_impl(self) -> None:
         self._session = None
-
-
-_LEGACY_STREAM = 1  # cudaStreamLegacy, as DLPack and the CUDA array interface number it
 
 
 def _wait_for_producer(stream: int) -> None:
