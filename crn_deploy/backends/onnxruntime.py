@@ -71,6 +71,7 @@ class OnnxRuntimeBackend(Backend):
         names = ([i.name for i in self._session.get_inputs()], [o.name for o in self._session.get_outputs()])
         if names != ([INPUT_NAME], [OUTPUT_NAME]):
             raise ArtifactError(f"{self.path} has I/O {names}, not a crn-deploy export ({INPUT_NAME} -> {OUTPUT_NAME})")
+        self._input_shape = tuple(self._session.get_inputs()[0].shape)
 
     def _resolve_device(self) -> str:
         offered = available_devices()
@@ -84,16 +85,15 @@ class OnnxRuntimeBackend(Backend):
         return self.requested
 
     def _providers(self, device: str) -> list:
+        """The device's chain, with the chosen GPU (and, for TensorRT, caches beside the ONNX, so a
+        rebuilt model does not reuse a stale engine) on the GPU providers."""
         on_gpu = {"device_id": self.gpu}
-        if device == "cpu":
-            return _CHAINS["cpu"]
-        if device == "cuda":
-            return [("CUDAExecutionProvider", on_gpu), "CPUExecutionProvider"]
-        # The engine cache lives beside the ONNX, so a rebuilt model does not reuse a stale engine.
         cache = str(self.path.parent / "ort-trt-cache")
-        trt = {**on_gpu, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-               "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
-        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", on_gpu), "CPUExecutionProvider"]
+        options = {"CUDAExecutionProvider": on_gpu,
+                   "TensorrtExecutionProvider": {**on_gpu, "trt_engine_cache_enable": True,
+                                                 "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
+                                                 "trt_timing_cache_path": cache}}
+        return [(name, options[name]) if name in options else name for name in _CHAINS[device]]
 
     def _run_impl(self, ids: np.ndarray) -> np.ndarray:
         return self._session.run([OUTPUT_NAME], {INPUT_NAME: ids})[0]
@@ -109,11 +109,11 @@ class OnnxRuntimeBackend(Backend):
         if array.device != where:
             raise UsageError(f"this ONNX Runtime session runs on {self.device} but the label map is in "
                              f"{array.device} memory; move it, or load the artifact with device='{array.device}'")
-        check_label_batch(array, tuple(self._session.get_inputs()[0].shape))
-        if where == "cuda" and array.device_id not in (-1, self.gpu):
-            raise UsageError(f"the label map is on GPU {array.device_id} and this session runs on GPU {self.gpu}; "
-                             f"move it, or load the artifact with gpu={array.device_id}")
+        check_label_batch(array, self._input_shape)
         if where == "cuda":
+            if array.device_id not in (-1, self.gpu):
+                raise UsageError(f"the label map is on GPU {array.device_id} and this session runs on GPU "
+                                 f"{self.gpu}; move it, or load the artifact with gpu={array.device_id}")
             _wait_for_producer(LEGACY_STREAM if array.stream is None else array.stream)
         device_id = self.gpu if where == "cuda" else 0
         binding = self._session.io_binding()
