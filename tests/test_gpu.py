@@ -72,6 +72,12 @@ def test_pytorch_cuda_reference_matches_cpu(tiny_source, precision, cuda_graphs)
     assert parity["max_abs"] <= 1 if precision == "fp32" else parity["psnr_db"] >= 40
 
 
+def _assert_device_input_matches(backend, on_gpu, expected):
+    """The GPU tensor, seen through each protocol alone, gives the host path's picture."""
+    for protocol in (CudaArrayOnly, DLPackOnly):
+        assert np.array_equal(backend.submit_device(protocol(on_gpu)).result(), expected), protocol
+
+
 @pytest.fixture(scope="module")
 def real_fp16_engine(tmp_path_factory, tiny_source):
     """The tiny model's FP16 engine, built once on this machine's TensorRT and GPU."""
@@ -94,8 +100,7 @@ def test_real_engine_reads_labels_from_gpu_memory_in_place(real_fp16_engine):
     on_gpu = torch.from_numpy(ids).cuda()
     with runtime.load(real_fp16_engine) as synth:
         from_host = synth.backend.submit(ids).result()
-        for protocol in (CudaArrayOnly, DLPackOnly):
-            assert np.array_equal(synth.backend.submit_device(protocol(on_gpu)).result(), from_host), protocol
+        _assert_device_input_matches(synth.backend, on_gpu, from_host)
         image = synth.backend.submit_device(on_gpu, output="device").result()
         assert np.array_equal(torch.as_tensor(image, device="cuda").cpu().numpy(), from_host)
         with pytest.raises(UsageError, match="in cpu memory"):
@@ -159,8 +164,7 @@ def test_onnxruntime_cuda_reads_gpu_label_maps_in_place(tiny_artifacts):
     on_gpu = torch.from_numpy(ids).cuda()
     with runtime.load(tiny_artifacts["fp16"].artifact_path, device="cuda") as synth:
         from_host = synth.run_ids(ids)
-        for protocol in (CudaArrayOnly, DLPackOnly):
-            assert np.array_equal(synth.backend.submit_device(protocol(on_gpu)).result(), from_host), protocol
+        _assert_device_input_matches(synth.backend, on_gpu, from_host)
         with pytest.raises(UsageError, match="runs on cuda but the label map is in cpu memory"):
             synth.backend.submit_device(ids)
 
