@@ -23,3 +23,7 @@ class ArtifactError(UsageError):
 
 class ValidationError(CrnError):
     """An export whose outputs fell short of the parity gate."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same clean-up runs."""

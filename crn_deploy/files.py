@@ -1,31 +1,149 @@
-"""Writing files so that nothing is ever left half-written, and hashing them."""
+"""Writing files so that nothing is ever left half-written, and hashing them.
+
+Every file is written under a temporary name beside its final one and renamed into place only
+once complete. Temporary names are hidden, hold ``.tmp`` (never ending in an artifact's suffix) and carry
+the writer's process id, so that a temporary left by a killed process (SIGKILL, power loss) is
+recognised and removed by the next run that writes into that folder. The temporaries of a live
+process are registered here, so that a command ended by a signal removes them before it exits.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
-import tempfile
+import re
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UsageError
 
+_TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.crn(?P<pid>\d+)-[0-9a-f]{8}\.tmp(?:\.[A-Za-z0-9]+)?$")
+_live_temporaries: set[Path] = set()
+_swept_folders: set[Path] = set()
+_lock = threading.Lock()
+_abandoned = threading.Event()  # a signal is ending the process: nothing may be renamed into place now
+
+
+def temporary_name(final: Path, suffix: str = "") -> Path:
+    """A fresh hidden name beside ``final``: ``.<name>.crn<pid>-<random>.tmp[<suffix>]``.
+
+    ``suffix`` is for writers that pick a format by extension (OpenCV's video writer)."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.crn{os.getpid()}-{os.urandom(4).hex()}.tmp{suffix}")
+
+
+@contextlib.contextmanager
+def temporary_file(final: Path, suffix: str = "") -> Iterator[Path]:
+    """A registered temporary path beside ``final``, removed on the way out unless renamed away."""
+    tmp = register_temporary(temporary_name(final, suffix))
+    try:
+        yield tmp
+    finally:
+        release_temporary(tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def register_temporary(path: Path) -> Path:
+    """Mark ``path`` as this process's temporary: removed if a signal ends the process."""
+    with _lock:
+        _live_temporaries.add(Path(path))
+    return Path(path)
+
+
+def release_temporary(path: Path) -> None:
+    with _lock:
+        _live_temporaries.discard(Path(path))
+
 
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside ``final``; rename it into place only if the block succeeds.
+
+    The file gets the mode a plain ``open()`` would give it under the current umask (0644 under 022),
+    not ``mkstemp``'s 0600: a service account must be able to read what a build account wrote."""
     final = Path(final)
     ensure_writable_dir(final.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with temporary_file(final) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+        os.close(fd)
+        yield tmp
+        if _abandoned.is_set():  # the process is exiting on a signal: never publish a file after that
+            threading.Event().wait()
+        os.replace(tmp, final)
+
+
+def abandoned() -> bool:
+    """True once a signal is ending the process (work still running in other threads should be quiet)."""
+    return _abandoned.is_set()
+
+
+def abandon_temporaries() -> int:
+    """A signal is ending the process: publish nothing more and remove its temporary files.
+    Returns how many there were. Call ``unlink_temporaries_for_exit`` right before ``os._exit``."""
+    _abandoned.set()
+    with _lock:
+        paths = list(_live_temporaries)
+    _unlink_all(paths, os.unlink)
+    time.sleep(0.05)  # lets a writer that was about to (re)create its file by path do so now
+    _unlink_all(paths, os.unlink)
+    return len(paths)
+
+
+def unlink_temporaries_for_exit() -> None:
+    """The last pass, made while holding the GIL (``ctypes.PyDLL`` calls do not release it): no
+    thread of ours can create a file between it and the ``os._exit`` that follows."""
+    libc = ctypes.PyDLL(None)
+    with _lock:
+        paths = list(_live_temporaries)
+    _unlink_all(paths, lambda path: libc.unlink(os.fsencode(path)))
+
+
+def _unlink_all(paths: list[Path], unlink) -> None:
+    for path in paths:
+        try:
+            unlink(path)
+        except OSError:
+            pass
+
+
+def sweep_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove temporaries in ``folder`` whose writing process is gone; report each on stderr."""
+    removed = []
     try:
-        yield tmp_path
-        os.replace(tmp_path, final)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        match = _TEMP_NAME.match(path.name)
+        if match is None or _process_alive(int(match.group("pid"))):
+            continue
+        try:
+            path.unlink()
+        except OSError as e:
+            print(f"crn-deploy: cannot remove {path}, a temporary file left by a killed run: {e.strerror}",
+                  file=sys.stderr)
+            continue
+        removed.append(path)
+        print(f"crn-deploy: removed {path}, a temporary file left by a run that was killed", file=sys.stderr)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -38,13 +156,23 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def ensure_writable_dir(folder: Path) -> None:
+    """Create ``folder`` if needed and check it is writable; the first time a process writes there,
+    remove temporaries that killed runs left behind."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create output folder {folder}: {e.strerror}; choose another with --out") from None
+        raise UsageError(f"cannot create output folder {folder}: {e.strerror}; choose another output folder") from None
+    if not folder.is_dir():
+        raise UsageError(f"output folder {folder} is a file; choose another output folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {folder} is not writable; choose another with --out")
+        raise UsageError(f"output folder {folder} is not writable; choose another output folder")
+    key = folder.resolve()
+    with _lock:
+        first = key not in _swept_folders
+        _swept_folders.add(key)
+    if first:
+        sweep_stale_temporaries(folder)
 
 
 def sha256_file(path: Path) -> str:

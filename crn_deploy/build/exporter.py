@@ -28,7 +28,7 @@ from ..manifest import Manifest, artifact_stem
 from ..measure.parity import compare_images, passes
 from ..runtime.synthesizer import Synthesizer
 from .checkpoint import LoadedCheckpoint
-from .onnx_graph import IR_VERSION, OPSET, build_crn_graph, state_to_numpy
+from .onnx_graph import IR_VERSION, OPSET, crn_graph_parts, state_to_numpy, write_model
 
 VALIDATION_SEED = 1000  # synthetic layouts for validation; benchmarks use other seeds
 
@@ -72,10 +72,11 @@ def _export_one(source: LoadedCheckpoint, weights: dict, resolution, precision: 
                         source.label_set, source.source)
     started = time.perf_counter()
     with atomic_path(final) as tmp:
-        model = _timed(log, f"{stem}: build graph", build_crn_graph, config, weights, resolution, precision,
-                       options.batch)
-        _timed(log, f"{stem}: onnx.checker", onnx.checker.check_model, model)
-        onnx.save_model(model, str(tmp))
+        shell, tensors = _timed(log, f"{stem}: build graph", crn_graph_parts, config, weights, resolution,
+                                precision, options.batch)
+        _timed(log, f"{stem}: write", write_model, shell, tensors, tmp)
+        del shell, tensors
+        _timed(log, f"{stem}: onnx.checker", onnx.checker.check_model, str(tmp))
         with Synthesizer(OnnxRuntimeBackend(tmp, "cpu"), manifest) as synth:
             images = _timed(log, f"{stem}: ONNX Runtime parity on {len(layouts)} layouts", synth.run_ids, layouts)
         parity = {"reference": "torch-fp32", "inputs": f"synthetic street layouts, seed {VALIDATION_SEED}",

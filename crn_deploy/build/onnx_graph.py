@@ -57,6 +57,23 @@ def build_crn_graph(
     eps: float = 1e-12,
 ) -> onnx.ModelProto:
     """The whole network for one resolution, precision and batch size."""
+    model, tensors = crn_graph_parts(config, weights, resolution, precision, batch, eps)
+    for tensor in tensors:  # one at a time: see write_model
+        model.graph.initializer.add().CopyFrom(tensor)
+    return model
+
+
+def crn_graph_parts(
+    config: CRNConfig,
+    weights: dict[str, np.ndarray],
+    resolution: tuple[int, int],
+    precision: str,
+    batch: int = 1,
+    eps: float = 1e-12,
+) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+    """The network without its weights, and the weights: ``write_model`` writes them as one file.
+    (``make_graph``/``make_model`` copy every initializer in one call that holds the GIL for seconds
+    on a 400 MB model, so the weights stay out of them.)"""
     compute_type, np_type = _COMPUTE_TYPES[precision]
     g = _Graph()
     levels = _layout_pyramid(g, config, compute_type)
@@ -81,11 +98,22 @@ def build_crn_graph(
         f"crn_{resolution[0]}x{resolution[1]}_{precision}",
         [helper.make_tensor_value_info(INPUT_NAME, _ONNX_DTYPES[in_spec.dtype], in_spec.shape)],
         [helper.make_tensor_value_info(OUTPUT_NAME, _ONNX_DTYPES[out_spec.dtype], out_spec.shape)],
-        g.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                               producer_name="crn-deploy")
-    return model
+    return model, g.initializers
+
+
+def write_model(shell: onnx.ModelProto, weights: list[onnx.TensorProto], path) -> None:
+    """The model ``crn_graph_parts`` describes, as one ONNX file: the graph, then one weight at a time.
+
+    Protobuf merges concatenated messages (repeated fields append), so the file parses to the same
+    model everywhere; but no single call serializes 400 MB while holding the GIL (seconds in which a
+    Ctrl-C or SIGTERM could not be answered), and the file's bytes never sit in memory whole."""
+    with open(path, "wb") as f:
+        f.write(shell.SerializeToString())
+        for tensor in weights:
+            f.write(onnx.ModelProto(graph=onnx.GraphProto(initializer=[tensor])).SerializeToString())
 
 
 def _layout_pyramid(g: _Graph, config: CRNConfig, compute_type: int) -> list[str]:

@@ -78,3 +78,7 @@ def _bench(args) -> int:
         return 1
     log(f"{PROG}: PASSED" if options.max_abs is not None or options.min_psnr is not None else f"{PROG}: done")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

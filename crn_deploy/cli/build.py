@@ -69,3 +69,7 @@ def _build(args) -> int:
         build_engine(manifest, options, log)
     log(f"{PROG}: {len(manifests)} engine(s) built. Next: crn-bench {manifests[0].path.parent}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -85,3 +85,7 @@ def _demo(args) -> int:
     write_json(report, args.out / "bench.json")
     log(f"{PROG}: wrote {args.out / 'bench.json'}. Next: crn-export YOUR_CHECKPOINT.pt --res 1024x2048")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

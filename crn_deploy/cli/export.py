@@ -90,3 +90,7 @@ def _build_engines(args, manifests) -> None:
     else:
         log(f"{PROG}: no TensorRT engines built ({reason}); to build them later on the GPU machine: "
             f"crn-build {args.out}/*.onnx")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

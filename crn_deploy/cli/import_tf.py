@@ -65,3 +65,7 @@ def _import(args) -> int:
     native = format_resolution(arch.config.native_resolution)
     log(f"{PROG}: wrote {args.output}. Next: crn-export {args.output} --res {native}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -51,7 +51,7 @@ def _check(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_or_exit(build_parser(), argv, _check)
-    return run_command(PROG, lambda: _run(args))
+    return run_command(PROG, lambda: _run(args), handles_interrupts=True)
 
 
 class _Progress:
@@ -99,7 +99,9 @@ def _run(args) -> int:
         print(file=sys.stderr)
     log(f"{PROG}: {stats.line()}")
     log(f"{PROG}: wrote {args.output}" + (" (interrupted: what was written is complete)" if stats.interrupted else ""))
-    return 130 if stats.interrupted else 0
+    if stats.interruption is not None:
+        raise stats.interruption  # ends the process with 130 / 143
+    return 0
 
 
 if __name__ == "__main__":

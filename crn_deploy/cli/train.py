@@ -110,3 +110,7 @@ def _train(args) -> int:
     log(f"{PROG}: wrote {final} and {args.out / 'checkpoint.pt'}. Next: crn-export {final} "
         f"--res {format_resolution(config.native_resolution)}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

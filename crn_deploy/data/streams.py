@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ..errors import UsageError
-from ..files import ensure_writable_dir
+from ..files import ensure_writable_dir, register_temporary, release_temporary, temporary_name
 from ..labels import LabelSet
 from .images import LABEL_SUFFIXES, read_label_image, write_image
 from .synthetic import street_layout
@@ -126,13 +126,14 @@ class VideoSink:
             raise UsageError(f"unknown video type '{self.path.suffix}': use one of {', '.join(VIDEO_SUFFIXES)}")
         ensure_writable_dir(self.path.parent)
         self.fps, self.fourcc = fps, fourcc
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._tmp = temporary_name(self.path, self.path.suffix)  # OpenCV picks the container by extension
         self._writer = None
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
         if self._writer is None:
             size = (rgb.shape[1], rgb.shape[0])
+            register_temporary(self._tmp)
             self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
             if not self._writer.isOpened():
                 raise UsageError(f"OpenCV cannot write {self.fourcc} video to {self.path}; try .avi or .mp4")
@@ -144,6 +145,7 @@ class VideoSink:
             self._writer.release()
             self._writer = None
             os.replace(self._tmp, self.path)
+            release_temporary(self._tmp)
 
 
 class FolderSink:

@@ -65,6 +65,8 @@ class StreamStats:
     deadline_misses: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    # the Ctrl-C (KeyboardInterrupt) or SIGTERM (Terminated) that ended the stream early, if one did
+    interruption: KeyboardInterrupt | None = field(default=None, repr=False)
     # the last LATENCY_WINDOW frames only: a stream may run for days
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW), repr=False)
     stage_ms: dict = field(default_factory=lambda: {"decode": 0.0, "synthesize": 0.0, "encode": 0.0}, repr=False)
@@ -74,7 +76,7 @@ class StreamStats:
         return self.frames_out / self.seconds if self.seconds else 0.0
 
     def summary(self) -> dict:
-        data = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "stage_ms")}
+        data = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "stage_ms", "interruption")}
         data["sustained_fps"] = self.sustained_fps
         if self.latencies_ms:
             lat = summarize(list(self.latencies_ms))
@@ -136,11 +138,12 @@ class _Stream:
             for thread in threads:
                 while thread.is_alive():
                     thread.join(0.1)  # short joins keep Ctrl-C responsive
-        except KeyboardInterrupt:
-            self.stats.interrupted = True
+        except KeyboardInterrupt as interrupt:
+            self.stats.interrupted, self.stats.interruption = True, interrupt
             self.stop.set()
-            for thread in threads:
-                thread.join(5)
+            # Only the encoder touches the sink: once it has let go, the sink can be closed. The other
+            # stages may be inside a long call (a forward pass); they are daemons and are not waited for.
+            threads[2].join(5)
         finally:
             self.stats.seconds = time.perf_counter() - started
             self.sink.close()
