@@ -169,3 +169,12 @@ def test_onnxruntime_providers_measured_on_each_device(monkeypatch, offered, dev
     notes: list[str] = []
     assert ort_providers(BenchOptions(devices=devices), notes) == expected
     assert notes == skipped
+
+
+def test_every_artifact_must_load_before_anything_is_timed(engines, capsys):
+    broken = engines / "tiny-64x96-fp16.onnx"
+    broken.write_bytes(broken.read_bytes()[:300])  # truncated by a failed copy
+    assert bench_main([str(engines), *FAST]) == 2
+    out, err = capsys.readouterr()
+    assert "tiny-64x96-fp16.onnx" in err and "nothing was timed" in err and "re-export" in err
+    assert "p50" not in out  # no row was measured first

@@ -108,8 +108,10 @@ def test_reference_backend_behind_the_same_interface(tiny_artifacts):
 
 
 def test_missing_or_corrupt_artifacts(tmp_path, tiny_artifacts):
-    with pytest.raises(ArtifactError, match="not found"):
-        runtime.load(tmp_path / "nothing.onnx")
+    with pytest.raises(ArtifactError, match=r"nothing\.onnx not found; export it"):
+        runtime.load(tmp_path / "nothing.onnx")  # the missing file is named, not its manifest
+    with pytest.raises(ArtifactError, match=r"nothing\.engine not found; build it"):
+        runtime.load(tmp_path / "nothing.engine")
     manifest = tiny_artifacts["fp32"]
     copy = tmp_path / manifest.artifact
     copy.write_bytes(manifest.artifact_path.read_bytes()[:500])  # truncated

@@ -10,6 +10,7 @@ interrupt is acted on within a fraction of a second, whatever the worker is doin
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ import threading
 import warnings
 from collections.abc import Callable
 
-from ..errors import CrnError, Terminated
+from ..errors import CrnError, Terminated, UsageError
 from ..files import abandon_temporaries, abandoned, unlink_temporaries_for_exit
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -101,6 +102,23 @@ def _restore_handlers(previous) -> None:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
         warnings.showwarning = previous[2]
+
+
+def require(prog: str, modules: tuple[str, ...] = ("torch", "onnx"), extra: str = "export",
+            why: str = "") -> None:
+    """One line and exit 2 where a command needs a package this environment lacks (a deployment box
+    installed with only the ``ort`` extra has no torch)."""
+    missing = [m for m in modules if not _installed(m)]
+    if missing:
+        raise UsageError(f"{prog}{why} needs {' and '.join(missing)}, which this environment lacks: "
+                         f"pip install 'crn-deploy[{extra}]'")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
 
 
 def parse_or_exit(parser: argparse.ArgumentParser, argv: list[str] | None, convert: Callable | None = None):

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..config import format_resolution, parse_resolution, preset
 from ..errors import UsageError
-from ._main import log, parse_or_exit, run_command
+from ._main import log, parse_or_exit, require, run_command
 
 PROG = "crn-demo"
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo-small-256p.safetensors"
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args) -> int:
+    require(PROG, ("torch", "onnx", "onnxruntime"), "export,ort")
     from ..build.checkpoint import load_checkpoint, random_model
     from ..build.exporter import ExportOptions, export_artifacts
     from ..data.images import write_image

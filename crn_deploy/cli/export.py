@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import check_resolution, format_resolution, parse_resolution, preset
 from ..errors import UsageError
 from ..manifest import PRECISIONS, parse_precision
-from ._main import log, parse_or_exit, run_command
+from ._main import log, parse_or_exit, require, run_command
 from .build import add_builder_options, builder_options, parse_size
 
 PROG = "crn-export"
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args) -> int:
+    require(PROG, ("torch", "onnx", "onnxruntime"), "export,ort")
     from ..build.checkpoint import load_checkpoint, random_model
     from ..build.exporter import ExportOptions, export_artifacts
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import format_resolution
 from ..errors import UsageError
-from ._main import log, parse_or_exit, run_command
+from ._main import log, parse_or_exit, require, run_command
 
 PROG = "crn-import"
 
@@ -41,6 +41,7 @@ def _describe(arch) -> str:
 
 
 def _inspect(args) -> int:
+    require(PROG, ("google.protobuf", "google_crc32c"))
     from ..build.tf_bundle import TensorBundle
     from ..build.tf_import import infer_architecture
 
@@ -56,6 +57,7 @@ def _inspect(args) -> int:
 
 
 def _import(args) -> int:
+    require(PROG, ("torch", "google.protobuf", "google_crc32c"))
     from ..build.checkpoint import save_checkpoint
     from ..build.tf_import import import_tf_checkpoint
 

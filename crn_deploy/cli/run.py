@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
-from ._main import log, parse_or_exit, run_command
+from ._main import log, parse_or_exit, require, run_command
 
 PROG = "crn-run"
 
@@ -78,6 +78,7 @@ def _open(args):
     from ..runtime import load, load_reference
 
     if args.reference:
+        require(PROG, ("torch",), why=" --reference")
         return load_reference(args.artifact, device="cpu" if args.device == "auto" else args.device)
     return load(args.artifact, device=args.device, gpu=args.gpu)  # device applies to .onnx only
 

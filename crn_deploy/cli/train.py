@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import format_resolution, parse_resolution, preset
 from ..errors import UsageError
-from ._main import log, parse_or_exit, run_command
+from ._main import log, parse_or_exit, require, run_command
 
 PROG = "crn-train"
 
@@ -79,6 +79,7 @@ def _start(args, dataset):
 
 
 def _train(args) -> int:
+    require(PROG, ("torch",))
     from ..build.checkpoint import save_checkpoint
     from ..build.train import TrainOptions, held_out_psnr, train, write_preview
     from ..build.vgg import load_vgg19

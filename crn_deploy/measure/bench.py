@@ -6,6 +6,7 @@ against the PyTorch reference of the same precision and device, measured in the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -21,7 +22,7 @@ from ..backends.base import Backend
 from ..config import format_resolution
 from ..data.images import list_label_images, read_label_image, resize_labels
 from ..data.synthetic import street_layouts
-from ..errors import CrnError, UsageError
+from ..errors import ArtifactError, CrnError, UsageError
 from ..manifest import Manifest, find_manifests
 from ..runtime.synthesizer import Synthesizer
 from .parity import compare_images, passes, per_class
@@ -52,6 +53,8 @@ class BenchOptions:
 class _Context:
     options: BenchOptions
     log: Callable[[str], None]
+    manifests: list = field(default_factory=list)
+    torch: bool = True  # the PyTorch reference is here; else parity is against each model's FP32 artifact
     inputs: dict = field(default_factory=dict)  # resolution -> uint8 [S,1,H,W]
     models: dict = field(default_factory=dict)  # source key -> FP32 CRN
     references: dict = field(default_factory=dict)  # (source key, resolution) -> uint8 images
@@ -69,11 +72,17 @@ def find_artifacts(folder: Path) -> list[Manifest]:
 def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[str], None] = print,
               samples: dict | None = None) -> dict:
     """The report (JSON-ready). Pass a dict as ``samples`` to collect pictures for image grids."""
-    ctx = _Context(options, log, samples=samples)
+    ctx = _Context(options, log, manifests=list(manifests), torch=torch_available(), samples=samples)
     if options.labels_dir is not None:
         ctx.label_files = list_label_images(options.labels_dir)  # a bad folder stops the run before any row
+    check_artifacts_load(manifests, options)  # a broken artifact stops the run before anything is timed
     rows: list[dict] = []
     skipped: list[str] = []
+    if not ctx.torch:
+        if "torch" in options.backends and options.backends != BACKENDS:
+            raise UsageError("--backend torch needs torch: pip install 'crn-deploy[export]'")
+        skipped.append(NO_TORCH_NOTE)
+        log(f"note: {NO_TORCH_NOTE}")
     done_torch: set = set()
     for manifest in sorted(manifests, key=lambda m: (m.name, m.resolution, m.precision)):
         if "tensorrt" in options.backends and "engine" in manifest.sections:
@@ -89,7 +98,7 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
             for provider in ort_providers(options, skipped):
                 make = lambda m=manifest, p=provider: _ort(m, p, options)  # noqa: E731
                 rows.append(_row(ctx, manifest, f"onnxruntime-{provider}", make))
-        if "torch" not in options.backends:
+        if "torch" not in options.backends or not ctx.torch:
             continue
         for device in _present(options, "torch", _torch_devices(), skipped):
             key = (_source_key(manifest), manifest.resolution, manifest.precision, manifest.batch, device)
@@ -103,8 +112,51 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
     _add_speedups(rows)
     for row in rows:
         row["status"] = _status(row, options)
+    settings = {**_settings(manifests, options), "reference": TORCH_REFERENCE if ctx.torch else ARTIFACT_REFERENCE}
     return {"tool": f"crn-bench {__version__}", "machine": machine_info(), "versions": _versions(),
-            "settings": _settings(manifests, options), "rows": rows, "skipped": skipped}
+            "settings": settings, "rows": rows, "skipped": skipped}
+
+
+TORCH_REFERENCE = "the PyTorch FP32 reference"
+ARTIFACT_REFERENCE = "the FP32 ONNX artifact of the same model on ONNX Runtime's CPU provider (no torch here)"
+NO_TORCH_NOTE = ("PyTorch rows and parity against the PyTorch reference: torch is not installed (pip install "
+                 "'crn-deploy[export]' for them); parity is against the FP32 artifact of the same model instead")
+
+
+def torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def check_artifacts_load(manifests: list[Manifest], options: BenchOptions) -> None:
+    """Every artifact opens (ONNX Runtime reads each ONNX; each engine is there at its recorded size),
+    or one error naming every one that does not."""
+    problems = []
+    for manifest in manifests:
+        try:
+            _check_loads(manifest, options)
+        except CrnError as e:
+            problems.append(str(e))
+    if problems:
+        raise ArtifactError(f"{len(problems)} of {len(manifests)} artifacts cannot be loaded, nothing was timed: "
+                            + " | ".join(problems))
+
+
+def _check_loads(manifest: Manifest, options: BenchOptions) -> None:
+    path = manifest.artifact_path
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing beside its manifest {manifest.path.name}; re-export it")
+    if "onnxruntime" in options.backends and importlib.util.find_spec("onnxruntime") is not None:
+        from ..backends.onnxruntime import OnnxRuntimeBackend
+
+        with OnnxRuntimeBackend(path, "cpu", threads=1):
+            pass
+    engine = manifest.sections.get("engine")
+    if engine and "tensorrt" in options.backends:
+        engine_path = path.parent / engine["file"]
+        size = engine_path.stat().st_size if engine_path.is_file() else None
+        if size != engine["size_bytes"]:
+            state = "missing" if size is None else f"{size} bytes, its manifest says {engine['size_bytes']}"
+            raise ArtifactError(f"{engine_path} is {state}; rebuild it with crn-build {path}")
 
 
 def _label(backend: str, graphs: bool | None) -> str:
@@ -122,9 +174,11 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
         with Synthesizer(make(), manifest) as synth:
             row["device"] = _memory_device(synth.backend.device)
             outputs = synth.run_ids(inputs)
-            row["parity"] = {"samples": len(inputs), **compare_images(outputs, reference),
-                             "per_class": per_class(outputs, reference, inputs, manifest.label_set.names)}
-            _keep_sample(ctx, manifest, row, inputs, reference, outputs)
+            if reference is not None and reference[0] != f"{manifest.artifact} ({backend_name})":  # not itself
+                name, images = reference
+                row["parity"] = {"reference": name, "samples": len(inputs), **compare_images(outputs, images),
+                                 "per_class": per_class(outputs, images, inputs, manifest.label_set.names)}
+                _keep_sample(ctx, manifest, row, inputs, images, outputs)
             one_batch = np.ascontiguousarray(inputs[: manifest.batch])
             if len(one_batch) < manifest.batch:
                 one_batch = np.resize(one_batch, (manifest.batch, *one_batch.shape[1:]))
@@ -214,15 +268,33 @@ def _model(ctx: _Context, manifest: Manifest):
     return ctx.models[key]
 
 
-def _reference(ctx: _Context, manifest: Manifest) -> np.ndarray:
+def _reference(ctx: _Context, manifest: Manifest) -> tuple[str, np.ndarray] | None:
+    """(what it is, its pictures) for the model and resolution of ``manifest``, or None where there is
+    none: without torch, the FP32 artifact of the same model stands in for the PyTorch reference."""
     key = (_source_key(manifest), manifest.resolution)
     if key not in ctx.references:
-        from ..backends.torch_ref import TorchBackend
-
         inputs = _inputs(ctx, manifest)
-        with TorchBackend(_model(ctx, manifest), "fp32", "cpu") as ref:
-            ctx.references[key] = np.concatenate([ref.run(inputs[i : i + 1]) for i in range(len(inputs))])
+        if ctx.torch:
+            from ..backends.torch_ref import TorchBackend
+
+            with TorchBackend(_model(ctx, manifest), "fp32", "cpu") as ref:
+                images = np.concatenate([ref.run(inputs[i : i + 1]) for i in range(len(inputs))])
+            ctx.references[key] = ("torch-fp32", images)
+        else:
+            ctx.references[key] = _artifact_reference(ctx, manifest, inputs)
     return ctx.references[key]
+
+
+def _artifact_reference(ctx: _Context, manifest: Manifest, inputs: np.ndarray) -> tuple[str, np.ndarray] | None:
+    from ..backends.onnxruntime import OnnxRuntimeBackend
+
+    same_model = [m for m in ctx.manifests if m.precision == "fp32" and _source_key(m) == _source_key(manifest)
+                  and tuple(m.resolution) == tuple(manifest.resolution)]
+    if not same_model:
+        return None
+    with Synthesizer(OnnxRuntimeBackend(same_model[0].artifact_path, "cpu", threads=ctx.options.threads),
+                     same_model[0]) as synth:
+        return f"{same_model[0].artifact} (onnxruntime-cpu)", synth.run_ids(inputs)
 
 
 def _inputs(ctx: _Context, manifest: Manifest) -> np.ndarray:
@@ -264,10 +336,8 @@ def _memory_device(backend_device: str) -> str:
 
 
 def _torch_devices() -> list[str]:
-    try:
-        import torch
-    except ImportError:
-        raise UsageError("the PyTorch reference needs torch: pip install 'crn-deploy[export]'") from None
+    import torch
+
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -292,15 +362,19 @@ def _status(row: dict, options: BenchOptions) -> str:
         return "ERROR"
     if options.max_abs is None and options.min_psnr is None:
         return "ok"
+    if "parity" not in row:
+        return "no reference"
     return "PASSED" if passes(row["parity"], max_abs=options.max_abs, min_psnr=options.min_psnr) else "FAILED"
 
 
 def _progress_line(row: dict) -> str:
     if "error" in row:
         return f"  {row['artifact']} [{row['backend']}]: error: {row['error']}"
+    line = f"  {row['artifact']} [{row['backend']}]: p50 {row['latency_ms']['p50']:.2f} ms"
+    if "parity" not in row:
+        return f"{line}, no parity (this is the reference, or there is none)"
     psnr = row["parity"]["psnr_db"]
-    return (f"  {row['artifact']} [{row['backend']}]: p50 {row['latency_ms']['p50']:.2f} ms, "
-            f"PSNR {'inf' if psnr is None else f'{psnr:.1f}'} dB")
+    return f"{line}, PSNR {'inf' if psnr is None else f'{psnr:.1f}'} dB"
 
 
 def host_memory_mib() -> tuple[float | None, float | None]:

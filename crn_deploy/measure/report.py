@@ -29,7 +29,8 @@ def format_table(report: dict) -> str:
     lines += [f"skipped {entry}" for entry in report.get("skipped", [])]
     lines += [f"warning: {row['artifact']} [{row['backend']}]: {warning}"
               for row in report["rows"] for warning in bound_warnings(row)]
-    lines.append("parity: against the PyTorch FP32 reference on the same label maps; "
+    reference = report.get("settings", {}).get("reference", "the PyTorch FP32 reference")
+    lines.append(f"parity: against {reference} on the same label maps; "
                  "vs torch: PyTorch p50 / this p50 at the same precision and device "
                  "(* against PyTorch FP32: PyTorch FP16 on a CPU is opt-in, --torch-cpu-fp16); thru fps: frames "
                  "submitted ahead, overlapping where the backend pipelines (TensorRT)")

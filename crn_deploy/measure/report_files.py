@@ -24,7 +24,7 @@ def write_csv(report: dict, path: Path) -> None:
     writer = csv.DictWriter(buffer, CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for row in report["rows"]:
-        flat = {**row, **{f"{k}_ms": v for k, v in row.get("latency_ms", {}).items()}, **row.get("parity", {})}
+        flat = {**row, **{f"{k}_ms": v for k, v in row.get("latency_ms", {}).items()}, **(row.get("parity") or {})}
         writer.writerow({k: ("" if flat.get(k) is None else flat.get(k)) for k in CSV_COLUMNS})
     write_bytes_atomic(Path(path), buffer.getvalue().encode())
 
@@ -97,12 +97,12 @@ def _plots(report: dict, folder: Path) -> list[tuple[str, str]]:
         ax.legend()
         figures.append(("Latency breakdown: upload, compute, download", _save(fig, folder / "breakdown.png")))
 
-    classes = sorted({c for r in rows for c in r["parity"].get("per_class", {})})
+    classes = sorted({c for r in rows for c in r.get("parity", {}).get("per_class", {})})
     if classes:
         fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(classes)), 4))
         width = 0.8 / max(1, len(rows))
         for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
-            per = row["parity"].get("per_class", {})
+            per = row.get("parity", {}).get("per_class", {})
             ax.bar(np.arange(len(classes)) + i * width, [per.get(c, {}).get("mean_abs", 0) for c in classes],
                    width, label=label)
         ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=60, ha="right")

@@ -61,4 +61,7 @@ def _read_manifest(path) -> Manifest:
     path = Path(path)
     if path.suffix not in (".json", *ARTIFACT_SUFFIXES):
         raise UsageError(f"{path}: expected an exported .onnx or .engine file, or its .json manifest")
+    if path.suffix in ARTIFACT_SUFFIXES and not path.is_file():
+        make = "build it with crn-build" if path.suffix == ".engine" else "export it with crn-export"
+        raise ArtifactError(f"{path} not found; {make}, or pass the path of one that exists")
     return Manifest.read(manifest_for(path))

@@ -1,0 +1,93 @@
+"""A deployment box installed with ``pip install '.[ort]'`` (no torch) runs artifacts exported by the
+full environment: the runtime, crn-run and crn-bench work there, and every command that needs torch
+says so in one line and exits 2.
+
+The torch-free environment is ``.venv-thin/`` at the repository root (the README's test command makes
+it) or the Python named by CRN_THIN_PYTHON. CI sets CRN_REQUIRE_THIN=1, so there a missing one fails.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import export_tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+THIN_PYTHON = Path(os.environ.get("CRN_THIN_PYTHON", ROOT / ".venv-thin" / "bin" / "python"))
+
+
+@pytest.fixture(scope="module")
+def thin():
+    if not THIN_PYTHON.is_file():
+        message = f"no torch-free environment at {THIN_PYTHON}: python3 -m venv .venv-thin && .venv-thin/bin/pip install -e '.[ort]'"
+        if os.environ.get("CRN_REQUIRE_THIN"):
+            pytest.fail(message)
+        pytest.skip(message)
+    probe = subprocess.run([str(THIN_PYTHON), "-c", "import importlib.util as u; print(u.find_spec('torch'))"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "None", f"{THIN_PYTHON} has torch: it cannot prove anything runs without it"
+
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(THIN_PYTHON), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, tiny_source):
+    out = tmp_path_factory.mktemp("thin-engines")
+    export_tiny(tiny_source, out)
+    return out
+
+
+def test_every_runtime_side_module_imports_without_torch(thin):
+    code = ("import importlib, pkgutil, crn_deploy, sys\n"
+            "skip = ('crn_deploy.build.',)\n"
+            "names = [m.name for m in pkgutil.walk_packages(crn_deploy.__path__, 'crn_deploy.') "
+            "if not m.name.startswith(skip)]\n"
+            "[importlib.import_module(n) for n in names]\n"
+            "print(len(names), 'torch' in sys.modules)")
+    result = thin("-c", code)
+    assert result.returncode == 0, result.stderr
+    count, has_torch = result.stdout.split()
+    assert int(count) > 20 and has_torch == "False"
+
+
+def test_the_runtime_and_crn_run_work_without_torch(thin, engines, tmp_path):
+    fp16 = engines / "tiny-64x96-fp16.onnx"
+    code = ("import numpy as np; from crn_deploy import runtime; from crn_deploy.data.synthetic import street_layout\n"
+            f"s = runtime.load({str(fp16)!r}); print(s(street_layout(120, 200, seed=1)).shape)")
+    result = thin("-c", code)
+    assert result.returncode == 0 and result.stdout.strip() == "(120, 200, 3)", result.stderr
+    out = tmp_path / "frames"
+    result = thin("-m", "crn_deploy.cli.run", str(fp16), "--input", "synthetic", "--frames", "3", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert len(list(out.glob("*.png"))) == 3
+
+
+def test_crn_bench_without_torch_times_artifacts_and_compares_fp16_with_fp32(thin, engines, tmp_path):
+    report_path = tmp_path / "bench.json"
+    result = thin("-m", "crn_deploy.cli.bench", str(engines), "--warmup", "0", "--iterations", "2", "--duration", "0",
+                  "--samples", "2", "--json", str(report_path))
+    assert result.returncode == 0, result.stderr
+    assert "torch is not installed (pip install 'crn-deploy[export]'" in result.stdout
+    rows = {row["precision"]: row for row in json.loads(report_path.read_text())["rows"]}
+    assert set(rows) == {"fp16", "fp32"} and all(r["backend"] == "onnxruntime-cpu" for r in rows.values())
+    assert rows["fp16"]["parity"]["reference"].startswith("tiny-64x96-fp32.onnx")
+    assert 40 < rows["fp16"]["parity"]["psnr_db"] < 100 and "parity" not in rows["fp32"]
+
+
+@pytest.mark.parametrize("command", [
+    ["export", "model.pt"], ["train"], ["demo"], ["import", "ckpt/model.ckpt", "-o", "x.pt"],
+    ["run", "ENGINE", "--input", "synthetic", "--output", "o", "--reference"], ["bench", "ENGINES", "--backend", "torch"],
+])
+def test_commands_that_need_torch_say_so_in_one_line(thin, engines, tmp_path, command):
+    args = [str(engines / "tiny-64x96-fp32.onnx") if a == "ENGINE" else str(engines) if a == "ENGINES" else a
+            for a in command]
+    result = thin("-m", f"crn_deploy.cli.{args[0].replace('import', 'import_tf')}", *args[1:], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "torch" in lines[0] and "pip install 'crn-deploy[" in lines[0], result.stderr
