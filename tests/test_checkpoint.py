@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -108,7 +109,7 @@ def test_bad_files_get_one_clear_line(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 definitely not a zip")
-    with pytest.raises(CheckpointError, match="corrupt or not a PyTorch file"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint: it is a damaged or truncated zip"):
         load_checkpoint(tmp_path / "corrupt.pt")
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a crn-deploy CRN checkpoint"):
@@ -140,3 +141,34 @@ def test_model_from_source_checks_the_checkpoint_hash(tmp_path, tiny_config):
     (tmp_path / "a.pt").unlink()
     with pytest.raises(CheckpointError, match="--checkpoint"):
         model_from_source(source, tiny_config)
+
+
+def _bad_checkpoints(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Files people pass as checkpoints that are not ones, with what the error must call them."""
+    (folder / "text.pt").write_text("hello, this is not a checkpoint\n")  # most first letters broke torch.load
+    (folder / "notes.pth").write_text("a readme saved with the wrong name\n")
+    (folder / "empty.pt").write_bytes(b"")
+    (folder / "folder.pt").mkdir()
+    (folder / "plain.pt").write_bytes(pickle.dumps({"x": 1}, protocol=4))
+    torch.save([1, 2, 3], folder / "list.pt")
+    good = folder / "good.pt"
+    torch.save({"blocks.0.conv1.weight": torch.zeros(4, 20, 3, 3)}, good)
+    (folder / "truncated.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return {"text.pt": "a text file", "notes.pth": "a text file", "empty.pt": "empty", "folder.pt": "a folder",
+            "plain.pt": "a Python pickle", "list.pt": "holds a list", "truncated.pt": "truncated zip"}
+
+
+@pytest.mark.parametrize("command", ["export", "resume", "init-from"])
+def test_files_that_are_not_checkpoints_get_one_line_and_exit_2(tmp_path, capsys, command):
+    from crn_deploy.cli.export import main as export_main
+    from crn_deploy.cli.train import main as train_main
+
+    for name, what in _bad_checkpoints(tmp_path).items():
+        path = str(tmp_path / name)
+        if command == "export":
+            code = export_main([path, "--res", "64x96", "--out", str(tmp_path / "out")])
+        else:
+            code = train_main([f"--{command}", path, "--steps", "1", "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (name, err)
+        assert len(err.splitlines()) == 1 and name in err and what in err, err

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import zipfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,12 +51,11 @@ def random_model(config: CRNConfig, seed: int, preset_name: str | None = None) -
 
 def read_state(path: Path) -> tuple[dict[str, torch.Tensor], CRNConfig | None, LabelSet | None]:
     """The state dict with wrapper prefixes removed, plus any stored config and label set."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; pass the path of a .pt/.pth/.safetensors file")
+    _check_is_file(path)
     if path.suffix == ".safetensors":
         raw, meta = _read_safetensors(path)
     else:
-        raw = _read_torch(path)
+        raw = read_torch(path)
         meta = raw if isinstance(raw, dict) else {}
     state = _unwrap_state_dict(raw, path)
     config = CRNConfig.from_dict(_maybe_json(meta["config"])) if "config" in meta else None
@@ -64,9 +63,11 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], CRNConfig | None, L
     return state, config, labels
 
 
-def _read_torch(path: Path):
+def read_torch(path: Path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if found:
@@ -74,13 +75,41 @@ def _read_torch(path: Path):
                 f"checkpoint {path} cannot be loaded safely (it holds the Python object {found.group(1)}); "
                 "re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
             ) from None
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a PyTorch file; re-download or re-save it"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a PyTorch file ({str(e).splitlines()[0]}); re-download or re-save it"
-        ) from None
+        raise _not_a_checkpoint(path) from None
+    except Exception:  # torch.load fails on foreign bytes with KeyError, IndexError, RuntimeError...
+        raise _not_a_checkpoint(path) from None
+
+
+def _not_a_checkpoint(path: Path) -> CheckpointError:
+    return CheckpointError(f"{path} is not a PyTorch checkpoint: it is {describe_file(path)}; pass a .pt/.pth "
+                           "written by torch.save, or a .safetensors file")
+
+
+def describe_file(path: Path) -> str:
+    """What a file that should have been a checkpoint looks like, in a few words."""
+    head = path.read_bytes()[:512] if path.is_file() else b""
+    if head.startswith(b"PK\x03\x04"):
+        return "a damaged or truncated zip archive (torch.save writes zips: re-download or re-save it)"
+    if head[:1] == b"\x80":
+        return "a Python pickle, not one written by torch.save"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file (Keras?)"
+    if head[8:9] == b"{":
+        return "a .safetensors file with another suffix (rename it to .safetensors)"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "binary data of an unknown kind"
+
+
+def _check_is_file(path: Path) -> None:
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint; pass the .pt/.pth/.safetensors file in it")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; pass the path of a .pt/.pth/.safetensors file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint; re-download or re-save it")
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
@@ -92,7 +121,8 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} is not a valid safetensors file ({e}); re-save it") from None
+        raise CheckpointError(f"{path} is not a valid safetensors file: it is {describe_file(path)} ({e}); "
+                              "re-download or re-save it") from None
 
 
 def _maybe_json(value):
@@ -107,10 +137,16 @@ def _unwrap_state_dict(raw, path: Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(raw, dict) or not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise CheckpointError(
-            f"checkpoint {path} holds no state_dict of tensors (expected a state_dict, "
+            f"checkpoint {path} holds {_kind(raw)}, not a state_dict of tensors (expected a state_dict, "
             "{'state_dict': ...} or {'model': ...})"
         )
     return {_strip_prefixes(k): v for k, v in raw.items()}
+
+
+def _kind(value) -> str:
+    if isinstance(value, dict):
+        return "an empty dict" if not value else f"a dict of {', '.join(sorted({type(v).__name__ for v in value.values()}))}"
+    return f"a {type(value).__name__}"
 
 
 def _strip_prefixes(key: str) -> str:

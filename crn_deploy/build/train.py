@@ -20,7 +20,7 @@ from ..errors import CheckpointError, UsageError
 from ..files import atomic_path
 from ..labels import LabelSet
 from ..measure.parity import psnr
-from .checkpoint import FORMAT, check_state, read_state
+from .checkpoint import FORMAT, check_state, read_state, read_torch
 from .losses import perceptual_loss
 from .model import CRN, random_init
 from .vgg import VGG19Features
@@ -83,8 +83,8 @@ def save_training_checkpoint(path: Path, state: TrainState, options: TrainOption
 def resume(path: Path, lr: float) -> TrainState:
     path = Path(path)
     state_dict, config, label_set = read_state(path)
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    if config is None or "optimizer" not in raw or "step" not in raw:
+    raw = read_torch(path) if path.suffix != ".safetensors" else {}
+    if config is None or not isinstance(raw, dict) or "optimizer" not in raw or "step" not in raw:
         raise CheckpointError(f"{path} is not a crn-train checkpoint (no optimizer state and step); "
                               "to fine-tune from plain weights use --init-from")
     check_state(state_dict, config, path)
