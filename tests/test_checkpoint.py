@@ -126,7 +126,7 @@ def test_loading_never_executes_code_from_the_file(tmp_path, capsys):
         pickle.dump({"state_dict": _Payload()}, f)
     torch.save({"state_dict": _Payload()}, tmp_path / "evil2.pt")
     for name in ("evil.pt", "evil2.pt"):
-        with pytest.raises(CheckpointError, match="cannot be loaded safely|corrupt"):
+        with pytest.raises(CheckpointError, match="cannot be loaded safely|not a PyTorch checkpoint"):
             load_checkpoint(tmp_path / name)
     assert "code ran" not in capsys.readouterr().out
 
