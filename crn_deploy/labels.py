@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,14 +47,22 @@ class LabelSet:
     def ids_to_colors(self, ids: np.ndarray) -> np.ndarray:
         return self.palette()[np.asarray(ids, np.uint8)]
 
-    def colors_to_ids(self, rgb: np.ndarray, *, strict: bool = False) -> np.ndarray:
-        """Exact palette match per pixel; unknown colours become void (or an error if strict)."""
+    def colors_to_ids(self, rgb: np.ndarray, *, strict: bool = False,
+                      unknown: UnknownColors | None = None) -> np.ndarray:
+        """Exact palette match per pixel ([..., H, W, 3] RGB, or RGBA with alpha ignored); unknown
+        colours become void, and are counted into ``unknown`` (or refused, if ``strict``)."""
         rgb = np.asarray(rgb)
-        if rgb.dtype != np.uint8 or rgb.ndim < 3 or rgb.shape[-1] != 3:
-            raise UsageError(f"a colour label map must be uint8 [..., H, W, 3] RGB, got {rgb.dtype} {list(rgb.shape)}")
+        if rgb.dtype != np.uint8 or rgb.ndim < 3 or rgb.shape[-1] not in (3, 4):
+            raise UsageError(f"a colour label map must be uint8 [..., H, W, 3] RGB (or RGBA), got {rgb.dtype} "
+                             f"{list(rgb.shape)}")
+        rgb = rgb[..., :3]
         ids = self._color_lut()[_pack_rgb(rgb)]
-        if strict:
-            self._refuse_unknown(rgb, ids)
+        if strict or unknown is not None:
+            outside = (ids == VOID_ID) & np.any(rgb != self.void_color, axis=-1)
+            if strict and outside.any():
+                self._refuse_unknown(rgb, outside)
+            if unknown is not None:
+                unknown.add(rgb, outside, self.name)
         return ids
 
     def _color_lut(self) -> np.ndarray:
@@ -64,16 +73,14 @@ class LabelSet:
             self._lut["lut"] = lut
         return self._lut["lut"]
 
-    def _refuse_unknown(self, rgb: np.ndarray, ids: np.ndarray) -> None:
-        unknown = (ids == VOID_ID) & np.any(rgb != self.void_color, axis=-1)
-        if unknown.any():
-            examples = np.unique(rgb[unknown].reshape(-1, 3), axis=0)[:3]
-            shown = ", ".join(str(tuple(int(v) for v in c)) for c in examples)
-            raise UsageError(
-                f"{int(unknown.sum())} pixels have colours outside the '{self.name}' palette (e.g. {shown}); "
-                "save label images without anti-aliasing or resize them with nearest-neighbour, "
-                "or allow unknown colours as void"
-            )
+    def _refuse_unknown(self, rgb: np.ndarray, outside: np.ndarray) -> None:
+        counted = UnknownColors()
+        counted.add(rgb, outside)
+        raise UsageError(
+            f"{counted.unknown} pixels ({counted.share:.1%}) have colours outside the '{self.name}' palette "
+            f"(commonest: {counted.commonest_text()}); save label images losslessly (PNG, not JPEG) without "
+            "anti-aliasing and resize them with nearest-neighbour, or allow unknown colours as void (no --strict-colors)"
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -90,6 +97,58 @@ class LabelSet:
             return cls(data["name"], tuple(data["names"]), tuple(map(tuple, data["colors"])), tuple(data["void_color"]))
         except (KeyError, TypeError) as e:
             raise UsageError(f"malformed label set: missing or bad field {e}") from None
+
+
+class UnknownColors:
+    """A running count of label pixels whose colour is outside the palette (they become void): a
+    JPEG-saved or anti-aliased label map is mostly such pixels, and its picture is nonsense."""
+
+    WARN_SHARE = 0.01  # a map with more than 1% unknown pixels is worth a warning
+
+    def __init__(self) -> None:
+        self.pixels = 0
+        self.unknown = 0
+        self._colors: dict[int, int] = {}  # packed RGB -> pixels
+        self.warned = False
+
+    def add(self, rgb: np.ndarray, outside: np.ndarray, palette: str | None = None) -> None:
+        """Count one decoded map; the first one with more than WARN_SHARE unknown pixels is warned of
+        (``UnknownColorsWarning``), where ``palette`` names the label set."""
+        self.pixels += outside.size
+        count = int(np.count_nonzero(outside))
+        if not count:
+            return
+        self.unknown += count
+        colors, counts = np.unique(_pack_rgb(rgb[outside]), return_counts=True)
+        for color, n in zip(colors.tolist(), counts.tolist(), strict=True):
+            self._colors[color] = self._colors.get(color, 0) + n
+        if palette is not None and not self.warned and count > self.WARN_SHARE * outside.size:
+            self.warned = True
+            warnings.warn(UnknownColorsWarning(
+                f"{count / outside.size:.1%} of a colour label map's pixels are outside the '{palette}' palette and "
+                f"become void (commonest: {self.commonest_text()}); was it saved as JPEG or anti-aliased? "
+                "Use lossless PNG, or strict=True / --strict-colors to refuse such maps"), stacklevel=3)
+
+    @property
+    def share(self) -> float:
+        return self.unknown / self.pixels if self.pixels else 0.0
+
+    def commonest(self, n: int = 3) -> list[tuple[tuple[int, int, int], int]]:
+        top = sorted(self._colors.items(), key=lambda item: -item[1])[:n]
+        return [(((c >> 16) & 255, (c >> 8) & 255, c & 255), count) for c, count in top]
+
+    def commonest_text(self) -> str:
+        return ", ".join(f"{color} on {count} px" for color, count in self.commonest())
+
+    def summary(self, palette: str) -> str:
+        return (f"{self.share:.1%} of label pixels ({self.unknown} of {self.pixels}) had colours outside the "
+                f"'{palette}' palette and were synthesized as void (commonest: {self.commonest_text()}); "
+                "label images saved as JPEG or with anti-aliasing do this: use lossless PNG, or --strict-colors "
+                "(strict=True) to refuse them")
+
+
+class UnknownColorsWarning(UserWarning):
+    """Colour label maps with many pixels outside the palette."""
 
 
 def _pack_rgb(rgb: np.ndarray) -> np.ndarray:

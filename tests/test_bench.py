@@ -178,3 +178,17 @@ def test_every_artifact_must_load_before_anything_is_timed(engines, capsys):
     out, err = capsys.readouterr()
     assert "tiny-64x96-fp16.onnx" in err and "nothing was timed" in err and "re-export" in err
     assert "p50" not in out  # no row was measured first
+
+
+def test_colour_label_images_outside_the_palette_warn_or_fail(engines, tmp_path, capsys):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    colors = CITYSCAPES.ids_to_colors(street_layout(64, 96, seed=9))[..., ::-1]
+    cv2.imwrite(str(labels / "saved-as-jpeg.png"), cv2.imdecode(cv2.imencode(".jpg", colors)[1], cv2.IMREAD_COLOR))
+    report = tmp_path / "r.json"
+    assert bench_main([str(engines), "--labels", str(labels), "--backend", "onnxruntime", *FAST,
+                       "--json", str(report)]) == 0
+    assert "outside the 'cityscapes' palette" in json.loads(report.read_text())["warnings"][0]
+    capsys.readouterr()
+    assert bench_main([str(engines), "--labels", str(labels), "--strict-colors", *FAST]) == 2
+    assert "saved-as-jpeg.png" in capsys.readouterr().err

@@ -66,7 +66,7 @@ def test_input_errors_exit_2_without_traceback(tmp_path, capsys):
     assert err.count("\n") == 1 and "not found" in err and "Traceback" not in err
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 64)
     assert export_main([str(tmp_path / "junk.pt"), "--out", str(tmp_path)]) == 2
-    assert "corrupt" in capsys.readouterr().err
+    assert "not a PyTorch checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: permissions cannot make a folder unwritable")

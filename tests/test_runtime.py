@@ -1,13 +1,15 @@
 import subprocess
 import sys
+import warnings
 
+import cv2
 import numpy as np
 import pytest
 
 from crn_deploy import runtime
 from crn_deploy.data.synthetic import street_layout, street_layouts
 from crn_deploy.errors import ArtifactError, UsageError
-from crn_deploy.labels import CITYSCAPES
+from crn_deploy.labels import CITYSCAPES, UnknownColorsWarning
 
 from .conftest import TINY_RES, export_tiny
 
@@ -21,6 +23,9 @@ def test_runtime_imports_without_torch_or_backends():
 
 _BLOCK_TORCH = """
 import sys
+import warnings
+
+import cv2
 class BlockTorch:
     def find_spec(self, name, path=None, target=None):
         if name == "torch" or name.startswith("torch."):
@@ -50,6 +55,39 @@ def test_single_and_batched_id_maps(tiny_artifacts):
     assert single.shape == (*TINY_RES, 3) and single.dtype == np.uint8
     assert batch.shape == (3, *TINY_RES, 3)
     assert np.array_equal(batch, nchw) and np.array_equal(batch[0], single) and np.array_equal(single, as_int64)
+
+
+def test_arrays_shaped_like_images_are_taken_as_one_map(tiny_artifacts):
+    ids = street_layout(*TINY_RES, seed=2)
+    colors = CITYSCAPES.ids_to_colors(ids)
+    rgba = np.concatenate([colors, np.full((*TINY_RES, 1), 7, np.uint8)], axis=2)  # alpha ignored
+    with runtime.load(tiny_artifacts["fp32"].artifact_path) as synth:
+        expected = synth(ids)
+        for same in (ids[..., None], colors, rgba):  # [H,W,1] ids; RGB and RGBA colour maps
+            out = synth(same)
+            assert out.shape == (*TINY_RES, 3) and np.array_equal(out, expected)
+        assert np.array_equal(synth(np.stack([ids, ids])[..., None]), np.stack([expected, expected]))
+        assert np.array_equal(synth(np.stack([rgba, rgba])), np.stack([expected, expected]))
+
+
+def test_colours_outside_the_palette_are_counted_warned_of_or_refused(tiny_artifacts):
+    ids = street_layout(*TINY_RES, seed=2)
+    ok, jpeg = cv2.imencode(".jpg", CITYSCAPES.ids_to_colors(ids)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
+    saved_as_jpeg = np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1])
+    with runtime.load(tiny_artifacts["fp32"].artifact_path) as synth:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            synth.from_colors(saved_as_jpeg)
+            synth.from_colors(saved_as_jpeg)  # warned once per synthesizer, counted every time
+        assert [w.category for w in caught] == [UnknownColorsWarning]
+        message = str(caught[0].message)
+        assert "outside the 'cityscapes' palette" in message and message.count(" px") == 3
+        assert synth.unknown_colors.share > 0.05 and synth.unknown_colors.pixels == 2 * TINY_RES[0] * TINY_RES[1]
+        with pytest.raises(UsageError, match="outside the 'cityscapes' palette.*commonest"):
+            synth.from_colors(saved_as_jpeg, strict=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            synth.from_colors(CITYSCAPES.ids_to_colors(ids))  # exact colours: no warning
 
 
 def test_colour_maps_match_their_id_maps(tiny_artifacts):
@@ -89,9 +127,9 @@ def test_k_image_models_return_k_pictures(tmp_path, tiny_k3_source):
 
 @pytest.mark.parametrize("labels, message", [
     (np.zeros((64, 96), np.float32), "integer class ids"),
-    (np.zeros((2, 2, 64, 96), np.uint8), "shape"),
-    (np.zeros((64, 96, 3), np.uint8), "looks like a colour map"),
-    (np.zeros((2, 64, 96, 3), np.uint8), "label_set="),
+    (np.zeros((64, 96, 3), np.int64), "ambiguous.*colour maps uint8"),  # ids 3 wide, or colours as int?
+    (np.zeros((2, 64, 96, 5), np.uint8), r"\[N,1,H,W\]"),
+    (np.zeros((2, 2, 64, 96), np.uint8), "ambiguous or not a label map"),
     (np.full((64, 96), 300, np.int32), "0..255"),
     (np.zeros((0, 96), np.uint8), "empty"),
 ])

@@ -181,3 +181,47 @@ def test_crn_run_can_stream_through_the_pytorch_reference(tiny_artifacts, tmp_pa
     assert run_main([str(tiny_artifacts["fp32"].artifact_path), "--reference", "--input", "synthetic:64x96",
                      "--frames", "3", "--output", str(tmp_path / "ref")]) == 0
     assert len(list((tmp_path / "ref").glob("*.png"))) == 3 and "3 frames in, 3 out" in capsys.readouterr().out
+
+
+def _label_tree(root):
+    """Two cities of Cityscapes-style label files, plus a colour PNG."""
+    for city, seed in (("aachen", 1), ("bonn", 2)):
+        (root / city).mkdir(parents=True)
+        ids = street_layout(*TINY_RES, seed=seed)
+        cv2.imwrite(str(root / city / f"{city}_000000_gtFine_labelIds.png"), ids)  # train ids as label ids: fine here
+    cv2.imwrite(str(root / "aachen" / "colour.png"), CITYSCAPES.ids_to_colors(street_layout(*TINY_RES, seed=3))[..., ::-1])
+
+
+def test_folders_and_globs_of_label_images_keep_their_names(tmp_path, tiny_artifacts):
+    artifact = str(tiny_artifacts["fp32"].artifact_path)
+    _label_tree(tmp_path / "data")
+    out = tmp_path / "out"
+    assert run_main([artifact, "--input", str(tmp_path / "data" / "**" / "*_labelIds.png"), "--output", str(out)]) == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == [
+        "aachen/aachen_000000_gtFine_labelIds.png", "bonn/bonn_000000_gtFine_labelIds.png"]
+    folder_out = tmp_path / "folder-out"
+    assert run_main([artifact, "--input", str(tmp_path / "data" / "aachen"), "--output", str(folder_out)]) == 0
+    assert sorted(p.name for p in folder_out.iterdir()) == ["aachen_000000_gtFine_labelIds.png", "colour.png"]
+
+
+def test_writing_pictures_over_the_label_images_is_refused(tmp_path, tiny_artifacts, capsys):
+    _label_tree(tmp_path / "data")
+    folder = tmp_path / "data" / "bonn"
+    before = (folder / "bonn_000000_gtFine_labelIds.png").read_bytes()
+    assert run_main([str(tiny_artifacts["fp32"].artifact_path), "--input", str(folder), "--output", str(folder)]) == 2
+    assert "would overwrite the label image" in capsys.readouterr().err
+    assert (folder / "bonn_000000_gtFine_labelIds.png").read_bytes() == before
+
+
+def test_jpeg_saved_colour_labels_are_counted_or_refused(tmp_path, tiny_artifacts, capsys):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    colors = CITYSCAPES.ids_to_colors(street_layout(*TINY_RES, seed=4))[..., ::-1]
+    cv2.imwrite(str(folder / "a.png"), cv2.imdecode(cv2.imencode(".jpg", colors)[1], cv2.IMREAD_COLOR))
+    artifact = str(tiny_artifacts["fp32"].artifact_path)
+    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "outside the 'cityscapes' palette" in captured.out and "commonest" in captured.out
+    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "o2"), "--strict-colors"]) == 2
+    err = capsys.readouterr().err
+    assert "a.png" in err and "outside the 'cityscapes' palette" in err and len(err.strip().splitlines()) == 1

@@ -15,6 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
     p.add_argument("folder", nargs="?", type=Path, default=Path("engines"), help="artifacts folder (default engines/)")
     p.add_argument("--labels", type=Path, help="folder of label images (ids, colours, or Cityscapes *_labelIds.png)")
+    p.add_argument("--strict-colors", action="store_true",
+                   help="refuse colour label images with colours outside the palette (default: void, with a warning)")
     p.add_argument("--samples", type=int, default=4, help="synthetic layouts for parity (default 4)")
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (at least one call; default 1)")
     p.add_argument("--iterations", type=int, default=10, help="minimum timed calls (default 10)")
@@ -49,7 +51,7 @@ def _bench(args) -> int:
     from ..measure.report import format_table, write_json
 
     options = BenchOptions(
-        labels_dir=args.labels, samples=args.samples, warmup_s=args.warmup, iterations=args.iterations,
+        labels_dir=args.labels, strict_colors=args.strict_colors, samples=args.samples, warmup_s=args.warmup, iterations=args.iterations,
         duration_s=args.duration, backends=tuple(args.backend or BACKENDS), devices=tuple(args.device or ()),
         torch_cpu_fp16=args.torch_cpu_fp16, checkpoint=args.checkpoint, threads=args.threads,
         max_abs=args.max_abs, min_psnr=args.min_psnr,

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", choices=("stretch", "letterbox"), default="stretch",
                    help="maps of another aspect ratio: stretch, or letterbox with void padding")
     p.add_argument("--output-size", choices=("input", "engine"), default="input", help="picture size (default input)")
+    p.add_argument("--strict-colors", action="store_true",
+                   help="refuse colour label maps with colours outside the palette (default: void, with a warning)")
     p.add_argument("--no-skip-identical", action="store_true", help="synthesize repeated maps again")
     p.add_argument("--overlay-fps", action="store_true", help="draw the sustained frame rate on each frame")
     p.add_argument("--device", default="auto",
@@ -84,21 +86,24 @@ def _open(args):
 
 
 def _run(args) -> int:
-    from ..data.streams import open_sink, open_source
+    from ..data.streams import check_no_overwrite, open_sink, open_source
     from ..runtime.stream import run_stream
 
     synth = _open(args)
     with synth:
         source = open_source(args.input, synth.label_set, resolution=synth.resolution, frames=args.frames,
-                             fps=args.fps)
+                             fps=args.fps, strict_colors=args.strict_colors, unknown=synth.unknown_colors)
         fps = args.fps or getattr(source, "fps", None) or 10.0
         sink = open_sink(args.output, fps)
+        check_no_overwrite(source, sink)
         progress = _Progress(len(source) if hasattr(source, "__len__") else None)
         progress.begin()
         stats = run_stream(synth, source, sink, args.options, progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     log(f"{PROG}: {stats.line()}")
+    if synth.unknown_colors.unknown:
+        log(f"{PROG}: warning: {synth.unknown_colors.summary(synth.label_set.name)}")
     log(f"{PROG}: wrote {args.output}" + (" (interrupted: what was written is complete)" if stats.interrupted else ""))
     if stats.interruption is not None:
         raise stats.interruption  # ends the process with 130 / 143

@@ -9,16 +9,18 @@ import numpy as np
 
 from ..errors import UsageError
 from ..files import write_bytes_atomic
-from ..labels import LabelSet, cityscapes_label_ids_to_train_ids
+from ..labels import LabelSet, UnknownColors, cityscapes_label_ids_to_train_ids
 
 LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 
 
-def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = False) -> np.ndarray:
+def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = False,
+                     unknown: UnknownColors | None = None) -> np.ndarray:
     """A label image as uint8 [H, W] class ids.
 
     Single-channel images hold ids (Cityscapes ``*_labelIds.png`` are mapped to train ids);
-    colour images are matched to the label set's palette exactly.
+    colour images are matched to the label set's palette exactly (pixels of other colours are void and
+    counted into ``unknown``, or refused with ``strict_colors``).
     """
     path = Path(path)
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -30,7 +32,10 @@ def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = F
         image = image[..., :3]
     if image.ndim == 2:
         return cityscapes_label_ids_to_train_ids(image) if path.name.endswith("_labelIds.png") else image
-    return label_set.colors_to_ids(np.ascontiguousarray(image[..., ::-1]), strict=strict_colors)
+    try:
+        return label_set.colors_to_ids(np.ascontiguousarray(image[..., ::-1]), strict=strict_colors, unknown=unknown)
+    except UsageError as e:
+        raise UsageError(f"label image {path}: {e}") from None
 
 
 def list_label_images(folder: Path) -> list[Path]:

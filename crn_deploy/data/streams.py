@@ -7,6 +7,7 @@ with an optional ``fps``; a sink takes RGB frames and is always finalised by ``c
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..files import ensure_writable_dir, register_temporary, release_temporary, temporary_name
-from ..labels import LabelSet
+from ..labels import LabelSet, UnknownColors
 from .images import LABEL_SUFFIXES, read_label_image, write_image
 from .synthetic import street_layout
 
@@ -24,29 +25,48 @@ VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "FFV1", ".mov": "mp4v"
 
 
 class FolderSource:
-    """Label images from a folder or a glob, in name order (ids, colours, or ``*_labelIds.png``)."""
+    """Label images from a folder or a glob, in name order (ids, colours, or ``*_labelIds.png``).
 
-    def __init__(self, pattern: str | Path, label_set: LabelSet, fps: float | None = None) -> None:
+    ``names`` are the files' paths below the folder (or the glob's fixed leading folders), without
+    suffix: a folder sink writes each picture under its label file's name, so outputs match inputs."""
+
+    def __init__(self, pattern: str | Path, label_set: LabelSet, fps: float | None = None, *,
+                 strict_colors: bool = False, unknown: UnknownColors | None = None) -> None:
         path = Path(pattern)
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in LABEL_SUFFIXES) if path.is_dir() else \
-            sorted(Path(p) for p in glob.glob(str(pattern)))
+        if path.is_dir():
+            root, files = path, sorted(p for p in path.iterdir() if p.suffix.lower() in LABEL_SUFFIXES)
+        else:
+            root = _glob_root(str(pattern))
+            files = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True)
+                           if Path(p).suffix.lower() in LABEL_SUFFIXES)
         if not files:
             raise UsageError(f"no label images in {pattern} ({', '.join(LABEL_SUFFIXES)}); pass a folder or a glob")
         self.files, self.label_set, self.fps = files, label_set, fps
+        self.names = [str(p.relative_to(root).with_suffix("")) for p in files]
+        self.strict_colors, self.unknown = strict_colors, unknown
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for path in self.files:
-            yield read_label_image(path, self.label_set)
+            yield read_label_image(path, self.label_set, strict_colors=self.strict_colors, unknown=self.unknown)
+
+
+def _glob_root(pattern: str) -> Path:
+    """The leading folders of a glob that hold no wildcard: ``data/**/*.png`` -> ``data``."""
+    parts = Path(pattern).parts
+    fixed = [p for p in itertools.takewhile(lambda part: not glob.has_magic(part), parts[:-1])]
+    return Path(*fixed) if fixed else Path(".")
 
 
 class VideoSource:
     """A video of colour-coded label maps (decoded by OpenCV; use a lossless codec such as FFV1)."""
 
-    def __init__(self, path: str | Path, label_set: LabelSet) -> None:
+    def __init__(self, path: str | Path, label_set: LabelSet, *, strict_colors: bool = False,
+                 unknown: UnknownColors | None = None) -> None:
         self.path, self.label_set = Path(path), label_set
+        self.strict_colors, self.unknown = strict_colors, unknown
         capture = cv2.VideoCapture(str(self.path))
         if not capture.isOpened():
             raise UsageError(f"cannot open label video {self.path}: not a video OpenCV can decode")
@@ -65,7 +85,8 @@ class VideoSource:
                 ok, bgr = capture.read()
                 if not ok:
                     return
-                yield self.label_set.colors_to_ids(np.ascontiguousarray(bgr[..., ::-1]))
+                yield self.label_set.colors_to_ids(np.ascontiguousarray(bgr[..., ::-1]), strict=self.strict_colors,
+                                                   unknown=self.unknown)
         finally:
             capture.release()
 
@@ -99,8 +120,9 @@ class IterableSource:
 
 
 def open_source(spec: str, label_set: LabelSet, *, resolution: tuple[int, int], frames: int = 100,
-                fps: float | None = None):
-    """``synthetic[:HxW]``, a label video file, a folder of label images, or a glob."""
+                fps: float | None = None, strict_colors: bool = False, unknown: UnknownColors | None = None):
+    """``synthetic[:HxW]``, a label video file, a folder of label images, or a glob. Colour maps'
+    pixels outside the palette are counted into ``unknown``, or refused with ``strict_colors``."""
     if spec.startswith("synthetic"):
         size = spec.partition(":")[2]
         from ..config import parse_resolution
@@ -111,8 +133,8 @@ def open_source(spec: str, label_set: LabelSet, *, resolution: tuple[int, int], 
     if path.suffix.lower() in VIDEO_SUFFIXES:
         if not path.is_file():
             raise UsageError(f"label video {path} not found")
-        return VideoSource(path, label_set)
-    return FolderSource(spec, label_set, fps)
+        return VideoSource(path, label_set, strict_colors=strict_colors, unknown=unknown)
+    return FolderSource(spec, label_set, fps, strict_colors=strict_colors, unknown=unknown)
 
 
 # sinks ------------------------------------------------------------------------------------------
@@ -130,7 +152,7 @@ class VideoSink:
         self._writer = None
         self.frames = 0
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, name: str | None = None) -> None:
         if self._writer is None:
             size = (rgb.shape[1], rgb.shape[0])
             register_temporary(self._tmp)
@@ -149,15 +171,20 @@ class VideoSink:
 
 
 class FolderSink:
-    """One PNG per frame, ``frame_000000.png`` onwards, each written atomically."""
+    """One PNG per frame, each written atomically: under the label file's name where the source has
+    one (a folder or glob of label images), else ``frame_000000.png`` onwards (videos, the synthetic
+    scene, a simulator)."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         ensure_writable_dir(self.folder)
         self.frames = 0
 
-    def write(self, rgb: np.ndarray) -> None:
-        write_image(self.folder / f"frame_{self.frames:06d}.png", rgb)
+    def path_for(self, name: str | None) -> Path:
+        return self.folder / (f"{name}.png" if name else f"frame_{self.frames:06d}.png")
+
+    def write(self, rgb: np.ndarray, name: str | None = None) -> None:
+        write_image(self.path_for(name), rgb)
         self.frames += 1
 
     def close(self) -> None:
@@ -170,12 +197,22 @@ class CallbackSink:
     def __init__(self, callback: Callable[[np.ndarray], object]) -> None:
         self.callback, self.frames = callback, 0
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, name: str | None = None) -> None:
         self.callback(rgb)
         self.frames += 1
 
     def close(self) -> None:
         pass
+
+
+def check_no_overwrite(source, sink) -> None:
+    """Refuse a folder sink that would write over the label images it reads."""
+    if isinstance(source, FolderSource) and isinstance(sink, FolderSink):
+        inputs = {p.resolve() for p in source.files}
+        clash = [name for name in source.names if sink.path_for(name).resolve() in inputs]
+        if clash:
+            raise UsageError(f"--output {sink.folder} would overwrite the label image {clash[0]}.png; "
+                             "write the pictures to another folder")
 
 
 def open_sink(spec: str | Path, fps: float):

@@ -23,6 +23,7 @@ from ..config import format_resolution
 from ..data.images import list_label_images, read_label_image, resize_labels
 from ..data.synthetic import street_layouts
 from ..errors import ArtifactError, CrnError, UsageError
+from ..labels import UnknownColors
 from ..manifest import Manifest, find_manifests
 from ..runtime.synthesizer import Synthesizer
 from .parity import compare_images, passes, per_class
@@ -35,6 +36,7 @@ BACKENDS = ("tensorrt", "onnxruntime", "torch")
 @dataclass
 class BenchOptions:
     labels_dir: Path | None = None
+    strict_colors: bool = False  # colour label images with colours outside the palette: an error, not void
     samples: int = 4
     warmup_s: float = 1.0
     iterations: int = 10
@@ -60,6 +62,7 @@ class _Context:
     references: dict = field(default_factory=dict)  # (source key, resolution) -> uint8 images
     label_files: list = field(default_factory=list)  # the user's label images (--labels)
     samples: dict | None = None  # resolution -> first picture of each row, for report grids
+    unknown_colors: UnknownColors = field(default_factory=UnknownColors)  # in the user's colour label images
 
 
 def find_artifacts(folder: Path) -> list[Manifest]:
@@ -78,6 +81,7 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
     check_artifacts_load(manifests, options)  # a broken artifact stops the run before anything is timed
     rows: list[dict] = []
     skipped: list[str] = []
+    warnings: list[str] = []
     if not ctx.torch:
         if "torch" in options.backends and options.backends != BACKENDS:
             raise UsageError("--backend torch needs torch: pip install 'crn-deploy[export]'")
@@ -109,12 +113,16 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
                     make = lambda m=manifest, d=device, g=graphs: _torch(ctx, m, d, g)  # noqa: E731
                     rows.append(_row(ctx, manifest, _label(f"torch-{device}", graphs), make,
                                      artifact=f"{manifest.name} (PyTorch)", graphs=graphs))
+    if ctx.unknown_colors.unknown:
+        palettes = ", ".join(sorted({m.label_set.name for m in manifests}))
+        warnings.append(f"--labels {options.labels_dir}: {ctx.unknown_colors.summary(palettes)}")
+        log(f"warning: {warnings[-1]}")
     _add_speedups(rows)
     for row in rows:
         row["status"] = _status(row, options)
     settings = {**_settings(manifests, options), "reference": TORCH_REFERENCE if ctx.torch else ARTIFACT_REFERENCE}
     return {"tool": f"crn-bench {__version__}", "machine": machine_info(), "versions": _versions(),
-            "settings": settings, "rows": rows, "skipped": skipped}
+            "settings": settings, "rows": rows, "skipped": skipped, "warnings": warnings}
 
 
 TORCH_REFERENCE = "the PyTorch FP32 reference"
@@ -303,7 +311,9 @@ def _inputs(ctx: _Context, manifest: Manifest) -> np.ndarray:
         if not ctx.label_files:
             ctx.inputs[resolution] = street_layouts(ctx.options.samples, *resolution, seed=BENCH_SEED)
         else:
-            maps = [resize_labels(read_label_image(p, manifest.label_set), resolution) for p in ctx.label_files]
+            maps = [resize_labels(read_label_image(p, manifest.label_set, strict_colors=ctx.options.strict_colors,
+                                                   unknown=ctx.unknown_colors), resolution)
+                    for p in ctx.label_files]
             ctx.inputs[resolution] = np.stack(maps)[:, None]
     return ctx.inputs[resolution]
 

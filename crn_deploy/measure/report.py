@@ -27,6 +27,7 @@ def format_table(report: dict) -> str:
     lines += [f"error in {row['artifact']} [{row['backend']}]: {row['error']}"
               for row in report["rows"] if "error" in row]
     lines += [f"skipped {entry}" for entry in report.get("skipped", [])]
+    lines += [f"warning: {entry}" for entry in report.get("warnings", [])]
     lines += [f"warning: {row['artifact']} [{row['backend']}]: {warning}"
               for row in report["rows"] for warning in bound_warnings(row)]
     reference = report.get("settings", {}).get("reference", "the PyTorch FP32 reference")

@@ -100,6 +100,7 @@ class _Item:
     index: int
     labels: object  # uint8 [H,W] ids, or a device array
     arrived: float
+    name: str | None = None  # the label file's name, where the source has names: folder sinks keep it
     image: np.ndarray | None = None
 
 
@@ -150,7 +151,9 @@ class _Stream:
         if self.errors:
             stage, error = self.errors[0]
             message = str(error) if isinstance(error, CrnError) else f"{type(error).__name__}: {error}"
-            raise CrnError(f"the {stage} stage failed after {self.stats.frames_out} frames: {message}") from error
+            failure = CrnError(f"the {stage} stage failed after {self.stats.frames_out} frames: {message}")
+            failure.exit_code = getattr(error, "exit_code", failure.exit_code)  # bad input stays a usage error (2)
+            raise failure from error
         return self.stats
 
     def _guard(self, stage: str, fn, downstream: queue.Queue | None) -> None:
@@ -194,6 +197,7 @@ class _Stream:
     # stages ------------------------------------------------------------------------------------
     def _decode(self) -> None:
         iterator = iter(self.source)
+        names = getattr(self.source, "names", None)
         index = 0
         while not self.stop_producing.is_set():
             t0 = time.perf_counter()
@@ -202,7 +206,7 @@ class _Stream:
                 break
             self.stats.stage_ms["decode"] += (time.perf_counter() - t0) * 1000
             self.stats.frames_in += 1
-            item = _Item(index, labels, time.perf_counter())
+            item = _Item(index, labels, time.perf_counter(), names[index] if names else None)
             index += 1
             if self.options.policy == "live":
                 self._put_dropping_oldest(item)
@@ -262,7 +266,10 @@ class _Stream:
         while (item := self._get(self.to_encode)) is not _END:
             t0 = time.perf_counter()
             frame = self._compose(item)
-            self.sink.write(frame)
+            if item.name is None:  # sinks take (rgb) or, for sources with names, (rgb, name)
+                self.sink.write(frame)
+            else:
+                self.sink.write(frame, item.name)
             done = time.perf_counter()
             self.stats.stage_ms["encode"] += (done - t0) * 1000
             self.stats.frames_out += 1

@@ -7,15 +7,16 @@ import numpy as np
 from ..backends.base import Backend
 from ..data.images import resize_image, resize_labels
 from ..errors import UsageError
-from ..labels import LabelSet
+from ..labels import LabelSet, UnknownColors
 from ..manifest import Manifest
 
 
 class Synthesizer:
     """Wraps one backend of one artifact.
 
-    Call it with uint8 class ids ([H,W], [N,H,W] or [N,1,H,W]; ids >= the class count are void)
-    or, with ``label_set=``, colour-coded maps ([H,W,3] or [N,H,W,3] RGB). It returns uint8 RGB
+    Call it with class ids ([H,W], [H,W,1], [N,H,W] or [N,1,H,W]; ids >= the class count are void) or
+    colour-coded maps (uint8 [H,W,3|4] or [N,H,W,3|4], RGB or RGBA, in the artifact's palette unless
+    ``label_set=`` names another; see ``from_colors`` for unknown colours). It returns uint8 RGB
     [H,W,3] per map ([k,H,W,3] for k-image models), batched like the input. Maps of another size
     are resized to the artifact's resolution (nearest) and the pictures back (area/bilinear),
     unless ``output_size="engine"``.
@@ -30,6 +31,7 @@ class Synthesizer:
         self.label_set: LabelSet = manifest.label_set
         self.precision = manifest.precision
         self._pad = np.zeros((self.batch, 1, *self.resolution), np.uint8)
+        self.unknown_colors = UnknownColors()  # colour maps' pixels outside the palette, over this synthesizer's life
 
     # lifecycle -------------------------------------------------------------------------------
     def open(self) -> Synthesizer:
@@ -46,10 +48,12 @@ class Synthesizer:
         self.close()
 
     # inference -------------------------------------------------------------------------------
-    def __call__(self, labels, *, label_set: LabelSet | None = None, output_size: str = "input") -> np.ndarray:
+    def __call__(self, labels, *, label_set: LabelSet | None = None, output_size: str = "input",
+                 strict: bool = False) -> np.ndarray:
+        """``strict``: colour maps with colours outside the palette are an error, not void pixels."""
         if output_size not in ("input", "engine"):
             raise UsageError(f"output_size must be 'input' or 'engine', got {output_size!r}")
-        ids, single = self._as_id_batch(labels, label_set)
+        ids, single = self._as_id_batch(labels, label_set, strict)
         size = ids.shape[-2:]
         if size != self.resolution:  # maps of the artifact's size go straight in, uncopied
             ids = np.stack([resize_labels(m, self.resolution) for m in ids[:, 0]])[:, None]
@@ -59,9 +63,10 @@ class Synthesizer:
         return images[0] if single else images
 
     def from_colors(self, rgb, *, strict: bool = False, output_size: str = "input") -> np.ndarray:
-        """Colour-coded maps in the artifact's own label set (unknown colours are void unless strict)."""
-        ids = self.label_set.colors_to_ids(np.asarray(rgb), strict=strict)
-        return self(ids, output_size=output_size)
+        """Colour-coded maps ([H,W,3|4] or [N,H,W,3|4], alpha ignored) in the artifact's own label set.
+        Unknown colours are void, counted in ``unknown_colors`` and warned of past 1% of a map's pixels
+        (``UnknownColorsWarning``); with ``strict`` they are an error."""
+        return self(rgb, label_set=self.label_set, output_size=output_size, strict=strict)
 
     def run_ids(self, ids: np.ndarray) -> np.ndarray:
         """uint8 [N,1,H,W] at the artifact's resolution, any N: split into (padded) batches."""
@@ -83,27 +88,38 @@ class Synthesizer:
         self.open()
         return self.backend.submit(ids)
 
-    def _as_id_batch(self, labels, label_set: LabelSet | None) -> tuple[np.ndarray, bool]:
+    def _as_id_batch(self, labels, label_set: LabelSet | None, strict: bool) -> tuple[np.ndarray, bool]:
         array = np.asarray(labels)
-        if label_set is not None:
-            array = label_set.colors_to_ids(array)
-        if array.ndim == 3 and array.shape[-1] == 3:
-            raise UsageError("a [H,W,3] array looks like a colour map: pass label_set= or use from_colors "
-                             "(a batch of 3-pixel-wide id maps must be [N,1,H,3])")
+        if label_set is not None or _is_color_map(array):
+            array = (label_set or self.label_set).colors_to_ids(array, strict=strict, unknown=self.unknown_colors)
+        if array.ndim == 3 and array.shape[-1] == 1:  # [H,W,1]: one id map, as images are read
+            array = array[..., 0]
+        elif array.ndim == 4 and array.shape[1] != 1 and array.shape[-1] == 1:  # [N,H,W,1]
+            array = array[..., 0]
         if array.ndim == 2:
             batch, single = array[None, None], True
-        elif array.ndim == 3:
+        elif array.ndim == 3 and array.shape[-1] not in (3, 4):
             batch, single = array[:, None], False
         elif array.ndim == 4 and array.shape[1] == 1:
             batch, single = array, False
         else:
-            hint = "; colour maps need label_set= (or from_colors)" if array.shape[-1:] == (3,) else ""
-            raise UsageError(
-                f"label map must be [H,W], [N,H,W] or [N,1,H,W] class ids, got shape {list(array.shape)}{hint}"
-            )
+            raise UsageError(f"a label map of shape {list(array.shape)} ({array.dtype}) is ambiguous or not a label "
+                             f"map: pass {ACCEPTED_SHAPES}")
         if batch.size == 0:
             raise UsageError(f"label map is empty (shape {list(array.shape)})")
         return _as_uint8_ids(batch), single
+
+
+ACCEPTED_SHAPES = ("class ids [H,W], [H,W,1], [N,H,W] or [N,1,H,W] (integers 0..255), or colour maps uint8 "
+                   "[H,W,3], [H,W,4] (RGBA, alpha ignored), [N,H,W,3] or [N,H,W,4]; a batch of id maps 3 or 4 "
+                   "pixels wide must be [N,1,H,W]")
+
+
+def _is_color_map(array: np.ndarray) -> bool:
+    """uint8 [H,W,3|4] or [N,H,W,3|4]: RGB(A) colours, as images are read ([N,1,H,W] stays ids)."""
+    if array.dtype != np.uint8 or array.shape[-1:] not in ((3,), (4,)):
+        return False
+    return array.ndim == 3 or (array.ndim == 4 and array.shape[1] != 1)
 
 
 def _as_uint8_ids(ids: np.ndarray) -> np.ndarray:
