@@ -57,10 +57,10 @@ class _Context:
     log: Callable[[str], None]
     manifests: list = field(default_factory=list)
     torch: bool = True  # the PyTorch reference is here; else parity is against each model's FP32 artifact
-    inputs: dict = field(default_factory=dict)  # resolution -> uint8 [S,1,H,W]
+    inputs: dict = field(default_factory=dict)  # (label set, resolution) -> uint8 [S,1,H,W]
     models: dict = field(default_factory=dict)  # source key -> FP32 CRN
     references: dict = field(default_factory=dict)  # (source key, resolution) -> uint8 images
-    label_files: list = field(default_factory=list)  # the user's label images (--labels)
+    label_maps: dict = field(default_factory=dict)  # label set name -> the user's label images as ids (--labels)
     samples: dict | None = None  # resolution -> first picture of each row, for report grids
     unknown_colors: UnknownColors = field(default_factory=UnknownColors)  # in the user's colour label images
 
@@ -76,8 +76,11 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
               samples: dict | None = None) -> dict:
     """The report (JSON-ready). Pass a dict as ``samples`` to collect pictures for image grids."""
     ctx = _Context(options, log, manifests=list(manifests), torch=torch_available(), samples=samples)
-    if options.labels_dir is not None:
-        ctx.label_files = list_label_images(options.labels_dir)  # a bad folder stops the run before any row
+    if options.labels_dir is not None:  # bad label images stop the run before any row
+        files = list_label_images(options.labels_dir)
+        for label_set in {m.label_set.name: m.label_set for m in manifests}.values():
+            ctx.label_maps[label_set.name] = [read_label_image(p, label_set, strict_colors=options.strict_colors,
+                                                               unknown=ctx.unknown_colors) for p in files]
     check_artifacts_load(manifests, options)  # a broken artifact stops the run before anything is timed
     rows: list[dict] = []
     skipped: list[str] = []
@@ -307,15 +310,14 @@ def _artifact_reference(ctx: _Context, manifest: Manifest, inputs: np.ndarray) -
 
 def _inputs(ctx: _Context, manifest: Manifest) -> np.ndarray:
     resolution = tuple(manifest.resolution)
-    if resolution not in ctx.inputs:
-        if not ctx.label_files:
-            ctx.inputs[resolution] = street_layouts(ctx.options.samples, *resolution, seed=BENCH_SEED)
+    key = (manifest.label_set.name, resolution)
+    if key not in ctx.inputs:
+        if not ctx.label_maps:
+            ctx.inputs[key] = street_layouts(ctx.options.samples, *resolution, seed=BENCH_SEED)
         else:
-            maps = [resize_labels(read_label_image(p, manifest.label_set, strict_colors=ctx.options.strict_colors,
-                                                   unknown=ctx.unknown_colors), resolution)
-                    for p in ctx.label_files]
-            ctx.inputs[resolution] = np.stack(maps)[:, None]
-    return ctx.inputs[resolution]
+            maps = [resize_labels(ids, resolution) for ids in ctx.label_maps[manifest.label_set.name]]
+            ctx.inputs[key] = np.stack(maps)[:, None]
+    return ctx.inputs[key]
 
 
 def _source_key(manifest: Manifest) -> str:
