@@ -1,7 +1,9 @@
 """Embedding the runtime in a simulation loop: a toy simulator produces a semantic map per step,
 the engine turns it into a picture, and the simulator consumes it — no torch needed at run time.
 
-    python examples/simulation_loop.py engines/small-256p-seed0-256x512-fp16.onnx  [--steps 50]
+    python examples/simulation_loop.py engines/demo-small-256p-256x512-fp16.onnx  [--steps 50]
+
+(``crn-demo`` writes that file; any exported .onnx or built .engine works.)
 
 Two ways are shown: calling the synthesizer directly each step (simplest, synchronous), and
 handing the simulator to the streaming loop (decode, synthesis and encode overlap; the live

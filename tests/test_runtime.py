@@ -145,6 +145,14 @@ def test_reference_backend_behind_the_same_interface(tiny_artifacts):
         assert np.abs(ref(ids).astype(int) - onnx_synth(ids).astype(int)).max() <= 1
 
 
+def test_the_reference_of_an_fp16_artifact_runs_fp32_on_the_cpu(tiny_artifacts):
+    # PyTorch FP16 on a CPU is about a hundred times slower than FP32: the README's snippet took 100 s.
+    with runtime.load_reference(tiny_artifacts["fp16"].artifact_path) as ref:
+        assert ref.backend.precision == "fp32"
+    with runtime.load_reference(tiny_artifacts["fp16"].artifact_path, precision="fp16") as ref:
+        assert ref.backend.precision == "fp16"
+
+
 def test_missing_or_corrupt_artifacts(tmp_path, tiny_artifacts):
     with pytest.raises(ArtifactError, match=r"nothing\.onnx not found; export it"):
         runtime.load(tmp_path / "nothing.onnx")  # the missing file is named, not its manifest

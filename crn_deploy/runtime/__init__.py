@@ -46,14 +46,17 @@ def load_reference(path, *, precision: str | None = None, device: str = "cpu", c
     """The PyTorch reference model behind an artifact (needs torch: the ``export`` extra).
 
     The weights come from the manifest's source: its checkpoint (or ``checkpoint``, if it moved),
-    or the preset and seed of a random-weights export.
+    or the preset and seed of a random-weights export. ``precision`` defaults to the artifact's on
+    CUDA and to fp32 on the CPU, where PyTorch has no fast FP16 kernels (a hundred times slower).
     """
     manifest = _read_manifest(path)
+    if precision is None:
+        precision = "fp32" if device == "cpu" else manifest.precision
     from ..backends.torch_ref import TorchBackend
     from ..build.checkpoint import model_from_source
 
     model = model_from_source(manifest.source, manifest.config, checkpoint)
-    backend = TorchBackend(model, precision or manifest.precision, device, input_shape=manifest.input_spec.shape)
+    backend = TorchBackend(model, precision, device, input_shape=manifest.input_spec.shape)
     return Synthesizer(backend, manifest).open()
 
 

@@ -1,0 +1,31 @@
+"""The README's own examples run as printed, against what the README's main command (crn-demo on
+its defaults) leaves behind."""
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow  # the demo's real defaults: about a minute on two cores
+def test_the_readme_snippet_and_example_command_run_after_crn_demo(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    command = re.search(r"^    (python examples/simulation_loop\.py .+)$", readme, re.M).group(1)
+    demo = subprocess.run([sys.executable, "-m", "crn_deploy.cli.demo"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert demo.returncode == 0, demo.stderr
+    result = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["(540, 960, 3) (2, 540, 960, 3) True", "(540, 960, 3)"]
+    argv = shlex.split(command)  # "python examples/..." with the README's artifact path, relative to the demo folder
+    example = subprocess.run([sys.executable, str(ROOT / argv[1]), *argv[2:]], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300)
+    assert example.returncode == 0, example.stderr
+    assert "frames" in example.stdout
