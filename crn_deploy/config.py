@@ -140,11 +140,11 @@ def parse_resolution(text: str) -> tuple[int, int]:
     parts = text.lower().replace("*", "x").split("x")
     try:
         h, w = (int(p) for p in parts)
-        if h > 0 and w > 0:
-            return (h, w)
     except ValueError:
-        pass
-    raise UsageError(f"resolution '{text}' is not HEIGHTxWIDTH (for example 512x1024)")
+        raise UsageError(f"resolution '{text}' is not HEIGHTxWIDTH (for example 512x1024)") from None
+    if h <= 0 or w <= 0:
+        raise UsageError(f"resolution '{text}': height and width must be positive (for example 512x1024)")
+    return (h, w)
 
 
 def format_resolution(resolution: tuple[int, int]) -> str:

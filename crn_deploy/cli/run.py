@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", type=int, default=0, help="CUDA device number for engines and GPU providers (default 0)")
     p.add_argument("--reference", action="store_true",
                    help="run the PyTorch reference model behind the artifact instead (needs torch)")
+    p.add_argument("--checkpoint", type=Path, help="with --reference: the source checkpoint, if it moved since export")
     return p
 
 
@@ -81,7 +82,8 @@ def _open(args):
 
     if args.reference:
         require(PROG, ("torch",), why=" --reference")
-        return load_reference(args.artifact, device="cpu" if args.device == "auto" else args.device)
+        return load_reference(args.artifact, device="cpu" if args.device == "auto" else args.device,
+                              checkpoint=args.checkpoint)
     return load(args.artifact, device=args.device, gpu=args.gpu)  # device applies to .onnx only
 
 
