@@ -16,7 +16,10 @@ from crn_deploy.data.synthetic import street_layout
 from crn_deploy.errors import CheckpointError
 
 from .reference_tf_numpy import tf_generator
-from .tf_writer import write_checkpoint
+
+# The export extra brings google-crc32c; an environment without it (the GPU image) skips this module.
+pytest.importorskip("google_crc32c", reason="crn-import's tests need google-crc32c (the export extra)")
+from .tf_writer import write_checkpoint  # noqa: E402
 
 # Every released layout (module count, k) at tiny widths, evaluated at a small valid size.
 LAYOUTS = {

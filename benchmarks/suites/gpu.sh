@@ -1,29 +1,53 @@
 #!/usr/bin/env bash
 # GPU suite: cityscapes-512p at 512x1024 and cityscapes-1024p at 1024x2048 (random weights, seed 0),
-# FP16 and FP32: TensorRT engines (where TensorRT is installed; crn-export builds them), ONNX Runtime,
-# and the PyTorch reference on CUDA with CUDA graphs on and off. Needs the export extra and a CUDA
-# torch; add the tensorrt extra for engines.
+# FP16 and FP32: TensorRT engines (where TensorRT is installed; crn-export builds them), ONNX Runtime
+# (on CUDA where its CUDA provider is installed), and the PyTorch reference on CUDA with CUDA graphs on
+# and off; then the streaming loop (crn-run) on the synthetic scene against the engine alone.
+# Needs the export extra and a CUDA torch; add the tensorrt extra for engines. A step that cannot run
+# here says why and the suite goes on. CRN_GPU_SUITE_SIZE=small: the same steps on small-256p.
+# On the lent GPU machine, run benchmarks/suites/gpu-machine.sh instead: it installs and calls this.
 # Usage: benchmarks/suites/gpu.sh RESULTS_DIR [ENGINES_DIR]
-set -euo pipefail
+set -uo pipefail
 results=${1:?results folder}
 engines=${2:-engines/gpu}
+py=${PYTHON:-python3}
+crn() { "$py" -m "crn_deploy.cli.$1" "${@:2}"; }
 mkdir -p "$results"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$results/gpu.txt" || true
-crn-export --preset cityscapes-512p --random-weights --seed 0 --res 512x1024 \
-    --precision fp16 --precision fp32 --samples 1 --out "$engines" | tee "$results/export.log"
-crn-export --preset cityscapes-1024p --random-weights --seed 0 --res 1024x2048 \
-    --precision fp16 --precision fp32 --samples 1 --out "$engines" | tee -a "$results/export.log"
-crn-bench "$engines" --device cuda --samples 2 --warmup 1 --iterations 20 --duration 3 \
-    --json "$results/bench.json" --csv "$results/bench.csv" --report "$results" | tee "$results/bench.txt"
-# The streaming loop against the engine alone (issue 6): sustained fps of crn-run on the synthetic
-# scene, for the fp16 engines, ONNX files and the PyTorch CUDA reference.
+if [ "${CRN_GPU_SUITE_SIZE:-full}" = small ]; then
+    models=("small-256p 256x512"); frames=20; iterations=3; duration=0
+else
+    models=("cityscapes-512p 512x1024" "cityscapes-1024p 1024x2048"); frames=200; iterations=20; duration=3
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$results/gpu.txt" 2>&1 \
+    || echo "skipped: nvidia-smi (not found)" | tee "$results/gpu.txt"
+for model in "${models[@]}"; do
+    read -r preset res <<< "$model"
+    crn export --preset "$preset" --random-weights --seed 0 --res "$res" --precision fp16 --precision fp32 \
+        --samples 1 --out "$engines" 2>&1 | tee -a "$results/export.log" || echo "crn-export of $preset failed"
+done
+crn bench "$engines" --device cuda --samples 2 --warmup 1 --iterations "$iterations" --duration "$duration" \
+    --json "$results/bench.json" --csv "$results/bench.csv" --report "$results" 2>&1 | tee "$results/bench.txt" \
+    || echo "crn-bench ended with an error (see bench.txt)"
+# The streaming loop against the engine alone: sustained fps of crn-run on the synthetic scene.
+ort_cuda=$("$py" -c "import onnxruntime as o; print(int('CUDAExecutionProvider' in o.get_available_providers()))" 2>/dev/null || echo 0)
+torch_cuda=$("$py" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 for artifact in "$engines"/*-fp16.engine "$engines"/*-fp16.onnx; do
     [ -e "$artifact" ] || continue
     name=$(basename "$artifact")
-    crn-run "$artifact" --input synthetic --frames 200 --device cuda --output "$results/stream-$name.mp4" \
-        | tee -a "$results/stream.txt"
-    case "$artifact" in *.onnx)
-        crn-run "$artifact" --reference --input synthetic --frames 200 --device cuda \
-            --output "$results/stream-torch-$name.mp4" | tee -a "$results/stream.txt" ;;
+    case "$artifact" in
+        *.engine)
+            crn run "$artifact" --input synthetic --frames "$frames" --output "$results/stream-$name.mp4" ;;
+        *.onnx)
+            if [ "$ort_cuda" = 1 ]; then
+                crn run "$artifact" --input synthetic --frames "$frames" --device cuda --output "$results/stream-$name.mp4"
+            else
+                echo "skipped: crn-run $name on ONNX Runtime CUDA (this onnxruntime has the CPU provider only)"
+            fi
+            if [ "$torch_cuda" = 1 ]; then
+                crn run "$artifact" --reference --input synthetic --frames "$frames" --device cuda \
+                    --output "$results/stream-torch-$name.mp4"
+            else
+                echo "skipped: crn-run --reference $name on CUDA (this torch sees no CUDA GPU)"
+            fi ;;
     esac
-done
+done 2>&1 | tee -a "$results/stream.txt"
