@@ -79,7 +79,8 @@ class LabelSet:
         raise UsageError(
             f"{counted.unknown} pixels ({counted.share:.1%}) have colours outside the '{self.name}' palette "
             f"(commonest: {counted.commonest_text()}); save label images losslessly (PNG, not JPEG) without "
-            "anti-aliasing and resize them with nearest-neighbour, or allow unknown colours as void (no --strict-colors)"
+            "anti-aliasing and resize them with nearest-neighbour, or allow unknown colours as void "
+            "(no --strict-colors)"
         )
 
     def to_dict(self) -> dict:

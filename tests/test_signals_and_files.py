@@ -109,4 +109,5 @@ def test_the_next_export_into_a_folder_removes_a_killed_runs_temporary(tmp_path)
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert not stale.exists() and f"removed {stale}" in result.stderr
-    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["tiny-seed0-64x96-fp16.json", "tiny-seed0-64x96-fp16.onnx"]
+    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["tiny-seed0-64x96-fp16.json",
+                                                                 "tiny-seed0-64x96-fp16.onnx"]

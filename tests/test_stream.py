@@ -189,7 +189,8 @@ def _label_tree(root):
         (root / city).mkdir(parents=True)
         ids = street_layout(*TINY_RES, seed=seed)
         cv2.imwrite(str(root / city / f"{city}_000000_gtFine_labelIds.png"), ids)  # train ids as label ids: fine here
-    cv2.imwrite(str(root / "aachen" / "colour.png"), CITYSCAPES.ids_to_colors(street_layout(*TINY_RES, seed=3))[..., ::-1])
+    colours = CITYSCAPES.ids_to_colors(street_layout(*TINY_RES, seed=3))
+    cv2.imwrite(str(root / "aachen" / "colour.png"), colours[..., ::-1])
 
 
 def test_folders_and_globs_of_label_images_keep_their_names(tmp_path, tiny_artifacts):

@@ -22,7 +22,8 @@ THIN_PYTHON = Path(os.environ.get("CRN_THIN_PYTHON", ROOT / ".venv-thin" / "bin"
 @pytest.fixture(scope="module")
 def thin():
     if not THIN_PYTHON.is_file():
-        message = f"no torch-free environment at {THIN_PYTHON}: python3 -m venv .venv-thin && .venv-thin/bin/pip install -e '.[ort]'"
+        message = (f"no torch-free environment at {THIN_PYTHON}: "
+                   "python3 -m venv .venv-thin && .venv-thin/bin/pip install -e '.[ort]'")
         if os.environ.get("CRN_REQUIRE_THIN"):
             pytest.fail(message)
         pytest.skip(message)
@@ -82,7 +83,8 @@ def test_crn_bench_without_torch_times_artifacts_and_compares_fp16_with_fp32(thi
 
 @pytest.mark.parametrize("command", [
     ["export", "model.pt"], ["train"], ["demo"], ["import", "ckpt/model.ckpt", "-o", "x.pt"],
-    ["run", "ENGINE", "--input", "synthetic", "--output", "o", "--reference"], ["bench", "ENGINES", "--backend", "torch"],
+    ["run", "ENGINE", "--input", "synthetic", "--output", "o", "--reference"],
+    ["bench", "ENGINES", "--backend", "torch"],
 ])
 def test_commands_that_need_torch_say_so_in_one_line(thin, engines, tmp_path, command):
     args = [str(engines / "tiny-64x96-fp32.onnx") if a == "ENGINE" else str(engines) if a == "ENGINES" else a

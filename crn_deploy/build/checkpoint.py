@@ -145,7 +145,8 @@ def _unwrap_state_dict(raw, path: Path) -> dict[str, torch.Tensor]:
 
 def _kind(value) -> str:
     if isinstance(value, dict):
-        return "an empty dict" if not value else f"a dict of {', '.join(sorted({type(v).__name__ for v in value.values()}))}"
+        kinds = sorted({type(v).__name__ for v in value.values()})
+        return f"a dict of {', '.join(kinds)}" if kinds else "an empty dict"
     return f"a {type(value).__name__}"
 
 

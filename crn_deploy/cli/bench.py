@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _bench(args) -> int:
     from ..measure.bench import BACKENDS, BenchOptions, find_artifacts, run_bench
+    from ..files import ensure_writable_dir
     from ..measure.report import format_table, write_json
 
     options = BenchOptions(
@@ -56,6 +57,9 @@ def _bench(args) -> int:
         torch_cpu_fp16=args.torch_cpu_fp16, checkpoint=args.checkpoint, threads=args.threads,
         max_abs=args.max_abs, min_psnr=args.min_psnr,
     )
+    outputs = [path.parent for path in (args.json, args.csv) if path] + ([args.report] if args.report else [])
+    for folder in outputs:
+        ensure_writable_dir(folder)  # before minutes of measuring, not after
     log(f"{PROG}: {args.folder}")
     samples = {} if args.report else None
     report = run_bench(find_artifacts(args.folder), options, log, samples)

@@ -52,6 +52,8 @@ def _check(args) -> None:
     for path in args.onnx:
         if path.suffix != ".onnx":
             raise UsageError(f"{path} is not an .onnx file; pass the files crn-export wrote")
+        if not path.is_file():
+            raise UsageError(f"{path} not found; pass the .onnx files crn-export wrote (with their .json beside them)")
 
 
 def main(argv: list[str] | None = None) -> int:

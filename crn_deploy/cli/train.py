@@ -85,6 +85,7 @@ def _train(args) -> int:
     from ..build.vgg import load_vgg19
     from ..config import check_resolution
     from ..data.paired import open_dataset
+    from ..files import ensure_writable_dir
 
     dataset = open_dataset(args.data)
     state = _start(args, dataset)
@@ -94,7 +95,7 @@ def _train(args) -> int:
     vgg = load_vgg19(args.vgg) if args.vgg else None
     options = TrainOptions(args.steps, resolution, args.out, args.lr, args.seed, args.device, args.amp,
                            args.preview_every, args.save_every, args.log_every)
-    args.out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(args.out)
     log(f"{PROG}: {config.num_modules} modules, widths {list(config.widths)}, k={config.k} at "
         f"{format_resolution(resolution)}, {len(dataset)} pairs, loss: "
         f"{'VGG-19 perceptual' if vgg else 'image L1 (no --vgg)'}{' + diversity' if config.k > 1 else ''}; "

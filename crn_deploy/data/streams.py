@@ -215,6 +215,16 @@ def check_no_overwrite(source, sink) -> None:
                              "write the pictures to another folder")
 
 
+# Media files that crn-run cannot write: a name like these is a mistake, not a folder to create.
+_UNWRITABLE_MEDIA = (".gif", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".m4v", ".png", ".jpg", ".jpeg", ".bmp")
+
+
 def open_sink(spec: str | Path, fps: float):
+    """A video file (by suffix) or a folder of PNGs."""
     path = Path(spec)
-    return VideoSink(path, fps) if path.suffix.lower() in VIDEO_SUFFIXES else FolderSink(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return VideoSink(path, fps)
+    if path.suffix.lower() in _UNWRITABLE_MEDIA and not path.is_dir():
+        raise UsageError(f"--output {path}: cannot write '{path.suffix}'; give a video ({', '.join(VIDEO_SUFFIXES)}) "
+                         "or a folder for PNG pictures")
+    return FolderSink(path)

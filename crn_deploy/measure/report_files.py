@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from ..data.images import write_image
-from ..files import write_bytes_atomic
+from ..files import ensure_writable_dir, write_bytes_atomic
 from .report import format_table
 
 CSV_COLUMNS = ("artifact", "backend", "device", "precision", "resolution", "batch", "p50_ms", "p90_ms", "p95_ms",
@@ -32,7 +32,7 @@ def write_csv(report: dict, path: Path) -> None:
 def write_report(report: dict, folder: Path, samples: dict) -> list[str]:
     """report.md, plots (needs matplotlib) and grids; returns notes about anything left out."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(folder)
     notes, figures = [], []
     for resolution, sample in samples.items():
         name = f"grid-{resolution}.png"
