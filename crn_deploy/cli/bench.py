@@ -47,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _bench(args) -> int:
-    from ..measure.bench import BACKENDS, BenchOptions, find_artifacts, run_bench
     from ..files import ensure_writable_dir
+    from ..measure.bench import BACKENDS, BenchOptions, find_artifacts, run_bench
     from ..measure.report import format_table, write_json
 
     options = BenchOptions(
-        labels_dir=args.labels, strict_colors=args.strict_colors, samples=args.samples, warmup_s=args.warmup, iterations=args.iterations,
+        labels_dir=args.labels, strict_colors=args.strict_colors, samples=args.samples, warmup_s=args.warmup,
+        iterations=args.iterations,
         duration_s=args.duration, backends=tuple(args.backend or BACKENDS), devices=tuple(args.device or ()),
         torch_cpu_fp16=args.torch_cpu_fp16, checkpoint=args.checkpoint, threads=args.threads,
         max_abs=args.max_abs, min_psnr=args.min_psnr,
