@@ -11,11 +11,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..labels import VOID_ID
+from ..labels import CITYSCAPES_ID_TO_TRAIN_ID, VOID_ID
 
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY = range(11)
 PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(11, 19)
 SIDEWALK_WIDTH = 0.16  # at the bottom edge, in image widths
+# train id -> Cityscapes label id (void -> 0, "unlabeled"), the inverse of labels.CITYSCAPES_ID_TO_TRAIN_ID
+TRAIN_ID_TO_LABEL_ID = np.zeros(256, np.uint8)
+for _label_id in range(34):
+    if CITYSCAPES_ID_TO_TRAIN_ID[_label_id] != VOID_ID:
+        TRAIN_ID_TO_LABEL_ID[CITYSCAPES_ID_TO_TRAIN_ID[_label_id]] = _label_id
 
 
 class _Canvas:
@@ -50,6 +55,20 @@ def street_layout(height: int, width: int, seed: int = 0, t: float = 0.0) -> np.
     _pedestrians(c, rng, horizon, vanish, road, t)
     c.ellipse(0.5, 1.08, 0.42, 0.12, VOID_ID)  # ego vehicle's bonnet
     return c.ids
+
+
+def cityscapes_scene(height: int, width: int, seed: int = 0, t: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A street layout as Cityscapes' own files hold one: uint8 label ids (``*_labelIds.png``, 0..33,
+    not train ids) and int32 instance ids (``*_instanceIds.png``: ``label_id * 1000 + k`` for each
+    car, truck, bus, person and rider, the label id elsewhere) — the input pix2pixHD and SPADE take."""
+    train = street_layout(height, width, seed, t)
+    label_ids = TRAIN_ID_TO_LABEL_ID[train]
+    instances = label_ids.astype(np.int32)
+    for cls in (PERSON, RIDER, CAR, TRUCK, BUS):
+        count, components = cv2.connectedComponents((train == cls).astype(np.uint8), connectivity=4)
+        for k in range(1, count):
+            instances[components == k] = int(TRAIN_ID_TO_LABEL_ID[cls]) * 1000 + k - 1
+    return label_ids, instances
 
 
 def street_layouts(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:

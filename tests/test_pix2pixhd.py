@@ -1,0 +1,89 @@
+"""pix2pixHD's reference generator against an independent NumPy forward written from the official code,
+and official-format checkpoints (the state_dict the official trainer saves) read back with their
+architecture inferred."""
+
+import numpy as np
+import pytest
+import torch
+
+from crn_deploy.data.synthetic import cityscapes_scene
+from crn_deploy.errors import CheckpointError, UsageError
+from crn_deploy.models import pix2pixhd as p2p
+
+from . import reference_pix2pixhd_numpy as ref
+
+GLOBAL = p2p.Pix2PixHDConfig(label_nc=35, ngf=4, n_downsample_global=2, n_blocks_global=2)
+CONFIGS = {"global": GLOBAL, "local": p2p.preset("tiny"),
+           "no-instances": p2p.Pix2PixHDConfig(label_nc=35, instances=False, ngf=4, n_downsample_global=2,
+                                               n_blocks_global=1)}
+RES = (32, 64)
+
+
+def _model(config, seed=0):
+    return p2p.random_init(p2p.Pix2PixHDGenerator(config), seed).eval()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_reference_model_matches_the_numpy_forward_of_the_official_code(name):
+    config = CONFIGS[name]
+    model = _model(config)
+    labels, instances = cityscapes_scene(*RES, seed=1)
+    weights = {k: v.double().numpy() for k, v in model.state_dict().items()}
+    expected = ref.generator(ref.encode(labels, instances, config.label_nc, config.instances), weights,
+                             config.n_downsample_global, config.n_blocks_global, config.n_local_enhancers,
+                             config.n_blocks_local)
+    with torch.no_grad():
+        x = model.encode(torch.from_numpy(labels)[None, None], torch.from_numpy(instances)[None, None])
+        got = model(x)[0].double().numpy()
+        pictures = model.forward_ids(torch.from_numpy(labels)[None, None], torch.from_numpy(instances)[None, None])
+    assert np.abs(got - expected).max() < 1e-4
+    assert 0.2 < expected.std() < 1.0  # a picture, not a saturated or flat one
+    diff = np.abs(pictures[0].numpy().astype(int) - ref.tensor2im(expected).astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01  # truncation: only values at a level boundary move
+
+
+def test_edges_mark_both_pixels_of_every_differing_pair():
+    inst = np.zeros((5, 6), np.int32)
+    inst[1:3, 2:4] = 26000
+    edges = p2p.instance_edges(torch.from_numpy(inst)[None, None])[0, 0].numpy()
+    assert np.array_equal(edges, ref.edges(inst))
+    assert edges[1:3, 1:5].all() and edges[0:4, 2:4].all() and edges.sum() == 12 and edges[0, 0] == 0
+
+
+def test_truncation_not_rounding():
+    image = torch.tensor([-1.0, -0.999, 0.0, 0.9961, 1.0]).view(1, 1, 1, 5).expand(1, 3, 1, 5)
+    assert p2p.to_uint8_images(image)[0, 0, :, 0].tolist() == [0, 0, 127, 254, 255]
+
+
+def _official_state(config, seed=0):
+    """As the official trainer saves it: torch.save(netG.cpu().state_dict()), no prefix, no buffers."""
+    return {k: v.clone() for k, v in _model(config, seed).state_dict().items()}
+
+
+@pytest.mark.parametrize("name, keys", [("label2city_512p", 56), ("label2city_1024p", 74)])
+def test_the_released_architectures_have_the_official_keys_and_are_inferred(name, keys):
+    config = p2p.preset(name)
+    with torch.device("meta"):
+        state = p2p.Pix2PixHDGenerator(config).state_dict()
+    assert len(state) == keys  # families.md: 56 keys for global, 74 for local
+    assert all(k.startswith(("model.", "model1_1.", "model1_2.")) for k in state)
+    assert p2p.infer_config(state) == config
+    if config.n_local_enhancers:
+        assert state["model1_2.3.weight"].shape == (64, 32, 3, 3)  # ConvTranspose: [C_in, C_out, k, k]
+
+
+def test_a_checkpoint_of_another_shape_names_its_keys(tmp_path):
+    state = _official_state(CONFIGS["global"])
+    state["model.1.weight"] = state["model.1.weight"][:, :10]
+    head_bias = max((k for k in state if k.endswith(".bias")), key=lambda k: int(k.split(".")[1]))
+    del state[head_bias]
+    with pytest.raises(CheckpointError, match=f"missing: {head_bias}; wrong shape: model.1.weight"):
+        p2p.load_state(state, CONFIGS["global"])
+    with pytest.raises(CheckpointError, match="not a pix2pixHD generator"):
+        p2p.infer_config({"scale0_layer0.0.weight": torch.zeros(1)})
+
+
+def test_sizes_must_be_multiples_of_the_downsampling():
+    p2p.check_resolution((512, 1024), p2p.preset("label2city_512p"))
+    with pytest.raises(UsageError, match="not a multiple of 32.*nearest valid: 512x992, 512x1024"):
+        p2p.check_resolution((512, 1000), p2p.preset("label2city_1024p"))
