@@ -4,13 +4,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from crn_deploy.backends.onnxruntime import OnnxRuntimeBackend
 from crn_deploy.build.model import CRN, random_init
 from crn_deploy.build.onnx_graph import build_crn_graph, graph_dtypes, state_to_numpy
 from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.measure.parity import compare_images
+
+from . import tensorrt_parser
 
 
 def _graph(config, seed, resolution, precision, batch=1):
@@ -97,46 +99,7 @@ def test_void_ids_all_light_the_same_channel(tiny_config, tmp_path):
     assert np.array_equal(_run(graph, tmp_path, as_19), _run(graph, tmp_path, as_200))
 
 
-# What TensorRT's ONNX parser takes, per op: the types of its data inputs (onnx-tensorrt
-# docs/operators.md, as digested in shared/notes/tensorrt.md section 4). UINT8 is listed for Cast
-# alone: TensorRT allows it only on network inputs and outputs.
-_F = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
-_FI = _F | {TensorProto.INT32, TensorProto.INT64}
-_TENSORRT_PARSER_TYPES = {
-    "Conv": _F, "LayerNormalization": _F, "LeakyRelu": _F, "Resize": _F, "AveragePool": _F, "Clip": _F,
-    "Round": _F, "Add": _FI, "Mul": _FI, "Min": _FI, "Equal": _FI, "Reshape": _FI | {TensorProto.BOOL},
-    "Concat": _FI | {TensorProto.BOOL}, "Transpose": _FI | {TensorProto.BOOL},
-    "Cast": _FI | {TensorProto.UINT8, TensorProto.BOOL},
-}
-_DATA_INPUTS = {"Resize": 1, "Reshape": 1, "Clip": 1}  # the rest of their inputs are constant parameters
-
-
 @pytest.mark.parametrize("precision, k, batch", [("fp16", 1, 1), ("fp32", 1, 2), ("fp16", 3, 1)])
 def test_graphs_stay_inside_what_the_tensorrt_onnx_parser_accepts(tiny_config, precision, k, batch):
     _, graph = _graph(replace(tiny_config, k=k), 2, (32, 64), precision, batch)
-    assert 9 <= graph.opset_import[0].version <= 24
-    types = graph_dtypes(graph)
-    initializers = {i.name for i in graph.graph.initializer}
-    problems = []
-    for node in graph.graph.node:
-        allowed = _TENSORRT_PARSER_TYPES.get(node.op_type)
-        if allowed is None:
-            problems.append(f"{node.op_type} is not in the parser's table")
-            continue
-        for name in node.input[: _DATA_INPUTS.get(node.op_type, len(node.input))]:
-            if name and types[name] not in allowed:
-                problems.append(f"{node.op_type} {node.name} takes {TensorProto.DataType.Name(types[name])} {name}")
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "Conv" and not set(node.input[1:]) <= initializers:
-            problems.append(f"{node.name}: convolution weights must be initializers")
-        if node.op_type == "Resize":
-            scales = numpy_helper.to_array(next(i for i in graph.graph.initializer if i.name == node.input[2]))
-            if attrs.get("mode", b"nearest") not in (b"nearest", b"linear") or list(scales[:2]) != [1, 1]:
-                problems.append(f"{node.name}: resize {attrs} with scales {scales}")
-        if node.op_type == "AveragePool" and len(attrs["kernel_shape"]) != 2:
-            problems.append(f"{node.name}: only 2D pooling")
-        if node.op_type == "LayerNormalization" and len(node.output) != 1:
-            problems.append(f"{node.name}: only the output Y is supported")
-    uint8 = {name for name, t in types.items() if t == TensorProto.UINT8}
-    assert uint8 == {graph.graph.input[0].name, graph.graph.output[0].name}, "UINT8 inside the network"
-    assert problems == []
+    assert tensorrt_parser.problems(graph) == []

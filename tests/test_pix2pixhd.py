@@ -3,14 +3,20 @@ and official-format checkpoints (the state_dict the official trainer saves) read
 architecture inferred."""
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto
 
+from crn_deploy.build.onnx_graph import graph_dtypes
 from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.errors import CheckpointError, UsageError
+from crn_deploy.measure.parity import compare_images
 from crn_deploy.models import pix2pixhd as p2p
 
 from . import reference_pix2pixhd_numpy as ref
+from . import tensorrt_parser
 
 GLOBAL = p2p.Pix2PixHDConfig(label_nc=35, ngf=4, n_downsample_global=2, n_blocks_global=2)
 CONFIGS = {"global": GLOBAL, "local": p2p.preset("tiny"),
@@ -87,3 +93,73 @@ def test_sizes_must_be_multiples_of_the_downsampling():
     p2p.check_resolution((512, 1024), p2p.preset("label2city_512p"))
     with pytest.raises(UsageError, match="not a multiple of 32.*nearest valid: 512x992, 512x1024"):
         p2p.check_resolution((512, 1000), p2p.preset("label2city_1024p"))
+
+
+# the ONNX graph -------------------------------------------------------------------------------
+def _scenes(count, resolution, seed=10):
+    scenes = [cityscapes_scene(*resolution, seed=seed + i) for i in range(count)]
+    return np.stack([s[0] for s in scenes])[:, None], np.stack([s[1] for s in scenes])[:, None]
+
+
+def _onnx_run(graph, labels, instances):
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"labels": labels, **({"instances": instances} if len(session.get_inputs()) == 2 else {})}
+    return session.run(["image"], feeds)[0]
+
+
+def _reference(model, labels, instances):
+    with torch.no_grad():
+        return model.forward_ids(torch.from_numpy(labels), torch.from_numpy(instances)).numpy()
+
+
+@pytest.mark.parametrize("name, batch", [("global", 1), ("local", 2), ("no-instances", 1)])
+def test_fp32_graph_matches_the_reference_to_one_level(name, batch):
+    config = CONFIGS[name]
+    model = _model(config, seed=3)
+    graph = p2p.build_graph(config, _numpy(model), RES, "fp32", batch)
+    onnx.checker.check_model(graph, full_check=True)
+    labels, instances = _scenes(batch, RES)
+    got, expected = _onnx_run(graph, labels, instances), _reference(model, labels, instances)
+    assert got.shape == (batch, *RES, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_fp16_graph_reaches_45_db_with_fp32_instance_norm_statistics():
+    config = p2p.preset("tiny")
+    model = _model(config, seed=4)
+    graph = p2p.build_graph(config, _numpy(model), (64, 128), "fp16", batch=2)
+    labels, instances = _scenes(2, (64, 128))
+    parity = compare_images(_onnx_run(graph, labels, instances), _reference(model, labels, instances))
+    assert parity["psnr_db"] >= 45 and parity["max_abs"] <= 4
+    types = graph_dtypes(graph)
+    for node in graph.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            assert types[node.input[0]] == TensorProto.FLOAT16 and types[node.input[1]] == TensorProto.FLOAT16
+        if node.op_type == "InstanceNormalization":
+            assert types[node.input[0]] == TensorProto.FLOAT  # statistics over H*W in FP32
+
+
+def test_no_constant_grows_with_the_resolution():
+    config = p2p.preset("tiny")
+    weights = _numpy(_model(config))
+    sizes = [sorted(int(np.prod(i.dims)) for i in p2p.build_graph(config, weights, res, "fp16").graph.initializer)
+             for res in ((32, 64), (128, 256))]
+    assert sizes[0] == sizes[1]
+
+
+@pytest.mark.parametrize("name, precision", [("local", "fp16"), ("global", "fp32"), ("no-instances", "fp16")])
+def test_graphs_stay_inside_what_the_tensorrt_onnx_parser_accepts(name, precision):
+    graph = p2p.build_graph(CONFIGS[name], _numpy(_model(CONFIGS[name])), RES, precision, batch=2)
+    assert tensorrt_parser.problems(graph) == []
+    bad = onnx.ModelProto()
+    bad.CopyFrom(graph)
+    node = next(n for n in bad.graph.node if n.op_type == "Pad")
+    node.attribute[0].s = b"edge"
+    bad.graph.node.append(onnx.helper.make_node("Cast", [node.output[0]], ["as_uint8"], to=TensorProto.UINT8))
+    bad.graph.node.append(onnx.helper.make_node("Relu", ["as_uint8"], ["relu_uint8"]))
+    found = tensorrt_parser.problems(bad)  # the check itself can fail
+    assert any("pad mode" in p for p in found) and any("takes UINT8" in p for p in found)
+
+
+def _numpy(model):
+    return {k: v.numpy() for k, v in model.state_dict().items()}

@@ -25,20 +25,27 @@ OPSET = 17  # LayerNormalization; TensorRT's parser takes opsets 9..24
 IR_VERSION = 8  # the IR of opset 17: readable by ONNX Runtime and TensorRT 10/11
 
 _FLOAT = TensorProto.FLOAT
-_COMPUTE_TYPES = {"fp32": (TensorProto.FLOAT, np.float32), "fp16": (TensorProto.FLOAT16, np.float16)}
+COMPUTE_TYPES = {"fp32": (TensorProto.FLOAT, np.float32), "fp16": (TensorProto.FLOAT16, np.float16)}
 _ONNX_DTYPES = {"uint8": TensorProto.UINT8}
 
 
-class _Graph:
+class GraphBuilder:
     """A small builder: unique names, initializers, nodes."""
 
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
+        self._constants: dict[str, np.ndarray] = {}
 
     def const(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        """An initializer; a name already given returns the same one (it must hold the same value)."""
+        value = np.ascontiguousarray(value)
+        if name in self._constants:
+            assert np.array_equal(self._constants[name], value), f"two different constants named {name}"
+            return name
+        self._constants[name] = value
+        self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
     def op(self, op_type: str, inputs: list[str], name: str | None = None, **attrs) -> str:
@@ -74,8 +81,8 @@ def crn_graph_parts(
     """The network without its weights, and the weights: ``write_model`` writes them as one file.
     (``make_graph``/``make_model`` copy every initializer in one call that holds the GIL for seconds
     on a 400 MB model, so the weights stay out of them.)"""
-    compute_type, np_type = _COMPUTE_TYPES[precision]
-    g = _Graph()
+    compute_type, np_type = COMPUTE_TYPES[precision]
+    g = GraphBuilder()
     levels = _layout_pyramid(g, config, compute_type)
     x = levels[0]
     scales = g.const("upsample_scales", np.array([1, 1, 2, 2], np.float32))
@@ -116,7 +123,7 @@ def write_model(shell: onnx.ModelProto, weights: list[onnx.TensorProto], path) -
             f.write(onnx.ModelProto(graph=onnx.GraphProto(initializer=[tensor])).SerializeToString())
 
 
-def _layout_pyramid(g: _Graph, config: CRNConfig, compute_type: int) -> list[str]:
+def _layout_pyramid(g: GraphBuilder, config: CRNConfig, compute_type: int) -> list[str]:
     """One-hot + void at full resolution, then 2x2 averages; coarsest first, in the compute type."""
     ids = g.op("Cast", [INPUT_NAME], to=_FLOAT)
     clamped = g.op("Min", [ids, g.const("void_id", np.array(config.num_classes, np.float32))])
@@ -132,7 +139,7 @@ def _layout_pyramid(g: _Graph, config: CRNConfig, compute_type: int) -> list[str
     return levels[::-1]
 
 
-def _fp32_norm(g: _Graph, x: str, prefix: str, weights: dict, compute_type: int, eps: float) -> str:
+def _fp32_norm(g: GraphBuilder, x: str, prefix: str, weights: dict, compute_type: int, eps: float) -> str:
     """Slim layer norm over C,H,W with per-channel affine, computed in FP32 whatever the graph's type."""
     gamma = weights[f"{prefix}.weight"].astype(np.float32).reshape(-1, 1, 1)
     beta = weights[f"{prefix}.bias"].astype(np.float32).reshape(-1, 1, 1)
@@ -143,7 +150,7 @@ def _fp32_norm(g: _Graph, x: str, prefix: str, weights: dict, compute_type: int,
     return g.op("Cast", [y], to=compute_type) if compute_type != _FLOAT else y
 
 
-def _to_uint8_images(g: _Graph, head: str, config: CRNConfig, resolution, batch: int, compute_type: int) -> None:
+def _to_uint8_images(g: GraphBuilder, head: str, config: CRNConfig, resolution, batch: int, compute_type: int) -> None:
     """(x + 1) * 127.5 -> clip -> round (half to even) -> NHWC -> uint8, all in FP32."""
     x = g.op("Cast", [head], to=_FLOAT) if compute_type != _FLOAT else head
     x = g.op("Add", [x, g.const("one", np.array(1.0, np.float32))])

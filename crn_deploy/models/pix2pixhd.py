@@ -18,12 +18,18 @@ import difflib
 import re
 from dataclasses import asdict, dataclass
 
+import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
+from onnx import TensorProto, helper
 from torch import nn
 
+from ..build.onnx_graph import COMPUTE_TYPES, IR_VERSION, OPSET, GraphBuilder
 from ..config import format_resolution
 from ..errors import CheckpointError, UsageError
+
+_FLOAT = TensorProto.FLOAT
 
 INSTANCE_NORM_EPS = 1e-5  # nn.InstanceNorm2d's default, as the official get_norm_layer('instance') uses it
 
@@ -274,3 +280,156 @@ def load_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig | None = 
     model = Pix2PixHDGenerator(config)
     model.load_state_dict(state)
     return model.eval()
+
+
+# ONNX graph -------------------------------------------------------------------------------------
+LABELS, INSTANCES, IMAGE = "labels", "instances", "image"
+
+
+def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, int], precision: str,
+                batch: int = 1) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+    """The generator as one static ONNX graph (weights apart, as ``onnx_graph.write_model`` takes them):
+    uint8 ``labels`` [N,1,H,W] (+ int32 ``instances`` [N,1,H,W]) in, uint8 RGB ``image`` [N,H,W,3] out.
+
+    The one-hot, the instance edges and the local enhancer's input pyramid in FP32 (cast once per level);
+    convolutions, padding, ReLU and tanh in the compute type; every InstanceNormalization in FP32 (its
+    statistics run over up to 2 M pixels per channel), with [C] scale and bias, the op TensorRT's parser
+    maps to its native normalization layer; the ``tensor2im`` tail in FP32. ``weights``: name -> array."""
+    check_resolution(resolution, config)
+    compute = COMPUTE_TYPES[precision][0]
+    g = GraphBuilder()
+    levels = config.n_local_enhancers
+    pyramid = [_encode(g, config)]
+    for _ in range(levels):
+        pyramid.append(g.op("AveragePool", [pyramid[-1]], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                            count_include_pad=0))
+    pyramid = [g.op("Cast", [level], to=compute) if compute != _FLOAT else level for level in pyramid]
+    w = _Weights(g, weights, precision)
+    x = _global_trunk(g, w, pyramid[-1], config, with_head=not levels)
+    for n in range(1, levels + 1):
+        y = _conv_norm_relu(g, w, _reflect(g, pyramid[levels - n], 3), f"model{n}_1.1")
+        y = g.op("Add", [_conv_norm_relu(g, w, y, f"model{n}_1.4", stride=2, pad=1), x])
+        for j in range(config.n_blocks_local):
+            y = _resblock(g, w, y, f"model{n}_2.{j}")
+        x = _conv_norm_relu(g, w, y, f"model{n}_2.{config.n_blocks_local}", transpose=True)
+        if n == levels:
+            x = g.op("Tanh", [w.conv(_reflect(g, x, 3), f"model{n}_2.{config.n_blocks_local + 4}")])
+    _to_uint8_images(g, x, compute)
+    h, wd = resolution
+    inputs = [helper.make_tensor_value_info(LABELS, TensorProto.UINT8, [batch, 1, h, wd])]
+    if config.instances:
+        inputs.append(helper.make_tensor_value_info(INSTANCES, TensorProto.INT32, [batch, 1, h, wd]))
+    graph = helper.make_graph(g.nodes, f"pix2pixhd_{h}x{wd}_{precision}", inputs,
+                              [helper.make_tensor_value_info(IMAGE, TensorProto.UINT8, [batch, h, wd, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                              producer_name="crn-deploy")
+    return model, g.initializers
+
+
+def build_graph(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, int], precision: str,
+                batch: int = 1) -> onnx.ModelProto:
+    """``graph_parts`` as one ModelProto (for tests and small models)."""
+    model, tensors = graph_parts(config, weights, resolution, precision, batch)
+    for tensor in tensors:
+        model.graph.initializer.add().CopyFrom(tensor)
+    return model
+
+
+class _Weights:
+    """The checkpoint's tensors as graph constants in the compute type."""
+
+    def __init__(self, g: GraphBuilder, weights: dict, precision: str) -> None:
+        self.g, self.weights = g, weights
+        self.compute, self.np_type = COMPUTE_TYPES[precision]
+
+    def __call__(self, name: str) -> str:
+        return self.g.const(name, np.asarray(self.weights[name]).astype(self.np_type))
+
+    def conv(self, x: str, prefix: str, stride: int = 1, pad: int = 0, transpose: bool = False) -> str:
+        kernel = list(np.shape(self.weights[f"{prefix}.weight"])[-2:])
+        inputs = [x, self(f"{prefix}.weight"), self(f"{prefix}.bias")]
+        if transpose:  # doubles the size exactly: stride 2, padding 1, output_padding 1
+            return self.g.op("ConvTranspose", inputs, kernel_shape=kernel, strides=[2, 2], pads=[1, 1, 1, 1],
+                             output_padding=[1, 1])
+        return self.g.op("Conv", inputs, kernel_shape=kernel, strides=[stride, stride], pads=[pad] * 4)
+
+
+def _encode(g: GraphBuilder, config: Pix2PixHDConfig) -> str:
+    """One-hot of the label ids (ids >= label_nc light no channel), then the instance edges; FP32."""
+    ids = g.op("Cast", [LABELS], to=_FLOAT)
+    classes = g.const("class_ids", np.arange(config.label_nc, dtype=np.float32).reshape(1, -1, 1, 1))
+    onehot = g.op("Cast", [g.op("Equal", [ids, classes])], to=_FLOAT)
+    if not config.instances:
+        return onehot
+    return g.op("Concat", [onehot, _edges(g)], axis=1)
+
+
+def _edges(g: GraphBuilder) -> str:
+    """1 where the instance id differs from a 4-neighbour (both pixels of a pair), from static slices:
+    each neighbour difference is padded back to full size on the side it belongs to, then Max."""
+    sides = []
+    for axis in (3, 2):
+        first = g.op("Slice", [INSTANCES, g.const(f"from0_{axis}", np.array([0])),
+                               g.const(f"to_{axis}", np.array([-1])), g.const(f"axis_{axis}", np.array([axis]))])
+        second = g.op("Slice", [INSTANCES, g.const(f"from1_{axis}", np.array([1])),
+                                g.const(f"end_{axis}", np.array([np.iinfo(np.int64).max])), f"axis_{axis}"])
+        same = g.op("Cast", [g.op("Equal", [first, second])], to=_FLOAT)
+        differs = g.op("Sub", [g.const(f"one_{axis}", np.array(1.0, np.float32)), same])
+        for before in (1, 0):
+            pads = np.zeros(8, np.int64)
+            pads[axis if before else axis + 4] = 1
+            sides.append(g.op("Pad", [differs, g.const(f"pad_{axis}_{before}", pads)], mode="constant"))
+    return g.op("Max", sides)
+
+
+def _reflect(g: GraphBuilder, x: str, p: int) -> str:
+    return g.op("Pad", [x, g.const(f"reflect_{p}", np.array([0, 0, p, p, 0, 0, p, p], np.int64))], mode="reflect")
+
+
+def _instance_norm(g: GraphBuilder, x: str, channels: int, compute: int) -> str:
+    """Parameter-free InstanceNorm with FP32 statistics whatever the graph's type."""
+    if compute != _FLOAT:
+        x = g.op("Cast", [x], to=_FLOAT)
+    y = g.op("InstanceNormalization", [x, g.const(f"ones_{channels}", np.ones(channels, np.float32)),
+                                       g.const(f"zeros_{channels}", np.zeros(channels, np.float32))],
+             epsilon=INSTANCE_NORM_EPS)
+    return g.op("Cast", [y], to=compute) if compute != _FLOAT else y
+
+
+def _conv_norm_relu(g: GraphBuilder, w: _Weights, x: str, prefix: str, *, stride: int = 1, pad: int = 0,
+                    transpose: bool = False, relu: bool = True) -> str:
+    channels = np.shape(w.weights[f"{prefix}.weight"])[1 if transpose else 0]
+    y = _instance_norm(g, w.conv(x, prefix, stride, pad, transpose), channels, w.compute)
+    return g.op("Relu", [y]) if relu else y
+
+
+def _resblock(g: GraphBuilder, w: _Weights, x: str, prefix: str) -> str:
+    y = _conv_norm_relu(g, w, _reflect(g, x, 1), f"{prefix}.conv_block.1")
+    y = _conv_norm_relu(g, w, _reflect(g, y, 1), f"{prefix}.conv_block.5", relu=False)
+    return g.op("Add", [x, y])
+
+
+def _global_trunk(g: GraphBuilder, w: _Weights, x: str, config: Pix2PixHDConfig, with_head: bool) -> str:
+    """The official GlobalGenerator by its Sequential indices (module i holds keys model.i.*)."""
+    x = _conv_norm_relu(g, w, _reflect(g, x, 3), "model.1")
+    i = 4
+    for _ in range(config.n_downsample_global):
+        x = _conv_norm_relu(g, w, x, f"model.{i}", stride=2, pad=1)
+        i += 3
+    for _ in range(config.n_blocks_global):
+        x = _resblock(g, w, x, f"model.{i}")
+        i += 1
+    for _ in range(config.n_downsample_global):
+        x = _conv_norm_relu(g, w, x, f"model.{i}", transpose=True)
+        i += 3
+    return g.op("Tanh", [w.conv(_reflect(g, x, 3), f"model.{i + 1}")]) if with_head else x
+
+
+def _to_uint8_images(g: GraphBuilder, x: str, compute: int) -> None:
+    """tensor2im: (x + 1) / 2 * 255, clip, truncate (Floor), NHWC, uint8 — in FP32."""
+    x = g.op("Cast", [x], to=_FLOAT) if compute != _FLOAT else x
+    x = g.op("Mul", [g.op("Add", [x, g.const("one", np.array(1.0, np.float32))]),
+                     g.const("half_range", np.array(127.5, np.float32))])
+    x = g.op("Clip", [x, g.const("black", np.array(0.0, np.float32)), g.const("white", np.array(255.0, np.float32))])
+    x = g.op("Transpose", [g.op("Floor", [x])], perm=[0, 2, 3, 1])
+    g.op("Cast", [x], to=TensorProto.UINT8, name=IMAGE)
