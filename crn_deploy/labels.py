@@ -20,6 +20,9 @@ class LabelSet:
     names: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...]
     void_color: tuple[int, int, int] = (0, 0, 0)
+    # Cityscapes' label-id palette gives several classes one colour (black, pole grey): allowed only when
+    # said; a colour map then decodes such a colour to the lowest of those ids.
+    shared_colors: bool = False
     _lut: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -28,7 +31,7 @@ class LabelSet:
         object.__setattr__(self, "void_color", tuple(int(v) for v in self.void_color))
         if len(self.names) != len(self.colors):
             raise UsageError(f"label set '{self.name}' has {len(self.names)} names but {len(self.colors)} colours")
-        if len(set(self.colors)) != len(self.colors):
+        if len(set(self.colors)) != len(self.colors) and not self.shared_colors:
             raise UsageError(f"label set '{self.name}' uses one colour for two classes")
         if not 1 <= len(self.names) < VOID_ID:
             raise UsageError(f"label set '{self.name}' must have 1..254 classes, has {len(self.names)}")
@@ -69,7 +72,8 @@ class LabelSet:
         # One byte per 24-bit colour (16 MiB), built once: a single gather per frame.
         if "lut" not in self._lut:
             lut = np.full(1 << 24, VOID_ID, np.uint8)
-            lut[_pack_rgb(np.array(self.colors, np.uint8))] = np.arange(self.num_classes, dtype=np.uint8)
+            # reversed: where classes share a colour, the lowest id is written last and wins
+            lut[_pack_rgb(np.array(self.colors[::-1], np.uint8))] = np.arange(self.num_classes, dtype=np.uint8)[::-1]
             self._lut["lut"] = lut
         return self._lut["lut"]
 
@@ -90,12 +94,14 @@ class LabelSet:
             "colors": [list(c) for c in self.colors],
             "void_color": list(self.void_color),
             "void_id": VOID_ID,
+            **({"shared_colors": True} if self.shared_colors else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> LabelSet:
         try:
-            return cls(data["name"], tuple(data["names"]), tuple(map(tuple, data["colors"])), tuple(data["void_color"]))
+            return cls(data["name"], tuple(data["names"]), tuple(map(tuple, data["colors"])), tuple(data["void_color"]),
+                       bool(data.get("shared_colors", False)))
         except (KeyError, TypeError) as e:
             raise UsageError(f"malformed label set: missing or bad field {e}") from None
 
@@ -185,3 +191,25 @@ for _id, _train in _CITYSCAPES_ID_TO_TRAIN.items():
 def cityscapes_label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     """Map a Cityscapes ``*_labelIds.png`` (ids 0..33) to train ids 0..18, others void."""
     return CITYSCAPES_ID_TO_TRAIN_ID[np.asarray(label_ids, np.uint8)]
+
+
+# Cityscapes label ids as *_labelIds.png hold them (0..33, plus 34 so that label_nc 35 has a name for
+# every channel), with cityscapesscripts' colours: the label space of pix2pixHD and SPADE, whose
+# Cityscapes models take these ids, not the 19 train ids above.
+CITYSCAPES_LABEL_IDS = LabelSet(
+    "cityscapes-labelids",
+    (
+        "unlabeled", "ego vehicle", "rectification border", "out of roi", "static", "dynamic", "ground", "road",
+        "sidewalk", "parking", "rail track", "building", "wall", "fence", "guard rail", "bridge", "tunnel", "pole",
+        "polegroup", "traffic light", "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
+        "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle", "license plate",
+    ),
+    (
+        (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81), (128, 64, 128),
+        (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+        (180, 165, 180), (150, 100, 100), (150, 120, 90), (153, 153, 153), (153, 153, 153), (250, 170, 30),
+        (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142),
+        (0, 0, 70), (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32), (0, 0, 142),
+    ),
+    shared_colors=True,
+)

@@ -12,14 +12,15 @@ from pathlib import Path
 
 from .config import CRNConfig, format_resolution
 from .errors import ArtifactError, UsageError
+from .families import IMAGE, LABELS, Family, TensorSpec, family
 from .files import write_json_atomic
 from .labels import LabelSet
 
 SCHEMA = "crn-deploy/artifact"
 SCHEMA_VERSION = 1
 
-INPUT_NAME = "labels"
-OUTPUT_NAME = "image"
+INPUT_NAME = LABELS
+OUTPUT_NAME = IMAGE
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -30,25 +31,10 @@ def parse_precision(text: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TensorSpec:
-        return cls(data["name"], data["dtype"], tuple(data["shape"]))
-
-
 def io_specs(config: CRNConfig, resolution: tuple[int, int], batch: int) -> tuple[TensorSpec, TensorSpec]:
-    """uint8 class ids [N,1,H,W] in; uint8 RGB [N,H,W,3] (or [N,k,H,W,3]) out."""
-    h, w = resolution
-    out_shape = (batch, h, w, 3) if config.k == 1 else (batch, config.k, h, w, 3)
-    return TensorSpec(INPUT_NAME, "uint8", (batch, 1, h, w)), TensorSpec(OUTPUT_NAME, "uint8", out_shape)
+    """A CRN artifact's tensors: uint8 class ids [N,1,H,W] in; uint8 RGB [N,H,W,3] (or [N,k,H,W,3]) out."""
+    crn = family("crn")
+    return crn.inputs(config, resolution, batch)[0], crn.output(config, resolution, batch)
 
 
 def artifact_stem(name: str, resolution: tuple[int, int], precision: str) -> str:
@@ -62,19 +48,33 @@ class Manifest:
     resolution: tuple[int, int]
     precision: str
     batch: int
-    config: CRNConfig
+    config: object  # the family's config type (CRNConfig, Pix2PixHDConfig)
     label_set: LabelSet
     source: dict  # {"kind": "checkpoint", "path", "sha256"} or {"kind": "random", "preset", "seed"}
     sections: dict = field(default_factory=dict)  # onnx, parity, versions, export timings, ...
     path: Path | None = None  # where this manifest lives on disk, once written or read
+    family_name: str = "crn"  # manifests written before families existed are CRN's
+
+    @property
+    def family(self) -> Family:
+        return family(self.family_name)
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        """labels, then (for families that take them) instances: the order backends take arrays in."""
+        return self.family.inputs(self.config, self.resolution, self.batch)
 
     @property
     def input_spec(self) -> TensorSpec:
-        return io_specs(self.config, self.resolution, self.batch)[0]
+        return self.input_specs[0]
 
     @property
     def output_spec(self) -> TensorSpec:
-        return io_specs(self.config, self.resolution, self.batch)[1]
+        return self.family.output(self.config, self.resolution, self.batch)
+
+    @property
+    def images_per_map(self) -> int:
+        return self.family.images_per_map(self.config)
 
     @property
     def artifact_path(self) -> Path:
@@ -86,12 +86,13 @@ class Manifest:
         return {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
+            "family": self.family_name,
             "name": self.name,
             "artifact": self.artifact,
             "resolution": list(self.resolution),
             "precision": self.precision,
             "batch": self.batch,
-            "inputs": [self.input_spec.to_dict()],
+            "inputs": [spec.to_dict() for spec in self.input_specs],
             "outputs": [self.output_spec.to_dict()],
             "config": self.config.to_dict(),
             "label_set": self.label_set.to_dict(),
@@ -113,20 +114,22 @@ class Manifest:
                 f"{where} has manifest schema version {data.get('schema_version')}, this crn-deploy reads "
                 f"{SCHEMA_VERSION}; re-export the artifact with this version's crn-export"
             )
-        known = {"schema", "schema_version", "name", "artifact", "resolution", "precision", "batch",
+        known = {"schema", "schema_version", "family", "name", "artifact", "resolution", "precision", "batch",
                  "inputs", "outputs", "config", "label_set", "source"}
         try:
+            fam = family(data.get("family", "crn"))
             return cls(
                 name=data["name"],
                 artifact=data["artifact"],
                 resolution=tuple(data["resolution"]),
                 precision=parse_precision(data["precision"]),
                 batch=int(data["batch"]),
-                config=CRNConfig.from_dict(data["config"]),
+                config=fam.config_from_dict(data["config"]),
                 label_set=LabelSet.from_dict(data["label_set"]),
                 source=data["source"],
                 sections={k: v for k, v in data.items() if k not in known},
                 path=path,
+                family_name=fam.name,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"{where} is missing or has a bad field {e}; re-export the artifact") from None

@@ -12,15 +12,16 @@ from onnx import TensorProto
 from crn_deploy.build.onnx_graph import graph_dtypes
 from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.errors import CheckpointError, UsageError
+from crn_deploy.families import Pix2PixHDConfig, find_preset
 from crn_deploy.measure.parity import compare_images
 from crn_deploy.models import pix2pixhd as p2p
 
 from . import reference_pix2pixhd_numpy as ref
 from . import tensorrt_parser
 
-GLOBAL = p2p.Pix2PixHDConfig(label_nc=35, ngf=4, n_downsample_global=2, n_blocks_global=2)
-CONFIGS = {"global": GLOBAL, "local": p2p.preset("tiny"),
-           "no-instances": p2p.Pix2PixHDConfig(label_nc=35, instances=False, ngf=4, n_downsample_global=2,
+GLOBAL = Pix2PixHDConfig(label_nc=35, ngf=4, n_downsample_global=2, n_blocks_global=2)
+CONFIGS = {"global": GLOBAL, "local": find_preset("pix2pixhd-tiny")[1],
+           "no-instances": Pix2PixHDConfig(label_nc=35, instances=False, ngf=4, n_downsample_global=2,
                                                n_blocks_global=1)}
 RES = (32, 64)
 
@@ -68,7 +69,7 @@ def _official_state(config, seed=0):
 
 @pytest.mark.parametrize("name, keys", [("label2city_512p", 56), ("label2city_1024p", 74)])
 def test_the_released_architectures_have_the_official_keys_and_are_inferred(name, keys):
-    config = p2p.preset(name)
+    config = find_preset(name)[1]
     with torch.device("meta"):
         state = p2p.Pix2PixHDGenerator(config).state_dict()
     assert len(state) == keys  # families.md: 56 keys for global, 74 for local
@@ -90,9 +91,9 @@ def test_a_checkpoint_of_another_shape_names_its_keys(tmp_path):
 
 
 def test_sizes_must_be_multiples_of_the_downsampling():
-    p2p.check_resolution((512, 1024), p2p.preset("label2city_512p"))
+    p2p.check_resolution((512, 1024), find_preset("label2city_512p")[1])
     with pytest.raises(UsageError, match="not a multiple of 32.*nearest valid: 512x992, 512x1024"):
-        p2p.check_resolution((512, 1000), p2p.preset("label2city_1024p"))
+        p2p.check_resolution((512, 1000), find_preset("label2city_1024p")[1])
 
 
 # the ONNX graph -------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def test_fp32_graph_matches_the_reference_to_one_level(name, batch):
 
 
 def test_fp16_graph_reaches_45_db_with_fp32_instance_norm_statistics():
-    config = p2p.preset("tiny")
+    config = find_preset("pix2pixhd-tiny")[1]
     model = _model(config, seed=4)
     graph = p2p.build_graph(config, _numpy(model), (64, 128), "fp16", batch=2)
     labels, instances = _scenes(2, (64, 128))
@@ -140,7 +141,7 @@ def test_fp16_graph_reaches_45_db_with_fp32_instance_norm_statistics():
 
 
 def test_no_constant_grows_with_the_resolution():
-    config = p2p.preset("tiny")
+    config = find_preset("pix2pixhd-tiny")[1]
     weights = _numpy(_model(config))
     sizes = [sorted(int(np.prod(i.dims)) for i in p2p.build_graph(config, weights, res, "fp16").graph.initializer)
              for res in ((32, 64), (128, 256))]

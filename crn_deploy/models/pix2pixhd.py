@@ -14,9 +14,7 @@ Input as the official ``encode_input`` builds it: one-hot of ``label_nc`` label 
 
 from __future__ import annotations
 
-import difflib
 import re
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
@@ -26,87 +24,19 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from ..build.onnx_graph import COMPUTE_TYPES, IR_VERSION, OPSET, GraphBuilder
-from ..config import format_resolution
-from ..errors import CheckpointError, UsageError
+from ..errors import CheckpointError
+from ..families import Pix2PixHDConfig, family
 
 _FLOAT = TensorProto.FLOAT
 
 INSTANCE_NORM_EPS = 1e-5  # nn.InstanceNorm2d's default, as the official get_norm_layer('instance') uses it
 
 
-@dataclass(frozen=True)
-class Pix2PixHDConfig:
-    """``n_local_enhancers`` 0 is the official ``--netG global``; 1 or more is ``--netG local``."""
-
-    label_nc: int = 35
-    instances: bool = True  # the instance edge map as an extra input channel (official default)
-    ngf: int = 64
-    n_downsample_global: int = 4
-    n_blocks_global: int = 9
-    n_local_enhancers: int = 0
-    n_blocks_local: int = 3
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.label_nc <= 255:
-            raise UsageError(f"label_nc must be 1..255 (uint8 label ids), got {self.label_nc}")
-        if min(self.ngf, self.n_downsample_global) < 1 or min(self.n_blocks_global, self.n_blocks_local,
-                                                              self.n_local_enhancers) < 0:
-            raise UsageError(f"malformed pix2pixHD config {self}")
-
-    @property
-    def input_nc(self) -> int:
-        return self.label_nc + int(self.instances)
-
-    @property
-    def scale(self) -> int:
-        """Height and width must be multiples of this."""
-        return 2 ** (self.n_downsample_global + self.n_local_enhancers)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Pix2PixHDConfig:
-        try:
-            return cls(**{k: data[k] for k in asdict(cls()) if k in data})
-        except TypeError as e:
-            raise UsageError(f"malformed pix2pixHD config {data!r}: {e}") from None
-
-
-PRESETS: dict[str, tuple[Pix2PixHDConfig, tuple[int, int]]] = {
-    # The two released Cityscapes models (scripts/test_512p.sh, test_1024p.sh), with their native size.
-    "label2city_512p": (Pix2PixHDConfig(), (512, 1024)),
-    "label2city_1024p": (Pix2PixHDConfig(ngf=32, n_local_enhancers=1), (1024, 2048)),
-    # A few hundred kilobytes: for tests. Local, so the enhancer's paths are exercised too.
-    "tiny": (Pix2PixHDConfig(ngf=4, n_downsample_global=2, n_blocks_global=2, n_local_enhancers=1,
-                             n_blocks_local=1), (32, 64)),
-}
-
-
-def preset(name: str) -> Pix2PixHDConfig:
-    try:
-        return PRESETS[name][0]
-    except KeyError:
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise UsageError(f"unknown pix2pixHD preset '{name}': {hint}choose one of {', '.join(PRESETS)}") from None
+PIX2PIXHD = family("pix2pixhd")
 
 
 def check_resolution(resolution: tuple[int, int], config: Pix2PixHDConfig) -> None:
-    """Refuse sizes the encoder-decoder cannot return unchanged, naming the nearest valid ones."""
-    step = config.scale
-    h, w = resolution
-    if h > 0 and w > 0 and h % step == 0 and w % step == 0:
-        return
-    near = sorted({(a, b) for a in _near(h, step) for b in _near(w, step)})
-    raise UsageError(f"resolution {format_resolution(resolution)} is not a multiple of {step} on both sides "
-                     f"({config.n_downsample_global} downsamplings x {config.n_local_enhancers} local enhancers); "
-                     f"nearest valid: {', '.join(format_resolution(r) for r in near)}")
-
-
-def _near(n: int, step: int) -> list[int]:
-    below = max(step, n // step * step)
-    return sorted({below, below + step} if n % step else {n})
+    PIX2PIXHD.check_resolution(resolution, config)
 
 
 # reference model ------------------------------------------------------------------------------
