@@ -163,9 +163,10 @@ class FakeTensorRT:
     """Just the TensorRT runtime surface our backend touches."""
 
     __version__ = "11.4.0.106"
-    DataType = SimpleNamespace(UINT8="UINT8", HALF="HALF", FLOAT="FLOAT")
+    DataType = SimpleNamespace(UINT8="UINT8", INT32="INT32", HALF="HALF", FLOAT="FLOAT")
     TensorIOMode = SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
-    LayerType = SimpleNamespace(CONVOLUTION="CONVOLUTION", NORMALIZATION="NORMALIZATION", ACTIVATION="ACTIVATION")
+    LayerType = SimpleNamespace(CONVOLUTION="CONVOLUTION", DECONVOLUTION="DECONVOLUTION", NORMALIZATION="NORMALIZATION",
+                                ACTIVATION="ACTIVATION")
     LayerInformationFormat = SimpleNamespace(ONELINE="ONELINE", JSON="JSON")
 
     def __init__(self, cudart: FakeCudart, *, context_fails: bool = False,

@@ -180,7 +180,7 @@ def test_cuda_tensors_are_read_in_place_through_both_protocols():
     for protocol in (CudaArrayOnly, DLPackOnly):
         array = describe(protocol(tensor), consumer_stream=torch.cuda.current_stream().cuda_stream)
         assert (array.ptr, array.shape, array.device) == (tensor.data_ptr(), (1, 1, 4, 6), "cuda")
-        assert array.is_uint8 and array.contiguous
+        assert array.dtype == "uint8" and array.contiguous
     assert not any(describe(protocol(tensor[..., ::2]), 0).contiguous for protocol in (CudaArrayOnly, DLPackOnly))
     assert describe(tensor.cpu()).device == "cpu"
 

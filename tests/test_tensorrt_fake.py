@@ -149,9 +149,10 @@ def test_dlpack_views_read_pointer_shape_and_dtype_in_place():
 
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)[:, 1:]
     view = dlpack_view(array)
-    assert view.ptr == array.ctypes.data and view.shape == (2, 2, 4) and view.is_uint8
+    assert view.ptr == array.ctypes.data and view.shape == (2, 2, 4) and view.dtype == "uint8"
     assert view.device_type == KDL_CPU and view.strides == (12, 4, 1)
-    assert not dlpack_view(np.zeros(3, np.float32)).is_uint8
+    assert dlpack_view(np.zeros(3, np.float32)).dtype == "other"
+    assert dlpack_view(np.zeros(3, np.int32)).dtype == "int32"
 
 
 def test_fake_other_tensorrt_version_or_gpu_is_refused_with_the_fix(tmp_path, tiny_artifacts):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import CrnError
+from ..errors import CrnError, UsageError
 
 
 class Backend:
@@ -23,16 +23,23 @@ class Backend:
             self.is_open = True
         return self
 
-    def run(self, ids: np.ndarray) -> np.ndarray:
-        """ids: uint8 [B,1,H,W] of the artifact's exact shape. Hot path: no validation here."""
+    def run(self, ids: np.ndarray, *extra: np.ndarray) -> np.ndarray:
+        """ids: uint8 [B,1,H,W] of the artifact's exact shape; ``extra``: the artifact's further inputs
+        in its manifest's order (int32 instance ids [B,1,H,W] for pix2pixHD). Hot path: no validation."""
         if not self.is_open:
             raise CrnError(f"{self.name} is not open; call open() or use it as a context manager")
-        return self._run_impl(ids)
+        return self._run_impl(ids, *extra)
 
-    def submit(self, ids: np.ndarray):
+    def submit(self, ids: np.ndarray, *extra: np.ndarray):
         """Queue a batch and return a handle whose ``result()`` gives the output. Backends that
         overlap frames (TensorRT) return at once; the others run it now."""
-        return Finished(self.run(ids))
+        return Finished(self.run(ids, *extra))
+
+    def submit_device(self, labels, *extra, output: str = "host"):
+        """Run label maps that live in device memory (CuPy, CUDA torch tensors); backends that can read
+        them in place override this."""
+        raise UsageError(f"the {self.name} backend takes label maps in host memory only: pass NumPy arrays, or "
+                         "load the artifact with a GPU backend (a TensorRT engine, ONNX Runtime on cuda)")
 
     def device_memory_bytes(self) -> int | None:
         """GPU memory this backend holds (peak where known); None on a CPU or where unknown."""
@@ -52,7 +59,7 @@ class Backend:
     def _open_impl(self) -> None:
         raise NotImplementedError
 
-    def _run_impl(self, ids: np.ndarray) -> np.ndarray:
+    def _run_impl(self, ids: np.ndarray, *extra: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def _close_impl(self) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import UsageError
 from .dlpack import KDL_CPU, KDL_CUDA, KDL_CUDA_MANAGED, dlpack_view
 
@@ -16,7 +18,7 @@ from .dlpack import KDL_CPU, KDL_CUDA, KDL_CUDA_MANAGED, dlpack_view
 class ExternalArray:
     ptr: int
     shape: tuple[int, ...]
-    is_uint8: bool
+    dtype: str  # "uint8", "int32", or another NumPy name
     contiguous: bool
     device: str  # "cuda", "cpu" or "other"
     device_id: int
@@ -40,24 +42,23 @@ def describe(labels, consumer_stream: int | None = None) -> ExternalArray:
         on_cuda = device_type in (KDL_CUDA, KDL_CUDA_MANAGED)
         view = dlpack_view(labels, consumer_stream if on_cuda else None)
         device = "cuda" if on_cuda else "cpu" if device_type == KDL_CPU else "other"
-        return ExternalArray(view.ptr, view.shape, view.is_uint8, view.strides in (None, _contiguous(view.shape)),
+        return ExternalArray(view.ptr, view.shape, view.dtype, view.strides in (None, _contiguous(view.shape)),
                              device, device_id, None, view.capsule)
     cai = getattr(labels, "__cuda_array_interface__", None)
     if cai is not None:
         shape = tuple(cai["shape"])
         strides = cai.get("strides")  # bytes; for uint8 the same as elements
         stream = cai.get("stream")
-        return ExternalArray(int(cai["data"][0]), shape, cai["typestr"] in ("|u1", "<u1"),
+        return ExternalArray(int(cai["data"][0]), shape, np.dtype(cai["typestr"]).name,
                              strides in (None, _contiguous(shape)), "cuda", -1,
                              LEGACY_STREAM if stream is None else int(stream), labels)
     raise UsageError("device input must expose __cuda_array_interface__ or __dlpack__ (a CuPy array or CUDA torch "
                      "tensor); NumPy arrays go through run()/submit()")
 
 
-def check_label_batch(array: ExternalArray, shape: tuple[int, ...]) -> None:
-    if not array.is_uint8 or array.shape != tuple(shape):
-        kind = "uint8" if array.is_uint8 else "another dtype"
-        raise UsageError(f"device label map must be uint8 {list(shape)}, got {kind} {list(array.shape)}")
+def check_label_batch(array: ExternalArray, shape: tuple[int, ...], dtype: str = "uint8") -> None:
+    if array.dtype != dtype or array.shape != tuple(shape):
+        raise UsageError(f"device input must be {dtype} {list(shape)}, got {array.dtype} {list(array.shape)}")
     if not array.contiguous:
         raise UsageError("device label map must be C-contiguous; call .contiguous() or cupy.ascontiguousarray")
 

@@ -10,7 +10,8 @@ import ctypes
 from dataclasses import dataclass
 
 KDL_CPU, KDL_CUDA, KDL_CUDA_MANAGED = 1, 2, 13
-KDL_UINT = 1
+KDL_INT, KDL_UINT = 0, 1
+_DTYPES = {(KDL_UINT, 8, 1): "uint8", (KDL_INT, 32, 1): "int32"}  # the ones artifacts take
 
 
 class _Device(ctypes.Structure):
@@ -39,7 +40,7 @@ class DLPackView:
     device_id: int
     shape: tuple[int, ...]
     strides: tuple[int, ...] | None  # in elements; None means C-contiguous
-    is_uint8: bool
+    dtype: str  # "uint8", "int32", or "other"
     capsule: object  # keeps the producer's memory alive
 
 
@@ -49,6 +50,6 @@ def dlpack_view(obj, stream: int | None = None) -> DLPackView:
     tensor = _Tensor.from_address(_get_pointer(capsule, b"dltensor"))  # DLManagedTensor starts with its DLTensor
     shape = tuple(tensor.shape[i] for i in range(tensor.ndim))
     strides = tuple(tensor.strides[i] for i in range(tensor.ndim)) if tensor.strides else None
-    is_uint8 = (tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes) == (KDL_UINT, 8, 1)
+    dtype = _DTYPES.get((tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes), "other")
     return DLPackView((tensor.data or 0) + tensor.byte_offset, tensor.device.device_type, tensor.device.device_id,
-                      shape, strides, is_uint8, capsule)
+                      shape, strides, dtype, capsule)

@@ -69,8 +69,9 @@ class OnnxRuntimeBackend(Backend):
             ) from None
         self.device, self.name = device, f"onnxruntime-{device}"
         names = ([i.name for i in self._session.get_inputs()], [o.name for o in self._session.get_outputs()])
-        if names != ([INPUT_NAME], [OUTPUT_NAME]):
+        if names[0][:1] != [INPUT_NAME] or names[1] != [OUTPUT_NAME]:
             raise ArtifactError(f"{self.path} has I/O {names}, not a crn-deploy export ({INPUT_NAME} -> {OUTPUT_NAME})")
+        self._input_names = names[0]
         self._input_shape = tuple(self._session.get_inputs()[0].shape)
 
     def _resolve_device(self) -> str:
@@ -95,13 +96,16 @@ class OnnxRuntimeBackend(Backend):
                                                  "trt_timing_cache_path": cache}}
         return [(name, options[name]) if name in options else name for name in _CHAINS[device]]
 
-    def _run_impl(self, ids: np.ndarray) -> np.ndarray:
-        return self._session.run([OUTPUT_NAME], {INPUT_NAME: ids})[0]
+    def _run_impl(self, ids: np.ndarray, *extra: np.ndarray) -> np.ndarray:
+        return self._session.run([OUTPUT_NAME], dict(zip(self._input_names, (ids, *extra), strict=True)))[0]
 
-    def submit_device(self, labels, *, output: str = "host"):
+    def submit_device(self, labels, *extra, output: str = "host"):
         """Run a label map where it lives, through IO binding: CUDA memory (a CuPy array, a CUDA torch
         tensor) for the cuda/tensorrt providers, host memory (anything speaking DLPack) for cpu.
-        ``output="device"`` leaves the picture in the session's memory as an ``OrtValue``."""
+        ``output="device"`` leaves the picture in the session's memory as an ``OrtValue``. Artifacts with
+        further inputs (instance maps) take them from host memory here."""
+        if len(extra) != len(self._input_names) - 1:
+            raise UsageError(f"{self.path} takes {', '.join(self._input_names)}: pass every one")
         where = "cpu" if self.device == "cpu" else "cuda"
         # A DLPack producer orders its work before the stream we name; ONNX Runtime reads on a stream of
         # its own that cannot wait on it, so name the legacy default stream and finish that below.
@@ -118,6 +122,8 @@ class OnnxRuntimeBackend(Backend):
         device_id = self.gpu if where == "cuda" else 0
         binding = self._session.io_binding()
         binding.bind_input(INPUT_NAME, where, device_id, np.uint8, list(array.shape), array.ptr)
+        for name, value in zip(self._input_names[1:], extra, strict=True):
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
         binding.bind_output(OUTPUT_NAME, "cpu" if output == "host" else where, device_id if output == "device" else 0)
         self._session.run_with_iobinding(binding)
         value = binding.get_outputs()[0]

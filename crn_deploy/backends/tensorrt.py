@@ -40,6 +40,11 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
 
 
+def tensorrt_dtype(trt, dtype: str):
+    """The TensorRT type of a manifest's tensor dtype (uint8 labels and images, int32 instance ids)."""
+    return {"uint8": trt.DataType.UINT8, "int32": trt.DataType.INT32}[dtype]
+
+
 def rebuild_command(manifest: Manifest) -> str:
     return f"crn-build {manifest.artifact_path}"
 
@@ -67,9 +72,9 @@ def check_engine_compatible(manifest: Manifest, trt_version: str, gpu: dict) -> 
 
 @dataclass
 class _Slot:
-    host_in: PinnedBuffer
+    host_in: list[PinnedBuffer]  # one per input of the manifest (labels, then instances where taken)
     host_out: PinnedBuffer
-    dev_in: DeviceBuffer
+    dev_in: list[DeviceBuffer]
     dev_out: DeviceBuffer
     uploaded: object  # events
     computed: object
@@ -154,7 +159,7 @@ class TensorRTBackend(Backend):
         self._check_io(trt)
 
     def _check_io(self, trt) -> None:
-        expected = {spec.name: spec for spec in (self.manifest.input_spec, self.manifest.output_spec)}
+        expected = {spec.name: spec for spec in (*self.manifest.input_specs, self.manifest.output_spec)}
         engine = self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         if sorted(names) != sorted(expected):
@@ -162,21 +167,24 @@ class TensorRTBackend(Backend):
         for name in names:
             shape = tuple(engine.get_tensor_shape(name))
             dtype = engine.get_tensor_dtype(name)
-            if shape != expected[name].shape or dtype != trt.DataType.UINT8:
-                raise ArtifactError(f"{self.path}: tensor {name} is {dtype} {list(shape)}, the manifest says uint8 "
-                                    f"{list(expected[name].shape)}; rebuild it with: {rebuild_command(self.manifest)}")
+            spec = expected[name]
+            if shape != spec.shape or dtype != tensorrt_dtype(trt, spec.dtype):
+                raise ArtifactError(f"{self.path}: tensor {name} is {dtype} {list(shape)}, the manifest says "
+                                    f"{spec.dtype} {list(spec.shape)}; rebuild it with: {rebuild_command(self.manifest)}")
         if engine.get_tensor_mode(INPUT_NAME) != trt.TensorIOMode.INPUT:
             raise ArtifactError(f"{self.path}: '{INPUT_NAME}' is not an input tensor; rebuild it")
 
     def _allocate(self) -> None:
         cuda = self._cuda
-        self.in_shape, self.out_shape = self.manifest.input_spec.shape, self.manifest.output_spec.shape
+        self._inputs = self.manifest.input_specs
+        self.in_shape, self.out_shape = self._inputs[0].shape, self.manifest.output_spec.shape
         self._upload, self._compute, self._download = cuda.stream(), cuda.stream(), cuda.stream()
         self._compute_handle = handle(self._compute)
         self._slots = []
         for _ in range(self.num_slots):
-            host_in, host_out = cuda.pinned(self.in_shape, np.uint8), cuda.pinned(self.out_shape, np.uint8)
-            dev_in, dev_out = cuda.device_buffer(host_in.nbytes), cuda.device_buffer(host_out.nbytes)
+            host_in = [cuda.pinned(spec.shape, np.dtype(spec.dtype)) for spec in self._inputs]
+            host_out = cuda.pinned(self.out_shape, np.uint8)
+            dev_in, dev_out = [cuda.device_buffer(h.nbytes) for h in host_in], cuda.device_buffer(host_out.nbytes)
             timed = self.timing
             slot = _Slot(host_in, host_out, dev_in, dev_out, cuda.event(timed), cuda.event(timed), cuda.event(timed))
             if timed:
@@ -210,35 +218,42 @@ class TensorRTBackend(Backend):
             cuda.close()
 
     def device_memory_bytes(self) -> int | None:
-        io = sum(slot.dev_in.nbytes + slot.dev_out.nbytes for slot in self._slots)
+        io = sum(sum(d.nbytes for d in slot.dev_in) + slot.dev_out.nbytes for slot in self._slots)
         return int(self._engine.device_memory_size_v2) + io
 
     # frames ----------------------------------------------------------------------------------
-    def _run_impl(self, ids: np.ndarray) -> np.ndarray:
-        return self.submit(ids).result()
+    def _run_impl(self, ids: np.ndarray, *extra: np.ndarray) -> np.ndarray:
+        return self.submit(ids, *extra).result()
 
-    def submit(self, ids: np.ndarray, *, output: str = "host") -> Pending:
-        """Queue uint8 ids [B,1,H,W] from host memory; returns at once unless every slot is busy."""
+    def submit(self, ids: np.ndarray, *extra: np.ndarray, output: str = "host") -> Pending:
+        """Queue uint8 ids [B,1,H,W] (and the artifact's further inputs, e.g. int32 instance ids) from host
+        memory; returns at once unless every slot is busy."""
         slot = self._take_slot()
-        np.copyto(slot.host_in.array, ids, casting="no")
+        for host, array in zip(slot.host_in, (ids, *extra), strict=True):
+            np.copyto(host.array, array, casting="no")
         if slot.starts:
             self._cuda.record(slot.starts[0], self._upload)
-        self._cuda.h2d(slot.dev_in.ptr, slot.host_in.ptr, slot.host_in.nbytes, self._upload)
+        for device, host in zip(slot.dev_in, slot.host_in, strict=True):
+            self._cuda.h2d(device.ptr, host.ptr, host.nbytes, self._upload)
         self._cuda.record(slot.uploaded, self._upload)
         self._cuda.wait(self._compute, slot.uploaded)
         return self._launch(slot, output)
 
-    def submit_device(self, labels, *, output: str = "host") -> Pending:
-        """Queue ids already on this GPU: an object with ``__cuda_array_interface__`` or ``__dlpack__``
-        (a CuPy array, a CUDA torch tensor...). No host round trip, no torch import."""
-        ptr, producer_stream, keep_alive = self._device_input(labels)
+    def submit_device(self, labels, *extra, output: str = "host") -> Pending:
+        """Queue inputs already on this GPU: objects with ``__cuda_array_interface__`` or ``__dlpack__``
+        (CuPy arrays, CUDA torch tensors...), in the manifest's input order. No host round trip, no torch."""
+        arrays = (labels, *extra)
+        if len(arrays) != len(self._inputs):
+            raise UsageError(f"{self.path} takes {', '.join(s.name for s in self._inputs)}: pass every one")
+        sources = [self._device_input(array, spec) for array, spec in zip(arrays, self._inputs, strict=True)]
         slot = self._take_slot()
-        if producer_stream is not None:  # the producer's work must finish before we read its buffer
-            self._cuda.record(slot.uploaded, producer_stream)
-            self._cuda.wait(self._compute, slot.uploaded)
-        self._cuda.d2d(slot.dev_in.ptr, ptr, slot.dev_in.nbytes, self._compute)
+        for (ptr, producer_stream, _), device in zip(sources, slot.dev_in, strict=True):
+            if producer_stream is not None:  # the producer's work must finish before we read its buffer
+                self._cuda.record(slot.uploaded, producer_stream)
+                self._cuda.wait(self._compute, slot.uploaded)
+            self._cuda.d2d(device.ptr, ptr, device.nbytes, self._compute)
         pending = self._launch(slot, output)
-        pending._keep_alive = keep_alive  # the producer's memory must outlive the copy
+        pending._keep_alive = [keep for _, _, keep in sources]  # the producers' memory must outlive the copies
         return pending
 
     def _take_slot(self) -> _Slot:
@@ -272,7 +287,8 @@ class TensorRTBackend(Backend):
         return slot.pending
 
     def _enqueue(self, slot: _Slot) -> bool:
-        self._context.set_tensor_address(INPUT_NAME, slot.dev_in.ptr)
+        for spec, device in zip(self._inputs, slot.dev_in, strict=True):
+            self._context.set_tensor_address(spec.name, device.ptr)
         self._context.set_tensor_address(OUTPUT_NAME, slot.dev_out.ptr)
         return bool(self._context.execute_async_v3(self._compute_handle))
 
@@ -294,13 +310,13 @@ class TensorRTBackend(Backend):
         if slot.pending is pending:
             slot.pending = None
 
-    def _device_input(self, labels) -> tuple[int, int | None, object]:
-        """(pointer, producer stream to wait for or None, object to keep alive) of a device label map."""
+    def _device_input(self, labels, spec) -> tuple[int, int | None, object]:
+        """(pointer, producer stream to wait for or None, object to keep alive) of a device input."""
         array = describe(labels, self._compute_handle)
         if array.device != "cuda":
             raise UsageError(f"device label map is in {array.device} memory, not on GPU {self.device_index}; "
                              "move it there, or pass a NumPy array to run()")
-        check_label_batch(array, self.in_shape)
+        check_label_batch(array, spec.shape, spec.dtype)
         if not self._cuda.pointer_is_on_this_device(array.ptr):
             raise UsageError(f"device label map is not in GPU {self.device_index}'s memory (host memory or another "
                              f"GPU); move it there, or pass a NumPy array to run()")

@@ -34,16 +34,14 @@ class TorchBackend(Backend):
     def _open_impl(self) -> None:
         import torch
 
-        from ..build.model import SlimLayerNorm
-
         on_cuda = self.device.startswith("cuda")
         if on_cuda and not torch.cuda.is_available():
             raise UsageError("the PyTorch backend was asked for cuda but this torch sees no CUDA GPU; use device cpu")
         live = copy.deepcopy(self.model).eval().to(self.device)
         if self.precision == "fp16":
             live.half()
-            for module in live.modules():  # same semantics as the FP16 ONNX: norm affine stays FP32
-                if isinstance(module, SlimLayerNorm):
+            for module in live.modules():  # same semantics as the FP16 ONNX: normalization stays FP32
+                if getattr(module, "keep_fp32", False):
                     module.float()
         if on_cuda:
             live = live.to(memory_format=torch.channels_last)
@@ -77,14 +75,15 @@ class TorchBackend(Backend):
             return None
         return int(self._torch.cuda.max_memory_allocated(self.device))
 
-    def _forward(self, labels):
+    def _forward(self, labels, *extra):
         with self._torch.inference_mode():
-            return self._live(labels)
+            return self._live(labels, *extra)
 
-    def _run_impl(self, ids: np.ndarray) -> np.ndarray:
+    def _run_impl(self, ids: np.ndarray, *extra: np.ndarray) -> np.ndarray:
         torch = self._torch
-        if self.device == "cpu" or ids.shape != self.input_shape:
-            return self._forward(torch.from_numpy(ids).to(self.device)).cpu().numpy()
+        if self.device == "cpu" or ids.shape != self.input_shape or extra:  # graphs: single-input models
+            tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in (ids, *extra)]
+            return self._forward(*tensors).cpu().numpy()
         self._host_in.numpy()[...] = ids
         self._static_in.copy_(self._host_in, non_blocking=True)
         if self.graphs_active:

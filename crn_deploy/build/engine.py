@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..backends.cuda import Cuda
-from ..backends.tensorrt import import_tensorrt
+from ..backends.tensorrt import import_tensorrt, tensorrt_dtype
 from ..errors import ArtifactError, CrnError, UsageError
 from ..files import sha256_file, write_bytes_atomic
 from ..manifest import Manifest
@@ -100,12 +100,13 @@ def _parse(trt, builder, logger, onnx_path: Path):
 
 
 def check_network_precision(trt, network, precision: str, where: Path) -> None:
-    """Refuse unless every convolution computes in the requested type and every norm in FP32."""
+    """Refuse unless every (transposed) convolution computes in the requested type and every norm in FP32."""
     want = trt.DataType.HALF if precision == "fp16" else trt.DataType.FLOAT
+    convolutions = (trt.LayerType.CONVOLUTION, trt.LayerType.DECONVOLUTION)
     wrong = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.type == trt.LayerType.CONVOLUTION and layer.get_output(0).dtype != want:
+        if layer.type in convolutions and layer.get_output(0).dtype != want:
             wrong.append(f"{layer.name} computes in {layer.get_output(0).dtype}")
         if layer.type == trt.LayerType.NORMALIZATION and layer.get_input(0).dtype != trt.DataType.FLOAT:
             wrong.append(f"{layer.name} normalizes in {layer.get_input(0).dtype}")
@@ -146,11 +147,11 @@ def check_built_engine(trt, logger, plan, manifest: Manifest) -> dict[str, int] 
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     if engine is None:
         raise CrnError(f"TensorRT cannot read back the engine it just built from {manifest.artifact_path}")
-    for spec in (manifest.input_spec, manifest.output_spec):
+    for spec in (*manifest.input_specs, manifest.output_spec):
         shape = tuple(engine.get_tensor_shape(spec.name))
-        if engine.get_tensor_dtype(spec.name) != trt.DataType.UINT8 or shape != spec.shape:
+        if engine.get_tensor_dtype(spec.name) != tensorrt_dtype(trt, spec.dtype) or shape != spec.shape:
             raise CrnError(f"the built engine's {spec.name} is {engine.get_tensor_dtype(spec.name)} {list(shape)}, "
-                           f"not uint8 {list(spec.shape)}; not kept")
+                           f"not {spec.dtype} {list(spec.shape)}; not kept")
     inspector = engine.create_engine_inspector()
     counts = convolution_weight_types(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
     wanted = "Half" if manifest.precision == "fp16" else "Float"

@@ -22,6 +22,8 @@ class SlimLayerNorm(nn.Module):
     Statistics always run in float32: in FP16 the 1e-12 epsilon underflows and the sums overflow.
     """
 
+    keep_fp32 = True  # FP16 models keep this module's parameters in FP32 (as the FP16 ONNX does)
+
     def __init__(self, channels: int, eps: float = SLIM_LAYER_NORM_EPS) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
