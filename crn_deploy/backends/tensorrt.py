@@ -170,7 +170,8 @@ class TensorRTBackend(Backend):
             spec = expected[name]
             if shape != spec.shape or dtype != tensorrt_dtype(trt, spec.dtype):
                 raise ArtifactError(f"{self.path}: tensor {name} is {dtype} {list(shape)}, the manifest says "
-                                    f"{spec.dtype} {list(spec.shape)}; rebuild it with: {rebuild_command(self.manifest)}")
+                                    f"{spec.dtype} {list(spec.shape)}; rebuild it with: "
+                                    f"{rebuild_command(self.manifest)}")
         if engine.get_tensor_mode(INPUT_NAME) != trt.TensorIOMode.INPUT:
             raise ArtifactError(f"{self.path}: '{INPUT_NAME}' is not an input tensor; rebuild it")
 

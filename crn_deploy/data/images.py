@@ -57,11 +57,18 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
     write_bytes_atomic(path, encoded.tobytes())
 
 
-def resize_labels(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour: class ids are never blended. ``size`` is (height, width)."""
+LABEL_RESIZE = {
+    "nearest": cv2.INTER_NEAREST,  # source pixel floor(y * in / out): OpenCV's and torch's nearest
+    "nearest-exact": cv2.INTER_NEAREST_EXACT,  # floor((y + 0.5) * in / out): PIL's NEAREST, as pix2pixHD loads
+}
+
+
+def resize_labels(ids: np.ndarray, size: tuple[int, int], rule: str = "nearest") -> np.ndarray:
+    """Nearest-neighbour: class (or instance) ids are never blended. ``size`` is (height, width);
+    ``rule`` says which source pixel a target pixel takes (``LABEL_RESIZE``)."""
     if ids.shape[-2:] == tuple(size):
         return ids
-    return cv2.resize(ids, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(ids, (size[1], size[0]), interpolation=LABEL_RESIZE[rule])
 
 
 def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..backends.base import Backend
@@ -27,10 +29,13 @@ class Synthesizer:
         self.manifest = manifest
         self.resolution = tuple(manifest.resolution)
         self.batch = manifest.batch
-        self.k = manifest.config.k
+        self.k = manifest.images_per_map
         self.label_set: LabelSet = manifest.label_set
         self.precision = manifest.precision
-        self._pad = np.zeros((self.batch, 1, *self.resolution), np.uint8)
+        self.takes_instances = len(manifest.input_specs) > 1  # pix2pixHD (and SPADE) with instance maps
+        self.label_resize = manifest.family.label_resize
+        self._pads = [np.zeros(spec.shape, np.dtype(spec.dtype)) for spec in manifest.input_specs]
+        self._warned_no_instances = False
         self.unknown_colors = UnknownColors()  # colour maps' pixels outside the palette, over this synthesizer's life
 
     # lifecycle -------------------------------------------------------------------------------
@@ -48,16 +53,19 @@ class Synthesizer:
         self.close()
 
     # inference -------------------------------------------------------------------------------
-    def __call__(self, labels, *, label_set: LabelSet | None = None, output_size: str = "input",
+    def __call__(self, labels, *, instances=None, label_set: LabelSet | None = None, output_size: str = "input",
                  strict: bool = False) -> np.ndarray:
-        """``strict``: colour maps with colours outside the palette are an error, not void pixels."""
+        """``instances``: instance ids shaped like the label maps (Cityscapes ``*_instanceIds.png``), for
+        artifacts that take them. ``strict``: colour maps with colours outside the palette are an error."""
         if output_size not in ("input", "engine"):
             raise UsageError(f"output_size must be 'input' or 'engine', got {output_size!r}")
         ids, single = self._as_id_batch(labels, label_set, strict)
+        extra = self._instance_batch(instances, ids)
         size = ids.shape[-2:]
         if size != self.resolution:  # maps of the artifact's size go straight in, uncopied
-            ids = np.stack([resize_labels(m, self.resolution) for m in ids[:, 0]])[:, None]
-        images = self.run_ids(ids)
+            ids, *extra = [np.stack([resize_labels(m, self.resolution, self.label_resize) for m in a[:, 0]])[:, None]
+                           for a in (ids, *extra)]
+        images = self.run_ids(ids, *extra)
         if output_size == "input" and size != self.resolution:
             images = _map_images(images, lambda im: resize_image(im, size))
         return images[0] if single else images
@@ -68,25 +76,65 @@ class Synthesizer:
         (``UnknownColorsWarning``); with ``strict`` they are an error."""
         return self(rgb, label_set=self.label_set, output_size=output_size, strict=strict)
 
-    def run_ids(self, ids: np.ndarray) -> np.ndarray:
-        """uint8 [N,1,H,W] at the artifact's resolution, any N: split into (padded) batches."""
+    def run_ids(self, ids: np.ndarray, *extra: np.ndarray) -> np.ndarray:
+        """uint8 [N,1,H,W] at the artifact's resolution (and int32 instance ids shaped alike, for artifacts
+        that take them; the label ids stand in where none are given), any N: split into (padded) batches."""
         self.open()
+        if self.takes_instances and not extra:
+            extra = self._instance_batch(None, ids)
         outputs = []
         for start in range(0, len(ids), self.batch):
-            chunk = ids[start : start + self.batch]
-            if len(chunk) < self.batch:
-                padded = self._pad.copy()
-                padded[: len(chunk)] = chunk
-                outputs.append(self.backend.run(padded)[: len(chunk)])
+            chunks = [a[start : start + self.batch] for a in (ids, *extra)]
+            if len(chunks[0]) < self.batch:
+                padded = [pad.copy() for pad in self._pads]
+                for target, chunk in zip(padded, chunks, strict=True):
+                    target[: len(chunk)] = chunk
+                outputs.append(self.backend.run(*padded)[: len(chunks[0])])
             else:
-                outputs.append(self.backend.run(np.ascontiguousarray(chunk)))
+                outputs.append(self.backend.run(*(np.ascontiguousarray(c) for c in chunks)))
         return np.concatenate(outputs)
 
-    def submit(self, ids: np.ndarray):
-        """Queue one batch of uint8 ids [B,1,H,W] at the artifact's exact shape; ``.result()`` later.
-        With TensorRT, frames overlap (upload, compute, download); results keep submission order."""
+    def submit(self, ids: np.ndarray, *extra: np.ndarray):
+        """Queue one batch of uint8 ids [B,1,H,W] (and instance ids, where taken) at the artifact's exact
+        shape; ``.result()`` later. With TensorRT, frames overlap (upload, compute, download); results keep
+        submission order."""
         self.open()
-        return self.backend.submit(ids)
+        if self.takes_instances and not extra:
+            extra = self._instance_batch(None, ids)
+        return self.backend.submit(ids, *extra)
+
+    def submit_device(self, labels, *extra, output: str = "host"):
+        """Label maps (and instance maps) already in device memory, at the artifact's exact shape: the
+        backend reads them in place where it can (TensorRT, ONNX Runtime on CUDA), else says so."""
+        self.open()
+        return self.backend.submit_device(labels, *extra, output=output)
+
+    def _instance_batch(self, instances, ids: np.ndarray) -> tuple[np.ndarray, ...]:
+        """() for artifacts without an instance input; else int32 [N,1,H,W] shaped like ``ids``. Without
+        instance maps each label region counts as one instance (edges at class boundaries only, which
+        loses those between touching cars or people): warned of once."""
+        if not self.takes_instances:
+            if instances is not None:
+                raise UsageError(f"{self.manifest.artifact} takes no instance map (its model was trained without)")
+            return ()
+        if instances is None:
+            if not self._warned_no_instances:
+                self._warned_no_instances = True
+                warnings.warn(NoInstancesWarning(
+                    f"{self.manifest.artifact} takes an instance map as well (Cityscapes *_instanceIds.png); "
+                    "without one each label region counts as one instance, so touching objects of one class "
+                    "merge: pass instances="), stacklevel=3)
+            return (ids.astype(np.int32),)
+        array = np.asarray(instances)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise UsageError(f"instance maps must hold integer ids, got {array.dtype}")
+        array = array.reshape(ids.shape) if array.size == ids.size else array
+        if array.shape != ids.shape:
+            raise UsageError(f"the instance map's shape {list(np.shape(instances))} does not match the label map's "
+                             f"{list(ids.shape)}")
+        if array.min(initial=0) < np.iinfo(np.int32).min or array.max(initial=0) > np.iinfo(np.int32).max:
+            raise UsageError("instance ids must fit in int32")
+        return (array.astype(np.int32, copy=False),)
 
     def _as_id_batch(self, labels, label_set: LabelSet | None, strict: bool) -> tuple[np.ndarray, bool]:
         array = np.asarray(labels)
@@ -120,6 +168,10 @@ def _is_color_map(array: np.ndarray) -> bool:
     if array.dtype != np.uint8 or array.shape[-1:] not in ((3,), (4,)):
         return False
     return array.ndim == 3 or (array.ndim == 4 and array.shape[1] != 1)
+
+
+class NoInstancesWarning(UserWarning):
+    """An artifact that takes instance maps was given label maps only."""
 
 
 def _as_uint8_ids(ids: np.ndarray) -> np.ndarray:
