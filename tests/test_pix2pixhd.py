@@ -41,8 +41,8 @@ def test_reference_model_matches_the_numpy_forward_of_the_official_code(name):
                              config.n_blocks_local)
     with torch.no_grad():
         x = model.encode(torch.from_numpy(labels)[None, None], torch.from_numpy(instances)[None, None])
-        got = model(x)[0].double().numpy()
-        pictures = model.forward_ids(torch.from_numpy(labels)[None, None], torch.from_numpy(instances)[None, None])
+        got = model.generate(x)[0].double().numpy()
+        pictures = model(torch.from_numpy(labels)[None, None], torch.from_numpy(instances)[None, None])
     assert np.abs(got - expected).max() < 1e-4
     assert 0.2 < expected.std() < 1.0  # a picture, not a saturated or flat one
     diff = np.abs(pictures[0].numpy().astype(int) - ref.tensor2im(expected).astype(int))
@@ -110,7 +110,7 @@ def _onnx_run(graph, labels, instances):
 
 def _reference(model, labels, instances):
     with torch.no_grad():
-        return model.forward_ids(torch.from_numpy(labels), torch.from_numpy(instances)).numpy()
+        return model(torch.from_numpy(labels), torch.from_numpy(instances)).numpy()
 
 
 @pytest.mark.parametrize("name, batch", [("global", 1), ("local", 2), ("no-instances", 1)])

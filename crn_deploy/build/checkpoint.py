@@ -18,7 +18,7 @@ from ..config import CRNConfig
 from ..errors import CheckpointError
 from ..files import atomic_path, sha256_file
 from ..labels import CITYSCAPES, LabelSet
-from .model import CRN, random_init
+from .model import CRN
 
 FORMAT = "crn-deploy/checkpoint-1"
 _PREFIXES = ("module.", "model.", "generator.", "netG.")
@@ -27,40 +27,72 @@ _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.conv1\.weight$")
 
 @dataclass
 class LoadedCheckpoint:
-    model: CRN
+    model: torch.nn.Module  # the family's reference model: uint8 ids (+ further inputs) -> uint8 RGB
     label_set: LabelSet
     source: dict  # what the manifest records as the model's origin
+    family: str = "crn"
+
+    @property
+    def config(self):
+        return self.model.config
 
 
-def load_checkpoint(path: Path, config: CRNConfig | None = None) -> LoadedCheckpoint:
-    """Read a checkpoint, settle its architecture, and return the model in eval mode (float32, CPU)."""
+def load_checkpoint(path: Path, config=None, family: str | None = None, *, instances: bool = True) -> LoadedCheckpoint:
+    """Read a checkpoint, settle its family and architecture, and return the model in eval mode (float32, CPU).
+
+    The family is, in order: ``family``, the one the file records, the one of ``config``, or the one whose
+    checkpoints look like it (pix2pixHD's official ``latest_net_G.pth``, else a CRN). ``instances``: for
+    pix2pixHD checkpoints, whether the last input channel is the instance edge map (official default)."""
+    from ..models.registry import family_of_config, model_family, recognise
+
     path = Path(path)
-    state, stored_config, stored_labels = read_state(path)
-    config = config or stored_config or infer_config(state, path)
+    raw, meta = read_raw(path)
+    stored_config = _maybe_json(meta["config"]) if "config" in meta else None
+    named = family or meta.get("family") or (stored_config is not None and "crn")
+    fam = model_family(named) if named else family_of_config(config) if config is not None else recognise(raw)
+    if config is None and stored_config is not None:
+        config = fam.contract.config_from_dict(stored_config)
+    model = fam.load_state(raw, config, path, instances)
+    labels = LabelSet.from_dict(_maybe_json(meta["label_set"])) if "label_set" in meta else fam.contract.label_set
+    source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path), "family": fam.name}
+    return LoadedCheckpoint(model.eval(), labels, source, fam.name)
+
+
+def crn_from_state(raw: dict, config: CRNConfig | None, path: Path | str = "checkpoint") -> CRN:
+    state = {_strip_prefixes(k): v for k, v in raw.items()}
+    config = config or infer_config(state, path)
     check_state(state, config, path)
     model = CRN(config)
     model.load_state_dict(state)
-    source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path)}
-    return LoadedCheckpoint(model.eval(), stored_labels or CITYSCAPES, source)
+    return model
 
 
-def random_model(config: CRNConfig, seed: int, preset_name: str | None = None) -> LoadedCheckpoint:
-    source = {"kind": "random", "preset": preset_name, "seed": seed, "config": config.to_dict()}
-    return LoadedCheckpoint(random_init(CRN(config), seed).eval(), CITYSCAPES, source)
+def random_model(config, seed: int, preset_name: str | None = None) -> LoadedCheckpoint:
+    from ..models.registry import family_of_config
+
+    fam = family_of_config(config)
+    source = {"kind": "random", "preset": preset_name, "seed": seed, "config": config.to_dict(), "family": fam.name}
+    return LoadedCheckpoint(fam.random_model(config, seed), fam.contract.label_set, source, fam.name)
 
 
-def read_state(path: Path) -> tuple[dict[str, torch.Tensor], CRNConfig | None, LabelSet | None]:
-    """The state dict with wrapper prefixes removed, plus any stored config and label set."""
+def read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict as saved (wrappers like {'state_dict': ...} removed, key prefixes kept) and the
+    file's metadata (config, label set, family) where it has any."""
     _check_is_file(path)
     if path.suffix == ".safetensors":
         raw, meta = _read_safetensors(path)
     else:
         raw = read_torch(path)
         meta = raw if isinstance(raw, dict) else {}
-    state = _unwrap_state_dict(raw, path)
+    return _unwrap_state_dict(raw, path), meta
+
+
+def read_state(path: Path) -> tuple[dict[str, torch.Tensor], CRNConfig | None, LabelSet | None]:
+    """A CRN checkpoint's state dict with wrapper prefixes removed, plus any stored config and label set."""
+    raw, meta = read_raw(Path(path))
     config = CRNConfig.from_dict(_maybe_json(meta["config"])) if "config" in meta else None
     labels = LabelSet.from_dict(_maybe_json(meta["label_set"])) if "label_set" in meta else None
-    return state, config, labels
+    return {_strip_prefixes(k): v for k, v in raw.items()}, config, labels
 
 
 def read_torch(path: Path):
@@ -140,7 +172,7 @@ def _unwrap_state_dict(raw, path: Path) -> dict[str, torch.Tensor]:
             f"checkpoint {path} holds {_kind(raw)}, not a state_dict of tensors (expected a state_dict, "
             "{'state_dict': ...} or {'model': ...})"
         )
-    return {_strip_prefixes(k): v for k, v in raw.items()}
+    return raw
 
 
 def _kind(value) -> str:
@@ -211,8 +243,8 @@ def save_checkpoint(path: Path, model: CRN, label_set: LabelSet = CITYSCAPES) ->
             torch.save({**meta, "state_dict": state}, tmp)
 
 
-def model_from_source(source: dict, config: CRNConfig, checkpoint: Path | None = None) -> CRN:
-    """Rebuild the FP32 model an artifact was exported from, as its manifest records it."""
+def model_from_source(source: dict, config, checkpoint: Path | None = None) -> torch.nn.Module:
+    """Rebuild the FP32 reference model an artifact was exported from, as its manifest records it."""
     if source.get("kind") == "random":
         return random_model(config, int(source["seed"]), source.get("preset")).model
     path = Path(checkpoint or source.get("path", ""))
@@ -226,4 +258,4 @@ def model_from_source(source: dict, config: CRNConfig, checkpoint: Path | None =
             f"{path} is not the checkpoint this artifact was exported from (SHA-256 differs); "
             "re-export the artifact from it, or pass the original with --checkpoint"
         )
-    return load_checkpoint(path, config).model
+    return load_checkpoint(path, config, source.get("family")).model

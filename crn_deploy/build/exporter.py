@@ -20,15 +20,16 @@ import onnx
 from .. import __version__
 from ..backends.onnxruntime import OnnxRuntimeBackend
 from ..backends.torch_ref import TorchBackend
-from ..config import check_resolution, format_resolution
-from ..data.synthetic import street_layouts
+from ..config import format_resolution
+from ..data.synthetic import scenes
 from ..errors import ValidationError
 from ..files import atomic_path, ensure_writable_dir, sha256_file
 from ..manifest import Manifest, artifact_stem
 from ..measure.parity import compare_images, passes
 from ..runtime.synthesizer import Synthesizer
 from .checkpoint import LoadedCheckpoint
-from .onnx_graph import IR_VERSION, OPSET, crn_graph_parts, state_to_numpy, write_model
+from ..models.registry import model_family
+from .onnx_graph import IR_VERSION, OPSET, write_model
 
 VALIDATION_SEED = 1000  # synthetic layouts for validation; benchmarks use other seeds
 
@@ -48,14 +49,14 @@ class ExportOptions:
 def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
                      log: Callable[[str], None] = print) -> list[Manifest]:
     """Write ``<name>-<H>x<W>-<precision>.onnx/.json`` for every requested pair; return their manifests."""
-    config = source.model.config
+    family = model_family(source.family)
     for resolution in options.resolutions:
-        check_resolution(resolution, config)
+        family.contract.check_resolution(resolution, source.config)
     ensure_writable_dir(options.out_dir)
-    weights = state_to_numpy(source.model.state_dict())
+    weights = family.weights(source.model)
     written = []
     for resolution in options.resolutions:
-        layouts = street_layouts(options.samples, *resolution, seed=VALIDATION_SEED)
+        layouts = scenes(source.label_set.name, options.samples, *resolution, seed=VALIDATION_SEED)
         reference = _timed(log, f"PyTorch FP32 reference at {format_resolution(resolution)}",
                            _reference_images, source, layouts)
         for precision in options.precisions:
@@ -64,23 +65,23 @@ def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
 
 
 def _export_one(source: LoadedCheckpoint, weights: dict, resolution, precision: str, options: ExportOptions,
-                layouts: np.ndarray, reference: np.ndarray, log) -> Manifest:
-    config = source.model.config
+                layouts: tuple, reference: np.ndarray, log) -> Manifest:
     stem = artifact_stem(options.name, resolution, precision)
     final = options.out_dir / f"{stem}.onnx"
-    manifest = Manifest(options.name, final.name, resolution, precision, options.batch, config,
-                        source.label_set, source.source)
+    manifest = Manifest(options.name, final.name, resolution, precision, options.batch, source.config,
+                        source.label_set, source.source, family_name=source.family)
     started = time.perf_counter()
+    ids, extra = layouts[0], [a for a in layouts[1:] if a is not None]
     with atomic_path(final) as tmp:
-        shell, tensors = _timed(log, f"{stem}: build graph", crn_graph_parts, config, weights, resolution,
-                                precision, options.batch)
+        shell, tensors = _timed(log, f"{stem}: build graph", model_family(source.family).graph_parts, source.config,
+                                weights, resolution, precision, options.batch)
         _timed(log, f"{stem}: write", write_model, shell, tensors, tmp)
         del shell, tensors
         _timed(log, f"{stem}: onnx.checker", onnx.checker.check_model, str(tmp))
         with Synthesizer(OnnxRuntimeBackend(tmp, "cpu"), manifest) as synth:
-            images = _timed(log, f"{stem}: ONNX Runtime parity on {len(layouts)} layouts", synth.run_ids, layouts)
+            images = _timed(log, f"{stem}: ONNX Runtime parity on {len(ids)} layouts", synth.run_ids, ids, *extra)
         parity = {"reference": "torch-fp32", "inputs": f"synthetic street layouts, seed {VALIDATION_SEED}",
-                  "samples": len(layouts), **compare_images(images, reference)}
+                  "samples": len(ids), **compare_images(images, reference)}
         _gate(stem, precision, parity, options)
         manifest.sections = _sections(tmp, final, parity, options, time.perf_counter() - started)
     manifest.write(final.with_suffix(".json"))
@@ -88,9 +89,10 @@ def _export_one(source: LoadedCheckpoint, weights: dict, resolution, precision: 
     return manifest
 
 
-def _reference_images(source: LoadedCheckpoint, layouts: np.ndarray) -> np.ndarray:
+def _reference_images(source: LoadedCheckpoint, layouts: tuple) -> np.ndarray:
+    arrays = [a for a in layouts if a is not None]
     with TorchBackend(source.model, "fp32", "cpu") as ref:
-        return np.concatenate([ref.run(layouts[i : i + 1]) for i in range(len(layouts))])
+        return np.concatenate([ref.run(*(a[i : i + 1] for a in arrays)) for i in range(len(arrays[0]))])
 
 
 def _gate(stem: str, precision: str, parity: dict, options: ExportOptions) -> None:

@@ -141,3 +141,13 @@ def _pedestrians(c: _Canvas, rng, horizon: float, vanish: float, road: float, t:
         c.ellipse(x, y - 0.22 * s, 0.01 * s, 0.02 * s, cls)
         if cls == RIDER:
             c.ellipse(x, y - 0.02 * s, 0.03 * s, 0.02 * s, BICYCLE)
+
+
+def scenes(label_set_name: str, count: int, height: int, width: int, seed: int = 0,
+           t: float = 0.0) -> tuple[np.ndarray, np.ndarray | None]:
+    """``count`` synthetic street scenes in a label set's id space: uint8 [count,1,H,W] ids, plus int32
+    instance ids shaped alike for Cityscapes label ids (``cityscapes-labelids``), else None."""
+    if label_set_name == "cityscapes-labelids":
+        pairs = [cityscapes_scene(height, width, seed + i, t) for i in range(count)]
+        return np.stack([p[0] for p in pairs])[:, None], np.stack([p[1] for p in pairs])[:, None]
+    return np.stack([street_layout(height, width, seed + i, t)[None] for i in range(count)]), None

@@ -53,8 +53,17 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+class InstanceNormFP32(nn.InstanceNorm2d):
+    """``InstanceNorm2d(affine=False)`` whose statistics run in FP32 in FP16 models too (as the FP16 ONNX)."""
+
+    keep_fp32 = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).to(x.dtype)
+
+
 def _norm(channels: int) -> nn.Module:
-    return nn.InstanceNorm2d(channels, affine=False, eps=INSTANCE_NORM_EPS)
+    return InstanceNormFP32(channels, affine=False, eps=INSTANCE_NORM_EPS)
 
 
 def _down(c_in: int, c_out: int) -> list[nn.Module]:
@@ -83,8 +92,9 @@ def global_layers(input_nc: int, ngf: int, n_down: int, n_blocks: int) -> list[n
 
 
 class Pix2PixHDGenerator(nn.Module):
-    """Float input [N, input_nc, H, W] (one-hot + edges) -> tanh image [N, 3, H, W]; ``forward_ids``
-    takes uint8 label ids (+ int32 instance ids) and returns uint8 RGB [N, H, W, 3] as the artifacts do."""
+    """uint8 label ids [N,1,H,W] (+ integer instance ids) -> uint8 RGB [N,H,W,3], as the artifacts do;
+    ``generate`` is the official network itself: float input [N, input_nc, H, W] (one-hot + edges) ->
+    tanh image [N, 3, H, W]."""
 
     def __init__(self, config: Pix2PixHDConfig) -> None:
         super().__init__()
@@ -101,7 +111,7 @@ class Pix2PixHDGenerator(nn.Module):
                 upsample += [*_head(c.ngf, 3), nn.Tanh()]
             setattr(self, f"model{n}_2", nn.Sequential(*upsample))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def generate(self, x: torch.Tensor) -> torch.Tensor:
         levels = self.config.n_local_enhancers
         pyramid = [x]
         for _ in range(levels):  # average-pooled input pyramid, padding not counted
@@ -121,8 +131,11 @@ class Pix2PixHDGenerator(nn.Module):
             x = torch.cat([x, instance_edges(instances)], dim=1)
         return x
 
-    def forward_ids(self, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
-        image = self(self.encode(labels, instances).to(self.model[1].weight.dtype)).float()
+    def forward(self, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
+        """Without an instance map each label region is one instance (as the runtime does)."""
+        if self.config.instances and instances is None:
+            instances = labels.int()
+        image = self.generate(self.encode(labels, instances).to(self.model[1].weight.dtype)).float()
         return to_uint8_images(image)
 
 
