@@ -125,7 +125,7 @@ class CRNFamily(Family):
         return config.k
 
     def describe(self, config: CRNConfig) -> str:
-        return (f"CRN, {config.num_modules} modules, widths {list(config.widths)}, k={config.k}, "
+        return (f"{config.num_modules} modules, widths {list(config.widths)}, k={config.k}, "
                 f"{config.num_parameters():,} parameters")
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from ..config import check_resolution, format_resolution, parse_resolution, preset
+from ..config import format_resolution, parse_resolution
 from ..errors import UsageError
+from ..families import FAMILIES, family, find_preset
 from ..manifest import PRECISIONS, parse_precision
 from ._main import log, parse_or_exit, require, run_command
 from .build import add_builder_options, builder_options, parse_size
@@ -17,8 +19,14 @@ PROG = "crn-export"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip(), fromfile_prefix_chars="@",
                                 epilog="@FILE reads arguments from FILE, one per line: see export/*.args")
-    p.add_argument("checkpoint", nargs="?", type=Path, help=".pt/.pth/.safetensors checkpoint of a CRN")
+    p.add_argument("checkpoint", nargs="?", type=Path,
+                   help=".pt/.pth/.safetensors checkpoint: a CRN, or pix2pixHD's latest_net_G.pth")
+    p.add_argument("--family", choices=tuple(FAMILIES),
+                   help="model family (default: the preset's, the file's, or recognised from its keys)")
     p.add_argument("--preset", help="architecture preset (with --random-weights, or to check a checkpoint against)")
+    p.add_argument("--no-instance", action="store_true",
+                   help="pix2pixHD trained with --no_instance: no instance-edge input channel (the official "
+                        "default has one; the weights cannot tell)")
     p.add_argument("--random-weights", action="store_true", help="seeded random weights: benchmark before training")
     p.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
     p.add_argument("--res", action="append", default=[], metavar="HxW",
@@ -42,7 +50,9 @@ def _check(args) -> None:
     if args.random_weights and not args.preset:
         raise UsageError("--random-weights needs --preset NAME to say which architecture")
     if args.preset:
-        preset(args.preset)
+        preset_family, _ = find_preset(args.preset)
+        if args.family and args.family != preset_family.name:
+            raise UsageError(f"preset {args.preset} is a {preset_family.name} model, not {args.family}")
     if args.batch < 1 or args.samples < 1:
         raise UsageError("--batch and --samples must be at least 1")
     if args.workspace:
@@ -59,19 +69,20 @@ def _export(args) -> int:
     from ..build.checkpoint import load_checkpoint, random_model
     from ..build.exporter import ExportOptions, export_artifacts
 
-    config = preset(args.preset) if args.preset else None
+    config = find_preset(args.preset)[1] if args.preset else None
+    if config is not None and args.no_instance:
+        config = replace(config, instances=False)
     if args.random_weights:
         source = random_model(config, args.seed, args.preset)
         name = args.name or f"{args.preset}-seed{args.seed}"
     else:
-        source = load_checkpoint(args.checkpoint, config)
+        source = load_checkpoint(args.checkpoint, config, args.family, instances=not args.no_instance)
         name = args.name or args.checkpoint.stem
-    config = source.model.config
-    resolutions = args.resolutions or [config.native_resolution]
+    fam, config = family(source.family), source.config
+    resolutions = args.resolutions or [fam.native_resolution(config)]
     for resolution in resolutions:
-        check_resolution(resolution, config)
-    log(f"{PROG}: {name}: {config.num_modules} modules, widths {list(config.widths)}, k={config.k}, "
-        f"{config.num_parameters():,} parameters -> "
+        fam.check_resolution(resolution, config)
+    log(f"{PROG}: {name}: {fam.describe(config)} -> "
         f"{', '.join(map(format_resolution, resolutions))} x {', '.join(args.precisions)}")
     options = ExportOptions(resolutions, args.precisions, args.out, name, args.batch, args.samples,
                             min_psnr_fp16=args.min_psnr)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..files import write_bytes_atomic
-from ..labels import LabelSet, UnknownColors, cityscapes_label_ids_to_train_ids
+from ..labels import CITYSCAPES, LabelSet, UnknownColors, cityscapes_label_ids_to_train_ids
 
 LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 
@@ -30,19 +30,48 @@ def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = F
         raise UsageError(f"label image {path} has {image.dtype} pixels; save ids or colours as 8-bit PNG")
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
-    if image.ndim == 2:
-        return cityscapes_label_ids_to_train_ids(image) if path.name.endswith("_labelIds.png") else image
+    if image.ndim == 2:  # Cityscapes *_labelIds.png hold label ids: train-id label sets (CRN's) map them
+        label_ids = path.name.endswith("_labelIds.png") and label_set.name == CITYSCAPES.name
+        return cityscapes_label_ids_to_train_ids(image) if label_ids else image
     try:
         return label_set.colors_to_ids(np.ascontiguousarray(image[..., ::-1]), strict=strict_colors, unknown=unknown)
     except UsageError as e:
         raise UsageError(f"label image {path}: {e}") from None
 
 
+INSTANCE_SUFFIX = "_instanceIds.png"
+
+
+def instance_path(label_path: Path) -> Path | None:
+    """Cityscapes' instance map beside a ``*_labelIds.png``, where there is one."""
+    name = Path(label_path).name
+    if not name.endswith("_labelIds.png"):
+        return None
+    candidate = Path(label_path).with_name(name[: -len("_labelIds.png")] + INSTANCE_SUFFIX)
+    return candidate if candidate.is_file() else None
+
+
+def read_instance_image(label_path: Path) -> np.ndarray | None:
+    """int32 [H, W] instance ids from the ``*_instanceIds.png`` beside a ``*_labelIds.png`` (16-bit PNG:
+    ``label_id * 1000 + k`` for objects, the label id elsewhere), or None where there is none."""
+    path = instance_path(label_path)
+    if path is None:
+        return None
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.ndim != 2:
+        raise UsageError(f"instance map {path} is not a single-channel image; it must hold instance ids")
+    return image.astype(np.int32)
+
+
+def is_label_image(path: Path) -> bool:
+    return path.suffix.lower() in LABEL_SUFFIXES and not path.name.endswith(INSTANCE_SUFFIX)
+
+
 def list_label_images(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"--labels {folder} is not a folder of label images")
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in LABEL_SUFFIXES)
+    found = sorted(p for p in folder.iterdir() if is_label_image(p))
     if not found:
         raise UsageError(f"no label images ({', '.join(LABEL_SUFFIXES)}) in {folder}")
     return found

@@ -11,6 +11,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -18,8 +19,15 @@ import numpy as np
 from ..errors import UsageError
 from ..files import ensure_writable_dir, register_temporary, release_temporary, temporary_name
 from ..labels import LabelSet, UnknownColors
-from .images import LABEL_SUFFIXES, read_label_image, write_image
-from .synthetic import street_layout
+from .images import LABEL_SUFFIXES, is_label_image, read_instance_image, read_label_image, write_image
+from .synthetic import scenes
+
+class LabelFrame(NamedTuple):
+    """A label map with its instance map (for models that take one: pix2pixHD, SPADE)."""
+
+    ids: np.ndarray
+    instances: np.ndarray
+
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "FFV1", ".mov": "mp4v"}
 
@@ -34,11 +42,10 @@ class FolderSource:
                  strict_colors: bool = False, unknown: UnknownColors | None = None) -> None:
         path = Path(pattern)
         if path.is_dir():
-            root, files = path, sorted(p for p in path.iterdir() if p.suffix.lower() in LABEL_SUFFIXES)
+            root, files = path, sorted(p for p in path.iterdir() if is_label_image(p))
         else:
             root = _glob_root(str(pattern))
-            files = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True)
-                           if Path(p).suffix.lower() in LABEL_SUFFIXES)
+            files = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if is_label_image(Path(p)))
         if not files:
             raise UsageError(f"no label images in {pattern} ({', '.join(LABEL_SUFFIXES)}); pass a folder or a glob")
         self.files, self.label_set, self.fps = files, label_set, fps
@@ -48,9 +55,12 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.files)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator:
+        """uint8 [H,W] ids, or ``LabelFrame(ids, instances)`` where a ``*_instanceIds.png`` lies beside."""
         for path in self.files:
-            yield read_label_image(path, self.label_set, strict_colors=self.strict_colors, unknown=self.unknown)
+            ids = read_label_image(path, self.label_set, strict_colors=self.strict_colors, unknown=self.unknown)
+            instances = read_instance_image(path)
+            yield ids if instances is None else LabelFrame(ids, instances)
 
 
 def _glob_root(pattern: str) -> Path:
@@ -94,15 +104,18 @@ class VideoSource:
 class SyntheticSource:
     """The synthetic street scene, animated: cars and people move from frame to frame."""
 
-    def __init__(self, height: int, width: int, frames: int, seed: int = 0, fps: float = 10.0) -> None:
+    def __init__(self, height: int, width: int, frames: int, seed: int = 0, fps: float = 10.0,
+                 label_set_name: str = "cityscapes") -> None:
         self.height, self.width, self.frames, self.seed, self.fps = height, width, frames, seed, fps
+        self.label_set_name = label_set_name  # the id space of the scene: train ids, or label ids + instances
 
     def __len__(self) -> int:
         return self.frames
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator:
         for i in range(self.frames):
-            yield street_layout(self.height, self.width, self.seed, t=i / self.fps)
+            ids, instances = scenes(self.label_set_name, 1, self.height, self.width, self.seed, t=i / self.fps)
+            yield ids[0, 0] if instances is None else LabelFrame(ids[0, 0], instances[0, 0])
 
 
 class IterableSource:
@@ -128,7 +141,7 @@ def open_source(spec: str, label_set: LabelSet, *, resolution: tuple[int, int], 
         from ..config import parse_resolution
 
         height, width = parse_resolution(size) if size else resolution
-        return SyntheticSource(height, width, frames, fps=fps or 10.0)
+        return SyntheticSource(height, width, frames, fps=fps or 10.0, label_set_name=label_set.name)
     path = Path(spec)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         if not path.is_file():

@@ -20,8 +20,8 @@ import numpy as np
 from .. import __version__
 from ..backends.base import Backend
 from ..config import format_resolution
-from ..data.images import list_label_images, read_label_image, resize_labels
-from ..data.synthetic import street_layouts
+from ..data.images import list_label_images, read_instance_image, read_label_image, resize_labels
+from ..data.synthetic import scenes
 from ..errors import ArtifactError, CrnError, UsageError
 from ..labels import UnknownColors
 from ..manifest import Manifest, find_manifests
@@ -79,8 +79,9 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
     if options.labels_dir is not None:  # bad label images stop the run before any row
         files = list_label_images(options.labels_dir)
         for label_set in {m.label_set.name: m.label_set for m in manifests}.values():
-            ctx.label_maps[label_set.name] = [read_label_image(p, label_set, strict_colors=options.strict_colors,
-                                                               unknown=ctx.unknown_colors) for p in files]
+            ctx.label_maps[label_set.name] = [
+                (read_label_image(p, label_set, strict_colors=options.strict_colors, unknown=ctx.unknown_colors),
+                 read_instance_image(p)) for p in files]
     check_artifacts_load(manifests, options)  # a broken artifact stops the run before anything is timed
     rows: list[dict] = []
     skipped: list[str] = []
@@ -181,22 +182,20 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
            "batch": manifest.batch, "megapixels": manifest.resolution[0] * manifest.resolution[1] / 1e6,
            "cuda_graphs": graphs}
     try:
-        inputs, reference = _inputs(ctx, manifest), _reference(ctx, manifest)
+        (inputs, *extra), reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
             row["device"] = _memory_device(synth.backend.device)
-            outputs = synth.run_ids(inputs)
+            outputs = synth.run_ids(inputs, *extra)
             if reference is not None and reference[0] != f"{manifest.artifact} ({backend_name})":  # not itself
                 name, images = reference
                 row["parity"] = {"reference": name, "samples": len(inputs), **compare_images(outputs, images),
                                  "per_class": per_class(outputs, images, inputs, manifest.label_set.names)}
                 _keep_sample(ctx, manifest, row, inputs, images, outputs)
-            one_batch = np.ascontiguousarray(inputs[: manifest.batch])
-            if len(one_batch) < manifest.batch:
-                one_batch = np.resize(one_batch, (manifest.batch, *one_batch.shape[1:]))
+            one_batch = [_one_batch(a, manifest.batch) for a in (inputs, *extra)]
             breakdown: list[dict] = []
 
             def one_frame():
-                pending = synth.backend.submit(one_batch)
+                pending = synth.backend.submit(*one_batch)
                 pending.result()
                 if getattr(pending, "timings", None):
                     breakdown.append(pending.timings)
@@ -232,17 +231,23 @@ def _trt(manifest: Manifest, graphs: bool) -> Backend:
                            cuda_graphs=graphs, timing=True)
 
 
+def _one_batch(array: np.ndarray, batch: int) -> np.ndarray:
+    """The first ``batch`` samples, repeated where there are fewer."""
+    one = np.ascontiguousarray(array[:batch])
+    return one if len(one) == batch else np.resize(one, (batch, *one.shape[1:]))
+
+
 def _stats_dict(samples_ms: list[float]) -> dict:
     return {k: v for k, v in summarize(samples_ms).to_dict().items() if k != "fps"}
 
 
-def _throughput(backend: Backend, batch: np.ndarray, frames: int) -> float:
+def _throughput(backend: Backend, batch: list[np.ndarray], frames: int) -> float:
     """Frames per second with frames overlapping where the backend pipelines (submit ahead, collect later)."""
     started = time.perf_counter()
-    handles = [backend.submit(batch) for _ in range(frames)]
+    handles = [backend.submit(*batch) for _ in range(frames)]
     for handle in handles:
         handle.result()
-    return frames * len(batch) / (time.perf_counter() - started)
+    return frames * len(batch[0]) / (time.perf_counter() - started)
 
 
 def _keep_sample(ctx: _Context, manifest: Manifest, row: dict, inputs, reference, outputs) -> None:
@@ -284,19 +289,21 @@ def _reference(ctx: _Context, manifest: Manifest) -> tuple[str, np.ndarray] | No
     none: without torch, the FP32 artifact of the same model stands in for the PyTorch reference."""
     key = (_source_key(manifest), manifest.resolution)
     if key not in ctx.references:
-        inputs = _inputs(ctx, manifest)
+        inputs, *extra = _inputs(ctx, manifest)
         if ctx.torch:
             from ..backends.torch_ref import TorchBackend
 
             with TorchBackend(_model(ctx, manifest), "fp32", "cpu") as ref:
-                images = np.concatenate([ref.run(inputs[i : i + 1]) for i in range(len(inputs))])
+                images = np.concatenate([ref.run(*(a[i : i + 1] for a in (inputs, *extra)))
+                                         for i in range(len(inputs))])
             ctx.references[key] = ("torch-fp32", images)
         else:
-            ctx.references[key] = _artifact_reference(ctx, manifest, inputs)
+            ctx.references[key] = _artifact_reference(ctx, manifest, inputs, *extra)
     return ctx.references[key]
 
 
-def _artifact_reference(ctx: _Context, manifest: Manifest, inputs: np.ndarray) -> tuple[str, np.ndarray] | None:
+def _artifact_reference(ctx: _Context, manifest: Manifest, inputs: np.ndarray,
+                        *extra: np.ndarray) -> tuple[str, np.ndarray] | None:
     from ..backends.onnxruntime import OnnxRuntimeBackend
 
     same_model = [m for m in ctx.manifests if m.precision == "fp32" and _source_key(m) == _source_key(manifest)
@@ -305,19 +312,27 @@ def _artifact_reference(ctx: _Context, manifest: Manifest, inputs: np.ndarray) -
         return None
     with Synthesizer(OnnxRuntimeBackend(same_model[0].artifact_path, "cpu", threads=ctx.options.threads),
                      same_model[0]) as synth:
-        return f"{same_model[0].artifact} (onnxruntime-cpu)", synth.run_ids(inputs)
+        return f"{same_model[0].artifact} (onnxruntime-cpu)", synth.run_ids(inputs, *extra)
 
 
-def _inputs(ctx: _Context, manifest: Manifest) -> np.ndarray:
+def _inputs(ctx: _Context, manifest: Manifest) -> tuple[np.ndarray, ...]:
+    """(uint8 ids [S,1,H,W], then the artifact's further inputs such as int32 instance ids) for parity and
+    timing: synthetic scenes in the artifact's label space, or the user's label images (--labels, where a
+    Cityscapes ``*_instanceIds.png`` beside a ``*_labelIds.png`` gives the instances)."""
     resolution = tuple(manifest.resolution)
     key = (manifest.label_set.name, resolution)
     if key not in ctx.inputs:
         if not ctx.label_maps:
-            ctx.inputs[key] = street_layouts(ctx.options.samples, *resolution, seed=BENCH_SEED)
+            ids, instances = scenes(manifest.label_set.name, ctx.options.samples, *resolution, seed=BENCH_SEED)
         else:
-            maps = [resize_labels(ids, resolution) for ids in ctx.label_maps[manifest.label_set.name]]
-            ctx.inputs[key] = np.stack(maps)[:, None]
-    return ctx.inputs[key]
+            rule = manifest.family.label_resize
+            maps = ctx.label_maps[manifest.label_set.name]
+            ids = np.stack([resize_labels(m, resolution, rule) for m, _ in maps])[:, None]
+            instances = np.stack([resize_labels(i if i is not None else m.astype(np.int32), resolution, rule)
+                                  for m, i in maps])[:, None]
+        ctx.inputs[key] = (ids, instances)
+    ids, instances = ctx.inputs[key]
+    return (ids, instances) if len(manifest.input_specs) > 1 else (ids,)
 
 
 def _source_key(manifest: Manifest) -> str:

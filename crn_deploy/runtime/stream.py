@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ..data.images import resize_image, resize_labels
+from ..data.streams import LabelFrame
 from ..errors import CrnError, UsageError
 from ..labels import VOID_ID
 from ..measure.timing import summarize
@@ -236,7 +237,7 @@ class _Stream:
                 self.stats.skipped += 1
             else:
                 item.image = self._one(item.labels)
-                previous_labels = item.labels.copy() if isinstance(item.labels, np.ndarray) else None
+                previous_labels = _host_copy(item.labels)
                 previous_image = item.image
             self.stats.stage_ms["synthesize"] += (time.perf_counter() - t0) * 1000
             self._put(self.to_encode, item)
@@ -244,19 +245,25 @@ class _Stream:
 
     def _one(self, labels) -> np.ndarray:
         if _on_device(labels):  # a segmentation model's output on the GPU: engine shape, no host round trip
-            return self.synth.backend.submit_device(labels).result()[0]
+            return self.synth.submit_device(labels).result()[0]
+        ids, instances = (labels.ids, labels.instances) if isinstance(labels, LabelFrame) else (labels, None)
         if self.options.resize == "letterbox":
-            return self._letterboxed(labels)
-        return self.synth(labels, output_size=self.options.output_size)
+            return self._letterboxed(ids, instances)
+        return self.synth(ids, instances=instances, output_size=self.options.output_size)
 
-    def _letterboxed(self, labels: np.ndarray) -> np.ndarray:
+    def _letterboxed(self, labels: np.ndarray, instances: np.ndarray | None) -> np.ndarray:
         (eh, ew), (h, w) = self.synth.resolution, labels.shape
         scale = min(eh / h, ew / w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         top, left = (eh - nh) // 2, (ew - nw) // 2
+        rule = self.synth.label_resize
         canvas = np.full((eh, ew), VOID_ID, np.uint8)
-        canvas[top : top + nh, left : left + nw] = resize_labels(labels, (nh, nw))
-        image = self.synth(canvas, output_size="engine")
+        canvas[top : top + nh, left : left + nw] = resize_labels(labels, (nh, nw), rule)
+        if instances is not None:  # the padding is one more instance
+            padded = np.full((eh, ew), -1, np.int32)
+            padded[top : top + nh, left : left + nw] = resize_labels(instances, (nh, nw), rule)
+            instances = padded
+        image = self.synth(canvas, instances=instances, output_size="engine")
         if self.options.output_size == "engine":
             return image
         crop = image[..., top : top + nh, left : left + nw, :]
@@ -281,8 +288,9 @@ class _Stream:
 
     def _compose(self, item: _Item) -> np.ndarray:
         image = item.image if item.image.ndim == 3 else item.image[0]  # k-image models: the first picture
-        if self.options.side_by_side and isinstance(item.labels, np.ndarray):
-            colors = self.synth.label_set.ids_to_colors(item.labels)
+        ids = item.labels.ids if isinstance(item.labels, LabelFrame) else item.labels
+        if self.options.side_by_side and isinstance(ids, np.ndarray):
+            colors = self.synth.label_set.ids_to_colors(ids)
             image = np.concatenate([resize_labels_rgb(colors, image.shape[:2]), image], axis=1)
         if self.options.overlay_fps:
             image = np.ascontiguousarray(image)
@@ -298,7 +306,16 @@ def _on_device(labels) -> bool:
 
 
 def _same(a, b) -> bool:
+    if isinstance(a, LabelFrame) and isinstance(b, LabelFrame):
+        return _same(a.ids, b.ids) and _same(a.instances, b.instances)
     return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(a, b)
+
+
+def _host_copy(labels):
+    """A copy to compare the next map with (host maps only; device maps are never skipped)."""
+    if isinstance(labels, LabelFrame):
+        return LabelFrame(labels.ids.copy(), labels.instances.copy())
+    return labels.copy() if isinstance(labels, np.ndarray) else None
 
 
 def resize_labels_rgb(colors: np.ndarray, size: tuple[int, int]) -> np.ndarray:
