@@ -33,7 +33,7 @@ def test_every_cuda_runtime_name_we_use_exists():
 @pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU: the no-GPU path does not apply")
 def test_no_gpu_is_one_clear_error():
     from crn_deploy.backends.cuda import Cuda
-    from crn_deploy.build.engine import engines_unavailable_reason
+    from crn_deploy.backends.tensorrt import engines_unavailable_reason
 
     with pytest.raises(UsageError, match="no usable NVIDIA GPU here .*run this on the GPU machine"):
         Cuda(cudart=cudart)

@@ -21,7 +21,7 @@ def _torch_cuda() -> bool:
 
 
 def _engines_reason() -> str | None:
-    from crn_deploy.build.engine import engines_unavailable_reason
+    from crn_deploy.backends.tensorrt import engines_unavailable_reason
 
     return engines_unavailable_reason()
 

@@ -36,6 +36,16 @@ def import_tensorrt():
     return trt
 
 
+def engines_unavailable_reason() -> str | None:
+    """None where engines can be built here, else one line saying why not."""
+    try:
+        import_tensorrt()
+        Cuda().close()
+    except CrnError as e:
+        return str(e)
+    return None
+
+
 def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
 

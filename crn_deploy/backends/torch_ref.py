@@ -15,6 +15,33 @@ from ..errors import UsageError
 from .base import Backend
 
 
+def reference_model(manifest, checkpoint=None):
+    """The FP32 PyTorch model an artifact was exported from, as its manifest records it (its checkpoint,
+    or ``checkpoint`` if that moved; or the preset and seed of a random-weights export). Needs torch."""
+    # The one door from the runtime side to the model side (style.md), lazily:
+    from ..build.checkpoint import model_from_source  # noqa: TID251
+
+    return model_from_source(manifest.source, manifest.config, checkpoint)
+
+
+def torch_devices() -> list[str]:
+    """Where this torch can run the reference: cpu, and cuda where it sees a GPU."""
+    import torch  # noqa: TID251 - the PyTorch backend, lazily
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def cuda_device_facts() -> dict | None:
+    """Name, compute capability and memory of CUDA device 0 as torch sees it; None without one."""
+    import torch  # noqa: TID251 - the PyTorch backend, lazily
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
+            "memory_gib": round(props.total_memory / 2**30, 1)}
+
+
 class TorchBackend(Backend):
     """Runs a ``crn_deploy.build.model.CRN`` at ``precision`` on ``device`` (cpu or cuda).
 
@@ -32,7 +59,7 @@ class TorchBackend(Backend):
         self._live = None
 
     def _open_impl(self) -> None:
-        import torch
+        import torch  # noqa: TID251 - the PyTorch backend, lazily
 
         on_cuda = self.device.startswith("cuda")
         if on_cuda and not torch.cuda.is_available():

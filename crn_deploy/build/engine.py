@@ -36,16 +36,6 @@ class BuildOptions:
             raise UsageError(f"builder optimization level must be 0..5, got {self.optimization_level}")
 
 
-def engines_unavailable_reason() -> str | None:
-    """None where engines can be built here, else one line saying why not."""
-    try:
-        import_tensorrt()
-        Cuda().close()
-    except CrnError as e:
-        return str(e)
-    return None
-
-
 def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
                  log: Callable[[str], None] = print) -> Manifest:
     """Write ``<stem>.engine`` beside the ONNX and record it in the manifest."""

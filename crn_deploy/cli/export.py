@@ -93,7 +93,8 @@ def _export(args) -> int:
 
 
 def _build_engines(args, manifests) -> None:
-    from ..build.engine import build_engine, engines_unavailable_reason
+    from ..backends.tensorrt import engines_unavailable_reason
+    from ..build.engine import build_engine
 
     reason = "--no-engine" if args.no_engine else engines_unavailable_reason()
     if reason is None:

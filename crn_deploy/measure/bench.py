@@ -219,7 +219,7 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
 
 
 def _engines_unavailable() -> str | None:
-    from ..build.engine import engines_unavailable_reason
+    from ..backends.tensorrt import engines_unavailable_reason
 
     return engines_unavailable_reason()
 
@@ -278,9 +278,9 @@ def _torch(ctx: _Context, manifest: Manifest, device: str, graphs: bool | None) 
 def _model(ctx: _Context, manifest: Manifest):
     key = _source_key(manifest)
     if key not in ctx.models:
-        from ..build.checkpoint import model_from_source
+        from ..backends.torch_ref import reference_model
 
-        ctx.models[key] = model_from_source(manifest.source, manifest.config, ctx.options.checkpoint)
+        ctx.models[key] = reference_model(manifest, ctx.options.checkpoint)
     return ctx.models[key]
 
 
@@ -363,9 +363,9 @@ def _memory_device(backend_device: str) -> str:
 
 
 def _torch_devices() -> list[str]:
-    import torch
+    from ..backends.torch_ref import torch_devices
 
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return torch_devices()
 
 
 def _add_speedups(rows: list[dict]) -> None:
@@ -420,15 +420,12 @@ def _mib(nbytes: int | None) -> float | None:
 def machine_info() -> dict:
     info = {"platform": platform.platform(), "machine": platform.machine(), "cpu": _cpu_name(),
             "logical_cores": os.cpu_count(), "memory_gib": _memory_gib()}
-    try:
-        import torch
+    if torch_available():
+        from ..backends.torch_ref import cuda_device_facts
 
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            info["gpu"] = {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
-                           "memory_gib": round(props.total_memory / 2**30, 1)}
-    except ImportError:
-        pass
+        gpu = cuda_device_facts()
+        if gpu is not None:
+            info["gpu"] = gpu
     return info
 
 

@@ -52,10 +52,9 @@ def load_reference(path, *, precision: str | None = None, device: str = "cpu", c
     manifest = _read_manifest(path)
     if precision is None:
         precision = "fp32" if device == "cpu" else manifest.precision
-    from ..backends.torch_ref import TorchBackend
-    from ..build.checkpoint import model_from_source
+    from ..backends.torch_ref import TorchBackend, reference_model
 
-    model = model_from_source(manifest.source, manifest.config, checkpoint)
+    model = reference_model(manifest, checkpoint)
     backend = TorchBackend(model, precision, device, input_shape=manifest.input_spec.shape)
     return Synthesizer(backend, manifest).open()
 
