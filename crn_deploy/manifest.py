@@ -15,20 +15,18 @@ from .errors import ArtifactError, UsageError
 from .families import IMAGE, LABELS, Family, TensorSpec, family
 from .files import write_json_atomic
 from .labels import LabelSet
+from .precisions import NAMES, precision
 
 SCHEMA = "crn-deploy/artifact"
 SCHEMA_VERSION = 1
 
 INPUT_NAME = LABELS
 OUTPUT_NAME = IMAGE
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = NAMES
 
 
 def parse_precision(text: str) -> str:
-    value = text.lower()
-    if value not in PRECISIONS:
-        raise UsageError(f"unknown precision '{text}': choose one of {', '.join(PRECISIONS)}")
-    return value
+    return precision(text).name
 
 
 def io_specs(config: CRNConfig, resolution: tuple[int, int], batch: int) -> tuple[TensorSpec, TensorSpec]:

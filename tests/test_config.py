@@ -71,3 +71,14 @@ def test_every_preset_has_a_valid_native_resolution():
 def test_bad_resolutions_say_what_is_wrong(text, message):
     with pytest.raises(UsageError, match=message):
         parse_resolution(text)
+
+
+def test_the_precision_table_names_the_types_each_tool_uses():
+    from onnx import TensorProto
+
+    from crn_deploy.precisions import TABLE, precision
+
+    assert TABLE["fp32"].onnx_type == TensorProto.FLOAT and TABLE["fp16"].onnx_type == TensorProto.FLOAT16
+    assert (precision("FP16").numpy_type, precision("fp16").tensorrt_type) == ("float16", "HALF")
+    with pytest.raises(UsageError, match="unknown precision 'bf16': choose one of fp32, fp16"):
+        precision("bf16")

@@ -12,6 +12,7 @@ import copy
 import numpy as np
 
 from ..errors import UsageError
+from ..precisions import TABLE as PRECISION_TABLE
 from .base import Backend
 
 
@@ -65,7 +66,7 @@ class TorchBackend(Backend):
         if on_cuda and not torch.cuda.is_available():
             raise UsageError("the PyTorch backend was asked for cuda but this torch sees no CUDA GPU; use device cpu")
         live = copy.deepcopy(self.model).eval().to(self.device)
-        if self.precision == "fp16":
+        if PRECISION_TABLE[self.precision].reduced:
             live.half()
             for module in live.modules():  # same semantics as the FP16 ONNX: normalization stays FP32
                 if getattr(module, "keep_fp32", False):

@@ -19,6 +19,7 @@ from ..backends.tensorrt import import_tensorrt, tensorrt_dtype
 from ..errors import ArtifactError, CrnError, UsageError
 from ..files import sha256_file, write_bytes_atomic
 from ..manifest import Manifest
+from ..precisions import TABLE as PRECISION_TABLE
 
 TIMING_CACHE_NAME = "timing.cache"  # in the engines folder, shared by every resolution
 
@@ -91,7 +92,7 @@ def _parse(trt, builder, logger, onnx_path: Path):
 
 def check_network_precision(trt, network, precision: str, where: Path) -> None:
     """Refuse unless every (transposed) convolution computes in the requested type and every norm in FP32."""
-    want = trt.DataType.HALF if precision == "fp16" else trt.DataType.FLOAT
+    want = getattr(trt.DataType, PRECISION_TABLE[precision].tensorrt_type)
     convolutions = (trt.LayerType.CONVOLUTION, trt.LayerType.DECONVOLUTION)
     wrong = []
     for i in range(network.num_layers):
@@ -112,7 +113,7 @@ def _config(trt, builder, manifest: Manifest, options: BuildOptions):
     config.builder_optimization_level = options.optimization_level
     if options.detailed_profiling:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if manifest.precision == "fp32" and not options.tf32:
+    if not PRECISION_TABLE[manifest.precision].reduced and not options.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)  # TF32 is on by default and would round FP32 convolutions
     return config
 
@@ -144,7 +145,7 @@ def check_built_engine(trt, logger, plan, manifest: Manifest) -> dict[str, int] 
                            f"not {spec.dtype} {list(spec.shape)}; not kept")
     inspector = engine.create_engine_inspector()
     counts = convolution_weight_types(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-    wanted = "Half" if manifest.precision == "fp16" else "Float"
+    wanted = PRECISION_TABLE[manifest.precision].inspector_weights
     if counts and set(counts) != {wanted}:
         raise ArtifactError(f"the built engine's convolutions hold weights of types {counts}, not all {wanted} as "
                             f"{manifest.precision} needs; not kept (re-export with this crn-export, then crn-build)")

@@ -25,6 +25,7 @@ from ..data.synthetic import scenes
 from ..errors import ValidationError
 from ..files import atomic_path, ensure_writable_dir, sha256_file
 from ..manifest import Manifest, artifact_stem
+from ..precisions import TABLE as PRECISION_TABLE
 from ..measure.parity import compare_images, passes
 from ..runtime.synthesizer import Synthesizer
 from .checkpoint import LoadedCheckpoint
@@ -42,8 +43,8 @@ class ExportOptions:
     name: str = "crn"
     batch: int = 1
     samples: int = 2  # synthetic layouts the parity check runs
-    max_abs_fp32: float = 1.0  # levels: FP32 must match the reference to rounding
-    min_psnr_fp16: float = 40.0  # dB against the FP32 reference
+    max_abs_fp32: float = PRECISION_TABLE["fp32"].gate_default  # levels: FP32 matches the reference to rounding
+    min_psnr_fp16: float = PRECISION_TABLE["fp16"].gate_default  # dB against the FP32 reference
 
 
 def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
@@ -96,12 +97,13 @@ def _reference_images(source: LoadedCheckpoint, layouts: tuple) -> np.ndarray:
 
 
 def _gate(stem: str, precision: str, parity: dict, options: ExportOptions) -> None:
-    if precision == "fp32" and not passes(parity, max_abs=options.max_abs_fp32):
+    gate = PRECISION_TABLE[precision].gate
+    if gate == "max_abs" and not passes(parity, max_abs=options.max_abs_fp32):
         raise ValidationError(
             f"{stem}: ONNX Runtime differs from the PyTorch reference by up to {parity['max_abs']:.0f} levels "
             f"(gate {options.max_abs_fp32:g}); not kept. This is a bug: please report it with the checkpoint's config"
         )
-    if precision == "fp16" and not passes(parity, min_psnr=options.min_psnr_fp16):
+    if gate == "min_psnr" and not passes(parity, min_psnr=options.min_psnr_fp16):
         raise ValidationError(
             f"{stem}: FP16 reaches {parity['psnr_db']:.1f} dB against the FP32 reference (gate "
             f"{options.min_psnr_fp16:g} dB); not kept. Export fp32, or accept it with "

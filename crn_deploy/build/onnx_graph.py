@@ -20,12 +20,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..config import CRNConfig
 from ..manifest import INPUT_NAME, OUTPUT_NAME, io_specs
+from ..precisions import TABLE as PRECISION_TABLE
 
 OPSET = 17  # LayerNormalization; TensorRT's parser takes opsets 9..24
 IR_VERSION = 8  # the IR of opset 17: readable by ONNX Runtime and TensorRT 10/11
 
 _FLOAT = TensorProto.FLOAT
-COMPUTE_TYPES = {"fp32": (TensorProto.FLOAT, np.float32), "fp16": (TensorProto.FLOAT16, np.float16)}
+COMPUTE_TYPES = {name: (p.onnx_type, np.dtype(p.numpy_type).type) for name, p in PRECISION_TABLE.items()}
 _ONNX_DTYPES = {"uint8": TensorProto.UINT8}
 
 

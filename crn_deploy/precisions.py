@@ -1,0 +1,35 @@
+"""Precision as one table: what ``fp32`` and ``fp16`` mean to each tool that reads them (ONNX, NumPy,
+TensorRT, the engine inspector) and which parity gate an artifact of that precision must pass.
+Stdlib only: the ONNX and TensorRT types are given by their enum value and name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    onnx_type: int  # onnx.TensorProto.DataType value of the compute type
+    numpy_type: str
+    tensorrt_type: str  # tensorrt.DataType member
+    inspector_weights: str  # the engine inspector's name for weights of this type
+    reduced: bool  # narrower than FP32: normalization statistics stay FP32 around it
+    gate: str  # the export parity gate: "max_abs" (levels) or "min_psnr" (dB) against the FP32 reference
+    gate_default: float
+
+
+TABLE: dict[str, Precision] = {
+    "fp32": Precision("fp32", 1, "float32", "FLOAT", "Float", False, "max_abs", 1.0),
+    "fp16": Precision("fp16", 10, "float16", "HALF", "Half", True, "min_psnr", 40.0),
+}
+NAMES = tuple(TABLE)
+
+
+def precision(name: str) -> Precision:
+    try:
+        return TABLE[name.lower()]
+    except KeyError:
+        raise UsageError(f"unknown precision '{name}': choose one of {', '.join(NAMES)}") from None
