@@ -152,9 +152,10 @@ class FakeCudart:
         return OK, SimpleNamespace(name=self.gpu_name, major=self.cc[0], minor=self.cc[1], totalGlobalMem=80 << 30)
 
 
-def fake_kernel(ids: np.ndarray, out_shape) -> np.ndarray:
-    """What the fake engine 'computes': a fixed function of the ids, so results can be checked."""
-    base = ids[:, 0].astype(np.uint16)
+def fake_kernel(ids: np.ndarray, out_shape, instances: np.ndarray | None = None) -> np.ndarray:
+    """What the fake engine 'computes': a fixed function of the ids (and instance ids, for two-input
+    engines), so results can be checked."""
+    base = ids[:, 0].astype(np.int64) + (0 if instances is None else instances[:, 0].astype(np.int64) % 7 * 31)
     images = np.stack([(base * (c + 1) * 7 + c) % 256 for c in range(3)], axis=-1).astype(np.uint8)
     return images.reshape(out_shape)
 
@@ -194,24 +195,26 @@ class FakeTensorRT:
         self.Logger, self.Runtime = Logger, Runtime
 
 
-def fake_plan(input_shape, output_shape) -> bytes:
-    return b"FAKEPLAN" + json.dumps({"labels": list(input_shape), "image": list(output_shape)}).encode()
+def fake_plan(input_shape, output_shape, *, instances: bool = False) -> bytes:
+    shapes = {"labels": list(input_shape), **({"instances": list(input_shape)} if instances else {}),
+              "image": list(output_shape)}
+    return b"FAKEPLAN" + json.dumps(shapes).encode()
 
 
 class FakeEngine:
     def __init__(self, trt: FakeTensorRT, shapes: dict) -> None:
         self.trt, self.shapes = trt, shapes
-        self.num_io_tensors = 2
+        self.num_io_tensors = len(shapes)
         self.device_memory_size_v2 = 1 << 20
 
     def get_tensor_name(self, i):
-        return ["labels", "image"][i]
+        return list(self.shapes)[i]
 
     def get_tensor_mode(self, name):
-        return self.trt.TensorIOMode.INPUT if name == "labels" else self.trt.TensorIOMode.OUTPUT
+        return self.trt.TensorIOMode.OUTPUT if name == "image" else self.trt.TensorIOMode.INPUT
 
     def get_tensor_dtype(self, name):
-        return self.trt.DataType.UINT8
+        return self.trt.DataType.INT32 if name == "instances" else self.trt.DataType.UINT8
 
     def get_tensor_shape(self, name):
         return tuple(self.shapes[name])
@@ -239,10 +242,13 @@ class FakeContext:
         self.enqueues += 1
         in_shape, out_shape = self.engine.shapes["labels"], self.engine.shapes["image"]
         src, dst = self.addresses["labels"], self.addresses["image"]  # bound now, as a graph would
+        instances_at = self.addresses.get("instances") if "instances" in self.engine.shapes else None
 
         def kernel():
             ids = np.frombuffer(ctypes.string_at(src, int(np.prod(in_shape))), np.uint8).reshape(in_shape)
-            out = fake_kernel(ids, out_shape)
+            instances = None if instances_at is None else np.frombuffer(
+                ctypes.string_at(instances_at, 4 * int(np.prod(in_shape))), np.int32).reshape(in_shape)
+            out = fake_kernel(ids, out_shape, instances)
             ctypes.memmove(dst, out.ctypes.data, out.nbytes)
 
         self.engine.trt.cudart.run(kernel)

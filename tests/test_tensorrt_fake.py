@@ -29,7 +29,9 @@ def _engine_artifact(tmp_path, source: Manifest, *, version="11.4.0.106", cc="9.
     shutil.copy(source.artifact_path, tmp_path)
     shutil.copy(source.path, tmp_path)
     manifest = Manifest.read(tmp_path / source.path.name)
-    plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape) if plan is None else plan
+    if plan is None:
+        plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape,
+                         instances=len(manifest.input_specs) > 1)
     engine = manifest.artifact_path.with_suffix(".engine")
     engine.write_bytes(plan)
     manifest.sections["engine"] = {"file": engine.name, "sha256": "-", "size_bytes": size or len(plan),
@@ -297,3 +299,43 @@ def test_dlpack_is_preferred_and_a_streamless_cuda_array_waits_on_the_legacy_str
     streamless = SimpleNamespace(__cuda_array_interface__=cai)
     assert describe(streamless).stream == LEGACY_STREAM  # torch writes version 2, without a stream
     assert describe(SimpleNamespace(__cuda_array_interface__={**cai, "version": 3, "stream": 7})).stream == 7
+
+
+def test_fake_two_input_engine_takes_instance_maps_on_every_path(tmp_path):
+    """A pix2pixHD artifact's engine: a uint8 and an int32 input per slot, uploaded, bound by name, read
+    in place from device memory, and through the runtime; the instance ids reach the 'kernel'."""
+    from crn_deploy.build.checkpoint import random_model
+    from crn_deploy.data.synthetic import cityscapes_scene
+    from crn_deploy.families import find_preset
+
+    from .conftest import export_tiny
+
+    source = random_model(find_preset("pix2pixhd-tiny")[1], 1, "pix2pixhd-tiny")
+    exported = export_tiny(source, tmp_path / "onnx", precisions=("fp16",), resolutions=((32, 64),))[0]
+    manifest, engine = _engine_artifact(tmp_path, exported)
+    cudart = FakeCudart()
+    backend = TensorRTBackend(engine, manifest, tensorrt_module=FakeTensorRT(cudart), cudart_module=cudart).open()
+    scenes = [cityscapes_scene(32, 64, seed=s) for s in range(3)]
+    frames = [(ids[None, None], inst[None, None]) for ids, inst in scenes]
+    handles = [backend.submit(ids, inst) for ids, inst in frames]
+    for (ids, inst), handle in zip(frames, handles, strict=True):
+        expected = fake_kernel(ids, (1, 32, 64, 3), inst)
+        assert np.array_equal(handle.result(), expected)
+        assert not np.array_equal(expected, fake_kernel(ids, (1, 32, 64, 3)))  # the instances mattered
+    on_device = []
+    for array, typestr in ((frames[0][0], "|u1"), (frames[0][1], "<i4")):
+        ok, ptr = cudart.cudaMalloc(array.nbytes)
+        np.ctypeslib.as_array(cudart.device_mem[ptr])[:] = array.view(np.uint8).ravel()
+        on_device.append(SimpleNamespace(__cuda_array_interface__={
+            "shape": array.shape, "typestr": typestr, "data": (ptr, False), "version": 3, "strides": None,
+            "stream": None}))
+    expected = fake_kernel(frames[0][0], (1, 32, 64, 3), frames[0][1])
+    assert np.array_equal(backend.submit_device(*on_device).result(), expected)
+    with pytest.raises(UsageError, match="takes labels, instances: pass every one"):
+        backend.submit_device(on_device[0])
+    with pytest.raises(UsageError, match=r"must be int32 \[1, 1, 32, 64\], got uint8"):
+        backend.submit_device(on_device[0], on_device[0])
+    backend.close()
+    for array in on_device:
+        cudart.cudaFree(array.__cuda_array_interface__["data"][0])  # the producer's own memory
+    assert cudart.live == set()
