@@ -16,6 +16,7 @@ from .families import IMAGE, LABELS, Family, TensorSpec, family
 from .files import write_json_atomic
 from .labels import LabelSet
 from .precisions import NAMES, precision
+from .records import EngineRecord, Source
 
 SCHEMA = "crn-deploy/artifact"
 SCHEMA_VERSION = 1
@@ -73,6 +74,20 @@ class Manifest:
     @property
     def images_per_map(self) -> int:
         return self.family.images_per_map(self.config)
+
+    @property
+    def engine(self) -> EngineRecord | None:
+        """The TensorRT engine built from this artifact, where one was."""
+        data = self.sections.get("engine")
+        return EngineRecord.from_dict(data) if data else None
+
+    @engine.setter
+    def engine(self, record: EngineRecord) -> None:
+        self.sections["engine"] = record.to_dict()
+
+    @property
+    def source_record(self) -> Source:
+        return Source.from_dict({"family": self.family_name, **self.source})
 
     @property
     def artifact_path(self) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ArtifactError, CrnError, UsageError
 from ..manifest import INPUT_NAME, OUTPUT_NAME, Manifest
+from ..records import EngineRecord
 from .base import Backend
 from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, handle
 from .device_arrays import check_label_batch, describe
@@ -59,25 +60,24 @@ def rebuild_command(manifest: Manifest) -> str:
     return f"crn-build {manifest.artifact_path}"
 
 
-def check_engine_compatible(manifest: Manifest, trt_version: str, gpu: dict) -> dict:
+def check_engine_compatible(manifest: Manifest, trt_version: str, gpu: dict) -> EngineRecord:
     """The manifest's engine record, if this TensorRT and this GPU can run it; else a clear refusal."""
-    engine = manifest.sections.get("engine")
-    if not engine:
+    record = manifest.engine
+    if record is None:
         raise ArtifactError(f"{manifest.path} records no TensorRT engine; build one with: {rebuild_command(manifest)}")
-    built_with = engine["tensorrt_version"]
-    if built_with != trt_version:
+    if record.tensorrt_version != trt_version:
         raise ArtifactError(
-            f"{engine['file']} was built by TensorRT {built_with} and this is TensorRT {trt_version} (an engine runs "
-            f"only on the version that built it); rebuild it here with: {rebuild_command(manifest)}"
+            f"{record.file} was built by TensorRT {record.tensorrt_version} and this is TensorRT {trt_version} (an "
+            f"engine runs only on the version that built it); rebuild it here with: {rebuild_command(manifest)}"
         )
-    built_for = engine["gpu"]
-    if built_for["compute_capability"] != gpu["compute_capability"]:
+    built_for = record.gpu
+    if built_for.compute_capability != gpu["compute_capability"]:
         raise ArtifactError(
-            f"{engine['file']} was built for {built_for['name']} (compute capability {built_for['compute_capability']})"
+            f"{record.file} was built for {built_for.name} (compute capability {built_for.compute_capability})"
             f" and this GPU is {gpu['name']} ({gpu['compute_capability']}); rebuild it here with: "
             f"{rebuild_command(manifest)}"
         )
-    return engine
+    return record
 
 
 @dataclass
@@ -153,8 +153,8 @@ class TensorRTBackend(Backend):
             plan = self.path.read_bytes()
         except FileNotFoundError:
             raise ArtifactError(f"{self.path} not found; build it with: {rebuild_command(self.manifest)}") from None
-        if len(plan) != record["size_bytes"]:
-            raise ArtifactError(f"{self.path} is {len(plan)} bytes, its manifest says {record['size_bytes']}: "
+        if len(plan) != record.size_bytes:
+            raise ArtifactError(f"{self.path} is {len(plan)} bytes, its manifest says {record.size_bytes}: "
                                 f"truncated or replaced; rebuild it with: {rebuild_command(self.manifest)}")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)

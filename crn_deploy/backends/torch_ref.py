@@ -22,7 +22,7 @@ def reference_model(manifest, checkpoint=None):
     # The one door from the runtime side to the model side (style.md), lazily:
     from ..build.checkpoint import model_from_source  # noqa: TID251
 
-    return model_from_source(manifest.source, manifest.config, checkpoint)
+    return model_from_source(manifest.source_record, manifest.config, checkpoint)
 
 
 def torch_devices() -> list[str]:

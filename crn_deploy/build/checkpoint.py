@@ -18,6 +18,7 @@ from ..config import CRNConfig
 from ..errors import CheckpointError
 from ..files import atomic_path, sha256_file
 from ..labels import CITYSCAPES, LabelSet
+from ..records import Source
 from .model import CRN
 
 FORMAT = "crn-deploy/checkpoint-1"
@@ -243,19 +244,20 @@ def save_checkpoint(path: Path, model: CRN, label_set: LabelSet = CITYSCAPES) ->
             torch.save({**meta, "state_dict": state}, tmp)
 
 
-def model_from_source(source: dict, config, checkpoint: Path | None = None) -> torch.nn.Module:
+def model_from_source(source: Source | dict, config, checkpoint: Path | None = None) -> torch.nn.Module:
     """Rebuild the FP32 reference model an artifact was exported from, as its manifest records it."""
-    if source.get("kind") == "random":
-        return random_model(config, int(source["seed"]), source.get("preset")).model
-    path = Path(checkpoint or source.get("path", ""))
+    source = Source.from_dict(source) if isinstance(source, dict) else source
+    if source.kind == "random":
+        return random_model(config, int(source.seed), source.preset).model
+    path = Path(checkpoint or source.path or "")
     if not path.is_file():
         raise CheckpointError(
-            f"the checkpoint this artifact was exported from ({source.get('path')}) is not there; "
+            f"the checkpoint this artifact was exported from ({source.path}) is not there; "
             "pass its new location with --checkpoint"
         )
-    if sha256_file(path) != source.get("sha256"):
+    if sha256_file(path) != source.sha256:
         raise CheckpointError(
             f"{path} is not the checkpoint this artifact was exported from (SHA-256 differs); "
             "re-export the artifact from it, or pass the original with --checkpoint"
         )
-    return load_checkpoint(path, config, source.get("family")).model
+    return load_checkpoint(path, config, source.family).model

@@ -20,6 +20,7 @@ from ..errors import ArtifactError, CrnError, UsageError
 from ..files import sha256_file, write_bytes_atomic
 from ..manifest import Manifest
 from ..precisions import TABLE as PRECISION_TABLE
+from ..records import EngineRecord, GpuRecord
 
 TIMING_CACHE_NAME = "timing.cache"  # in the engines folder, shared by every resolution
 
@@ -67,12 +68,10 @@ def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
     convolutions = check_built_engine(trt, logger, plan, manifest)  # before writing: never replace a good one
     write_bytes_atomic(engine_path, memoryview(plan))
     write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()))
-    manifest.sections["engine"] = {
-        "file": engine_path.name, "sha256": sha256_file(engine_path), "size_bytes": engine_path.stat().st_size,
-        "build_seconds": round(seconds, 2), "tensorrt_version": trt.__version__, "gpu": gpu,
-        "builder": {**asdict(options), "timing_cache": str(cache_path)},
-        "convolution_weights": convolutions,  # per type, from the engine inspector; None unless detailed
-    }
+    manifest.engine = EngineRecord(
+        file=engine_path.name, sha256=sha256_file(engine_path), size_bytes=engine_path.stat().st_size,
+        tensorrt_version=trt.__version__, gpu=GpuRecord(**gpu), build_seconds=round(seconds, 2),
+        builder={**asdict(options), "timing_cache": str(cache_path)}, convolution_weights=convolutions)
     manifest.write(manifest.path)
     log(f"{engine_path.name}: built in {seconds:.1f} s with TensorRT {trt.__version__} for {gpu['name']} "
         f"({engine_path.stat().st_size / 2**20:.1f} MiB)")

@@ -93,15 +93,15 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
         log(f"note: {NO_TORCH_NOTE}")
     done_torch: set = set()
     for manifest in sorted(manifests, key=lambda m: (m.name, m.resolution, m.precision)):
-        if "tensorrt" in options.backends and "engine" in manifest.sections:
+        if "tensorrt" in options.backends and manifest.engine is not None:
             reason = _engines_unavailable()
             if reason is None:
                 for graphs in (True, False):
                     make = lambda m=manifest, g=graphs: _trt(m, g)  # noqa: E731
                     rows.append(_row(ctx, manifest, _label("tensorrt", graphs), make,
-                                     artifact=manifest.sections["engine"]["file"], graphs=graphs))
+                                     artifact=manifest.engine.file, graphs=graphs))
             else:
-                skipped.append(f"{manifest.sections['engine']['file']}: {reason}")
+                skipped.append(f"{manifest.engine.file}: {reason}")
         if "onnxruntime" in options.backends:
             for provider in ort_providers(options, skipped):
                 make = lambda m=manifest, p=provider: _ort(m, p, options)  # noqa: E731
@@ -162,12 +162,12 @@ def _check_loads(manifest: Manifest, options: BenchOptions) -> None:
 
         with OnnxRuntimeBackend(path, "cpu", threads=1):
             pass
-    engine = manifest.sections.get("engine")
+    engine = manifest.engine
     if engine and "tensorrt" in options.backends:
-        engine_path = path.parent / engine["file"]
+        engine_path = path.parent / engine.file
         size = engine_path.stat().st_size if engine_path.is_file() else None
-        if size != engine["size_bytes"]:
-            state = "missing" if size is None else f"{size} bytes, its manifest says {engine['size_bytes']}"
+        if size != engine.size_bytes:
+            state = "missing" if size is None else f"{size} bytes, its manifest says {engine.size_bytes}"
             raise ArtifactError(f"{engine_path} is {state}; rebuild it with crn-build {path}")
 
 
@@ -227,7 +227,7 @@ def _engines_unavailable() -> str | None:
 def _trt(manifest: Manifest, graphs: bool) -> Backend:
     from ..backends.tensorrt import TensorRTBackend
 
-    return TensorRTBackend(manifest.path.parent / manifest.sections["engine"]["file"], manifest,
+    return TensorRTBackend(manifest.path.parent / manifest.engine.file, manifest,
                            cuda_graphs=graphs, timing=True)
 
 

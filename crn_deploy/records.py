@@ -1,0 +1,67 @@
+"""Typed records of the manifest's sections that several layers read back: where the weights came
+from (``source``) and the TensorRT engine built from the artifact (``engine``). The JSON stays as it
+was; these classes are how code reads and writes it. Stdlib only."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import ArtifactError
+
+
+def _from_dict(cls, data: dict, where: str):
+    names = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError as e:
+        raise ArtifactError(f"{where} record {data!r} is malformed ({e}); re-export the artifact") from None
+
+
+@dataclass(frozen=True)
+class Source:
+    """``checkpoint`` (path and SHA-256 of the file) or ``random`` (preset and seed of seeded weights)."""
+
+    kind: str
+    family: str = "crn"
+    path: str | None = None
+    sha256: str | None = None
+    preset: str | None = None
+    seed: int | None = None
+    config: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Source:
+        return _from_dict(cls, data, "source")
+
+
+@dataclass(frozen=True)
+class GpuRecord:
+    name: str
+    compute_capability: str
+    memory_gib: float | None = None
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """A TensorRT engine built from the artifact, as ``crn-build`` records it."""
+
+    file: str
+    sha256: str
+    size_bytes: int
+    tensorrt_version: str
+    gpu: GpuRecord
+    build_seconds: float | None = None
+    builder: dict = field(default_factory=dict)
+    convolution_weights: dict | None = None  # per weight type, from the engine inspector; None unless detailed
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EngineRecord:
+        record = _from_dict(cls, data, "engine")
+        gpu = record.gpu if isinstance(record.gpu, GpuRecord) else _from_dict(GpuRecord, record.gpu or {}, "gpu")
+        return EngineRecord(**{**asdict(record), "gpu": gpu})
