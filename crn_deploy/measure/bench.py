@@ -25,6 +25,7 @@ from ..data.synthetic import scenes
 from ..errors import ArtifactError, CrnError, UsageError
 from ..labels import UnknownColors
 from ..manifest import Manifest, find_manifests
+from ..runtime import open_backend
 from ..runtime.synthesizer import Synthesizer
 from .parity import compare_images, passes, per_class
 from .timing import measure_latency, summarize
@@ -158,9 +159,7 @@ def _check_loads(manifest: Manifest, options: BenchOptions) -> None:
     if not path.is_file():
         raise ArtifactError(f"{path} is missing beside its manifest {manifest.path.name}; re-export it")
     if "onnxruntime" in options.backends and importlib.util.find_spec("onnxruntime") is not None:
-        from ..backends.onnxruntime import OnnxRuntimeBackend
-
-        with OnnxRuntimeBackend(path, "cpu", threads=1):
+        with open_backend(manifest, "onnxruntime", device="cpu", threads=1):
             pass
     engine = manifest.engine
     if engine and "tensorrt" in options.backends:
@@ -225,10 +224,7 @@ def _engines_unavailable() -> str | None:
 
 
 def _trt(manifest: Manifest, graphs: bool) -> Backend:
-    from ..backends.tensorrt import TensorRTBackend
-
-    return TensorRTBackend(manifest.path.parent / manifest.engine.file, manifest,
-                           cuda_graphs=graphs, timing=True)
+    return open_backend(manifest, "tensorrt", cuda_graphs=graphs, timing=True)
 
 
 def _one_batch(array: np.ndarray, batch: int) -> np.ndarray:
@@ -263,9 +259,7 @@ def _keep_sample(ctx: _Context, manifest: Manifest, row: dict, inputs, reference
 
 
 def _ort(manifest: Manifest, device: str, options: BenchOptions) -> Backend:
-    from ..backends.onnxruntime import OnnxRuntimeBackend
-
-    return OnnxRuntimeBackend(manifest.artifact_path, device, threads=options.threads)
+    return open_backend(manifest, "onnxruntime", device=device, threads=options.threads)
 
 
 def _torch(ctx: _Context, manifest: Manifest, device: str, graphs: bool | None) -> Backend:
@@ -304,13 +298,11 @@ def _reference(ctx: _Context, manifest: Manifest) -> tuple[str, np.ndarray] | No
 
 def _artifact_reference(ctx: _Context, manifest: Manifest, inputs: np.ndarray,
                         *extra: np.ndarray) -> tuple[str, np.ndarray] | None:
-    from ..backends.onnxruntime import OnnxRuntimeBackend
-
     same_model = [m for m in ctx.manifests if m.precision == "fp32" and _source_key(m) == _source_key(manifest)
                   and tuple(m.resolution) == tuple(manifest.resolution)]
     if not same_model:
         return None
-    with Synthesizer(OnnxRuntimeBackend(same_model[0].artifact_path, "cpu", threads=ctx.options.threads),
+    with Synthesizer(open_backend(same_model[0], "onnxruntime", device="cpu", threads=ctx.options.threads),
                      same_model[0]) as synth:
         return f"{same_model[0].artifact} (onnxruntime-cpu)", synth.run_ids(inputs, *extra)
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..backends.base import Backend
 from ..errors import ArtifactError, UsageError
 from ..manifest import Manifest, manifest_for
 from .synthesizer import Synthesizer
 
-__all__ = ["Synthesizer", "load", "load_reference"]
+__all__ = ["Synthesizer", "load", "load_reference", "open_backend"]
 
 ARTIFACT_SUFFIXES = (".onnx", ".engine")
 
@@ -29,17 +30,32 @@ def load(path, *, device: str = "auto", threads: int | None = None, cuda_graphs:
     ``gpu`` picks the CUDA device (as numbered under CUDA_VISIBLE_DEVICES)."""
     path = Path(path)
     manifest = _read_manifest(path)
-    if path.suffix == ".engine":
+    kind = "tensorrt" if path.suffix == ".engine" else "onnxruntime"
+    backend = open_backend(manifest, kind, device=device, threads=threads, cuda_graphs=cuda_graphs, slots=slots,
+                           gpu=gpu)
+    return Synthesizer(backend, manifest).open()
+
+
+def open_backend(manifest: Manifest, kind: str, *, device: str = "auto", threads: int | None = None,
+                 cuda_graphs: bool = True, slots: int = 2, gpu: int = 0, timing: bool = False) -> Backend:
+    """The backend (not yet opened) that runs ``manifest``'s artifact: ``kind`` "tensorrt" (its engine)
+    or "onnxruntime" (its ONNX, on ``device``). The one factory: ``load`` and ``crn-bench`` both use it."""
+    if kind == "tensorrt":
         from ..backends.tensorrt import TensorRTBackend
 
-        backend = TensorRTBackend(path, manifest, cuda_graphs=cuda_graphs, slots=slots, device=gpu)
-        return Synthesizer(backend, manifest).open()
+        if manifest.engine is None:
+            raise ArtifactError(f"{manifest.path} records no TensorRT engine; build one with crn-build "
+                                f"{manifest.artifact_path}")
+        return TensorRTBackend(manifest.path.parent / manifest.engine.file, manifest, cuda_graphs=cuda_graphs,
+                               slots=slots, device=gpu, timing=timing)
+    if kind != "onnxruntime":
+        raise UsageError(f"unknown backend '{kind}': choose tensorrt or onnxruntime")
     artifact = manifest.artifact_path
     if not artifact.is_file():
         raise ArtifactError(f"{artifact} is missing beside its manifest {manifest.path}; re-export it with crn-export")
     from ..backends.onnxruntime import OnnxRuntimeBackend
 
-    return Synthesizer(OnnxRuntimeBackend(artifact, device, threads=threads, gpu=gpu), manifest).open()
+    return OnnxRuntimeBackend(artifact, device, threads=threads, gpu=gpu)
 
 
 def load_reference(path, *, precision: str | None = None, device: str = "cpu", checkpoint=None) -> Synthesizer:
