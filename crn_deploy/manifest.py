@@ -16,7 +16,7 @@ from .families import IMAGE, LABELS, Family, TensorSpec, family
 from .files import write_json_atomic
 from .labels import LabelSet
 from .precisions import NAMES, precision
-from .records import EngineRecord, Source
+from .records import EngineRecord, Parity, Source
 
 SCHEMA = "crn-deploy/artifact"
 SCHEMA_VERSION = 1
@@ -84,6 +84,12 @@ class Manifest:
     @engine.setter
     def engine(self, record: EngineRecord) -> None:
         self.sections["engine"] = record.to_dict()
+
+    @property
+    def parity(self) -> Parity | None:
+        """The export's parity against the PyTorch FP32 reference."""
+        data = self.sections.get("parity")
+        return Parity.from_dict(data) if data else None
 
     @property
     def source_record(self) -> Source:

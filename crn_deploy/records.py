@@ -65,3 +65,39 @@ class EngineRecord:
         record = _from_dict(cls, data, "engine")
         gpu = record.gpu if isinstance(record.gpu, GpuRecord) else _from_dict(GpuRecord, record.gpu or {}, "gpu")
         return EngineRecord(**{**asdict(record), "gpu": gpu})
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How close pictures are to a reference: levels (0..255), dB (``psnr_db`` None when identical),
+    SSIM, the share of values off by more than 2 levels, and non-finite values; where it was measured
+    (``reference``, ``inputs``, ``samples``) and, in benchmarks, the same per semantic class."""
+
+    max_abs: float
+    mean_abs: float
+    psnr_db: float | None
+    ssim: float
+    frac_off_gt2: float
+    nonfinite: int = 0
+    reference: str | None = None
+    inputs: str | None = None
+    samples: int | None = None
+    per_class: dict | None = None
+
+    def passes(self, *, max_abs: float | None = None, min_psnr: float | None = None) -> bool:
+        if self.nonfinite:
+            return False
+        if max_abs is not None and self.max_abs > max_abs:
+            return False
+        return min_psnr is None or self.psnr_db is None or self.psnr_db >= min_psnr
+
+    def to_dict(self) -> dict:
+        """As manifests and reports hold it (where it was measured first, then the figures)."""
+        where = {k: getattr(self, k) for k in ("reference", "inputs", "samples") if getattr(self, k) is not None}
+        figures = {k: v for k, v in asdict(self).items() if k not in where and k not in ("reference", "inputs",
+                                                                                           "samples", "per_class")}
+        return {**where, **figures, **({"per_class": self.per_class} if self.per_class is not None else {})}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Parity:
+        return _from_dict(cls, data, "parity")

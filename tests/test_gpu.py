@@ -53,7 +53,7 @@ def test_real_engine_matches_the_reference(tmp_path, tiny_source, precision, cud
     with runtime.load(engine, cuda_graphs=cuda_graphs) as synth, runtime.load_reference(manifest.path) as ref:
         assert synth.backend.graphs_active == cuda_graphs
         parity = compare_images(synth(ids), ref(ids))
-    assert parity["max_abs"] <= 1 if precision == "fp32" else parity["psnr_db"] >= 40
+    assert parity.max_abs <= 1 if precision == "fp32" else parity.psnr_db >= 40
 
 
 @pytest.mark.gpu
@@ -69,7 +69,7 @@ def test_pytorch_cuda_reference_matches_cpu(tiny_source, precision, cuda_graphs)
         assert gpu.graphs_active == cuda_graphs
         parity = compare_images(gpu.run(ids), cpu.run(ids))
         assert np.array_equal(gpu.run(ids), gpu.run(ids))
-    assert parity["max_abs"] <= 1 if precision == "fp32" else parity["psnr_db"] >= 40
+    assert parity.max_abs <= 1 if precision == "fp32" else parity.psnr_db >= 40
 
 
 def _assert_device_input_matches(backend, on_gpu, expected):

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from crn_deploy.measure.parity import compare_images, passes, psnr
+from crn_deploy.measure.parity import compare_images, psnr
+from crn_deploy.records import Parity
 from crn_deploy.measure.timing import measure_latency, percentile, summarize
 
 
@@ -36,19 +37,21 @@ def test_psnr_and_errors_on_known_values():
     candidate = reference.copy()
     candidate[0, 0, 0] = 3  # one value off by 3 of 300
     parity = compare_images(candidate, reference)
-    assert parity["max_abs"] == 3 and parity["mean_abs"] == pytest.approx(0.01)
-    assert parity["frac_off_gt2"] == pytest.approx(1 / 300)
-    assert parity["psnr_db"] == pytest.approx(10 * math.log10(255**2 / (9 / 300)))
-    assert compare_images(reference, reference)["psnr_db"] is None
+    assert parity.max_abs == 3 and parity.mean_abs == pytest.approx(0.01)
+    assert parity.frac_off_gt2 == pytest.approx(1 / 300)
+    assert parity.psnr_db == pytest.approx(10 * math.log10(255**2 / (9 / 300)))
+    assert compare_images(reference, reference).psnr_db is None
     assert psnr(255.0**2) == pytest.approx(0.0)
 
 
 def test_gates():
-    parity = {"max_abs": 2.0, "psnr_db": 45.0}
-    assert passes(parity, max_abs=2, min_psnr=40)
-    assert not passes(parity, max_abs=1)
-    assert not passes(parity, min_psnr=50)
-    assert passes({"max_abs": 0.0, "psnr_db": None}, min_psnr=50)  # identical pictures pass any PSNR gate
+    parity = Parity(max_abs=2.0, mean_abs=0.1, psnr_db=45.0, ssim=0.99, frac_off_gt2=0.0)
+    assert parity.passes(max_abs=2, min_psnr=40)
+    assert not parity.passes(max_abs=1)
+    assert not parity.passes(min_psnr=50)
+    identical = Parity(max_abs=0.0, mean_abs=0.0, psnr_db=None, ssim=1.0, frac_off_gt2=0.0)
+    assert identical.passes(min_psnr=50)  # identical pictures pass any PSNR gate
+    assert Parity.from_dict(parity.to_dict()) == parity
 
 
 def test_ssim_known_values():
@@ -87,7 +90,7 @@ def test_nonfinite_values_fail_any_gate():
     candidate = np.zeros((1, 8, 8, 3), np.float32)
     candidate[0, 0, 0, 0] = np.nan
     parity = compare_images(candidate, np.zeros((1, 8, 8, 3), np.uint8))
-    assert parity["nonfinite"] == 1 and not passes(parity)
+    assert parity.nonfinite == 1 and not parity.passes()
 
 
 def test_trtexec_bound_warnings():

@@ -74,7 +74,7 @@ def test_fp16_graph_reaches_40_db(tiny_config, tmp_path):
     with torch.no_grad():
         reference = model(torch.from_numpy(ids)).numpy()
     parity = compare_images(_run(graph, tmp_path, ids), reference)
-    assert parity["psnr_db"] is not None and parity["psnr_db"] >= 40
+    assert parity.psnr_db is not None and parity.psnr_db >= 40
 
 
 def test_k_images_come_out_in_the_released_channel_order(tiny_config, tmp_path):

@@ -131,7 +131,7 @@ def test_fp16_graph_reaches_45_db_with_fp32_instance_norm_statistics():
     graph = p2p.build_graph(config, _numpy(model), (64, 128), "fp16", batch=2)
     labels, instances = _scenes(2, (64, 128))
     parity = compare_images(_onnx_run(graph, labels, instances), _reference(model, labels, instances))
-    assert parity["psnr_db"] >= 45 and parity["max_abs"] <= 4
+    assert parity.psnr_db >= 45 and parity.max_abs <= 4
     types = graph_dtypes(graph)
     for node in graph.graph.node:
         if node.op_type in ("Conv", "ConvTranspose"):

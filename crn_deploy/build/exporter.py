@@ -26,7 +26,8 @@ from ..errors import ValidationError
 from ..files import atomic_path, ensure_writable_dir, sha256_file
 from ..manifest import Manifest, artifact_stem
 from ..precisions import TABLE as PRECISION_TABLE
-from ..measure.parity import compare_images, passes
+from ..measure.parity import compare_images
+from ..records import Parity
 from ..runtime.synthesizer import Synthesizer
 from .checkpoint import LoadedCheckpoint
 from ..models.registry import model_family
@@ -81,8 +82,8 @@ def _export_one(source: LoadedCheckpoint, weights: dict, resolution, precision: 
         _timed(log, f"{stem}: onnx.checker", onnx.checker.check_model, str(tmp))
         with Synthesizer(OnnxRuntimeBackend(tmp, "cpu"), manifest) as synth:
             images = _timed(log, f"{stem}: ONNX Runtime parity on {len(ids)} layouts", synth.run_ids, ids, *extra)
-        parity = {"reference": "torch-fp32", "inputs": f"synthetic street layouts, seed {VALIDATION_SEED}",
-                  "samples": len(ids), **compare_images(images, reference)}
+        parity = compare_images(images, reference, reference="torch-fp32", samples=len(ids),
+                                inputs=f"synthetic street layouts, seed {VALIDATION_SEED}")
         _gate(stem, precision, parity, options)
         manifest.sections = _sections(tmp, final, parity, options, time.perf_counter() - started)
     manifest.write(final.with_suffix(".json"))
@@ -96,26 +97,26 @@ def _reference_images(source: LoadedCheckpoint, layouts: tuple) -> np.ndarray:
         return np.concatenate([ref.run(*(a[i : i + 1] for a in arrays)) for i in range(len(arrays[0]))])
 
 
-def _gate(stem: str, precision: str, parity: dict, options: ExportOptions) -> None:
+def _gate(stem: str, precision: str, parity: Parity, options: ExportOptions) -> None:
     gate = PRECISION_TABLE[precision].gate
-    if gate == "max_abs" and not passes(parity, max_abs=options.max_abs_fp32):
+    if gate == "max_abs" and not parity.passes(max_abs=options.max_abs_fp32):
         raise ValidationError(
-            f"{stem}: ONNX Runtime differs from the PyTorch reference by up to {parity['max_abs']:.0f} levels "
+            f"{stem}: ONNX Runtime differs from the PyTorch reference by up to {parity.max_abs:.0f} levels "
             f"(gate {options.max_abs_fp32:g}); not kept. This is a bug: please report it with the checkpoint's config"
         )
-    if gate == "min_psnr" and not passes(parity, min_psnr=options.min_psnr_fp16):
+    if gate == "min_psnr" and not parity.passes(min_psnr=options.min_psnr_fp16):
         raise ValidationError(
-            f"{stem}: FP16 reaches {parity['psnr_db']:.1f} dB against the FP32 reference (gate "
+            f"{stem}: FP16 reaches {parity.psnr_db:.1f} dB against the FP32 reference (gate "
             f"{options.min_psnr_fp16:g} dB); not kept. Export fp32, or accept it with "
-            f"--min-psnr {int(parity['psnr_db'])}"
+            f"--min-psnr {int(parity.psnr_db)}"
         )
 
 
-def _sections(tmp: Path, final: Path, parity: dict, options: ExportOptions, seconds: float) -> dict:
+def _sections(tmp: Path, final: Path, parity: Parity, options: ExportOptions, seconds: float) -> dict:
     return {
         "onnx": {"file": final.name, "sha256": sha256_file(tmp), "size_bytes": tmp.stat().st_size,
                  "opset": OPSET, "ir_version": IR_VERSION},
-        "parity": parity,
+        "parity": parity.to_dict(),
         "gates": {"fp32_max_abs": options.max_abs_fp32, "fp16_min_psnr_db": options.min_psnr_fp16},
         "export": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 2)},
         "versions": tool_versions(),
@@ -130,9 +131,9 @@ def tool_versions() -> dict:
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
 
 
-def _parity_text(parity: dict) -> str:
-    psnr = "identical" if parity["psnr_db"] is None else f"PSNR {parity['psnr_db']:.1f} dB"
-    return f"vs PyTorch FP32: max |Δ| {parity['max_abs']:.0f}, mean |Δ| {parity['mean_abs']:.4f}, {psnr}"
+def _parity_text(parity: Parity) -> str:
+    psnr = "identical" if parity.psnr_db is None else f"PSNR {parity.psnr_db:.1f} dB"
+    return f"vs PyTorch FP32: max |Δ| {parity.max_abs:.0f}, mean |Δ| {parity.mean_abs:.4f}, {psnr}"
 
 
 def _timed(log, what: str, fn, *args):

@@ -27,7 +27,8 @@ from ..labels import UnknownColors
 from ..manifest import Manifest, find_manifests
 from ..runtime import open_backend
 from ..runtime.synthesizer import Synthesizer
-from .parity import compare_images, passes, per_class
+from ..records import Parity
+from .parity import compare_images, per_class
 from .timing import measure_latency, summarize
 
 BENCH_SEED = 2000  # synthetic layouts for benchmarks (export validation uses another seed)
@@ -66,6 +67,44 @@ class _Context:
     unknown_colors: UnknownColors = field(default_factory=UnknownColors)  # in the user's colour label images
 
 
+@dataclass
+class BenchRow:
+    """One artifact on one backend: what ``crn-bench`` measured. Reports hold it as ``to_dict()``."""
+
+    artifact: str
+    name: str
+    backend: str
+    precision: str
+    resolution: str
+    batch: int
+    megapixels: float
+    cuda_graphs: bool | None
+    status: str = "ok"
+    device: str | None = None
+    parity: Parity | None = None
+    latency_ms: dict | None = None  # count, mean, std, min, max, p50, p90, p95, p99
+    fps: float | None = None
+    throughput_fps: float | None = None
+    ms_per_megapixel: float | None = None
+    breakdown_ms: dict | None = None  # engines: h2d, compute, d2h, enqueue, each like latency_ms
+    device_memory_mib: float | None = None
+    host_rss_mib: float | None = None
+    host_peak_rss_mib: float | None = None
+    speedup_vs_torch: float | None = None
+    speedup_reference: str | None = None
+    error: str | None = None
+
+    _ALWAYS = ("artifact", "name", "backend", "precision", "resolution", "batch", "megapixels", "cuda_graphs",
+               "status")
+
+    def to_dict(self) -> dict:
+        data = {}
+        for key, value in vars(self).items():
+            if key in self._ALWAYS or value is not None:
+                data[key] = value.to_dict() if isinstance(value, Parity) else value
+        return data
+
+
 def find_artifacts(folder: Path) -> list[Manifest]:
     manifests = find_manifests(folder)
     if not manifests:
@@ -84,7 +123,7 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
                 (read_label_image(p, label_set, strict_colors=options.strict_colors, unknown=ctx.unknown_colors),
                  read_instance_image(p)) for p in files]
     check_artifacts_load(manifests, options)  # a broken artifact stops the run before anything is timed
-    rows: list[dict] = []
+    rows: list[BenchRow] = []
     skipped: list[str] = []
     warnings: list[str] = []
     if not ctx.torch:
@@ -124,10 +163,10 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
         log(f"warning: {warnings[-1]}")
     _add_speedups(rows)
     for row in rows:
-        row["status"] = _status(row, options)
+        row.status = _status(row, options)
     settings = {**_settings(manifests, options), "reference": TORCH_REFERENCE if ctx.torch else ARTIFACT_REFERENCE}
     return {"tool": f"crn-bench {__version__}", "machine": machine_info(), "versions": _versions(),
-            "settings": settings, "rows": rows, "skipped": skipped, "warnings": warnings}
+            "settings": settings, "rows": [row.to_dict() for row in rows], "skipped": skipped, "warnings": warnings}
 
 
 TORCH_REFERENCE = "the PyTorch FP32 reference"
@@ -175,20 +214,19 @@ def _label(backend: str, graphs: bool | None) -> str:
 
 
 def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[], Backend],
-         artifact: str | None = None, graphs: bool | None = None) -> dict:
-    row = {"artifact": artifact or manifest.artifact, "name": manifest.name, "backend": backend_name,
-           "precision": manifest.precision, "resolution": format_resolution(manifest.resolution),
-           "batch": manifest.batch, "megapixels": manifest.resolution[0] * manifest.resolution[1] / 1e6,
-           "cuda_graphs": graphs}
+         artifact: str | None = None, graphs: bool | None = None) -> BenchRow:
+    row = BenchRow(artifact or manifest.artifact, manifest.name, backend_name, manifest.precision,
+                   format_resolution(manifest.resolution), manifest.batch,
+                   manifest.resolution[0] * manifest.resolution[1] / 1e6, graphs)
     try:
         (inputs, *extra), reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
-            row["device"] = _memory_device(synth.backend.device)
+            row.device = _memory_device(synth.backend.device)
             outputs = synth.run_ids(inputs, *extra)
             if reference is not None and reference[0] != f"{manifest.artifact} ({backend_name})":  # not itself
                 name, images = reference
-                row["parity"] = {"reference": name, "samples": len(inputs), **compare_images(outputs, images),
-                                 "per_class": per_class(outputs, images, inputs, manifest.label_set.names)}
+                row.parity = compare_images(outputs, images, reference=name, samples=len(inputs),
+                                            per_class=per_class(outputs, images, inputs, manifest.label_set.names))
                 _keep_sample(ctx, manifest, row, inputs, images, outputs)
             one_batch = [_one_batch(a, manifest.batch) for a in (inputs, *extra)]
             breakdown: list[dict] = []
@@ -203,16 +241,16 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
                                     duration_s=ctx.options.duration_s, frames_per_call=manifest.batch)
             if breakdown:  # the first calls were warm-up: keep the timed ones
                 timed = breakdown[-stats.count:]
-                row["breakdown_ms"] = {part: _stats_dict([t[part] for t in timed]) for part in timed[0]}
-            row["throughput_fps"] = (_throughput(synth.backend, one_batch, max(ctx.options.iterations, 8))
-                                     if synth.backend.pipelined else stats.fps)  # serial backends: the same
-            row["device_memory_mib"] = _mib(synth.backend.device_memory_bytes())
-        row["host_rss_mib"], row["host_peak_rss_mib"] = host_memory_mib()
-        row["latency_ms"] = {k: v for k, v in stats.to_dict().items() if k != "fps"}
-        row["fps"] = stats.fps
-        row["ms_per_megapixel"] = stats.p50 / (row["megapixels"] * manifest.batch)
+                row.breakdown_ms = {part: _stats_dict([t[part] for t in timed]) for part in timed[0]}
+            row.throughput_fps = (_throughput(synth.backend, one_batch, max(ctx.options.iterations, 8))
+                                  if synth.backend.pipelined else stats.fps)  # serial backends: the same
+            row.device_memory_mib = _mib(synth.backend.device_memory_bytes())
+        row.host_rss_mib, row.host_peak_rss_mib = host_memory_mib()
+        row.latency_ms = {k: v for k, v in stats.to_dict().items() if k != "fps"}
+        row.fps = stats.fps
+        row.ms_per_megapixel = stats.p50 / (row.megapixels * manifest.batch)
     except CrnError as e:
-        row["error"] = str(e)
+        row.error = str(e)
     ctx.log(_progress_line(row))
     return row
 
@@ -246,16 +284,16 @@ def _throughput(backend: Backend, batch: list[np.ndarray], frames: int) -> float
     return frames * len(batch[0]) / (time.perf_counter() - started)
 
 
-def _keep_sample(ctx: _Context, manifest: Manifest, row: dict, inputs, reference, outputs) -> None:
+def _keep_sample(ctx: _Context, manifest: Manifest, row: BenchRow, inputs, reference, outputs) -> None:
     if ctx.samples is None:
         return
 
     def first(images):
         return images[0] if images.ndim == 4 else images[0, 0]  # [N,H,W,3] or [N,k,H,W,3]
 
-    sample = ctx.samples.setdefault(row["resolution"], {
+    sample = ctx.samples.setdefault(row.resolution, {
         "labels": manifest.label_set.ids_to_colors(inputs[0, 0]), "reference": first(reference), "outputs": {}})
-    sample["outputs"][f"{row['backend']} {row['precision']}"] = first(outputs)
+    sample["outputs"][f"{row.backend} {row.precision}"] = first(outputs)
 
 
 def _ort(manifest: Manifest, device: str, options: BenchOptions) -> Backend:
@@ -360,39 +398,39 @@ def _torch_devices() -> list[str]:
     return torch_devices()
 
 
-def _add_speedups(rows: list[dict]) -> None:
+def _add_speedups(rows: list[BenchRow]) -> None:
     """speedup_vs_torch = PyTorch p50 / this row's p50: same model, resolution, device and batch, and the
     same precision where PyTorch ran it (else PyTorch FP32, named in ``speedup_reference``)."""
     def key(row, precision):
-        return (row["name"], row["resolution"], precision, row.get("device"), row["batch"], row["cuda_graphs"])
+        return (row.name, row.resolution, precision, row.device, row.batch, row.cuda_graphs)
 
-    torch_p50 = {key(r, r["precision"]): r["latency_ms"]["p50"] for r in rows
-                 if r["backend"].startswith("torch") and "latency_ms" in r}
+    torch_p50 = {key(r, r.precision): r.latency_ms["p50"] for r in rows
+                 if r.backend.startswith("torch") and r.latency_ms}
     for row in rows:
-        for precision in dict.fromkeys((row["precision"], "fp32")):
-            if "latency_ms" in row and key(row, precision) in torch_p50:
-                row["speedup_vs_torch"] = torch_p50[key(row, precision)] / row["latency_ms"]["p50"]
-                row["speedup_reference"] = f"torch-{row['device']} {precision}"
+        for precision in dict.fromkeys((row.precision, "fp32")):
+            if row.latency_ms and key(row, precision) in torch_p50:
+                row.speedup_vs_torch = torch_p50[key(row, precision)] / row.latency_ms["p50"]
+                row.speedup_reference = f"torch-{row.device} {precision}"
                 break
 
 
-def _status(row: dict, options: BenchOptions) -> str:
-    if "error" in row:
+def _status(row: BenchRow, options: BenchOptions) -> str:
+    if row.error is not None:
         return "ERROR"
     if options.max_abs is None and options.min_psnr is None:
         return "ok"
-    if "parity" not in row:
+    if row.parity is None:
         return "no reference"
-    return "PASSED" if passes(row["parity"], max_abs=options.max_abs, min_psnr=options.min_psnr) else "FAILED"
+    return "PASSED" if row.parity.passes(max_abs=options.max_abs, min_psnr=options.min_psnr) else "FAILED"
 
 
-def _progress_line(row: dict) -> str:
-    if "error" in row:
-        return f"  {row['artifact']} [{row['backend']}]: error: {row['error']}"
-    line = f"  {row['artifact']} [{row['backend']}]: p50 {row['latency_ms']['p50']:.2f} ms"
-    if "parity" not in row:
+def _progress_line(row: BenchRow) -> str:
+    if row.error is not None:
+        return f"  {row.artifact} [{row.backend}]: error: {row.error}"
+    line = f"  {row.artifact} [{row.backend}]: p50 {row.latency_ms['p50']:.2f} ms"
+    if row.parity is None:
         return f"{line}, no parity (this is the reference, or there is none)"
-    psnr = row["parity"]["psnr_db"]
+    psnr = row.parity.psnr_db
     return f"{line}, PSNR {'inf' if psnr is None else f'{psnr:.1f}'} dB"
 
 

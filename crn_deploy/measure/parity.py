@@ -7,25 +7,23 @@ import math
 import cv2
 import numpy as np
 
+from ..records import Parity
+
 OFF_LEVELS = 2  # a pixel channel "off" by more than this many levels counts against parity
 SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW = 0.01, 0.03, 1.5, 11  # Wang et al. 2004
 
 
-def compare_images(candidate: np.ndarray, reference: np.ndarray) -> dict:
+def compare_images(candidate: np.ndarray, expected: np.ndarray, **where) -> Parity:
     """max/mean absolute error (levels), PSNR (dB; None when identical), SSIM, share of values off
-    by > 2 levels, and non-finite values in the candidate (only a float candidate can hold them)."""
-    if candidate.shape != reference.shape:
-        raise ValueError(f"shapes differ: candidate {list(candidate.shape)} vs reference {list(reference.shape)}")
+    by > 2 levels, and non-finite values in the candidate (only a float candidate can hold them).
+    ``where``: the record's reference, inputs, samples and per_class fields."""
+    if candidate.shape != expected.shape:
+        raise ValueError(f"shapes differ: candidate {list(candidate.shape)} vs reference {list(expected.shape)}")
     nonfinite = int(np.size(candidate) - np.count_nonzero(np.isfinite(candidate)))
-    diff = np.abs(np.nan_to_num(candidate.astype(np.float64)) - reference.astype(np.float64))
-    return {
-        "max_abs": float(diff.max()),
-        "mean_abs": float(diff.mean()),
-        "psnr_db": psnr(float(np.mean(diff**2))),
-        "ssim": mean_ssim(candidate, reference),
-        "frac_off_gt2": float(np.mean(diff > OFF_LEVELS)),
-        "nonfinite": nonfinite,
-    }
+    diff = np.abs(np.nan_to_num(candidate.astype(np.float64)) - expected.astype(np.float64))
+    return Parity(max_abs=float(diff.max()), mean_abs=float(diff.mean()), psnr_db=psnr(float(np.mean(diff**2))),
+                  ssim=mean_ssim(candidate, expected), frac_off_gt2=float(np.mean(diff > OFF_LEVELS)),
+                  nonfinite=nonfinite, **where)
 
 
 def psnr(mse: float, peak: float = 255.0) -> float | None:
@@ -71,11 +69,3 @@ def per_class(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, 
             "psnr_db": psnr(float(np.mean(errors**2))),
         }
     return result
-
-
-def passes(parity: dict, *, max_abs: float | None = None, min_psnr: float | None = None) -> bool:
-    if parity.get("nonfinite"):
-        return False
-    if max_abs is not None and parity["max_abs"] > max_abs:
-        return False
-    return min_psnr is None or parity["psnr_db"] is None or parity["psnr_db"] >= min_psnr
