@@ -18,20 +18,20 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def tiny_source(tiny_config):
-    from crn_deploy.build.checkpoint import random_model
+    from crn_deploy.models.checkpoint import random_model
 
     return random_model(tiny_config, seed=3, preset_name="tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_k3_source(tiny_config):
-    from crn_deploy.build.checkpoint import random_model
+    from crn_deploy.models.checkpoint import random_model
 
     return random_model(replace(tiny_config, k=3), seed=4)
 
 
 def export_tiny(source, out_dir, *, precisions=("fp32", "fp16"), resolutions=(TINY_RES,), batch=1, name="tiny"):
-    from crn_deploy.build.exporter import ExportOptions, export_artifacts
+    from crn_deploy.artifacts.exporter import ExportOptions, export_artifacts
 
     options = ExportOptions(list(resolutions), list(precisions), out_dir, name, batch, samples=2)
     return export_artifacts(source, options, log=lambda _: None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from onnx import TensorProto, helper, numpy_helper
 
-from crn_deploy.build.onnx_graph import graph_dtypes
+from crn_deploy.artifacts.onnx_graph import graph_dtypes
 
 _F = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 _FI = _F | {TensorProto.INT32, TensorProto.INT64}

@@ -5,14 +5,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from crn_deploy.build.checkpoint import (
+from crn_deploy.models.checkpoint import (
     check_state,
     infer_config,
     load_checkpoint,
     model_from_source,
     save_checkpoint,
 )
-from crn_deploy.build.model import CRN, random_init
+from crn_deploy.models.crn import CRN, random_init
 from crn_deploy.config import CRNConfig, preset
 from crn_deploy.errors import CheckpointError
 from crn_deploy.labels import CITYSCAPES, LabelSet

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from crn_deploy.build.model import CRN, random_init
+from crn_deploy.models.crn import CRN, random_init
 from crn_deploy.cli.export import main as export_main
 from crn_deploy.config import RELEASED_PRESETS, preset
 from crn_deploy.manifest import Manifest
@@ -94,7 +94,7 @@ def test_failed_gate_keeps_nothing(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RELEASED_PRESETS)
 def test_every_released_preset_exports_in_both_precisions(tmp_path, name):
-    from crn_deploy.build.checkpoint import random_model
+    from crn_deploy.models.checkpoint import random_model
 
     config = preset(name)
     smallest = (config.scale, config.scale)  # base 1x1: the cheapest valid size

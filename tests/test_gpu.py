@@ -45,7 +45,7 @@ needs_ort_cuda = pytest.mark.skipif(not _ort_cuda(), reason="needs onnxruntime-g
 @pytest.mark.parametrize("cuda_graphs", [True, False])
 def test_real_engine_matches_the_reference(tmp_path, tiny_source, precision, cuda_graphs):
     from crn_deploy import runtime
-    from crn_deploy.build.engine import build_engine
+    from crn_deploy.artifacts.engine import build_engine
 
     manifest = build_engine(export_tiny(tiny_source, tmp_path, precisions=[precision])[0], log=lambda _: None)
     ids = street_layouts(3, *TINY_RES, seed=5)
@@ -81,7 +81,7 @@ def _assert_device_input_matches(backend, on_gpu, expected):
 @pytest.fixture(scope="module")
 def real_fp16_engine(tmp_path_factory, tiny_source):
     """The tiny model's FP16 engine, built once on this machine's TensorRT and GPU."""
-    from crn_deploy.build.engine import build_engine
+    from crn_deploy.artifacts.engine import build_engine
 
     out = tmp_path_factory.mktemp("real-engines")
     manifest = build_engine(export_tiny(tiny_source, out, precisions=["fp16"])[0], log=lambda _: None)

@@ -11,8 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "crn_deploy"
-ORDER = ["", "data", "backends", "runtime", "measure", "build", "cli"]  # lowest first; "" is the contract
-SIBLINGS = {"models": "build"}
+ORDER = ["", "data", "backends", "runtime", "measure", "artifacts", "training", "cli"]  # lowest first; "" contract
+SIBLINGS = {"models": "artifacts"}
 
 
 def _ruff(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

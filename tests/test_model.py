@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from crn_deploy.build.model import CRN, random_init
+from crn_deploy.models.crn import CRN, random_init
 from crn_deploy.data.synthetic import street_layout
 
 from .reference_numpy import crn_forward

@@ -7,8 +7,9 @@ import torch
 from onnx import TensorProto
 
 from crn_deploy.backends.onnxruntime import OnnxRuntimeBackend
-from crn_deploy.build.model import CRN, random_init
-from crn_deploy.build.onnx_graph import build_crn_graph, graph_dtypes, state_to_numpy
+from crn_deploy.models.crn import CRN, random_init
+from crn_deploy.artifacts.onnx_graph import graph_dtypes, state_to_numpy
+from crn_deploy.models.crn import build_crn_graph
 from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.measure.parity import compare_images
 

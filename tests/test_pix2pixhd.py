@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from crn_deploy.build.onnx_graph import graph_dtypes
+from crn_deploy.artifacts.onnx_graph import graph_dtypes
 from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.errors import CheckpointError, UsageError
 from crn_deploy.families import Pix2PixHDConfig, find_preset

@@ -18,7 +18,7 @@ import pytest
 from .api_usage import used_in_files, used_names
 
 ROOT = Path(__file__).resolve().parents[1]
-TRT_CODE = [ROOT / "crn_deploy/backends/tensorrt.py", ROOT / "crn_deploy/build/engine.py"]
+TRT_CODE = [ROOT / "crn_deploy/backends/tensorrt.py", ROOT / "crn_deploy/artifacts/engine.py"]
 # Names our code gives TensorRT objects (module, builder side, runtime side).
 TRT_RECEIVERS = {"trt", "builder", "network", "parser", "config", "cache", "layer", "engine", "inspector", "runtime",
                  "_engine", "_context", "_runtime"}

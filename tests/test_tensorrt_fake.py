@@ -16,7 +16,7 @@ import pytest
 from crn_deploy.backends import cuda as cuda_module
 from crn_deploy.backends import tensorrt as trt_module
 from crn_deploy.backends.tensorrt import TensorRTBackend, check_engine_compatible
-from crn_deploy.build.engine import check_network_precision
+from crn_deploy.artifacts.engine import check_network_precision
 from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.errors import ArtifactError, CrnError, UsageError
 from crn_deploy.manifest import Manifest
@@ -236,7 +236,7 @@ class _FakeBuilderConfig:
 
 
 def test_fake_timing_cache_is_reused_unless_timed_on_another_gpu(tmp_path):
-    from crn_deploy.build.engine import use_timing_cache
+    from crn_deploy.artifacts.engine import use_timing_cache
 
     path, config, logs = tmp_path / "timing.cache", _FakeBuilderConfig(), []
     assert use_timing_cache(config, path, logs.append) == b""  # none yet: an empty one, returned to be held
@@ -266,7 +266,7 @@ def _detailed_layer_information(*weight_types: str) -> str:
 ])
 def test_fake_built_engine_is_checked_for_its_convolution_weight_types(tiny_artifacts, precision, weight_types,
                                                                        expected):
-    from crn_deploy.build.engine import check_built_engine
+    from crn_deploy.artifacts.engine import check_built_engine
 
     manifest = tiny_artifacts[precision]
     options = {} if weight_types is None else {"layer_information": _detailed_layer_information(*weight_types)}
@@ -280,7 +280,7 @@ def test_fake_built_engine_is_checked_for_its_convolution_weight_types(tiny_arti
 
 
 def test_fake_built_engine_with_other_io_is_not_kept(tiny_artifacts):
-    from crn_deploy.build.engine import check_built_engine
+    from crn_deploy.artifacts.engine import check_built_engine
 
     manifest = tiny_artifacts["fp16"]
     plan = fake_plan(manifest.input_spec.shape, (1, 8, 8, 3))
@@ -304,7 +304,7 @@ def test_dlpack_is_preferred_and_a_streamless_cuda_array_waits_on_the_legacy_str
 def test_fake_two_input_engine_takes_instance_maps_on_every_path(tmp_path):
     """A pix2pixHD artifact's engine: a uint8 and an int32 input per slot, uploaded, bound by name, read
     in place from device memory, and through the runtime; the instance ids reach the 'kernel'."""
-    from crn_deploy.build.checkpoint import random_model
+    from crn_deploy.models.checkpoint import random_model
     from crn_deploy.data.synthetic import cityscapes_scene
     from crn_deploy.families import find_preset
 

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from crn_deploy.build.checkpoint import load_checkpoint
-from crn_deploy.build.losses import diversity_loss, masked_errors, perceptual_loss
-from crn_deploy.build.model import CRN, random_init
-from crn_deploy.build.train import TrainOptions, grow, new_state, resume, train
-from crn_deploy.build.vgg import conv_indices, conv_names, load_vgg19
+from crn_deploy.models.checkpoint import load_checkpoint
+from crn_deploy.training.losses import diversity_loss, masked_errors, perceptual_loss
+from crn_deploy.models.crn import CRN, random_init
+from crn_deploy.training.train import TrainOptions, grow, new_state, resume, train
+from crn_deploy.training.vgg import conv_indices, conv_names, load_vgg19
 from crn_deploy.cli.train import main as train_main
 from crn_deploy.config import CRNConfig, preset
 from crn_deploy.data.paired import SyntheticPairs, street_photo
@@ -169,7 +169,7 @@ DEMO_MODEL = __import__("crn_deploy.cli.demo", fromlist=["DEMO_MODEL"]).DEMO_MOD
 
 @pytest.mark.skipif(not DEMO_MODEL.is_file(), reason="the shipped demo model is not in this checkout")
 def test_the_shipped_demo_model_reaches_20_db_and_exports_within_the_parity_bar(tmp_path):
-    from crn_deploy.build.train import held_out_psnr
+    from crn_deploy.training.train import held_out_psnr
 
     from .conftest import export_tiny
 

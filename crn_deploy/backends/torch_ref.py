@@ -20,7 +20,7 @@ def reference_model(manifest, checkpoint=None):
     """The FP32 PyTorch model an artifact was exported from, as its manifest records it (its checkpoint,
     or ``checkpoint`` if that moved; or the preset and seed of a random-weights export). Needs torch."""
     # The one door from the runtime side to the model side (style.md), lazily:
-    from ..build.checkpoint import model_from_source  # noqa: TID251
+    from ..models.checkpoint import model_from_source  # noqa: TID251
 
     return model_from_source(manifest.source_record, manifest.config, checkpoint)
 
@@ -44,7 +44,7 @@ def cuda_device_facts() -> dict | None:
 
 
 class TorchBackend(Backend):
-    """Runs a ``crn_deploy.build.model.CRN`` at ``precision`` on ``device`` (cpu or cuda).
+    """Runs a ``crn_deploy.models.crn.CRN`` at ``precision`` on ``device`` (cpu or cuda).
 
     ``input_shape`` ([B,1,H,W]) lets the CUDA path allocate once and capture a graph.
     """

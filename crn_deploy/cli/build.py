@@ -38,7 +38,7 @@ def add_builder_options(p: argparse.ArgumentParser) -> None:
 
 
 def builder_options(args):
-    from ..build.engine import BuildOptions
+    from ..artifacts.engine import BuildOptions
 
     return BuildOptions(parse_size(args.workspace) if args.workspace else None, args.opt_level,
                         args.timing_cache, args.detailed_profiling, args.tf32)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build(args) -> int:
-    from ..build.engine import build_engine
+    from ..artifacts.engine import build_engine
     from ..manifest import Manifest, manifest_for
 
     options = builder_options(args)

@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _demo(args) -> int:
     require(PROG, ("torch", "onnx", "onnxruntime"), "export,ort")
-    from ..build.checkpoint import load_checkpoint, random_model
-    from ..build.exporter import ExportOptions, export_artifacts
+    from ..models.checkpoint import load_checkpoint, random_model
+    from ..artifacts.exporter import ExportOptions, export_artifacts
     from ..data.images import write_image
     from ..data.synthetic import street_layout
     from ..measure.bench import BenchOptions, run_bench

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _export(args) -> int:
     require(PROG, ("torch", "onnx", "onnxruntime"), "export,ort")
-    from ..build.checkpoint import load_checkpoint, random_model
-    from ..build.exporter import ExportOptions, export_artifacts
+    from ..models.checkpoint import load_checkpoint, random_model
+    from ..artifacts.exporter import ExportOptions, export_artifacts
 
     config = find_preset(args.preset)[1] if args.preset else None
     if config is not None and args.no_instance:
@@ -94,7 +94,7 @@ def _export(args) -> int:
 
 def _build_engines(args, manifests) -> None:
     from ..backends.tensorrt import engines_unavailable_reason
-    from ..build.engine import build_engine
+    from ..artifacts.engine import build_engine
 
     reason = "--no-engine" if args.no_engine else engines_unavailable_reason()
     if reason is None:

@@ -42,8 +42,8 @@ def _describe(arch) -> str:
 
 def _inspect(args) -> int:
     require(PROG, ("google.protobuf", "google_crc32c"))
-    from ..build.tf_bundle import TensorBundle
-    from ..build.tf_import import infer_architecture
+    from ..models.tf_bundle import TensorBundle
+    from ..models.tf_import import infer_architecture
 
     bundle = TensorBundle(args.prefix)
     arch = infer_architecture(bundle)
@@ -58,8 +58,8 @@ def _inspect(args) -> int:
 
 def _import(args) -> int:
     require(PROG, ("torch", "google.protobuf", "google_crc32c"))
-    from ..build.checkpoint import save_checkpoint
-    from ..build.tf_import import import_tf_checkpoint
+    from ..models.checkpoint import save_checkpoint
+    from ..models.tf_import import import_tf_checkpoint
 
     loaded, arch = import_tf_checkpoint(args.prefix)
     log(f"{PROG}: {_describe(arch)}")

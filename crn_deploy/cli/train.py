@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _start(args, dataset):
-    from ..build.checkpoint import load_checkpoint
-    from ..build.model import CRN, random_init
-    from ..build.train import grow, new_state, resume
+    from ..models.checkpoint import load_checkpoint
+    from ..models.crn import CRN, random_init
+    from ..training.train import grow, new_state, resume
     from ..config import CRNConfig
 
     if args.resume:
@@ -80,9 +80,9 @@ def _start(args, dataset):
 
 def _train(args) -> int:
     require(PROG, ("torch",))
-    from ..build.checkpoint import save_checkpoint
-    from ..build.train import TrainOptions, held_out_psnr, train, write_preview
-    from ..build.vgg import load_vgg19
+    from ..models.checkpoint import save_checkpoint
+    from ..training.train import TrainOptions, held_out_psnr, train, write_preview
+    from ..training.vgg import load_vgg19
     from ..config import check_resolution
     from ..data.paired import open_dataset
     from ..files import ensure_writable_dir

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from torch import nn
 
-from ..build.onnx_graph import COMPUTE_TYPES, IR_VERSION, OPSET, GraphBuilder
+from ..artifacts.onnx_graph import COMPUTE_TYPES, IR_VERSION, OPSET, GraphBuilder
 from ..errors import CheckpointError
 from ..families import Pix2PixHDConfig, family
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..build import model as crn_model
-from ..build.onnx_graph import crn_graph_parts, state_to_numpy
+from ..artifacts.onnx_graph import state_to_numpy
+from . import crn as crn_model
 from ..families import FAMILIES, Family, family
 from . import pix2pixhd
 
@@ -53,13 +53,14 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
                              lambda state, config, path, instances: pix2pixhd.load_state(
                                  {k.removeprefix("module."): v for k, v in state.items()}, config,
                                  instances=instances, path=str(path))),
-    "crn": ModelFamily(FAMILIES["crn"], lambda state: True, crn_model.CRN, crn_model.random_init, crn_graph_parts,
+    "crn": ModelFamily(FAMILIES["crn"], lambda state: True, crn_model.CRN, crn_model.random_init,
+                       crn_model.crn_graph_parts,
                        lambda state, config, path, instances: _crn_from_state(state, config, path)),
 }
 
 
 def _crn_from_state(state: dict, config, path) -> torch.nn.Module:
-    from ..build.checkpoint import crn_from_state  # the CRN's key mapping lives beside its checkpoint format
+    from .checkpoint import crn_from_state  # the CRN's key mapping lives beside its checkpoint format
 
     return crn_from_state(state, config, path)
 

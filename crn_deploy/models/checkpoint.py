@@ -19,7 +19,7 @@ from ..errors import CheckpointError
 from ..files import atomic_path, sha256_file
 from ..labels import CITYSCAPES, LabelSet
 from ..records import Source
-from .model import CRN
+from .crn import CRN
 
 FORMAT = "crn-deploy/checkpoint-1"
 _PREFIXES = ("module.", "model.", "generator.", "netG.")

@@ -87,7 +87,7 @@ def import_tf_checkpoint(prefix: Path):
 
     from ..labels import CITYSCAPES
     from .checkpoint import LoadedCheckpoint, check_state
-    from .model import CRN
+    from .crn import CRN
 
     bundle = TensorBundle(prefix)
     arch = infer_architecture(bundle)

@@ -20,9 +20,9 @@ from ..errors import CheckpointError, UsageError
 from ..files import atomic_path
 from ..labels import LabelSet
 from ..measure.parity import psnr
-from .checkpoint import FORMAT, check_state, read_state, read_torch
+from ..models.checkpoint import FORMAT, check_state, read_state, read_torch
 from .losses import perceptual_loss
-from .model import CRN, random_init
+from ..models.crn import CRN, random_init
 from .vgg import VGG19Features
 
 

@@ -8,6 +8,7 @@ only once it passes the parity gate.
 from __future__ import annotations
 
 import platform
+from importlib import metadata
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from ..precisions import TABLE as PRECISION_TABLE
 from ..measure.parity import compare_images
 from ..records import Parity
 from ..runtime.synthesizer import Synthesizer
-from .checkpoint import LoadedCheckpoint
+from ..models.checkpoint import LoadedCheckpoint
 from ..models.registry import model_family
 from .onnx_graph import IR_VERSION, OPSET, write_model
 
@@ -124,11 +125,15 @@ def _sections(tmp: Path, final: Path, parity: Parity, options: ExportOptions, se
 
 
 def tool_versions() -> dict:
-    import onnxruntime
-    import torch
-
-    return {"crn_deploy": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+    """The versions that made an artifact, read from the installed distributions (torch is not imported here)."""
+    versions = {"crn_deploy": __version__, "python": platform.python_version(), "numpy": np.__version__,
+                "onnx": onnx.__version__}
+    for name in ("onnxruntime", "torch"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _parity_text(parity: Parity) -> str:

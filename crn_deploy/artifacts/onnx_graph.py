@@ -1,0 +1,75 @@
+"""Writing ONNX graphs by hand, for every family: a small node/initializer builder, the file writer,
+the opset, and the compute types of each precision.
+
+Why by hand and not torch.onnx.export: TensorRT 11 builds strongly typed networks only, so the
+precision of every tensor must be decided in the graph (tensorrt.md §1.3); each family's graph writer
+(``crn_deploy.models``) says it tensor by tensor. Only onnx and numpy are needed here: the weights
+arrive as a name -> array dict.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..precisions import TABLE as PRECISION_TABLE
+
+OPSET = 17  # LayerNormalization; TensorRT's parser takes opsets 9..24
+IR_VERSION = 8  # the IR of opset 17: readable by ONNX Runtime and TensorRT 10/11
+
+FLOAT = TensorProto.FLOAT
+COMPUTE_TYPES = {name: (p.onnx_type, np.dtype(p.numpy_type).type) for name, p in PRECISION_TABLE.items()}
+ONNX_DTYPES = {"uint8": TensorProto.UINT8, "int32": TensorProto.INT32}
+
+
+class GraphBuilder:
+    """A small builder: unique names, initializers, nodes."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+        self._constants: dict[str, np.ndarray] = {}
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        """An initializer; a name already given returns the same one (it must hold the same value)."""
+        value = np.ascontiguousarray(value)
+        if name in self._constants:
+            assert np.array_equal(self._constants[name], value), f"two different constants named {name}"
+            return name
+        self._constants[name] = value
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], name: str | None = None, **attrs) -> str:
+        self._count += 1
+        out = name or f"{op_type.lower()}_{self._count}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"{op_type}_{self._count}", **attrs))
+        return out
+
+
+def write_model(shell: onnx.ModelProto, weights: list[onnx.TensorProto], path) -> None:
+    """The model ``crn_graph_parts`` describes, as one ONNX file: the graph, then one weight at a time.
+
+    Protobuf merges concatenated messages (repeated fields append), so the file parses to the same
+    model everywhere; but no single call serializes 400 MB while holding the GIL (seconds in which a
+    Ctrl-C or SIGTERM could not be answered), and the file's bytes never sit in memory whole."""
+    with open(path, "wb") as f:
+        f.write(shell.SerializeToString())
+        for tensor in weights:
+            f.write(onnx.ModelProto(graph=onnx.GraphProto(initializer=[tensor])).SerializeToString())
+
+
+def state_to_numpy(state: dict) -> dict[str, np.ndarray]:
+    """A torch state_dict as float32 NumPy arrays (the graph casts to its own precision)."""
+    return {k: v.detach().cpu().float().numpy() for k, v in state.items()}
+
+
+def graph_dtypes(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor in the graph, by shape inference."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in
+             [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    types.update({init.name: init.data_type for init in model.graph.initializer})
+    return types

@@ -1,0 +1,1 @@
+"""Training the reference CRN: perceptual and diversity losses, Adam, progressive growth (torch)."""
