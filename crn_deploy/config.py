@@ -130,9 +130,14 @@ def preset(name: str) -> CRNConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise UsageError(f"unknown preset '{name}': {hint}choose one of {', '.join(PRESETS)}") from None
+        raise UsageError(f"unknown preset '{name}': {did_you_mean(name, PRESETS)}choose one of "
+                         f"{', '.join(PRESETS)}") from None
+
+
+def did_you_mean(name: str, choices) -> str:
+    """"did you mean 'x'? " for the closest of ``choices``, or nothing."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -153,16 +158,18 @@ def format_resolution(resolution: tuple[int, int]) -> str:
 
 def check_resolution(resolution: tuple[int, int], config: CRNConfig) -> None:
     """Refuse a size the cascade cannot produce, naming the nearest sizes it can."""
-    step = config.scale
+    check_multiple(resolution, config.scale,
+                   f"{config.num_modules} modules halve it {config.num_modules - 1} times")
+
+
+def check_multiple(resolution: tuple[int, int], step: int, why: str) -> None:
+    """Refuse a size that is not a positive multiple of ``step`` on both sides, naming the nearest."""
     h, w = resolution
     if h % step == 0 and w % step == 0 and h > 0 and w > 0:
         return
     nearest = [format_resolution(r) for r in sorted({(hh, ww) for hh in _near(h, step) for ww in _near(w, step)})]
-    raise UsageError(
-        f"resolution {format_resolution(resolution)} is not a multiple of {step} on both sides "
-        f"({config.num_modules} modules halve it {config.num_modules - 1} times); "
-        f"nearest valid: {', '.join(nearest)}"
-    )
+    raise UsageError(f"resolution {format_resolution(resolution)} is not a multiple of {step} on both sides "
+                     f"({why}); nearest valid: {', '.join(nearest)}")
 
 
 def _near(n: int, step: int) -> list[int]:

@@ -8,11 +8,10 @@ No layer branches on a family's name: it asks the family.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass
 
 from .config import PRESETS as CRN_PRESETS
-from .config import CRNConfig, check_resolution, format_resolution
+from .config import CRNConfig, check_multiple, check_resolution, did_you_mean
 from .errors import UsageError
 from .labels import CITYSCAPES, CITYSCAPES_LABEL_IDS, LabelSet
 
@@ -150,14 +149,8 @@ class Pix2PixHDFamily(Family):
         return (config.scale * 32, config.scale * 64)  # a 1:2 street aspect at a modest size
 
     def check_resolution(self, resolution, config: Pix2PixHDConfig) -> None:
-        step = config.scale
-        h, w = resolution
-        if h > 0 and w > 0 and h % step == 0 and w % step == 0:
-            return
-        near = sorted({(a, b) for a in _near(h, step) for b in _near(w, step)})
-        raise UsageError(f"resolution {format_resolution(resolution)} is not a multiple of {step} on both sides "
-                         f"({config.n_downsample_global} downsamplings, {config.n_local_enhancers} local "
-                         f"enhancers); nearest valid: {', '.join(format_resolution(r) for r in near)}")
+        check_multiple(resolution, config.scale, f"{config.n_downsample_global} downsamplings, "
+                                                 f"{config.n_local_enhancers} local enhancers")
 
     def takes_instances(self, config: Pix2PixHDConfig) -> bool:
         return config.instances
@@ -169,11 +162,6 @@ class Pix2PixHDFamily(Family):
                 f"blocks, {config.label_nc} labels{' + instance edges' if config.instances else ''}")
 
 
-def _near(n: int, step: int) -> list[int]:
-    below = max(step, n // step * step)
-    return sorted({below, below + step} if n % step else {n})
-
-
 FAMILIES: dict[str, Family] = {f.name: f for f in (CRNFamily(), Pix2PixHDFamily())}
 
 
@@ -181,9 +169,8 @@ def family(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        close = difflib.get_close_matches(name, FAMILIES, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise UsageError(f"unknown model family '{name}': {hint}choose one of {', '.join(FAMILIES)}") from None
+        raise UsageError(f"unknown model family '{name}': {did_you_mean(name, FAMILIES)}choose one of "
+                         f"{', '.join(FAMILIES)}") from None
 
 
 def find_preset(name: str) -> tuple[Family, object]:
@@ -192,6 +179,4 @@ def find_preset(name: str) -> tuple[Family, object]:
         if name in fam.presets:
             return fam, fam.presets[name][0]
     every = [p for fam in FAMILIES.values() for p in fam.presets]
-    close = difflib.get_close_matches(name, every, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise UsageError(f"unknown preset '{name}': {hint}choose one of {', '.join(every)}")
+    raise UsageError(f"unknown preset '{name}': {did_you_mean(name, every)}choose one of {', '.join(every)}")

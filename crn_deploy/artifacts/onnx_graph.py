@@ -49,6 +49,14 @@ class GraphBuilder:
         return out
 
 
+def assemble(shell: onnx.ModelProto, weights: list[onnx.TensorProto]) -> onnx.ModelProto:
+    """The model ``graph_parts``-style writers describe, as one ModelProto (weights added one at a time:
+    see ``write_model``)."""
+    for tensor in weights:
+        shell.graph.initializer.add().CopyFrom(tensor)
+    return shell
+
+
 def write_model(shell: onnx.ModelProto, weights: list[onnx.TensorProto], path) -> None:
     """The model ``crn_graph_parts`` describes, as one ONNX file: the graph, then one weight at a time.
 

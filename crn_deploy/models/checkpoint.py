@@ -210,8 +210,14 @@ def infer_config(state: dict[str, torch.Tensor], path: Path | str = "checkpoint"
 
 
 def check_state(state: dict[str, torch.Tensor], config: CRNConfig, path: Path | str = "checkpoint") -> None:
-    """One error naming every missing, unexpected and wrongly-shaped key."""
-    expected = {k: tuple(v.shape) for k, v in CRN(config).state_dict().items()}
+    check_fits(state, CRN(config), f"the CRN config {config.to_dict()}", path,
+               "Pick the matching --preset, or drop --preset to infer the architecture from the checkpoint")
+
+
+def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, what: str, path: Path | str,
+               fix: str = "") -> None:
+    """One error naming every missing, unexpected and wrongly-shaped key of ``state`` for ``model``."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [f"{k} {list(state[k].shape)} != {list(s)}" for k, s in expected.items()
@@ -219,10 +225,7 @@ def check_state(state: dict[str, torch.Tensor], config: CRNConfig, path: Path | 
     if missing or unexpected or wrong:
         parts = [f"{label}: {_short(items)}" for label, items in
                  (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
-        raise CheckpointError(
-            f"{path} does not fit the CRN config {config.to_dict()} — {'; '.join(parts)}. "
-            "Pick the matching --preset, or drop --preset to infer the architecture from the checkpoint"
-        )
+        raise CheckpointError(f"{path} does not fit {what} — {'; '.join(parts)}" + (f". {fix}" if fix else ""))
 
 
 def _short(items: list[str], limit: int = 6) -> str:

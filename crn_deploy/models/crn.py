@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, IR_VERSION, ONNX_DTYPES, OPSET, GraphBuilder
+from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, IR_VERSION, ONNX_DTYPES, OPSET, GraphBuilder, assemble
 from ..config import CRNConfig
 from ..manifest import INPUT_NAME, OUTPUT_NAME, io_specs
 
@@ -150,10 +150,7 @@ def build_crn_graph(
     eps: float = 1e-12,
 ) -> onnx.ModelProto:
     """The whole network for one resolution, precision and batch size."""
-    model, tensors = crn_graph_parts(config, weights, resolution, precision, batch, eps)
-    for tensor in tensors:  # one at a time: see write_model
-        model.graph.initializer.add().CopyFrom(tensor)
-    return model
+    return assemble(*crn_graph_parts(config, weights, resolution, precision, batch, eps))
 
 
 def crn_graph_parts(

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from torch import nn
 
-from ..artifacts.onnx_graph import COMPUTE_TYPES, IR_VERSION, OPSET, GraphBuilder
+from ..artifacts.onnx_graph import COMPUTE_TYPES, IR_VERSION, OPSET, GraphBuilder, assemble
 from ..errors import CheckpointError
 from ..families import Pix2PixHDConfig, family
 
@@ -202,17 +202,9 @@ def infer_config(state: dict[str, torch.Tensor], *, instances: bool = True,
 
 
 def check_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig, path: str = "checkpoint") -> None:
-    """One error naming every missing, unexpected and wrongly-shaped key."""
-    expected = {k: tuple(v.shape) for k, v in Pix2PixHDGenerator(config).state_dict().items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {list(state[k].shape)} != {list(s)}" for k, s in expected.items()
-             if k in state and tuple(state[k].shape) != s]
-    if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(items[:6])}{f' (+{len(items) - 6} more)' if len(items) > 6 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                 if items]
-        raise CheckpointError(f"{path} does not fit the pix2pixHD config {config.to_dict()} — {'; '.join(parts)}")
+    from .checkpoint import check_fits
+
+    check_fits(state, Pix2PixHDGenerator(config), f"the pix2pixHD config {config.to_dict()}", path)
 
 
 def load_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig | None = None, *, instances: bool = True,
@@ -272,10 +264,7 @@ def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, i
 def build_graph(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, int], precision: str,
                 batch: int = 1) -> onnx.ModelProto:
     """``graph_parts`` as one ModelProto (for tests and small models)."""
-    model, tensors = graph_parts(config, weights, resolution, precision, batch)
-    for tensor in tensors:
-        model.graph.initializer.add().CopyFrom(tensor)
-    return model
+    return assemble(*graph_parts(config, weights, resolution, precision, batch))
 
 
 class _Weights:
