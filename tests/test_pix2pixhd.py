@@ -164,3 +164,18 @@ def test_graphs_stay_inside_what_the_tensorrt_onnx_parser_accepts(name, precisio
 
 def _numpy(model):
     return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+def test_opt_txt_beside_the_checkpoint_says_no_instance_and_the_feature_encoder_is_refused(tmp_path):
+    state = _official_state(CONFIGS["no-instances"])
+    (tmp_path / "opt.txt").write_text("------------ Options -------------\nlabel_nc: 35\nno_instance: True\n"
+                                      "instance_feat: False\n-------------- End ----------------\n")
+    model = p2p.load_state(state, path=str(tmp_path / "latest_net_G.pth"))
+    assert model.config.instances is False and model.config.label_nc == 35  # not 34 labels + an edge channel
+    (tmp_path / "opt.txt").write_text("instance_feat: True\nno_instance: False\n")
+    with pytest.raises(CheckpointError, match="feature encoder \\(--instance_feat\\)"):
+        p2p.load_state(_official_state(GLOBAL), path=str(tmp_path / "latest_net_G.pth"))
+    (tmp_path / "opt.txt").unlink()
+    (tmp_path / "latest_net_E.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="latest_net_E.pth lies beside it"):
+        p2p.load_state(_official_state(GLOBAL), path=str(tmp_path / "latest_net_G.pth"))

@@ -15,6 +15,7 @@ Input as the official ``encode_input`` builds it: one-hot of ``label_nc`` label 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -207,9 +208,39 @@ def check_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig, path: s
     check_fits(state, Pix2PixHDGenerator(config), f"the pix2pixHD config {config.to_dict()}", path)
 
 
+def read_opt(checkpoint: Path) -> dict[str, str]:
+    """The training run's options from the ``opt.txt`` the official trainer writes beside its checkpoints
+    (``key: value`` lines), or {} where there is none."""
+    opt = Path(checkpoint).parent / "opt.txt"
+    if not opt.is_file():
+        return {}
+    found = {}
+    for line in opt.read_text(errors="replace").splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key.strip() and not key.startswith("-"):
+            found[key.strip()] = value.strip()
+    return found
+
+
+def refuse_feature_encoder(checkpoint: Path, opt: dict[str, str]) -> None:
+    """The optional feature encoder (--instance_feat / --label_feat) feeds the generator encoded features
+    as extra input channels: not supported, and its checkpoint would otherwise pass for more labels."""
+    encoder = Path(checkpoint).with_name("latest_net_E.pth")
+    flags = [f"--{k}" for k in ("instance_feat", "label_feat") if opt.get(k) == "True"]
+    if flags or encoder.is_file():
+        why = " and ".join(flags) if flags else f"{encoder.name} lies beside it"
+        raise CheckpointError(f"{checkpoint} was trained with pix2pixHD's feature encoder ({why}), which crn-deploy "
+                              "does not deploy; export a generator trained without --instance_feat/--label_feat")
+
+
 def load_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig | None = None, *, instances: bool = True,
                path: str = "checkpoint") -> Pix2PixHDGenerator:
-    """The reference model (eval, float32) from an official generator state_dict."""
+    """The reference model (eval, float32) from an official generator state_dict. Where the run's opt.txt
+    lies beside the checkpoint, it says whether instance maps were used (``--no_instance``)."""
+    opt = read_opt(Path(path))
+    refuse_feature_encoder(Path(path), opt)
+    if opt.get("no_instance") == "True":
+        instances = False
     config = config or infer_config(state, instances=instances, path=path)
     check_state(state, config, path)
     model = Pix2PixHDGenerator(config)
