@@ -20,7 +20,10 @@ started=$(date +%s)
 step() { echo "== $(( $(date +%s) - started )) s: $*"; }
 
 step "install crn-deploy without the package index"
-if ! "$py" -m pip install -q --no-index --no-deps --no-build-isolation -e . ; then
+if [ "${CRN_GPU_SUITE_INSTALL:-1}" = 0 ]; then
+    echo "not installing (CRN_GPU_SUITE_INSTALL=0): running from the source tree"
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+elif ! "$py" -m pip install -q --no-index --no-deps --no-build-isolation -e . ; then
     echo "pip could not install it here; running from the source tree (PYTHONPATH=$PWD)"
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
