@@ -8,8 +8,8 @@ from onnx import TensorProto
 
 from crn_deploy.backends.onnxruntime import OnnxRuntimeBackend
 from crn_deploy.models.crn import CRN, random_init
-from crn_deploy.artifacts.onnx_graph import graph_dtypes, state_to_numpy
-from crn_deploy.models.crn import build_crn_graph
+from crn_deploy.artifacts.onnx_graph import assemble, graph_dtypes, state_to_numpy
+from crn_deploy.models.crn import crn_graph_parts
 from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.measure.parity import compare_images
 
@@ -18,7 +18,7 @@ from . import tensorrt_parser
 
 def _graph(config, seed, resolution, precision, batch=1):
     model = random_init(CRN(config), seed).eval()
-    return model, build_crn_graph(config, state_to_numpy(model.state_dict()), resolution, precision, batch)
+    return model, assemble(*crn_graph_parts(config, state_to_numpy(model.state_dict()), resolution, precision, batch))
 
 
 def _run(graph, tmp_path, ids):

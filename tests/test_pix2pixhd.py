@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from crn_deploy.artifacts.onnx_graph import graph_dtypes
+from crn_deploy.artifacts.onnx_graph import assemble, graph_dtypes
 from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.errors import CheckpointError, UsageError
 from crn_deploy.families import Pix2PixHDConfig, find_preset
@@ -117,7 +117,7 @@ def _reference(model, labels, instances):
 def test_fp32_graph_matches_the_reference_to_one_level(name, batch):
     config = CONFIGS[name]
     model = _model(config, seed=3)
-    graph = p2p.build_graph(config, _numpy(model), RES, "fp32", batch)
+    graph = _graph(config, _numpy(model), RES, "fp32", batch)
     onnx.checker.check_model(graph, full_check=True)
     labels, instances = _scenes(batch, RES)
     got, expected = _onnx_run(graph, labels, instances), _reference(model, labels, instances)
@@ -128,7 +128,7 @@ def test_fp32_graph_matches_the_reference_to_one_level(name, batch):
 def test_fp16_graph_reaches_45_db_with_fp32_instance_norm_statistics():
     config = find_preset("pix2pixhd-tiny")[1]
     model = _model(config, seed=4)
-    graph = p2p.build_graph(config, _numpy(model), (64, 128), "fp16", batch=2)
+    graph = _graph(config, _numpy(model), (64, 128), "fp16", batch=2)
     labels, instances = _scenes(2, (64, 128))
     parity = compare_images(_onnx_run(graph, labels, instances), _reference(model, labels, instances))
     assert parity.psnr_db >= 45 and parity.max_abs <= 4
@@ -143,14 +143,14 @@ def test_fp16_graph_reaches_45_db_with_fp32_instance_norm_statistics():
 def test_no_constant_grows_with_the_resolution():
     config = find_preset("pix2pixhd-tiny")[1]
     weights = _numpy(_model(config))
-    sizes = [sorted(int(np.prod(i.dims)) for i in p2p.build_graph(config, weights, res, "fp16").graph.initializer)
+    sizes = [sorted(int(np.prod(i.dims)) for i in _graph(config, weights, res, "fp16").graph.initializer)
              for res in ((32, 64), (128, 256))]
     assert sizes[0] == sizes[1]
 
 
 @pytest.mark.parametrize("name, precision", [("local", "fp16"), ("global", "fp32"), ("no-instances", "fp16")])
 def test_graphs_stay_inside_what_the_tensorrt_onnx_parser_accepts(name, precision):
-    graph = p2p.build_graph(CONFIGS[name], _numpy(_model(CONFIGS[name])), RES, precision, batch=2)
+    graph = _graph(CONFIGS[name], _numpy(_model(CONFIGS[name])), RES, precision, batch=2)
     assert tensorrt_parser.problems(graph) == []
     bad = onnx.ModelProto()
     bad.CopyFrom(graph)
@@ -179,3 +179,7 @@ def test_opt_txt_beside_the_checkpoint_says_no_instance_and_the_feature_encoder_
     (tmp_path / "latest_net_E.pth").write_bytes(b"")
     with pytest.raises(CheckpointError, match="latest_net_E.pth lies beside it"):
         p2p.load_state(_official_state(GLOBAL), path=str(tmp_path / "latest_net_G.pth"))
+
+
+def _graph(*args, **kwargs):
+    return assemble(*p2p.graph_parts(*args, **kwargs))

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, IR_VERSION, ONNX_DTYPES, OPSET, GraphBuilder, assemble
+from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, IR_VERSION, ONNX_DTYPES, OPSET, GraphBuilder
 from ..config import CRNConfig
 from ..manifest import INPUT_NAME, OUTPUT_NAME, io_specs
 
@@ -140,18 +140,6 @@ def random_init(model: CRN, seed: int) -> CRN:
 #     (torch's exporter would make one per layer, hundreds of MB);
 #   - the output tail ((x+1)*127.5, Clip, Round, to NHWC, uint8) in FP32 on 3k channels.
 # Only onnx and numpy are needed: the weights arrive as a name -> array dict.
-
-def build_crn_graph(
-    config: CRNConfig,
-    weights: dict[str, np.ndarray],
-    resolution: tuple[int, int],
-    precision: str,
-    batch: int = 1,
-    eps: float = 1e-12,
-) -> onnx.ModelProto:
-    """The whole network for one resolution, precision and batch size."""
-    return assemble(*crn_graph_parts(config, weights, resolution, precision, batch, eps))
-
 
 def crn_graph_parts(
     config: CRNConfig,

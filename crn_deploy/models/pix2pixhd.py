@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from torch import nn
 
-from ..artifacts.onnx_graph import COMPUTE_TYPES, IR_VERSION, OPSET, GraphBuilder, assemble
+from ..artifacts.onnx_graph import COMPUTE_TYPES, IR_VERSION, OPSET, GraphBuilder
 from ..errors import CheckpointError
 from ..families import Pix2PixHDConfig, family
 
@@ -254,7 +254,7 @@ LABELS, INSTANCES, IMAGE = "labels", "instances", "image"
 
 def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, int], precision: str,
                 batch: int = 1) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
-    """The generator as one static ONNX graph (weights apart, as ``onnx_graph.write_model`` takes them):
+    """The generator as one static ONNX graph (weights apart, as ``onnx_graph.write_model`` and ``assemble`` take them):
     uint8 ``labels`` [N,1,H,W] (+ int32 ``instances`` [N,1,H,W]) in, uint8 RGB ``image`` [N,H,W,3] out.
 
     The one-hot, the instance edges and the local enhancer's input pyramid in FP32 (cast once per level);
@@ -290,12 +290,6 @@ def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, i
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                               producer_name="crn-deploy")
     return model, g.initializers
-
-
-def build_graph(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, int], precision: str,
-                batch: int = 1) -> onnx.ModelProto:
-    """``graph_parts`` as one ModelProto (for tests and small models)."""
-    return assemble(*graph_parts(config, weights, resolution, precision, batch))
 
 
 class _Weights:
