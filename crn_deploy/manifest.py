@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import CRNConfig, format_resolution
+from .config import format_resolution
 from .errors import ArtifactError, UsageError
 from .families import IMAGE, LABELS, Family, TensorSpec, family
 from .files import write_json_atomic
@@ -28,12 +28,6 @@ PRECISIONS = NAMES
 
 def parse_precision(text: str) -> str:
     return precision(text).name
-
-
-def io_specs(config: CRNConfig, resolution: tuple[int, int], batch: int) -> tuple[TensorSpec, TensorSpec]:
-    """A CRN artifact's tensors: uint8 class ids [N,1,H,W] in; uint8 RGB [N,H,W,3] (or [N,k,H,W,3]) out."""
-    crn = family("crn")
-    return crn.inputs(config, resolution, batch)[0], crn.output(config, resolution, batch)
 
 
 def artifact_stem(name: str, resolution: tuple[int, int], precision: str) -> str:

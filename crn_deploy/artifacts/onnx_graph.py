@@ -49,6 +49,18 @@ class GraphBuilder:
         return out
 
 
+def model_of(g: GraphBuilder, name: str, inputs, output) -> onnx.ModelProto:
+    """``g``'s nodes as a model with the family's typed inputs and output (``TensorSpec``s), without its
+    weights: ``make_graph``/``make_model`` copy every initializer in one call that holds the GIL for
+    seconds on a 400 MB model, so ``write_model`` or ``assemble`` add them one at a time."""
+    def info(spec):
+        return helper.make_tensor_value_info(spec.name, ONNX_DTYPES[spec.dtype], spec.shape)
+
+    graph = helper.make_graph(g.nodes, name, [info(spec) for spec in inputs], [info(output)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                             producer_name="crn-deploy")
+
+
 def assemble(shell: onnx.ModelProto, weights: list[onnx.TensorProto]) -> onnx.ModelProto:
     """The model ``graph_parts``-style writers describe, as one ModelProto (weights added one at a time:
     see ``write_model``)."""

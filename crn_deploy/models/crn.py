@@ -13,11 +13,11 @@ from torch import nn
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
-from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, IR_VERSION, ONNX_DTYPES, OPSET, GraphBuilder
+from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, GraphBuilder, model_of
 from ..config import CRNConfig
-from ..manifest import INPUT_NAME, OUTPUT_NAME, io_specs
+from ..families import IMAGE, LABELS, family
 
 SLIM_LAYER_NORM_EPS = 1e-12
 LEAKY_SLOPE = 0.2
@@ -149,9 +149,7 @@ def crn_graph_parts(
     batch: int = 1,
     eps: float = 1e-12,
 ) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
-    """The network without its weights, and the weights: ``write_model`` writes them as one file.
-    (``make_graph``/``make_model`` copy every initializer in one call that holds the GIL for seconds
-    on a 400 MB model, so the weights stay out of them.)"""
+    """The network without its weights, and the weights: ``write_model`` writes them as one file."""
     compute_type, np_type = COMPUTE_TYPES[precision]
     g = GraphBuilder()
     levels = _layout_pyramid(g, config, compute_type)
@@ -170,21 +168,14 @@ def crn_graph_parts(
                          g.const("head.bias", weights["head.bias"].astype(np_type))], kernel_shape=[1, 1])
     _to_uint8_images(g, head, config, resolution, batch, compute_type)
 
-    in_spec, out_spec = io_specs(config, resolution, batch)
-    graph = helper.make_graph(
-        g.nodes,
-        f"crn_{resolution[0]}x{resolution[1]}_{precision}",
-        [helper.make_tensor_value_info(INPUT_NAME, ONNX_DTYPES[in_spec.dtype], in_spec.shape)],
-        [helper.make_tensor_value_info(OUTPUT_NAME, ONNX_DTYPES[out_spec.dtype], out_spec.shape)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                              producer_name="crn-deploy")
-    return model, g.initializers
+    crn = family("crn")
+    return model_of(g, f"crn_{resolution[0]}x{resolution[1]}_{precision}", crn.inputs(config, resolution, batch),
+                    crn.output(config, resolution, batch)), g.initializers
 
 
 def _layout_pyramid(g: GraphBuilder, config: CRNConfig, compute_type: int) -> list[str]:
     """One-hot + void at full resolution, then 2x2 averages; coarsest first, in the compute type."""
-    ids = g.op("Cast", [INPUT_NAME], to=FLOAT)
+    ids = g.op("Cast", [LABELS], to=FLOAT)
     clamped = g.op("Min", [ids, g.const("void_id", np.array(config.num_classes, np.float32))])
     classes = np.arange(config.layout_channels, dtype=np.float32).reshape(1, -1, 1, 1)
     hot = g.op("Equal", [clamped, g.const("class_ids", classes)])
@@ -222,4 +213,4 @@ def _to_uint8_images(g: GraphBuilder, head: str, config: CRNConfig, resolution, 
         split = np.array([batch, 3, config.k, *resolution], np.int64)
         x = g.op("Reshape", [x, g.const("split_images", split)])
         x = g.op("Transpose", [x], perm=[0, 2, 3, 4, 1])
-    g.op("Cast", [x], to=TensorProto.UINT8, name=OUTPUT_NAME)
+    g.op("Cast", [x], to=TensorProto.UINT8, name=IMAGE)

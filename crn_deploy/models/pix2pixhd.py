@@ -21,14 +21,12 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper
+from onnx import TensorProto
 from torch import nn
 
-from ..artifacts.onnx_graph import COMPUTE_TYPES, IR_VERSION, OPSET, GraphBuilder
+from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, GraphBuilder, model_of
 from ..errors import CheckpointError
-from ..families import Pix2PixHDConfig, family
-
-_FLOAT = TensorProto.FLOAT
+from ..families import IMAGE, INSTANCES, LABELS, Pix2PixHDConfig, family
 
 INSTANCE_NORM_EPS = 1e-5  # nn.InstanceNorm2d's default, as the official get_norm_layer('instance') uses it
 
@@ -249,7 +247,6 @@ def load_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig | None = 
 
 
 # ONNX graph -------------------------------------------------------------------------------------
-LABELS, INSTANCES, IMAGE = "labels", "instances", "image"
 
 
 def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, int], precision: str,
@@ -269,7 +266,7 @@ def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, i
     for _ in range(levels):
         pyramid.append(g.op("AveragePool", [pyramid[-1]], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
                             count_include_pad=0))
-    pyramid = [g.op("Cast", [level], to=compute) if compute != _FLOAT else level for level in pyramid]
+    pyramid = [g.op("Cast", [level], to=compute) if compute != FLOAT else level for level in pyramid]
     w = _Weights(g, weights, precision)
     x = _global_trunk(g, w, pyramid[-1], config, with_head=not levels)
     for n in range(1, levels + 1):
@@ -281,15 +278,9 @@ def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, i
         if n == levels:
             x = g.op("Tanh", [w.conv(_reflect(g, x, 3), f"model{n}_2.{config.n_blocks_local + 4}")])
     _to_uint8_images(g, x, compute)
-    h, wd = resolution
-    inputs = [helper.make_tensor_value_info(LABELS, TensorProto.UINT8, [batch, 1, h, wd])]
-    if config.instances:
-        inputs.append(helper.make_tensor_value_info(INSTANCES, TensorProto.INT32, [batch, 1, h, wd]))
-    graph = helper.make_graph(g.nodes, f"pix2pixhd_{h}x{wd}_{precision}", inputs,
-                              [helper.make_tensor_value_info(IMAGE, TensorProto.UINT8, [batch, h, wd, 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                              producer_name="crn-deploy")
-    return model, g.initializers
+    name = f"pix2pixhd_{resolution[0]}x{resolution[1]}_{precision}"
+    return model_of(g, name, PIX2PIXHD.inputs(config, resolution, batch),
+                    PIX2PIXHD.output(config, resolution, batch)), g.initializers
 
 
 class _Weights:
@@ -313,9 +304,9 @@ class _Weights:
 
 def _encode(g: GraphBuilder, config: Pix2PixHDConfig) -> str:
     """One-hot of the label ids (ids >= label_nc light no channel), then the instance edges; FP32."""
-    ids = g.op("Cast", [LABELS], to=_FLOAT)
+    ids = g.op("Cast", [LABELS], to=FLOAT)
     classes = g.const("class_ids", np.arange(config.label_nc, dtype=np.float32).reshape(1, -1, 1, 1))
-    onehot = g.op("Cast", [g.op("Equal", [ids, classes])], to=_FLOAT)
+    onehot = g.op("Cast", [g.op("Equal", [ids, classes])], to=FLOAT)
     if not config.instances:
         return onehot
     return g.op("Concat", [onehot, _edges(g)], axis=1)
@@ -330,7 +321,7 @@ def _edges(g: GraphBuilder) -> str:
                                g.const(f"to_{axis}", np.array([-1])), g.const(f"axis_{axis}", np.array([axis]))])
         second = g.op("Slice", [INSTANCES, g.const(f"from1_{axis}", np.array([1])),
                                 g.const(f"end_{axis}", np.array([np.iinfo(np.int64).max])), f"axis_{axis}"])
-        same = g.op("Cast", [g.op("Equal", [first, second])], to=_FLOAT)
+        same = g.op("Cast", [g.op("Equal", [first, second])], to=FLOAT)
         differs = g.op("Sub", [g.const(f"one_{axis}", np.array(1.0, np.float32)), same])
         for before in (1, 0):
             pads = np.zeros(8, np.int64)
@@ -345,12 +336,12 @@ def _reflect(g: GraphBuilder, x: str, p: int) -> str:
 
 def _instance_norm(g: GraphBuilder, x: str, channels: int, compute: int) -> str:
     """Parameter-free InstanceNorm with FP32 statistics whatever the graph's type."""
-    if compute != _FLOAT:
-        x = g.op("Cast", [x], to=_FLOAT)
+    if compute != FLOAT:
+        x = g.op("Cast", [x], to=FLOAT)
     y = g.op("InstanceNormalization", [x, g.const(f"ones_{channels}", np.ones(channels, np.float32)),
                                        g.const(f"zeros_{channels}", np.zeros(channels, np.float32))],
              epsilon=INSTANCE_NORM_EPS)
-    return g.op("Cast", [y], to=compute) if compute != _FLOAT else y
+    return g.op("Cast", [y], to=compute) if compute != FLOAT else y
 
 
 def _conv_norm_relu(g: GraphBuilder, w: _Weights, x: str, prefix: str, *, stride: int = 1, pad: int = 0,
@@ -384,7 +375,7 @@ def _global_trunk(g: GraphBuilder, w: _Weights, x: str, config: Pix2PixHDConfig,
 
 def _to_uint8_images(g: GraphBuilder, x: str, compute: int) -> None:
     """tensor2im: (x + 1) / 2 * 255, clip, truncate (Floor), NHWC, uint8 — in FP32."""
-    x = g.op("Cast", [x], to=_FLOAT) if compute != _FLOAT else x
+    x = g.op("Cast", [x], to=FLOAT) if compute != FLOAT else x
     x = g.op("Mul", [g.op("Add", [x, g.const("one", np.array(1.0, np.float32))]),
                      g.const("half_range", np.array(127.5, np.float32))])
     x = g.op("Clip", [x, g.const("black", np.array(0.0, np.float32)), g.const("white", np.array(255.0, np.float32))])
