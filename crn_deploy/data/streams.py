@@ -66,7 +66,7 @@ class FolderSource:
 def _glob_root(pattern: str) -> Path:
     """The leading folders of a glob that hold no wildcard: ``data/**/*.png`` -> ``data``."""
     parts = Path(pattern).parts
-    fixed = [p for p in itertools.takewhile(lambda part: not glob.has_magic(part), parts[:-1])]
+    fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), parts[:-1]))
     return Path(*fixed) if fixed else Path(".")
 
 

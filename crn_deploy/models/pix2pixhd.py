@@ -27,6 +27,7 @@ from torch import nn
 from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, GraphBuilder, model_of
 from ..errors import CheckpointError
 from ..families import IMAGE, INSTANCES, LABELS, Pix2PixHDConfig, family
+from .checkpoint import check_fits
 
 INSTANCE_NORM_EPS = 1e-5  # nn.InstanceNorm2d's default, as the official get_norm_layer('instance') uses it
 
@@ -201,8 +202,6 @@ def infer_config(state: dict[str, torch.Tensor], *, instances: bool = True,
 
 
 def check_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig, path: str = "checkpoint") -> None:
-    from .checkpoint import check_fits
-
     check_fits(state, Pix2PixHDGenerator(config), f"the pix2pixHD config {config.to_dict()}", path)
 
 

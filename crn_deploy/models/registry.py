@@ -20,6 +20,7 @@ from ..artifacts.onnx_graph import state_to_numpy
 from . import crn as crn_model
 from ..families import FAMILIES, Family, family
 from . import pix2pixhd
+from .checkpoint import crn_from_state
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,8 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
                                  instances=instances, path=str(path))),
     "crn": ModelFamily(FAMILIES["crn"], lambda state: True, crn_model.CRN, crn_model.random_init,
                        crn_model.crn_graph_parts,
-                       lambda state, config, path, instances: _crn_from_state(state, config, path)),
+                       lambda state, config, path, instances: crn_from_state(state, config, path)),
 }
-
-
-def _crn_from_state(state: dict, config, path) -> torch.nn.Module:
-    from .checkpoint import crn_from_state  # the CRN's key mapping lives beside its checkpoint format
-
-    return crn_from_state(state, config, path)
 
 
 def model_family(name: str) -> ModelFamily:

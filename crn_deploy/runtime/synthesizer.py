@@ -128,13 +128,14 @@ class Synthesizer:
         array = np.asarray(instances)
         if not np.issubdtype(array.dtype, np.integer):
             raise UsageError(f"instance maps must hold integer ids, got {array.dtype}")
-        array = array.reshape(ids.shape) if array.size == ids.size else array
-        if array.shape != ids.shape:
-            raise UsageError(f"the instance map's shape {list(np.shape(instances))} does not match the label map's "
+        (n, _, h, w), shape = ids.shape, array.shape
+        if shape not in (ids.shape, (h, w), (h, w, 1), (n, h, w), (n, h, w, 1)) or array.size != ids.size:
+            raise UsageError(f"the instance map's shape {list(shape)} does not match the label map's "
                              f"{list(ids.shape)}")
-        if array.min(initial=0) < np.iinfo(np.int32).min or array.max(initial=0) > np.iinfo(np.int32).max:
+        if not np.can_cast(array.dtype, np.int32) and (array.min() < np.iinfo(np.int32).min
+                                                       or array.max() > np.iinfo(np.int32).max):
             raise UsageError("instance ids must fit in int32")
-        return (array.astype(np.int32, copy=False),)
+        return (array.reshape(ids.shape).astype(np.int32, copy=False),)
 
     def _as_id_batch(self, labels, label_set: LabelSet | None, strict: bool) -> tuple[np.ndarray, bool]:
         array = np.asarray(labels)
