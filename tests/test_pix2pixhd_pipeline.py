@@ -116,6 +116,17 @@ def test_the_reference_behind_a_pix2pixhd_artifact_is_the_checkpoint(engines, of
     assert np.array_equal(got, expected.numpy())
 
 
+def test_a_model_trained_without_instances_exports_and_streams(tmp_path):
+    out = tmp_path / "e"
+    assert export_main(["--preset", "pix2pixhd-tiny", "--random-weights", "--no-instance", "--res", "32x64",
+                        "--precision", "fp32", "--out", str(out)]) == 0
+    manifest = Manifest.read(out / "pix2pixhd-tiny-seed0-32x64-fp32.json")
+    assert [s.name for s in manifest.input_specs] == ["labels"]
+    # the synthetic scene comes with instance maps: an artifact that takes none streams without them
+    assert run_main([str(manifest.artifact_path), "--input", "synthetic", "--frames", "2",
+                     "--output", str(tmp_path / "frames")]) == 0
+
+
 def test_a_random_weights_preset_and_sizes_refused_with_the_nearest(tmp_path, capsys):
     out = tmp_path / "e"
     assert export_main(["--preset", "pix2pixhd-tiny", "--random-weights", "--res", "32x64", "--out", str(out)]) == 0

@@ -59,7 +59,9 @@ def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
     weights = family.weights(source.model)
     written = []
     for resolution in options.resolutions:
-        layouts = scenes(source.label_set.name, options.samples, *resolution, seed=VALIDATION_SEED)
+        # the model's inputs: ids, then instance ids where the model takes them
+        taken = len(family.contract.inputs(source.config, resolution, options.batch))
+        layouts = scenes(source.label_set.name, options.samples, *resolution, seed=VALIDATION_SEED)[:taken]
         reference = _timed(log, f"PyTorch FP32 reference at {format_resolution(resolution)}",
                            _reference_images, source, layouts)
         for precision in options.precisions:
@@ -74,7 +76,7 @@ def _export_one(source: LoadedCheckpoint, weights: dict, resolution, precision: 
     manifest = Manifest(options.name, final.name, resolution, precision, options.batch, source.config,
                         source.label_set, source.source, family_name=source.family)
     started = time.perf_counter()
-    ids, extra = layouts[0], [a for a in layouts[1:] if a is not None]
+    ids, *extra = layouts
     with atomic_path(final) as tmp:
         shell, tensors = _timed(log, f"{stem}: build graph", model_family(source.family).graph_parts, source.config,
                                 weights, resolution, precision, options.batch)
@@ -93,9 +95,8 @@ def _export_one(source: LoadedCheckpoint, weights: dict, resolution, precision: 
 
 
 def _reference_images(source: LoadedCheckpoint, layouts: tuple) -> np.ndarray:
-    arrays = [a for a in layouts if a is not None]
     with TorchBackend(source.model, "fp32", "cpu") as ref:
-        return np.concatenate([ref.run(*(a[i : i + 1] for a in arrays)) for i in range(len(arrays[0]))])
+        return np.concatenate([ref.run(*(a[i : i + 1] for a in layouts)) for i in range(len(layouts[0]))])
 
 
 def _gate(stem: str, precision: str, parity: Parity, options: ExportOptions) -> None:

@@ -247,6 +247,8 @@ class _Stream:
         if _on_device(labels):  # a segmentation model's output on the GPU: engine shape, no host round trip
             return self.synth.submit_device(labels).result()[0]
         ids, instances = (labels.ids, labels.instances) if isinstance(labels, LabelFrame) else (labels, None)
+        if not self.synth.takes_instances:
+            instances = None  # a source gives them where it has them; this artifact takes none
         if self.options.resize == "letterbox":
             return self._letterboxed(ids, instances)
         return self.synth(ids, instances=instances, output_size=self.options.output_size)
