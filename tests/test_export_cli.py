@@ -102,3 +102,12 @@ def test_every_released_preset_exports_in_both_precisions(tmp_path, name):
     by_precision = {m.precision: m.sections["parity"] for m in manifests}
     assert by_precision["fp32"]["max_abs"] <= 1
     assert by_precision["fp16"]["psnr_db"] >= 40
+
+
+def test_no_instance_is_refused_for_models_without_an_instance_input(tmp_path, capsys):
+    from crn_deploy.cli.export import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--preset", "tiny", "--random-weights", "--no-instance", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--no-instance applies to models with an instance input" in \
+        capsys.readouterr().err

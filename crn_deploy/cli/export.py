@@ -53,6 +53,8 @@ def _check(args) -> None:
         preset_family, _ = find_preset(args.preset)
         if args.family and args.family != preset_family.name:
             raise UsageError(f"preset {args.preset} is a {preset_family.name} model, not {args.family}")
+        if args.no_instance and not preset_family.takes_instances(preset_family.presets[args.preset][0]):
+            raise UsageError(f"--no-instance applies to models with an instance input; {args.preset} has none")
     if args.batch < 1 or args.samples < 1:
         raise UsageError("--batch and --samples must be at least 1")
     if args.workspace:
