@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, CrnError, UsageError
-from ..manifest import INPUT_NAME, OUTPUT_NAME, Manifest
+from ..manifest import OUTPUT_NAME, Manifest
 from ..records import EngineRecord
 from .base import Backend
 from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, handle
@@ -182,8 +182,9 @@ class TensorRTBackend(Backend):
                 raise ArtifactError(f"{self.path}: tensor {name} is {dtype} {list(shape)}, the manifest says "
                                     f"{spec.dtype} {list(spec.shape)}; rebuild it with: "
                                     f"{rebuild_command(self.manifest)}")
-        if engine.get_tensor_mode(INPUT_NAME) != trt.TensorIOMode.INPUT:
-            raise ArtifactError(f"{self.path}: '{INPUT_NAME}' is not an input tensor; rebuild it")
+        for spec in self.manifest.input_specs:  # labels, and instances where the model takes them
+            if engine.get_tensor_mode(spec.name) != trt.TensorIOMode.INPUT:
+                raise ArtifactError(f"{self.path}: '{spec.name}' is not an input tensor; rebuild it")
 
     def _allocate(self) -> None:
         cuda = self._cuda
