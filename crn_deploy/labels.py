@@ -213,3 +213,88 @@ CITYSCAPES_LABEL_IDS = LabelSet(
     ),
     shared_colors=True,
 )
+
+
+def spade_palette(count: int) -> tuple[tuple[int, int, int], ...]:
+    """The colours SPADE's and pix2pixHD's ``util.labelcolormap`` give ``count`` classes other than
+    Cityscapes': the bits of ``id + 1`` dealt out three at a time to R, G and B, most significant first
+    (the PASCAL VOC colour map, shifted so that class 0 is not black)."""
+    colors = []
+    for i in range(count):
+        code, rgb = i + 1, [0, 0, 0]
+        for bit in range(7, 0, -1):
+            for channel in range(3):
+                rgb[channel] |= ((code >> channel) & 1) << bit
+            code >>= 3
+        colors.append(tuple(rgb))
+    return tuple(colors)
+
+
+# ADE20K's 150 SceneParsing classes (objectInfo150), as SPADE numbers them: the dataset's annotation
+# PNGs hold 1..150 for these and 0 for "other"; SPADE's loader subtracts one and makes "other" the
+# don't-care id 150 (``ade20k_annotation_to_ids``).
+ADE20K_NAMES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
+    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
+    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel",
+    "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
+    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
+    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
+    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
+    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
+    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)
+ADE20K = LabelSet("ade20k", (*ADE20K_NAMES, "other (don't care)"), spade_palette(len(ADE20K_NAMES) + 1))
+
+
+def ade20k_annotation_to_ids(annotation: np.ndarray) -> np.ndarray:
+    """An ADE20K annotation PNG (0 = other, 1..150 = classes) to SPADE's ids (0..149, 150 = other)."""
+    table = (np.arange(256) - 1) % 256
+    table[0] = len(ADE20K_NAMES)
+    return table.astype(np.uint8)[np.asarray(annotation, np.uint8)]
+
+
+# COCO-Stuff's 182 labels (91 thing ids, 11 of them unused, then 91 stuff), as its stuffthingmaps PNGs
+# hold them: label id - 1, so 0 is person; 255 (unlabeled) is SPADE's don't-care id 182.
+COCO_STUFF_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "street sign", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep",
+    "cow", "elephant", "bear", "zebra", "giraffe", "hat", "backpack", "umbrella", "shoe", "eye glasses", "handbag",
+    "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
+    "skateboard", "surfboard", "tennis racket", "bottle", "plate", "wine glass", "cup", "fork", "knife", "spoon",
+    "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
+    "chair", "couch", "potted plant", "bed", "mirror", "dining table", "window", "desk", "toilet", "door", "tv",
+    "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator",
+    "blender", "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush", "hair brush",
+    "banner", "blanket", "branch", "bridge", "building-other", "bush", "cabinet", "cage", "cardboard", "carpet",
+    "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds", "counter", "cupboard", "curtain", "desk-stuff",
+    "dirt", "door-stuff", "fence", "floor-marble", "floor-other", "floor-stone", "floor-tile", "floor-wood",
+    "flower", "fog", "food-other", "fruit", "furniture-other", "grass", "gravel", "ground-other", "hill", "house",
+    "leaves", "light", "mat", "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin", "net", "paper",
+    "pavement", "pillow", "plant-other", "plastic", "platform", "playingfield", "railing", "railroad", "river",
+    "road", "rock", "roof", "rug", "salad", "sand", "sea", "shelf", "sky-other", "skyscraper", "snow",
+    "solid-other", "stairs", "stone", "straw", "structural-other", "table", "tent", "textile-other", "towel", "tree",
+    "vegetable", "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile", "wall-wood",
+    "water-other", "waterdrops", "window-blind", "window-other", "wood",
+)
+# SPADE's colour map for COCO-Stuff sets five landscape classes apart from the generated colours.
+_COCO_STUFF_COLORS = {"sea": (54, 62, 167), "sky-other": (95, 219, 255), "tree": (140, 104, 47),
+                      "clouds": (170, 170, 170), "grass": (29, 195, 49)}
+COCO_STUFF = LabelSet(
+    "coco-stuff", (*COCO_STUFF_NAMES, "unlabeled (don't care)"),
+    tuple(_COCO_STUFF_COLORS.get(name, color)
+          for name, color in zip((*COCO_STUFF_NAMES, ""), spade_palette(len(COCO_STUFF_NAMES) + 1), strict=True)))
+
+
+def generic_label_set(count: int) -> LabelSet:
+    """``count`` unnamed classes in SPADE's colour map: for models trained on a custom dataset."""
+    return LabelSet(f"classes-{count}", tuple(f"class {i}" for i in range(count)), spade_palette(count))
+
+
+LABEL_SETS = {s.name: s for s in (CITYSCAPES, CITYSCAPES_LABEL_IDS, ADE20K, COCO_STUFF)}

@@ -24,6 +24,7 @@ from ..backends.torch_ref import TorchBackend
 from ..config import format_resolution
 from ..data.synthetic import scenes
 from ..errors import ValidationError
+from ..families import model_inputs
 from ..files import atomic_path, ensure_writable_dir, sha256_file
 from ..manifest import Manifest, artifact_stem
 from ..precisions import TABLE as PRECISION_TABLE
@@ -59,9 +60,10 @@ def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
     weights = family.weights(source.model)
     written = []
     for resolution in options.resolutions:
-        # the model's inputs: ids, then instance ids where the model takes them
-        taken = len(family.contract.inputs(source.config, resolution, options.batch))
-        layouts = scenes(source.label_set.name, options.samples, *resolution, seed=VALIDATION_SEED)[:taken]
+        # the model's inputs: ids, then instance ids and style vectors where the model takes them
+        specs = family.contract.inputs(source.config, resolution, options.batch)
+        layouts = model_inputs(specs, *scenes(source.label_set, options.samples, *resolution, seed=VALIDATION_SEED),
+                               style_seed=VALIDATION_SEED)
         reference = _timed(log, f"PyTorch FP32 reference at {format_resolution(resolution)}",
                            _reference_images, source, layouts)
         for precision in options.precisions:

@@ -20,7 +20,7 @@ IR_VERSION = 8  # the IR of opset 17: readable by ONNX Runtime and TensorRT 10/1
 
 FLOAT = TensorProto.FLOAT
 COMPUTE_TYPES = {name: (p.onnx_type, np.dtype(p.numpy_type).type) for name, p in PRECISION_TABLE.items()}
-ONNX_DTYPES = {"uint8": TensorProto.UINT8, "int32": TensorProto.INT32}
+ONNX_DTYPES = {"uint8": TensorProto.UINT8, "int32": TensorProto.INT32, "float32": TensorProto.FLOAT}
 
 
 class GraphBuilder:

@@ -52,8 +52,9 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 def tensorrt_dtype(trt, dtype: str):
-    """The TensorRT type of a manifest's tensor dtype (uint8 labels and images, int32 instance ids)."""
-    return {"uint8": trt.DataType.UINT8, "int32": trt.DataType.INT32}[dtype]
+    """The TensorRT type of a manifest's tensor dtype (uint8 labels and images, int32 instance ids, float32
+    style vectors)."""
+    return {"uint8": trt.DataType.UINT8, "int32": trt.DataType.INT32, "float32": trt.DataType.FLOAT}[dtype]
 
 
 def rebuild_command(manifest: Manifest) -> str:

@@ -105,7 +105,7 @@ class SyntheticSource:
     """The synthetic street scene, animated: cars and people move from frame to frame."""
 
     def __init__(self, height: int, width: int, frames: int, seed: int = 0, fps: float = 10.0,
-                 label_set_name: str = "cityscapes") -> None:
+                 label_set_name: LabelSet | str = "cityscapes") -> None:
         self.height, self.width, self.frames, self.seed, self.fps = height, width, frames, seed, fps
         self.label_set_name = label_set_name  # the id space of the scene: train ids, or label ids + instances
 
@@ -141,7 +141,7 @@ def open_source(spec: str, label_set: LabelSet, *, resolution: tuple[int, int], 
         from ..config import parse_resolution
 
         height, width = parse_resolution(size) if size else resolution
-        return SyntheticSource(height, width, frames, fps=fps or 10.0, label_set_name=label_set.name)
+        return SyntheticSource(height, width, frames, fps=fps or 10.0, label_set_name=label_set)
     path = Path(spec)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         if not path.is_file():

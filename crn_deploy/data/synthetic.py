@@ -11,7 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..labels import CITYSCAPES_ID_TO_TRAIN_ID, VOID_ID
+from ..errors import UsageError
+from ..labels import CITYSCAPES_ID_TO_TRAIN_ID, LABEL_SETS, VOID_ID, LabelSet
 
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY = range(11)
 PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(11, 19)
@@ -143,11 +144,46 @@ def _pedestrians(c: _Canvas, rng, horizon: float, vanish: float, road: float, t:
             c.ellipse(x, y - 0.02 * s, 0.03 * s, 0.02 * s, BICYCLE)
 
 
-def scenes(label_set_name: str, count: int, height: int, width: int, seed: int = 0,
+def patchwork_scene(height: int, width: int, num_classes: int, seed: int = 0, t: float = 0.0,
+                    shapes: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """A layout of many small regions of many classes, for label sets without a street scene (ADE20K,
+    COCO-Stuff, custom): a few large background bands, then ``shapes`` rectangles and ellipses of random
+    classes and sizes (1..12% of the width), each its own instance; ``t`` drifts them sideways. uint8 ids
+    [H,W] (0..num_classes-1) and int32 instance ids [H,W]."""
+    rng = np.random.default_rng(seed)
+    c = _Canvas(height, width)
+    instances = np.zeros((height, width), np.int32)
+    bands = np.sort(rng.uniform(0, 1, 3))
+    for top, bottom in zip([0.0, *bands], [*bands, 1.0], strict=True):
+        c.rect(-0.01, top, 1.01, bottom, rng.integers(num_classes))
+    for k in range(shapes):
+        cls = int(rng.integers(num_classes))
+        cx, cy = (rng.uniform(0, 1) + 0.05 * t * rng.uniform(-1, 1)) % 1.0, rng.uniform(0, 1)
+        rx, ry = rng.uniform(0.01, 0.12), rng.uniform(0.01, 0.12) * width / height
+        before = c.ids.copy()
+        if k % 2:
+            c.ellipse(cx, cy, rx, ry, cls)
+        else:
+            c.rect(cx - rx, cy - ry, cx + rx, cy + ry, cls)
+        drawn = c.ids != before
+        c.ids[drawn] = cls
+        instances[(c.ids == cls) & (drawn | (instances == 0))] = k + 1
+    return c.ids, instances
+
+
+def scenes(label_set: LabelSet | str, count: int, height: int, width: int, seed: int = 0,
            t: float = 0.0) -> tuple[np.ndarray, np.ndarray | None]:
-    """``count`` synthetic street scenes in a label set's id space: uint8 [count,1,H,W] ids, plus int32
-    instance ids shaped alike for Cityscapes label ids (``cityscapes-labelids``), else None."""
-    if label_set_name == "cityscapes-labelids":
+    """``count`` synthetic scenes in a label set's id space: uint8 [count,1,H,W] ids, plus int32 instance
+    ids shaped alike (None for Cityscapes train ids, CRN's space, which has no instance maps). Street
+    scenes for the Cityscapes sets; patchworks of many small classes for any other set."""
+    name = label_set if isinstance(label_set, str) else label_set.name
+    if name == "cityscapes":
+        return np.stack([street_layout(height, width, seed + i, t)[None] for i in range(count)]), None
+    if name == "cityscapes-labelids":
         pairs = [cityscapes_scene(height, width, seed + i, t) for i in range(count)]
-        return np.stack([p[0] for p in pairs])[:, None], np.stack([p[1] for p in pairs])[:, None]
-    return np.stack([street_layout(height, width, seed + i, t)[None] for i in range(count)]), None
+    else:
+        known = LABEL_SETS.get(name) if isinstance(label_set, str) else label_set
+        if known is None:
+            raise UsageError(f"no synthetic scenes for the label set '{name}': pass label maps")
+        pairs = [patchwork_scene(height, width, known.num_classes, seed + i, t) for i in range(count)]
+    return np.stack([p[0] for p in pairs])[:, None], np.stack([p[1] for p in pairs])[:, None]

@@ -23,6 +23,7 @@ from ..config import format_resolution
 from ..data.images import list_label_images, read_instance_image, read_label_image, resize_labels
 from ..data.synthetic import scenes
 from ..errors import ArtifactError, CrnError, UsageError
+from ..families import model_inputs
 from ..labels import UnknownColors
 from ..manifest import Manifest, find_manifests
 from ..runtime import open_backend
@@ -353,7 +354,7 @@ def _inputs(ctx: _Context, manifest: Manifest) -> tuple[np.ndarray, ...]:
     key = (manifest.label_set.name, resolution)
     if key not in ctx.inputs:
         if not ctx.label_maps:
-            ids, instances = scenes(manifest.label_set.name, ctx.options.samples, *resolution, seed=BENCH_SEED)
+            ids, instances = scenes(manifest.label_set, ctx.options.samples, *resolution, seed=BENCH_SEED)
         else:
             rule = manifest.family.label_resize
             maps = ctx.label_maps[manifest.label_set.name]
@@ -361,8 +362,7 @@ def _inputs(ctx: _Context, manifest: Manifest) -> tuple[np.ndarray, ...]:
             instances = np.stack([resize_labels(i if i is not None else m.astype(np.int32), resolution, rule)
                                   for m, i in maps])[:, None]
         ctx.inputs[key] = (ids, instances)
-    ids, instances = ctx.inputs[key]
-    return (ids, instances) if len(manifest.input_specs) > 1 else (ids,)
+    return model_inputs(manifest.input_specs, *ctx.inputs[key], style_seed=BENCH_SEED)
 
 
 def _source_key(manifest: Manifest) -> str:

@@ -38,12 +38,16 @@ class LoadedCheckpoint:
         return self.model.config
 
 
-def load_checkpoint(path: Path, config=None, family: str | None = None, *, instances: bool = True) -> LoadedCheckpoint:
+def load_checkpoint(path: Path, config=None, family: str | None = None, *, instances: bool = True,
+                    options: dict[str, str] | None = None) -> LoadedCheckpoint:
     """Read a checkpoint, settle its family and architecture, and return the model in eval mode (float32, CPU).
 
     The family is, in order: ``family``, the one the file records, the one of ``config``, or the one whose
     checkpoints look like it (pix2pixHD's official ``latest_net_G.pth``, else a CRN). ``instances``: for
-    pix2pixHD checkpoints, whether the last input channel is the instance edge map (official default)."""
+    pix2pixHD checkpoints, whether the last input channel is the instance edge map (official default).
+    ``options``: the training run's options by their official names (an ``opt.txt`` the caller read, and
+    ``--option`` flags) for families whose weights do not record their whole architecture (SPADE); without
+    them the ``opt.txt`` beside the checkpoint is read where there is one."""
     from ..models.registry import family_of_config, model_family, recognise
 
     path = Path(path)
@@ -53,8 +57,9 @@ def load_checkpoint(path: Path, config=None, family: str | None = None, *, insta
     fam = model_family(named) if named else family_of_config(config) if config is not None else recognise(raw)
     if config is None and stored_config is not None:
         config = fam.contract.config_from_dict(stored_config)
-    model = fam.load_state(raw, config, path, instances)
-    labels = LabelSet.from_dict(_maybe_json(meta["label_set"])) if "label_set" in meta else fam.contract.label_set
+    model = fam.load_state(raw, config, path, instances, options)
+    labels = LabelSet.from_dict(_maybe_json(meta["label_set"])) if "label_set" in meta else \
+        fam.contract.label_set_for(model.config)
     source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path), "family": fam.name}
     return LoadedCheckpoint(model.eval(), labels, source, fam.name)
 
@@ -73,7 +78,7 @@ def random_model(config, seed: int, preset_name: str | None = None) -> LoadedChe
 
     fam = family_of_config(config)
     source = {"kind": "random", "preset": preset_name, "seed": seed, "config": config.to_dict(), "family": fam.name}
-    return LoadedCheckpoint(fam.random_model(config, seed), fam.contract.label_set, source, fam.name)
+    return LoadedCheckpoint(fam.random_model(config, seed), fam.contract.label_set_for(config), source, fam.name)
 
 
 def read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -226,6 +231,22 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, what: str
         parts = [f"{label}: {_short(items)}" for label, items in
                  (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
         raise CheckpointError(f"{path} does not fit {what} — {'; '.join(parts)}" + (f". {fix}" if fix else ""))
+
+
+def read_opt_file(path: Path) -> dict[str, str]:
+    """The options an official pix2pixHD or SPADE trainer writes to ``opt.txt`` (``key: value`` lines;
+    SPADE right-aligns the keys and appends ``\t[default: ...]`` where a value differs). The ``opt.pkl``
+    beside it is never read: unpickling it would run code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"options file {path} not found; pass the opt.txt the training run wrote "
+                              "beside its checkpoints")
+    found = {}
+    for line in path.read_text(errors="replace").splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key.strip() and not key.startswith("-"):
+            found[key.strip()] = value.split("\t[default:")[0].strip()
+    return found
 
 
 def _short(items: list[str], limit: int = 6) -> str:

@@ -21,16 +21,13 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto
 from torch import nn
 
 from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, GraphBuilder, model_of
+from .graph_common import INSTANCE_NORM_EPS, GraphWeights, instance_edges_graph, instance_norm_fp32, tensor2im_graph
 from ..errors import CheckpointError
-from ..families import IMAGE, INSTANCES, LABELS, Pix2PixHDConfig, family
-from .checkpoint import check_fits
-
-INSTANCE_NORM_EPS = 1e-5  # nn.InstanceNorm2d's default, as the official get_norm_layer('instance') uses it
-
+from ..families import LABELS, Pix2PixHDConfig, family
+from .checkpoint import check_fits, read_opt_file
 
 PIX2PIXHD = family("pix2pixhd")
 
@@ -206,17 +203,9 @@ def check_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig, path: s
 
 
 def read_opt(checkpoint: Path) -> dict[str, str]:
-    """The training run's options from the ``opt.txt`` the official trainer writes beside its checkpoints
-    (``key: value`` lines), or {} where there is none."""
+    """The training run's options from the ``opt.txt`` beside the checkpoint, or {} where there is none."""
     opt = Path(checkpoint).parent / "opt.txt"
-    if not opt.is_file():
-        return {}
-    found = {}
-    for line in opt.read_text(errors="replace").splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and key.strip() and not key.startswith("-"):
-            found[key.strip()] = value.strip()
-    return found
+    return read_opt_file(opt) if opt.is_file() else {}
 
 
 def refuse_feature_encoder(checkpoint: Path, opt: dict[str, str]) -> None:
@@ -231,10 +220,10 @@ def refuse_feature_encoder(checkpoint: Path, opt: dict[str, str]) -> None:
 
 
 def load_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig | None = None, *, instances: bool = True,
-               path: str = "checkpoint") -> Pix2PixHDGenerator:
-    """The reference model (eval, float32) from an official generator state_dict. Where the run's opt.txt
-    lies beside the checkpoint, it says whether instance maps were used (``--no_instance``)."""
-    opt = read_opt(Path(path))
+               path: str = "checkpoint", options: dict[str, str] | None = None) -> Pix2PixHDGenerator:
+    """The reference model (eval, float32) from an official generator state_dict. The run's options
+    (``options``, else the opt.txt beside the checkpoint) say whether instance maps were used (``--no_instance``)."""
+    opt = options if options is not None else read_opt(Path(path))
     refuse_feature_encoder(Path(path), opt)
     if opt.get("no_instance") == "True":
         instances = False
@@ -266,7 +255,7 @@ def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, i
         pyramid.append(g.op("AveragePool", [pyramid[-1]], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
                             count_include_pad=0))
     pyramid = [g.op("Cast", [level], to=compute) if compute != FLOAT else level for level in pyramid]
-    w = _Weights(g, weights, precision)
+    w = GraphWeights(g, weights, precision)
     x = _global_trunk(g, w, pyramid[-1], config, with_head=not levels)
     for n in range(1, levels + 1):
         y = _conv_norm_relu(g, w, _reflect(g, pyramid[levels - n], 3), f"model{n}_1.1")
@@ -276,29 +265,10 @@ def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, i
         x = _conv_norm_relu(g, w, y, f"model{n}_2.{config.n_blocks_local}", transpose=True)
         if n == levels:
             x = g.op("Tanh", [w.conv(_reflect(g, x, 3), f"model{n}_2.{config.n_blocks_local + 4}")])
-    _to_uint8_images(g, x, compute)
+    tensor2im_graph(g, x, compute)
     name = f"pix2pixhd_{resolution[0]}x{resolution[1]}_{precision}"
     return model_of(g, name, PIX2PIXHD.inputs(config, resolution, batch),
                     PIX2PIXHD.output(config, resolution, batch)), g.initializers
-
-
-class _Weights:
-    """The checkpoint's tensors as graph constants in the compute type."""
-
-    def __init__(self, g: GraphBuilder, weights: dict, precision: str) -> None:
-        self.g, self.weights = g, weights
-        self.compute, self.np_type = COMPUTE_TYPES[precision]
-
-    def __call__(self, name: str) -> str:
-        return self.g.const(name, np.asarray(self.weights[name]).astype(self.np_type))
-
-    def conv(self, x: str, prefix: str, stride: int = 1, pad: int = 0, transpose: bool = False) -> str:
-        kernel = list(np.shape(self.weights[f"{prefix}.weight"])[-2:])
-        inputs = [x, self(f"{prefix}.weight"), self(f"{prefix}.bias")]
-        if transpose:  # doubles the size exactly: stride 2, padding 1, output_padding 1
-            return self.g.op("ConvTranspose", inputs, kernel_shape=kernel, strides=[2, 2], pads=[1, 1, 1, 1],
-                             output_padding=[1, 1])
-        return self.g.op("Conv", inputs, kernel_shape=kernel, strides=[stride, stride], pads=[pad] * 4)
 
 
 def _encode(g: GraphBuilder, config: Pix2PixHDConfig) -> str:
@@ -308,55 +278,27 @@ def _encode(g: GraphBuilder, config: Pix2PixHDConfig) -> str:
     onehot = g.op("Cast", [g.op("Equal", [ids, classes])], to=FLOAT)
     if not config.instances:
         return onehot
-    return g.op("Concat", [onehot, _edges(g)], axis=1)
-
-
-def _edges(g: GraphBuilder) -> str:
-    """1 where the instance id differs from a 4-neighbour (both pixels of a pair), from static slices:
-    each neighbour difference is padded back to full size on the side it belongs to, then Max."""
-    sides = []
-    for axis in (3, 2):
-        first = g.op("Slice", [INSTANCES, g.const(f"from0_{axis}", np.array([0])),
-                               g.const(f"to_{axis}", np.array([-1])), g.const(f"axis_{axis}", np.array([axis]))])
-        second = g.op("Slice", [INSTANCES, g.const(f"from1_{axis}", np.array([1])),
-                                g.const(f"end_{axis}", np.array([np.iinfo(np.int64).max])), f"axis_{axis}"])
-        same = g.op("Cast", [g.op("Equal", [first, second])], to=FLOAT)
-        differs = g.op("Sub", [g.const(f"one_{axis}", np.array(1.0, np.float32)), same])
-        for before in (1, 0):
-            pads = np.zeros(8, np.int64)
-            pads[axis if before else axis + 4] = 1
-            sides.append(g.op("Pad", [differs, g.const(f"pad_{axis}_{before}", pads)], mode="constant"))
-    return g.op("Max", sides)
+    return g.op("Concat", [onehot, instance_edges_graph(g)], axis=1)
 
 
 def _reflect(g: GraphBuilder, x: str, p: int) -> str:
     return g.op("Pad", [x, g.const(f"reflect_{p}", np.array([0, 0, p, p, 0, 0, p, p], np.int64))], mode="reflect")
 
 
-def _instance_norm(g: GraphBuilder, x: str, channels: int, compute: int) -> str:
-    """Parameter-free InstanceNorm with FP32 statistics whatever the graph's type."""
-    if compute != FLOAT:
-        x = g.op("Cast", [x], to=FLOAT)
-    y = g.op("InstanceNormalization", [x, g.const(f"ones_{channels}", np.ones(channels, np.float32)),
-                                       g.const(f"zeros_{channels}", np.zeros(channels, np.float32))],
-             epsilon=INSTANCE_NORM_EPS)
-    return g.op("Cast", [y], to=compute) if compute != FLOAT else y
-
-
-def _conv_norm_relu(g: GraphBuilder, w: _Weights, x: str, prefix: str, *, stride: int = 1, pad: int = 0,
+def _conv_norm_relu(g: GraphBuilder, w: GraphWeights, x: str, prefix: str, *, stride: int = 1, pad: int = 0,
                     transpose: bool = False, relu: bool = True) -> str:
     channels = np.shape(w.weights[f"{prefix}.weight"])[1 if transpose else 0]
-    y = _instance_norm(g, w.conv(x, prefix, stride, pad, transpose), channels, w.compute)
+    y = instance_norm_fp32(g, w.conv(x, prefix, stride, pad, transpose), channels, w.compute)
     return g.op("Relu", [y]) if relu else y
 
 
-def _resblock(g: GraphBuilder, w: _Weights, x: str, prefix: str) -> str:
+def _resblock(g: GraphBuilder, w: GraphWeights, x: str, prefix: str) -> str:
     y = _conv_norm_relu(g, w, _reflect(g, x, 1), f"{prefix}.conv_block.1")
     y = _conv_norm_relu(g, w, _reflect(g, y, 1), f"{prefix}.conv_block.5", relu=False)
     return g.op("Add", [x, y])
 
 
-def _global_trunk(g: GraphBuilder, w: _Weights, x: str, config: Pix2PixHDConfig, with_head: bool) -> str:
+def _global_trunk(g: GraphBuilder, w: GraphWeights, x: str, config: Pix2PixHDConfig, with_head: bool) -> str:
     """The official GlobalGenerator by its Sequential indices (module i holds keys model.i.*)."""
     x = _conv_norm_relu(g, w, _reflect(g, x, 3), "model.1")
     i = 4
@@ -370,13 +312,3 @@ def _global_trunk(g: GraphBuilder, w: _Weights, x: str, config: Pix2PixHDConfig,
         x = _conv_norm_relu(g, w, x, f"model.{i}", transpose=True)
         i += 3
     return g.op("Tanh", [w.conv(_reflect(g, x, 3), f"model.{i + 1}")]) if with_head else x
-
-
-def _to_uint8_images(g: GraphBuilder, x: str, compute: int) -> None:
-    """tensor2im: (x + 1) / 2 * 255, clip, truncate (Floor), NHWC, uint8 — in FP32."""
-    x = g.op("Cast", [x], to=FLOAT) if compute != FLOAT else x
-    x = g.op("Mul", [g.op("Add", [x, g.const("one", np.array(1.0, np.float32))]),
-                     g.const("half_range", np.array(127.5, np.float32))])
-    x = g.op("Clip", [x, g.const("black", np.array(0.0, np.float32)), g.const("white", np.array(255.0, np.float32))])
-    x = g.op("Transpose", [g.op("Floor", [x])], perm=[0, 2, 3, 1])
-    g.op("Cast", [x], to=TensorProto.UINT8, name=IMAGE)

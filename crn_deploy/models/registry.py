@@ -19,7 +19,7 @@ import torch
 from ..artifacts.onnx_graph import state_to_numpy
 from . import crn as crn_model
 from ..families import FAMILIES, Family, family
-from . import pix2pixhd
+from . import pix2pixhd, spade
 from .checkpoint import crn_from_state
 
 
@@ -30,7 +30,8 @@ class ModelFamily:
     build: Callable[[object], torch.nn.Module]  # config -> reference model with fresh weights
     random_init: Callable[[torch.nn.Module, int], torch.nn.Module]
     graph_parts: Callable  # (config, weights, resolution, precision, batch) -> (model shell, tensors)
-    # (state_dict as saved, config or None, path, instances) -> reference model; infers the config if None
+    # (state_dict as saved, config or None, path, instances, options) -> reference model; infers the config
+    # if None. ``options``: the training run's options by their official names (opt.txt, --option), or None
     load_state: Callable
 
     @property
@@ -51,12 +52,16 @@ _PIX2PIXHD_KEY = re.compile(r"^(module\.)?model(\d+_\d+)?\.\d+\.")
 MODEL_FAMILIES: dict[str, ModelFamily] = {
     "pix2pixhd": ModelFamily(FAMILIES["pix2pixhd"], lambda state: all(_PIX2PIXHD_KEY.match(k) for k in state),
                              pix2pixhd.Pix2PixHDGenerator, pix2pixhd.random_init, pix2pixhd.graph_parts,
-                             lambda state, config, path, instances: pix2pixhd.load_state(
+                             lambda state, config, path, instances, options: pix2pixhd.load_state(
                                  {k.removeprefix("module."): v for k, v in state.items()}, config,
-                                 instances=instances, path=str(path))),
+                                 instances=instances, path=str(path), options=options)),
+    "spade": ModelFamily(FAMILIES["spade"], spade.recognises, spade.SPADEGenerator, spade.random_init,
+                         spade.graph_parts,
+                         lambda state, config, path, instances, options: spade.load_state(
+                             state, config, path=str(path), options=options)),
     "crn": ModelFamily(FAMILIES["crn"], lambda state: True, crn_model.CRN, crn_model.random_init,
                        crn_model.crn_graph_parts,
-                       lambda state, config, path, instances: crn_from_state(state, config, path)),
+                       lambda state, config, path, instances, options: crn_from_state(state, config, path)),
 }
 
 

@@ -24,16 +24,17 @@ ARTIFACT_SUFFIXES = (".onnx", ".engine")
 
 
 def load(path, *, device: str = "auto", threads: int | None = None, cuda_graphs: bool = True,
-         slots: int = 2, gpu: int = 0) -> Synthesizer:
+         slots: int = 2, gpu: int = 0, style_seed: int = 0) -> Synthesizer:
     """Open an artifact: ``x.engine`` with TensorRT (``cuda_graphs``, ``slots`` frames in flight),
     ``x.onnx`` (or its ``x.json`` manifest) with ONNX Runtime on ``device`` (cpu, cuda, tensorrt, auto).
-    ``gpu`` picks the CUDA device (as numbered under CUDA_VISIBLE_DEVICES)."""
+    ``gpu`` picks the CUDA device (as numbered under CUDA_VISIBLE_DEVICES); ``style_seed`` the style of
+    models with a style input (SPADE with a VAE)."""
     path = Path(path)
     manifest = _read_manifest(path)
     kind = "tensorrt" if path.suffix == ".engine" else "onnxruntime"
     backend = open_backend(manifest, kind, device=device, threads=threads, cuda_graphs=cuda_graphs, slots=slots,
                            gpu=gpu)
-    return Synthesizer(backend, manifest).open()
+    return Synthesizer(backend, manifest, style_seed=style_seed).open()
 
 
 def open_backend(manifest: Manifest, kind: str, *, device: str = "auto", threads: int | None = None,
@@ -58,7 +59,8 @@ def open_backend(manifest: Manifest, kind: str, *, device: str = "auto", threads
     return OnnxRuntimeBackend(artifact, device, threads=threads, gpu=gpu)
 
 
-def load_reference(path, *, precision: str | None = None, device: str = "cpu", checkpoint=None) -> Synthesizer:
+def load_reference(path, *, precision: str | None = None, device: str = "cpu", checkpoint=None,
+                   style_seed: int = 0) -> Synthesizer:
     """The PyTorch reference model behind an artifact (needs torch: the ``export`` extra).
 
     The weights come from the manifest's source: its checkpoint (or ``checkpoint``, if it moved),
@@ -72,7 +74,7 @@ def load_reference(path, *, precision: str | None = None, device: str = "cpu", c
 
     model = reference_model(manifest, checkpoint)
     backend = TorchBackend(model, precision, device, input_shape=manifest.input_spec.shape)
-    return Synthesizer(backend, manifest).open()
+    return Synthesizer(backend, manifest, style_seed=style_seed).open()
 
 
 def _read_manifest(path) -> Manifest:

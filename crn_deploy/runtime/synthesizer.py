@@ -9,6 +9,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..data.images import resize_image, resize_labels
 from ..errors import UsageError
+from ..families import INSTANCES, STYLE, draw_styles
 from ..labels import LabelSet, UnknownColors
 from ..manifest import Manifest
 
@@ -22,9 +23,13 @@ class Synthesizer:
     [H,W,3] per map ([k,H,W,3] for k-image models), batched like the input. Maps of another size
     are resized to the artifact's resolution (nearest) and the pictures back (area/bilinear),
     unless ``output_size="engine"``.
+
+    Models with a style input (SPADE trained with ``--use_vae``) take ``z`` [N, z_dim] or [z_dim] per
+    call; without one, every map gets the synthesizer's ``style`` (drawn once from ``style_seed``), so
+    the style holds across the frames of a video. ``set_style`` changes it.
     """
 
-    def __init__(self, backend: Backend, manifest: Manifest) -> None:
+    def __init__(self, backend: Backend, manifest: Manifest, *, style_seed: int = 0) -> None:
         self.backend = backend
         self.manifest = manifest
         self.resolution = tuple(manifest.resolution)
@@ -32,7 +37,10 @@ class Synthesizer:
         self.k = manifest.images_per_map
         self.label_set: LabelSet = manifest.label_set
         self.precision = manifest.precision
-        self.takes_instances = len(manifest.input_specs) > 1  # pix2pixHD (and SPADE) with instance maps
+        names = [spec.name for spec in manifest.input_specs]
+        self.takes_instances = INSTANCES in names  # pix2pixHD and SPADE with instance maps
+        self.z_dim = manifest.input_specs[names.index(STYLE)].shape[-1] if STYLE in names else None
+        self.style = None if self.z_dim is None else draw_styles(1, self.z_dim, style_seed)[0]
         self.label_resize = manifest.family.label_resize
         self._pads = [np.zeros(spec.shape, np.dtype(spec.dtype)) for spec in manifest.input_specs]
         self._warned_no_instances = False
@@ -53,10 +61,11 @@ class Synthesizer:
         self.close()
 
     # inference -------------------------------------------------------------------------------
-    def __call__(self, labels, *, instances=None, label_set: LabelSet | None = None, output_size: str = "input",
-                 strict: bool = False) -> np.ndarray:
+    def __call__(self, labels, *, instances=None, z=None, label_set: LabelSet | None = None,
+                 output_size: str = "input", strict: bool = False) -> np.ndarray:
         """``instances``: instance ids shaped like the label maps (Cityscapes ``*_instanceIds.png``), for
-        artifacts that take them. ``strict``: colour maps with colours outside the palette are an error."""
+        artifacts that take them. ``z``: style vectors, for artifacts that take them (default: ``style``).
+        ``strict``: colour maps with colours outside the palette are an error."""
         if output_size not in ("input", "engine"):
             raise UsageError(f"output_size must be 'input' or 'engine', got {output_size!r}")
         ids, single = self._as_id_batch(labels, label_set, strict)
@@ -65,7 +74,7 @@ class Synthesizer:
         if size != self.resolution:  # maps of the artifact's size go straight in, uncopied
             ids, *extra = [np.stack([resize_labels(m, self.resolution, self.label_resize) for m in a[:, 0]])[:, None]
                            for a in (ids, *extra)]
-        images = self.run_ids(ids, *extra)
+        images = self.run_ids(ids, *extra, z=z)
         if output_size == "input" and size != self.resolution:
             images = _map_images(images, lambda im: resize_image(im, size))
         return images[0] if single else images
@@ -76,12 +85,18 @@ class Synthesizer:
         (``UnknownColorsWarning``); with ``strict`` they are an error."""
         return self(rgb, label_set=self.label_set, output_size=output_size, strict=strict)
 
-    def run_ids(self, ids: np.ndarray, *extra: np.ndarray) -> np.ndarray:
-        """uint8 [N,1,H,W] at the artifact's resolution (and int32 instance ids shaped alike, for artifacts
-        that take them; the label ids stand in where none are given), any N: split into (padded) batches."""
+    def set_style(self, z=None, *, seed: int | None = None) -> None:
+        """The style every map gets where a call passes none: ``z`` [z_dim], or one drawn from ``seed``."""
+        if self.z_dim is None:
+            raise UsageError(f"{self.manifest.artifact} takes no style vector (its model has no VAE)")
+        self.style = draw_styles(1, self.z_dim, seed)[0] if z is None else self._style_batch(z, 1)[0]
+
+    def run_ids(self, ids: np.ndarray, *extra: np.ndarray, z=None) -> np.ndarray:
+        """uint8 [N,1,H,W] at the artifact's resolution, any N, split into (padded) batches; ``extra``: the
+        artifact's further inputs in its order — int32 instance ids shaped alike (the label ids stand in
+        where none are given), then style vectors [N, z_dim] (``z``, else ``style``, where none are given)."""
         self.open()
-        if self.takes_instances and not extra:
-            extra = self._instance_batch(None, ids)
+        extra = self._complete(ids, extra, z)
         outputs = []
         for start in range(0, len(ids), self.batch):
             chunks = [a[start : start + self.batch] for a in (ids, *extra)]
@@ -94,14 +109,35 @@ class Synthesizer:
                 outputs.append(self.backend.run(*(np.ascontiguousarray(c) for c in chunks)))
         return np.concatenate(outputs)
 
-    def submit(self, ids: np.ndarray, *extra: np.ndarray):
-        """Queue one batch of uint8 ids [B,1,H,W] (and instance ids, where taken) at the artifact's exact
-        shape; ``.result()`` later. With TensorRT, frames overlap (upload, compute, download); results keep
-        submission order."""
+    def submit(self, ids: np.ndarray, *extra: np.ndarray, z=None):
+        """Queue one batch of uint8 ids [B,1,H,W] (and instance ids and style vectors, where taken, as
+        ``run_ids``) at the artifact's exact shape; ``.result()`` later. With TensorRT, frames overlap
+        (upload, compute, download); results keep submission order."""
         self.open()
+        return self.backend.submit(ids, *self._complete(ids, extra, z))
+
+    def _complete(self, ids: np.ndarray, extra: tuple, z) -> tuple[np.ndarray, ...]:
+        """The artifact's further inputs: those given, then default instances and styles for the rest."""
+        extra = list(extra)
         if self.takes_instances and not extra:
-            extra = self._instance_batch(None, ids)
-        return self.backend.submit(ids, *extra)
+            extra = list(self._instance_batch(None, ids))
+        if self.z_dim is not None and len(extra) < len(self.manifest.input_specs) - 1:
+            extra.append(self._style_batch(z, len(ids)))
+        elif z is not None:
+            raise UsageError(f"{self.manifest.artifact} takes no style vector z (its model has no VAE)"
+                             if self.z_dim is None else "pass z= or the style input among the arrays, not both")
+        return tuple(extra)
+
+    def _style_batch(self, z, count: int) -> np.ndarray:
+        """float32 [count, z_dim] from z ([z_dim], [1, z_dim] or [count, z_dim]) or the held style."""
+        array = np.asarray(self.style if z is None else z)
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise UsageError(f"a style vector z must hold numbers, got {array.dtype}")
+        if array.shape not in ((self.z_dim,), (1, self.z_dim), (count, self.z_dim)):
+            raise UsageError(f"z must be [{self.z_dim}] or [{count}, {self.z_dim}] for {count} map(s), got "
+                             f"{list(array.shape)}")
+        return np.ascontiguousarray(np.broadcast_to(array.astype(np.float32).reshape(-1, self.z_dim),
+                                                    (count, self.z_dim)))
 
     def submit_device(self, labels, *extra, output: str = "host"):
         """Label maps (and instance maps) already in device memory, at the artifact's exact shape: the

@@ -1,0 +1,417 @@
+"""SPADE's generator (Park et al., CVPR 2019; NVlabs/SPADE, "GauGAN"), as its official ``test.py``
+computes it (../shared/notes/families.md): the reference model, the checkpoint reader and the ONNX
+graph writer. The config and presets are the contract side (``crn_deploy.families.SPADEConfig``).
+
+Inference semantics that decide the numbers:
+- eval mode: the parameter-free batch norm uses its running statistics (eps 1e-5);
+- spectral norm at inference divides ``weight_orig`` by ``sigma = u . (W v)`` with the **stored**
+  ``weight_u`` / ``weight_v`` (no power iteration): folded once at load, in FP32, as torch computes it;
+- every SPADE module resizes the **full-resolution** segmentation map to its input's size with torch's
+  legacy ``nearest`` (source pixel ``floor(dst * in / out)``): ONNX ``Resize`` nearest, asymmetric, floor;
+- input as ``Pix2PixModel.preprocess_input``: one-hot of ``label_nc`` (+1 don't-care) channels, where the
+  loader's "unknown" 255 becomes the don't-care id ``label_nc``; then the instance edge map;
+- output as ``util.tensor2im``: ``(x + 1) / 2 * 255``, clipped, truncated.
+
+The reference model holds the folded weights under the official names (``fc``, ``head_0.conv_0.weight``,
+``head_0.norm_0.param_free_norm.running_mean``, ``...mlp_shared.0``, ``mlp_gamma``, ``mlp_beta``,
+``conv_img``), so that graph writer and NumPy reference read one state_dict.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, GraphBuilder, model_of
+from ..errors import CheckpointError, UsageError
+from ..families import LABELS, STYLE, SPADEConfig, family
+from .checkpoint import check_fits, read_opt_file
+from .graph_common import GraphWeights, instance_edges_graph, instance_norm_fp32, tensor2im_graph
+from .pix2pixhd import InstanceNormFP32, instance_edges, to_uint8_images
+
+SPADE = family("spade")
+NORM_EPS = 1e-5  # BatchNorm2d / SynchronizedBatchNorm2d / InstanceNorm2d defaults, as the official code builds them
+VOID = 255  # the loader's "unknown" label, which it maps to label_nc (the don't-care channel)
+LEAK = 0.2
+OFFICIAL_CROP_SIZE, OFFICIAL_ASPECT_RATIO = 512, 1.0  # options/base_options.py defaults
+
+
+# reference model ------------------------------------------------------------------------------
+class BatchNormFP32(nn.BatchNorm2d):
+    """Parameter-free ``BatchNorm2d`` whose statistics run in FP32 in FP16 models too (as the FP16 ONNX)."""
+
+    keep_fp32 = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).to(x.dtype)
+
+
+class SPADENorm(nn.Module):
+    """The official ``SPADE`` module: ``param_free_norm(x) * (1 + gamma(seg)) + beta(seg)``, with
+    ``seg`` resized (legacy nearest) to ``x``'s size."""
+
+    def __init__(self, config: SPADEConfig, channels: int) -> None:
+        super().__init__()
+        norm = BatchNormFP32 if config.param_free_norm == "batch" else InstanceNormFP32
+        self.param_free_norm = norm(channels, affine=False, eps=NORM_EPS)
+        ks = config.kernel_size
+        self.mlp_shared = nn.Sequential(nn.Conv2d(config.semantic_nc, config.nhidden, ks, padding=ks // 2), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(config.nhidden, channels, ks, padding=ks // 2)
+        self.mlp_beta = nn.Conv2d(config.nhidden, channels, ks, padding=ks // 2)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        actv = self.mlp_shared(F.interpolate(seg, size=x.shape[2:], mode="nearest"))
+        return self.param_free_norm(x) * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+
+class SPADEResnetBlock(nn.Module):
+    """Shortcut (learned where the width changes: ``conv_s(norm_s(x))``, 1x1, no bias) plus
+    ``conv_1(lrelu(norm_1(conv_0(lrelu(norm_0(x))))))``; the convs hold spectral-norm-folded weights."""
+
+    def __init__(self, config: SPADEConfig, fin: int, fout: int) -> None:
+        super().__init__()
+        self.learned_shortcut = fin != fout
+        middle = min(fin, fout)
+        self.conv_0 = nn.Conv2d(fin, middle, 3, padding=1)
+        self.conv_1 = nn.Conv2d(middle, fout, 3, padding=1)
+        if self.learned_shortcut:
+            self.conv_s = nn.Conv2d(fin, fout, 1, bias=False)
+            self.norm_s = SPADENorm(config, fin)
+        self.norm_0 = SPADENorm(config, fin)
+        self.norm_1 = SPADENorm(config, middle)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), LEAK))
+        return shortcut + self.conv_1(F.leaky_relu(self.norm_1(dx, seg), LEAK))
+
+
+def upsampled_after(config: SPADEConfig) -> set[str]:
+    """The blocks whose input is first upsampled x2 (nearest), in the official forward."""
+    ups = {"G_middle_0", "up_0", "up_1", "up_2", "up_3", "up_4"}
+    return ups | {"G_middle_1"} if config.num_upsampling_layers in ("more", "most") else ups
+
+
+class SPADEGenerator(nn.Module):
+    """uint8 label ids [N,1,H,W] (+ int32 instance ids) (+ float32 style z [N, z_dim]) -> uint8 RGB
+    [N,H,W,3], as the artifacts do; ``generate`` is the official network on its float input."""
+
+    def __init__(self, config: SPADEConfig) -> None:
+        super().__init__()
+        self.config = config
+        nf = config.ngf
+        if config.use_vae:
+            sh, sw = config.start_size(config.native_resolution)
+            self.fc = nn.Linear(config.z_dim, 16 * nf * sh * sw)
+        else:
+            self.fc = nn.Conv2d(config.semantic_nc, 16 * nf, 3, padding=1)
+        for name, (fin, fout) in config.widths().items():
+            setattr(self, name, SPADEResnetBlock(config, fin, fout))
+        self.conv_img = nn.Conv2d(nf // 2 if config.num_upsampling_layers == "most" else nf, 3, 3, padding=1)
+
+    def generate(self, seg: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """seg: float [N, semantic_nc, H, W]; z: [N, z_dim] for VAE models -> tanh image [N, 3, H, W]."""
+        config = self.config
+        start = config.start_size(tuple(seg.shape[2:]))
+        if config.use_vae:
+            x = self.fc(z).view(-1, 16 * config.ngf, *start)
+        else:
+            x = self.fc(F.interpolate(seg, size=start))
+        upsampled = upsampled_after(config)
+        for name in config.widths():
+            if name in upsampled:
+                x = F.interpolate(x, scale_factor=2)
+            x = getattr(self, name)(x, seg)
+        return torch.tanh(self.conv_img(F.leaky_relu(x, LEAK)))
+
+    def encode(self, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 ids [N,1,H,W] (+ integer instance ids) -> float [N, semantic_nc, H, W]: one-hot, with the
+        loader's unknown 255 as the don't-care id where the model has that channel; other ids >= the
+        channel count light none (the official scatter would fail on them)."""
+        config = self.config
+        ids = labels.long()
+        if config.contain_dontcare_label:
+            ids = torch.where(ids == VOID, config.label_nc, ids)
+        channels = torch.arange(config.label_nc + config.contain_dontcare_label, device=ids.device).view(1, -1, 1, 1)
+        x = (ids == channels).float()
+        if config.instances:
+            x = torch.cat([x, instance_edges(labels.int() if instances is None else instances)], dim=1)
+        return x
+
+    def forward(self, labels: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        """``inputs``: the artifact's further inputs in its order — instance ids where the model takes them
+        (the label ids stand in where absent), then z where it has a VAE."""
+        inputs = list(inputs)
+        instances = inputs.pop(0) if self.config.instances and inputs else None
+        z = inputs.pop(0) if self.config.use_vae and inputs else None
+        if self.config.use_vae and z is None:
+            raise ValueError("this SPADE model was trained with --use_vae: pass its style vector z [N, z_dim]")
+        dtype = self.conv_img.weight.dtype
+        seg = self.encode(labels, instances).to(dtype)
+        image = self.generate(seg, None if z is None else z.to(dtype)).float()
+        return to_uint8_images(image)
+
+
+def random_init(model: SPADEGenerator, seed: int) -> SPADEGenerator:
+    """Seeded weights that keep activations in range (kaiming-scaled convs, small gamma and beta so that
+    the modulation stays near 1), non-zero biases, and batch-norm running statistics that differ from
+    the identity (so that loading and applying them is checked)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                gain = 0.5 if name.endswith(("mlp_gamma", "mlp_beta")) else 2.0
+                module.weight.normal_(0.0, (gain / module.weight[0].numel()) ** 0.5, generator=generator)
+                if module.bias is not None:
+                    module.bias.normal_(0.0, 0.1, generator=generator)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.5, generator=generator)
+                module.running_var.uniform_(0.5, 4.0, generator=generator)
+                module.num_batches_tracked.fill_(1000)
+    return model
+
+
+# checkpoints ----------------------------------------------------------------------------------
+_MOST_KEY = re.compile(r"^up_4\.")
+_OPTION_TYPES = {f.name: f.type for f in fields(SPADEConfig)}
+
+
+def fold_spectral_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weight = weight_orig / sigma`` with ``sigma = u . (W_mat v)`` from the stored vectors, in FP32 as
+    torch's ``spectral_norm`` computes it in eval mode; other keys pass through."""
+    folded = {}
+    for key, value in state.items():
+        if key.endswith((".weight_u", ".weight_v")):
+            continue
+        if key.endswith(".weight_orig"):
+            prefix = key[: -len("_orig")]
+            weight = value.float()
+            u, v = state[prefix + "_u"].float(), state[prefix + "_v"].float()
+            sigma = torch.dot(u, torch.mv(weight.reshape(weight.shape[0], -1), v))
+            folded[prefix] = weight / sigma
+        else:
+            folded[key] = value
+    return folded
+
+
+def parse_options(opt: dict[str, str], origin: str) -> dict:
+    """Official SPADE options (``opt.txt`` lines or ``--option KEY=VALUE``) as SPADEConfig fields;
+    ``no_instance`` becomes ``instances``; options that do not shape the generator are ignored."""
+    parsed = {}
+    for key, text in opt.items():
+        name, value = ("instances", _negate(text)) if key == "no_instance" else (key, text)
+        if name not in _OPTION_TYPES:
+            continue
+        kind = _OPTION_TYPES[name]
+        try:
+            parsed[name] = (_boolean(value) if kind == "bool" else int(value) if kind == "int"
+                            else float(value) if kind == "float" else str(value))
+        except ValueError:
+            raise UsageError(f"{origin}: option {key}={text!r} is not a valid {kind}") from None
+    return parsed
+
+
+def _boolean(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value) not in ("True", "False", "true", "false", "1", "0"):
+        raise ValueError(value)
+    return str(value) in ("True", "true", "1")
+
+
+def _negate(text: str) -> bool:
+    return not _boolean(text)
+
+
+def weights_facts(state: dict[str, torch.Tensor], path: str) -> dict:
+    """What an official ``latest_net_G.pth`` tells of its architecture by itself."""
+    first = "head_0.conv_0.weight_orig" if "head_0.conv_0.weight_orig" in state else "head_0.conv_0.weight"
+    shared = "head_0.norm_0.mlp_shared.0.weight"
+    if first not in state or shared not in state or "conv_img.weight" not in state:
+        raise CheckpointError(f"{path} is not a SPADE generator: no head_0.conv_0 / head_0.norm_0.mlp_shared / "
+                              f"conv_img (found e.g. {', '.join(list(state)[:3])}); pass latest_net_G.pth, not the "
+                              "discriminator or the encoder")
+    facts = {"ngf": state[first].shape[0] // 16, "nhidden": state[shared].shape[0],
+             "use_vae": state["fc.weight"].ndim == 2, "semantic_nc": state[shared].shape[1]}
+    if facts["use_vae"]:
+        facts["z_dim"] = state["fc.weight"].shape[1]
+    if any(_MOST_KEY.match(k) for k in state):
+        facts["num_upsampling_layers"] = "most"
+    kind = "syncbatch" if "head_0.norm_0.param_free_norm.running_mean" in state else "instance"
+    facts["norm_G"] = f"{'spectral' if first.endswith('_orig') else ''}spade{kind}{state[shared].shape[-1]}x" \
+                      f"{state[shared].shape[-1]}"
+    return facts
+
+
+def config_from(state: dict[str, torch.Tensor], options: dict, path: str) -> SPADEConfig:
+    """The config from the weights and the run's options; what neither says is refused, not guessed."""
+    facts = weights_facts(state, path)
+    given = {**{k: v for k, v in facts.items() if k != "semantic_nc"}, **options}
+    fix = ("pass the run's opt.txt (--opt; read by itself when it lies beside the checkpoint), a --preset "
+           f"({', '.join(SPADE.presets)}), or --option {{}}")
+    if given.get("num_upsampling_layers", "most") != "most" and facts.get("num_upsampling_layers") == "most":
+        raise CheckpointError(f"{path} has an up_4 block (num_upsampling_layers most), its options say "
+                              f"{given['num_upsampling_layers']}")
+    if "num_upsampling_layers" not in given:
+        raise UsageError(f"{path}: SPADE's num_upsampling_layers (normal or more) is not recorded in the weights; "
+                         + fix.format("num_upsampling_layers=normal|more"))
+    if not {"label_nc", "contain_dontcare_label", "instances"} <= set(given):
+        missing = ", ".join(k if k != "instances" else "no_instance" for k in
+                            ("label_nc", "contain_dontcare_label", "instances") if k not in given)
+        raise UsageError(f"{path}: its {facts['semantic_nc']} input channels do not say how many are labels, "
+                         f"don't-care and instance edges ({missing} unknown); "
+                         + fix.format("label_nc=N --option contain_dontcare_label=True|False --option "
+                                      "no_instance=True|False"))
+    if facts["use_vae"] and not {"crop_size", "aspect_ratio"} <= set(given):
+        raise UsageError(f"{path}: a --use_vae model's output size is fixed by crop_size and aspect_ratio, which "
+                         "the weights do not record; " + fix.format("crop_size=W --option aspect_ratio=W/H"))
+    if not facts["use_vae"]:  # they only choose the default --res: the official option defaults
+        given.setdefault("crop_size", OFFICIAL_CROP_SIZE)
+        given.setdefault("aspect_ratio", OFFICIAL_ASPECT_RATIO)
+    defaults = SPADEConfig()
+    return SPADEConfig(**{k: given.get(k, getattr(defaults, k)) for k in asdict(defaults)})
+
+
+def check_state(state: dict[str, torch.Tensor], config: SPADEConfig, path: str = "checkpoint") -> None:
+    check_fits(state, SPADEGenerator(config), f"the SPADE config {config.to_dict()}", path,
+               "Check the --preset / --opt / --option values against the run that trained it")
+
+
+def load_state(state: dict[str, torch.Tensor], config: SPADEConfig | None = None, *, path: str = "checkpoint",
+               options: dict[str, str] | None = None) -> SPADEGenerator:
+    """The reference model (eval, float32) from an official generator state_dict (``module.`` stripped).
+    ``options``: official option names and values (``--opt`` file, ``--option`` flags); without any, the
+    ``opt.txt`` beside the checkpoint where there is one."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if config is None:
+        beside = Path(path).parent / "opt.txt"
+        raw = options if options is not None else read_opt_file(beside) if beside.is_file() else {}
+        config = config_from(state, parse_options(raw, str(beside) if options is None else "--opt/--option"), path)
+    folded = fold_spectral_norm(state)
+    check_state(folded, config, path)
+    model = SPADEGenerator(config)
+    model.load_state_dict(folded)
+    return model.eval()
+
+
+def recognises(state: dict) -> bool:
+    keys = {k.removeprefix("module.") for k in state}
+    return "conv_img.weight" in keys and any(k.startswith("head_0.norm_0.mlp_shared.") for k in keys)
+
+
+# ONNX graph -------------------------------------------------------------------------------------
+def graph_parts(config: SPADEConfig, weights: dict, resolution: tuple[int, int], precision: str,
+                batch: int = 1) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+    """The generator as one static ONNX graph (weights apart): uint8 ``labels`` [N,1,H,W] (+ int32
+    ``instances``) (+ float32 ``z`` [N, z_dim]) in, uint8 RGB ``image`` [N,H,W,3] out.
+
+    The one-hot and edges in FP32, cast once; every resize of the segmentation map and of the features
+    (static sizes), the convolutions, the modulation and the activations in the compute type; each
+    batch norm's running statistics applied in FP32 (``BatchNormalization`` between two Casts; instance
+    norm likewise); the ``tensor2im`` tail in FP32. The weights arrive spectral-norm-folded (FP32)."""
+    SPADE.check_resolution(resolution, config)
+    compute = COMPUTE_TYPES[precision][0]
+    g = GraphBuilder()
+    w = GraphWeights(g, weights, precision)
+    seg = _Segmentation(g, _encode(g, config, compute), resolution, batch, config.semantic_nc)
+    start = config.start_size(resolution)
+    if config.use_vae:
+        z = g.op("Cast", [STYLE], to=compute) if compute != FLOAT else STYLE
+        x = g.op("Gemm", [z, w("fc.weight"), w("fc.bias")], transB=1)
+        x = g.op("Reshape", [x, g.const("start_shape", np.array([batch, 16 * config.ngf, *start], np.int64))])
+    else:
+        x = w.conv(seg.at(start), "fc", pad=1)
+    size = start
+    upsampled = upsampled_after(config)
+    for name in config.widths():
+        if name in upsampled:
+            size = (size[0] * 2, size[1] * 2)
+            x = g.op("Resize", [x, "", g.const("twice", np.array([1, 1, 2, 2], np.float32))], **_LEGACY_NEAREST)
+        x = _resblock(g, w, x, seg.at(size), name, config)
+    x = g.op("Tanh", [w.conv(g.op("LeakyRelu", [x], alpha=LEAK), "conv_img", pad=1)])
+    tensor2im_graph(g, x, compute)
+    name = f"spade_{resolution[0]}x{resolution[1]}_{precision}"
+    return model_of(g, name, SPADE.inputs(config, resolution, batch), SPADE.output(config, resolution, batch)), \
+        g.initializers
+
+
+# torch's F.interpolate(mode="nearest"): source pixel floor(dst * in / out)
+_LEGACY_NEAREST = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+
+
+class _Segmentation:
+    """The segmentation map in the compute type, resized once per size the blocks need (static sizes)."""
+
+    def __init__(self, g: GraphBuilder, full: str, resolution: tuple[int, int], batch: int, channels: int) -> None:
+        self.g, self.full, self.leading = g, full, [batch, channels]
+        self.sizes = {tuple(resolution): full}
+
+    def at(self, size: tuple[int, int]) -> str:
+        if size not in self.sizes:
+            sizes = self.g.const(f"seg_size_{size[0]}x{size[1]}", np.array([*self.leading, *size], np.int64))
+            self.sizes[size] = self.g.op("Resize", [self.full, "", "", sizes], **_LEGACY_NEAREST)
+        return self.sizes[size]
+
+
+def _encode(g: GraphBuilder, config: SPADEConfig, compute: int) -> str:
+    """One-hot (+ don't-care: ids label_nc and 255) (+ instance edges), FP32, then cast to the compute type."""
+    ids = g.op("Cast", [LABELS], to=FLOAT)
+    classes = g.const("class_ids", np.arange(config.label_nc, dtype=np.float32).reshape(1, -1, 1, 1))
+    channels = [g.op("Cast", [g.op("Equal", [ids, classes])], to=FLOAT)]
+    if config.contain_dontcare_label:
+        dontcare = [g.op("Cast", [g.op("Equal", [ids, g.const(f"id_{i}", np.array(i, np.float32))])], to=FLOAT)
+                    for i in (config.label_nc, VOID)]
+        channels.append(g.op("Max", dontcare))
+    if config.instances:
+        channels.append(instance_edges_graph(g))
+    seg = g.op("Concat", channels, axis=1) if len(channels) > 1 else channels[0]
+    return g.op("Cast", [seg], to=compute) if compute != FLOAT else seg
+
+
+def _param_free_norm(g: GraphBuilder, w: GraphWeights, x: str, prefix: str, config: SPADEConfig) -> str:
+    channels = np.shape(w.weights[f"{prefix}.mlp_gamma.weight"])[0]
+    if config.param_free_norm == "instance":
+        return instance_norm_fp32(g, x, channels, w.compute)
+    x32 = g.op("Cast", [x], to=FLOAT) if w.compute != FLOAT else x
+    stats = [g.const(f"ones_{channels}", np.ones(channels, np.float32)),
+             g.const(f"zeros_{channels}", np.zeros(channels, np.float32)),
+             g.const(f"{prefix}.param_free_norm.running_mean",
+                     np.asarray(w.weights[f"{prefix}.param_free_norm.running_mean"], np.float32)),
+             g.const(f"{prefix}.param_free_norm.running_var",
+                     np.asarray(w.weights[f"{prefix}.param_free_norm.running_var"], np.float32))]
+    y = g.op("BatchNormalization", [x32, *stats], epsilon=NORM_EPS)
+    return g.op("Cast", [y], to=w.compute) if w.compute != FLOAT else y
+
+
+def _spade(g: GraphBuilder, w: GraphWeights, x: str, seg: str, prefix: str, config: SPADEConfig) -> str:
+    """normalized * (1 + gamma) + beta; the 1 is folded into mlp_gamma's bias (in FP32, before the cast),
+    which saves a pass over the full-size tensor and rounds the same as adding it in FP16."""
+    pad = config.kernel_size // 2
+    actv = g.op("Relu", [w.conv(seg, f"{prefix}.mlp_shared.0", pad=pad)])
+    kernel = list(np.shape(w.weights[f"{prefix}.mlp_gamma.weight"])[-2:])
+    bias = np.asarray(w.weights[f"{prefix}.mlp_gamma.bias"], np.float32) + np.float32(1.0)
+    gamma = g.op("Conv", [actv, w(f"{prefix}.mlp_gamma.weight"),
+                          g.const(f"{prefix}.mlp_gamma.bias_plus_one", bias.astype(w.np_type))],
+                 kernel_shape=kernel, pads=[pad] * 4)
+    beta = w.conv(actv, f"{prefix}.mlp_beta", pad=pad)
+    return g.op("Add", [g.op("Mul", [_param_free_norm(g, w, x, prefix, config), gamma]), beta])
+
+
+def _resblock(g: GraphBuilder, w: GraphWeights, x: str, seg: str, name: str, config: SPADEConfig) -> str:
+    if f"{name}.conv_s.weight" in w.weights:
+        shortcut = g.op("Conv", [_spade(g, w, x, seg, f"{name}.norm_s", config), w(f"{name}.conv_s.weight")],
+                        kernel_shape=[1, 1])
+    else:
+        shortcut = x
+    dx = w.conv(g.op("LeakyRelu", [_spade(g, w, x, seg, f"{name}.norm_0", config)], alpha=LEAK), f"{name}.conv_0",
+                pad=1)
+    dx = w.conv(g.op("LeakyRelu", [_spade(g, w, dx, seg, f"{name}.norm_1", config)], alpha=LEAK), f"{name}.conv_1",
+                pad=1)
+    return g.op("Add", [shortcut, dx])
