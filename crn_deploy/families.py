@@ -9,7 +9,7 @@ No layer branches on a family's name: it asks the family.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -357,3 +357,29 @@ def model_inputs(specs: tuple[TensorSpec, ...], ids: np.ndarray, instances: np.n
         else:
             raise ValueError(f"no example input for the tensor {spec.name}")
     return tuple(arrays)
+
+
+def config_fields_from_options(config_type: type, opt: dict[str, str], origin: str) -> dict:
+    """A training run's options by their official names (``opt.txt`` lines, ``--option KEY=VALUE``) as the
+    fields of ``config_type`` they set, typed; ``no_instance`` becomes ``instances``; options that do not
+    shape the generator are left out."""
+    types = {f.name: f.type for f in fields(config_type)}
+    parsed = {}
+    for key, text in opt.items():
+        name = "instances" if key == "no_instance" else key
+        if name not in types:
+            continue
+        try:
+            value = _typed(types[name], str(text))
+        except ValueError:
+            raise UsageError(f"{origin}: option {key}={text!r} is not a valid {types[name]}") from None
+        parsed[name] = not value if key == "no_instance" else value
+    return parsed
+
+
+def _typed(kind: str, text: str):
+    if kind == "bool":
+        if text not in ("True", "False", "true", "false", "1", "0"):
+            raise ValueError(text)
+        return text in ("True", "true", "1")
+    return int(text) if kind == "int" else float(text) if kind == "float" else text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import format_resolution, parse_resolution
 from ..errors import UsageError
-from ..families import FAMILIES, family, find_preset
+from ..families import FAMILIES, config_fields_from_options, family, find_preset
 from ..manifest import PRECISIONS, parse_precision
 from ._main import log, parse_or_exit, require, run_command
 from .build import add_builder_options, builder_options, parse_size
@@ -20,13 +20,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip(), fromfile_prefix_chars="@",
                                 epilog="@FILE reads arguments from FILE, one per line: see export/*.args")
     p.add_argument("checkpoint", nargs="?", type=Path,
-                   help=".pt/.pth/.safetensors checkpoint: a CRN, or pix2pixHD's latest_net_G.pth")
+                   help=".pt/.pth/.safetensors checkpoint: a CRN, or pix2pixHD's or SPADE's latest_net_G.pth")
     p.add_argument("--family", choices=tuple(FAMILIES),
                    help="model family (default: the preset's, the file's, or recognised from its keys)")
     p.add_argument("--preset", help="architecture preset (with --random-weights, or to check a checkpoint against)")
     p.add_argument("--no-instance", action="store_true",
                    help="pix2pixHD trained with --no_instance: no instance-edge input channel (the official "
                         "default has one; the weights cannot tell)")
+    p.add_argument("--opt", type=Path, metavar="OPT_TXT",
+                   help="the training run's opt.txt (pix2pixHD, SPADE), for what the weights do not record; "
+                        "default: the opt.txt beside the checkpoint, where there is one")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a training option by its official name (e.g. num_upsampling_layers=more, label_nc=35, "
+                        "no_instance=True), repeatable; over --opt, and over --preset's values")
     p.add_argument("--random-weights", action="store_true", help="seeded random weights: benchmark before training")
     p.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
     p.add_argument("--res", action="append", default=[], metavar="HxW",
@@ -55,10 +61,21 @@ def _check(args) -> None:
             raise UsageError(f"preset {args.preset} is a {preset_family.name} model, not {args.family}")
         if args.no_instance and not preset_family.takes_instances(preset_family.presets[args.preset][0]):
             raise UsageError(f"--no-instance applies to models with an instance input; {args.preset} has none")
+    args.options = _options(args.option)
     if args.batch < 1 or args.samples < 1:
         raise UsageError("--batch and --samples must be at least 1")
     if args.workspace:
         parse_size(args.workspace)
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"--option takes KEY=VALUE (an official training option), got {pair!r}")
+        options[key.strip()] = value.strip()
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,17 +85,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _export(args) -> int:
     require(PROG, ("torch", "onnx", "onnxruntime"), "export,ort")
-    from ..models.checkpoint import load_checkpoint, random_model
+    from ..models.checkpoint import load_checkpoint, random_model, read_opt_file
     from ..artifacts.exporter import ExportOptions, export_artifacts
 
+    options = {**(read_opt_file(args.opt) if args.opt else {}), **args.options}
     config = find_preset(args.preset)[1] if args.preset else None
+    if config is not None and options:
+        config = _with_options(config, options)
     if config is not None and args.no_instance:
         config = replace(config, instances=False)
     if args.random_weights:
         source = random_model(config, args.seed, args.preset)
         name = args.name or f"{args.preset}-seed{args.seed}"
     else:
-        source = load_checkpoint(args.checkpoint, config, args.family, instances=not args.no_instance)
+        source = load_checkpoint(args.checkpoint, config, args.family, instances=not args.no_instance,
+                                 options=options or None)
         name = args.name or args.checkpoint.stem
     fam, config = family(source.family), source.config
     resolutions = args.resolutions or [fam.native_resolution(config)]
@@ -92,6 +113,13 @@ def _export(args) -> int:
     _build_engines(args, manifests)
     log(f"{PROG}: {len(manifests)} artifact(s) in {args.out}/. Next: crn-bench {args.out}")
     return 0
+
+
+def _with_options(config, options: dict[str, str]):
+    """A preset's config with the given official options set over it."""
+    fam = next(f for f in FAMILIES.values() if isinstance(config, f.config_type))
+    fields = config_fields_from_options(type(config), options, "--opt/--option")
+    return fam.config_from_dict({**config.to_dict(), **fields})
 
 
 def _build_engines(args, manifests) -> None:

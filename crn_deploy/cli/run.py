@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", action="store_true",
                    help="run the PyTorch reference model behind the artifact instead (needs torch)")
     p.add_argument("--checkpoint", type=Path, help="with --reference: the source checkpoint, if it moved since export")
+    p.add_argument("--style-seed", type=int, default=0,
+                   help="for models with a style input (SPADE with a VAE): the seed of the style every frame "
+                        "gets (default 0)")
     return p
 
 
@@ -83,8 +86,8 @@ def _open(args):
     if args.reference:
         require(PROG, ("torch",), why=" --reference")
         return load_reference(args.artifact, device="cpu" if args.device == "auto" else args.device,
-                              checkpoint=args.checkpoint)
-    return load(args.artifact, device=args.device, gpu=args.gpu)  # device applies to .onnx only
+                              checkpoint=args.checkpoint, style_seed=args.style_seed)
+    return load(args.artifact, device=args.device, gpu=args.gpu, style_seed=args.style_seed)  # device: .onnx only
 
 
 def _run(args) -> int:

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import UsageError
 from ..files import write_bytes_atomic
-from ..labels import CITYSCAPES, LabelSet, UnknownColors, cityscapes_label_ids_to_train_ids
+from ..labels import (ADE20K, CITYSCAPES, LabelSet, UnknownColors, ade20k_annotation_to_ids,
+                      cityscapes_label_ids_to_train_ids)
 
 LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 
@@ -18,7 +19,8 @@ def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = F
                      unknown: UnknownColors | None = None) -> np.ndarray:
     """A label image as uint8 [H, W] class ids.
 
-    Single-channel images hold ids (Cityscapes ``*_labelIds.png`` are mapped to train ids);
+    Single-channel images hold ids (Cityscapes ``*_labelIds.png`` are mapped to train ids for train-id
+    label sets; ADE20K's annotation PNGs ``ADE_*.png`` to SPADE's ADE20K ids, as its loader does);
     colour images are matched to the label set's palette exactly (pixels of other colours are void and
     counted into ``unknown``, or refused with ``strict_colors``).
     """
@@ -31,8 +33,11 @@ def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = F
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     if image.ndim == 2:  # Cityscapes *_labelIds.png hold label ids: train-id label sets (CRN's) map them
-        label_ids = path.name.endswith("_labelIds.png") and label_set.name == CITYSCAPES.name
-        return cityscapes_label_ids_to_train_ids(image) if label_ids else image
+        if path.name.endswith("_labelIds.png") and label_set.name == CITYSCAPES.name:
+            return cityscapes_label_ids_to_train_ids(image)
+        if path.name.startswith("ADE_") and label_set.name == ADE20K.name:
+            return ade20k_annotation_to_ids(image)
+        return image
     try:
         return label_set.colors_to_ids(np.ascontiguousarray(image[..., ::-1]), strict=strict_colors, unknown=unknown)
     except UsageError as e:

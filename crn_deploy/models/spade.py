@@ -20,7 +20,7 @@ The reference model holds the folded weights under the official names (``fc``, `
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from torch import nn
 
 from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, GraphBuilder, model_of
 from ..errors import CheckpointError, UsageError
-from ..families import LABELS, STYLE, SPADEConfig, family
+from ..families import LABELS, STYLE, SPADEConfig, config_fields_from_options, family
 from .checkpoint import check_fits, read_opt_file
 from .graph_common import GraphWeights, instance_edges_graph, instance_norm_fp32, tensor2im_graph
 from .pix2pixhd import InstanceNormFP32, instance_edges, to_uint8_images
@@ -180,7 +180,6 @@ def random_init(model: SPADEGenerator, seed: int) -> SPADEGenerator:
 
 # checkpoints ----------------------------------------------------------------------------------
 _MOST_KEY = re.compile(r"^up_4\.")
-_OPTION_TYPES = {f.name: f.type for f in fields(SPADEConfig)}
 
 
 def fold_spectral_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -199,35 +198,6 @@ def fold_spectral_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         else:
             folded[key] = value
     return folded
-
-
-def parse_options(opt: dict[str, str], origin: str) -> dict:
-    """Official SPADE options (``opt.txt`` lines or ``--option KEY=VALUE``) as SPADEConfig fields;
-    ``no_instance`` becomes ``instances``; options that do not shape the generator are ignored."""
-    parsed = {}
-    for key, text in opt.items():
-        name, value = ("instances", _negate(text)) if key == "no_instance" else (key, text)
-        if name not in _OPTION_TYPES:
-            continue
-        kind = _OPTION_TYPES[name]
-        try:
-            parsed[name] = (_boolean(value) if kind == "bool" else int(value) if kind == "int"
-                            else float(value) if kind == "float" else str(value))
-        except ValueError:
-            raise UsageError(f"{origin}: option {key}={text!r} is not a valid {kind}") from None
-    return parsed
-
-
-def _boolean(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value) not in ("True", "False", "true", "false", "1", "0"):
-        raise ValueError(value)
-    return str(value) in ("True", "true", "1")
-
-
-def _negate(text: str) -> bool:
-    return not _boolean(text)
 
 
 def weights_facts(state: dict[str, torch.Tensor], path: str) -> dict:
@@ -293,7 +263,8 @@ def load_state(state: dict[str, torch.Tensor], config: SPADEConfig | None = None
     if config is None:
         beside = Path(path).parent / "opt.txt"
         raw = options if options is not None else read_opt_file(beside) if beside.is_file() else {}
-        config = config_from(state, parse_options(raw, str(beside) if options is None else "--opt/--option"), path)
+        origin = str(beside) if options is None else "--opt/--option"
+        config = config_from(state, config_fields_from_options(SPADEConfig, raw, origin), path)
     folded = fold_spectral_norm(state)
     check_state(folded, config, path)
     model = SPADEGenerator(config)
