@@ -83,6 +83,30 @@ def test_crn_bench_without_torch_times_artifacts_and_compares_fp16_with_fp32(thi
     assert 40 < rows["fp16"]["parity"]["psnr_db"] < 100 and "parity" not in rows["fp32"]
 
 
+def test_a_spade_artifact_with_a_style_input_runs_and_benches_without_torch(thin, tmp_path):
+    from crn_deploy.cli.export import main as export_main
+
+    out = tmp_path / "spade"
+    assert export_main(["--preset", "spade-tiny", "--random-weights", "--option", "use_vae=True", "--option",
+                        "z_dim=8", "--precision", "fp32", "--precision", "fp16", "--out", str(out)]) == 0
+    fp16 = out / "spade-tiny-seed0-32x64-fp16.onnx"
+    code = ("import numpy as np; from crn_deploy import runtime; from crn_deploy.data.synthetic import scenes\n"
+            "ids, inst = scenes('cityscapes-labelids', 1, 32, 64, seed=3)\n"
+            f"s = runtime.load({str(fp16)!r}, style_seed=2)\n"
+            "a, b = s(ids[0, 0], instances=inst[0, 0]), s(ids[0, 0], instances=inst[0, 0])\n"
+            "c = s(ids[0, 0], instances=inst[0, 0], z=np.ones(8, np.float32))\n"
+            "print(a.shape, np.array_equal(a, b), np.array_equal(a, c))")
+    result = thin("-c", code)
+    assert result.returncode == 0 and result.stdout.strip() == "(32, 64, 3) True False", result.stderr
+    report_path = tmp_path / "bench.json"
+    result = thin("-m", "crn_deploy.cli.bench", str(out), "--warmup", "0", "--iterations", "2", "--duration", "0",
+                  "--samples", "2", "--json", str(report_path))
+    assert result.returncode == 0, result.stderr
+    rows = {row["precision"]: row for row in json.loads(report_path.read_text())["rows"]}
+    assert rows["fp16"]["parity"]["reference"].startswith("spade-tiny-seed0-32x64-fp32.onnx")
+    assert rows["fp16"]["parity"]["psnr_db"] >= 45
+
+
 @pytest.mark.parametrize("command", [
     ["export", "model.pt"], ["train"], ["demo"], ["import", "ckpt/model.ckpt", "-o", "x.pt"],
     ["run", "ENGINE", "--input", "synthetic", "--output", "o", "--reference"],
