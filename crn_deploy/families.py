@@ -279,8 +279,8 @@ class SPADEFamily(Family):
     }
     presets = {name: (config, config.native_resolution) for name, config in presets.items()}
     label_set = CITYSCAPES_LABEL_IDS
-    label_resize = "nearest"  # SPADE's loaders resize label maps with PIL NEAREST; the artifacts' own resizes
-    # inside the graph are torch's legacy nearest (floor). Host-side we keep OpenCV's floor rule.
+    label_resize = "nearest-exact"  # on the host, as SPADE's loaders resize (PIL NEAREST); inside the graph
+    # each block's resize is torch's legacy nearest, as the generator's F.interpolate
 
     def label_set_for(self, config: SPADEConfig) -> LabelSet:
         for known in (CITYSCAPES_LABEL_IDS, ADE20K, COCO_STUFF):
