@@ -81,6 +81,8 @@ class Family:
     # How label maps are resized on the host: "nearest" (OpenCV, source pixel floor(y * in / out)) or
     # "nearest-exact" (PIL's NEAREST, floor((y + 0.5) * in / out), as pix2pixHD's loaders resize).
     label_resize: str = "nearest"
+    # Whether an artifact's picture may have another size than its label map (PosGen's pixel-wise head).
+    decoupled_output: bool = False
 
     def config_from_dict(self, data: dict):
         return self.config_type.from_dict(data)
@@ -314,7 +316,123 @@ class SPADEFamily(Family):
                 f"{config.label_nc} labels{extra}{style}")
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (CRNFamily(), Pix2PixHDFamily(), SPADEFamily())}
+COORDINATE_ENCODINGS = ("xy", "fourier")
+
+
+@dataclass(frozen=True)
+class PosGenConfig:
+    """PosGen ("Image Generation via Independent Semantic Synthesis"): SPADE's residual trunk (its options
+    by the official SPADE names) turns the label map into semantic features; a small MLP shared by all
+    pixels then paints each output pixel from (a) the features there, (b) Fourier features of them and
+    (c) the pixel's normalized coordinates. No code or weights were released; what the description
+    leaves open, and what is chosen here:
+
+    - the features are the trunk's last block's output after SPADE's final LeakyReLU 0.2 (where
+      ``conv_img`` would read them);
+    - Fourier features: ``sin(B f)`` and ``cos(B f)`` with a learned bias-free projection ``B``
+      [fourier_features, C], initialised N(0, fourier_scale^2) (as CIPS' learned Fourier features);
+      the argument ``B f`` is computed in FP32 in every precision (large arguments lose their phase in FP16);
+    - coordinates: x and y in [-1, 1] across the pixel centres, (-1, -1) the top-left pixel (CIPS'
+      convention); ``fourier`` adds sin/cos of ``2^k pi x`` and ``2^k pi y`` for k < coordinate_octaves;
+    - the MLP: three 1x1 layers, input -> mlp_width -> mlp_width -> 3, LeakyReLU 0.2 between, tanh after;
+    - a picture larger than the label map: the features bilinearly interpolated to it (half-pixel
+      centres, torch's ``align_corners=False``) and the coordinate grid enlarged;
+    - no style VAE, and norm_G without spectral norm by default (trained with regression losses here;
+      spectral-normed checkpoints are folded at load as SPADE's)."""
+
+    label_nc: int = 35
+    contain_dontcare_label: bool = False
+    instances: bool = True
+    ngf: int = 64
+    num_upsampling_layers: str = "more"
+    crop_size: int = 512
+    aspect_ratio: float = 2.0
+    norm_G: str = "spadesyncbatch3x3"
+    nhidden: int = 128
+    fourier_features: int = 128
+    fourier_scale: float = 1.0
+    mlp_width: int = 256
+    coordinate_encoding: str = "xy"
+    coordinate_octaves: int = 4
+
+    def __post_init__(self) -> None:
+        _ = self.trunk  # builds (and so validates) the SPADE trunk
+        if self.coordinate_encoding not in COORDINATE_ENCODINGS:
+            raise UsageError(f"coordinate_encoding must be one of {', '.join(COORDINATE_ENCODINGS)}, got "
+                             f"{self.coordinate_encoding!r}")
+        if min(self.fourier_features, self.mlp_width) < 1 or self.fourier_scale <= 0 or self.coordinate_octaves < 0:
+            raise UsageError(f"malformed PosGen config {self}")
+
+    @property
+    def trunk(self) -> SPADEConfig:
+        names = {f.name for f in fields(SPADEConfig)}
+        return SPADEConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+    @property
+    def feature_channels(self) -> int:
+        return self.ngf // 2 if self.num_upsampling_layers == "most" else self.ngf
+
+    @property
+    def coordinate_channels(self) -> int:
+        return 2 + (4 * self.coordinate_octaves if self.coordinate_encoding == "fourier" else 0)
+
+    @property
+    def head_inputs(self) -> int:
+        return self.feature_channels + 2 * self.fourier_features + self.coordinate_channels
+
+    @property
+    def native_resolution(self) -> tuple[int, int]:
+        return self.trunk.native_resolution
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PosGenConfig:
+        try:
+            return cls(**{k: data[k] for k in asdict(cls()) if k in data})
+        except TypeError as e:
+            raise UsageError(f"malformed PosGen config {data!r}: {e}") from None
+
+
+class PosGenFamily(SPADEFamily):
+    name = "posgen"
+    config_type = PosGenConfig
+    decoupled_output = True
+    presets = {
+        # SPADE's released trunks (Cityscapes, COCO-Stuff) with the pixel-wise head
+        "posgen_cityscapes": PosGenConfig(),
+        "posgen_coco": PosGenConfig(label_nc=182, contain_dontcare_label=True, num_upsampling_layers="normal",
+                                    crop_size=256, aspect_ratio=1.0),
+        # what crn-train trains on the synthetic street dataset (train ids + void as don't-care), 128x256
+        "posgen-demo": PosGenConfig(label_nc=19, contain_dontcare_label=True, instances=False, ngf=16,
+                                    num_upsampling_layers="normal", crop_size=256, norm_G="spadeinstance3x3",
+                                    nhidden=32, fourier_features=32, mlp_width=64),
+        # for tests: 32x64, batch norm (pixel-local at inference), Fourier coordinates
+        "posgen-tiny": PosGenConfig(ngf=4, num_upsampling_layers="normal", crop_size=64, nhidden=16,
+                                    fourier_features=8, mlp_width=16, coordinate_encoding="fourier",
+                                    coordinate_octaves=2),
+    }
+    presets = {name: (config, config.native_resolution) for name, config in presets.items()}
+
+    def label_set_for(self, config: PosGenConfig) -> LabelSet:
+        if config.label_nc == CITYSCAPES.num_classes:
+            return CITYSCAPES  # the synthetic street dataset's train ids
+        return super().label_set_for(config)
+
+    def check_resolution(self, resolution, config: PosGenConfig) -> None:
+        super().check_resolution(resolution, config.trunk)
+
+    def inputs(self, config: PosGenConfig, resolution: tuple[int, int], batch: int) -> tuple[TensorSpec, ...]:
+        return Family.inputs(self, config, resolution, batch)
+
+    def describe(self, config: PosGenConfig) -> str:
+        return (f"PosGen: {super().describe(config.trunk)} trunk; pixel-wise MLP {config.head_inputs}->"
+                f"{config.mlp_width}->{config.mlp_width}->3 on features, {config.fourier_features} Fourier "
+                f"features and {config.coordinate_encoding} coordinates")
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (CRNFamily(), Pix2PixHDFamily(), SPADEFamily(), PosGenFamily())}
 
 
 def draw_styles(count: int, z_dim: int, seed: int) -> np.ndarray:

@@ -30,8 +30,12 @@ def parse_precision(text: str) -> str:
     return precision(text).name
 
 
-def artifact_stem(name: str, resolution: tuple[int, int], precision: str) -> str:
-    return f"{name}-{format_resolution(resolution)}-{precision}"
+def artifact_stem(name: str, resolution: tuple[int, int], precision: str,
+                  output_resolution: tuple[int, int] | None = None) -> str:
+    """``name-HxW-precision``; ``name-HxW-outH'xW'-precision`` where the picture has another size."""
+    out = f"-out{format_resolution(output_resolution)}" if output_resolution and \
+        tuple(output_resolution) != tuple(resolution) else ""
+    return f"{name}-{format_resolution(resolution)}{out}-{precision}"
 
 
 @dataclass
@@ -47,6 +51,11 @@ class Manifest:
     sections: dict = field(default_factory=dict)  # onnx, parity, versions, export timings, ...
     path: Path | None = None  # where this manifest lives on disk, once written or read
     family_name: str = "crn"  # manifests written before families existed are CRN's
+    output_resolution: tuple[int, int] | None = None  # the picture's size where it is not the label map's
+
+    def __post_init__(self) -> None:
+        self.resolution = tuple(self.resolution)
+        self.output_resolution = tuple(self.output_resolution or self.resolution)
 
     @property
     def family(self) -> Family:
@@ -63,7 +72,7 @@ class Manifest:
 
     @property
     def output_spec(self) -> TensorSpec:
-        return self.family.output(self.config, self.resolution, self.batch)
+        return self.family.output(self.config, self.output_resolution, self.batch)
 
     @property
     def images_per_map(self) -> int:
@@ -103,6 +112,7 @@ class Manifest:
             "name": self.name,
             "artifact": self.artifact,
             "resolution": list(self.resolution),
+            "output_resolution": list(self.output_resolution),
             "precision": self.precision,
             "batch": self.batch,
             "inputs": [spec.to_dict() for spec in self.input_specs],
@@ -127,8 +137,8 @@ class Manifest:
                 f"{where} has manifest schema version {data.get('schema_version')}, this crn-deploy reads "
                 f"{SCHEMA_VERSION}; re-export the artifact with this version's crn-export"
             )
-        known = {"schema", "schema_version", "family", "name", "artifact", "resolution", "precision", "batch",
-                 "inputs", "outputs", "config", "label_set", "source"}
+        known = {"schema", "schema_version", "family", "name", "artifact", "resolution", "output_resolution",
+                 "precision", "batch", "inputs", "outputs", "config", "label_set", "source"}
         try:
             fam = family(data.get("family", "crn"))
             return cls(
@@ -143,6 +153,7 @@ class Manifest:
                 sections={k: v for k, v in data.items() if k not in known},
                 path=path,
                 family_name=fam.name,
+                output_resolution=tuple(data.get("output_resolution") or data["resolution"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"{where} is missing or has a bad field {e}; re-export the artifact") from None

@@ -76,6 +76,12 @@ def preprocess(labels, inst, label_nc, dontcare, instances):
 
 def generator(seg, p, *, ngf, up_layers, norm, z=None, start=None):
     """seg [C,H,W] float -> tanh image [3,H,W]; ``start``: (sh, sw), the official compute_latent_vector_size."""
+    x = trunk(seg, p, ngf=ngf, up_layers=up_layers, norm=norm, z=z, start=start)
+    return np.tanh(conv(lrelu(x), p["conv_img.weight"], p["conv_img.bias"], pad=1))
+
+
+def trunk(seg, p, *, ngf, up_layers, norm, z=None, start=None):
+    """The official forward up to the last residual block's output (what conv_img reads, after lrelu)."""
     if z is not None:
         x = (p["fc.weight"] @ z + p["fc.bias"]).reshape(16 * ngf, *start)
     else:
@@ -93,7 +99,7 @@ def generator(seg, p, *, ngf, up_layers, norm, z=None, start=None):
         x = resblock(up(x), seg, p, name, norm)
     if up_layers == 7:
         x = resblock(up(x), seg, p, "up_4", norm)
-    return np.tanh(conv(lrelu(x), p["conv_img.weight"], p["conv_img.bias"], pad=1))
+    return x
 
 
 def synthesize(state: dict, labels: np.ndarray, inst: np.ndarray | None, *, label_nc: int, dontcare: bool,

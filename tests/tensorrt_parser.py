@@ -14,13 +14,14 @@ _F = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 _FI = _F | {TensorProto.INT32, TensorProto.INT64}
 PARSER_TYPES = {
     "Conv": _F, "ConvTranspose": _F, "BatchNormalization": _F, "Gemm": _F, "LayerNormalization": _F,
-    "InstanceNormalization": _F, "LeakyRelu": _F,
+    "InstanceNormalization": _F, "LeakyRelu": _F, "Sin": _F, "Cos": _F, "MatMul": _F, "Expand": _FI,
     "Relu": _FI, "Tanh": _F, "Resize": _F, "AveragePool": _F, "Clip": _F, "Round": _F, "Floor": _F,
     "Add": _FI, "Sub": _FI, "Mul": _FI, "Min": _FI, "Max": _FI, "Equal": _FI, "Pad": _FI,
     "Slice": _FI | {TensorProto.BOOL}, "Reshape": _FI | {TensorProto.BOOL}, "Concat": _FI | {TensorProto.BOOL},
     "Transpose": _FI | {TensorProto.BOOL}, "Cast": _FI | {TensorProto.UINT8, TensorProto.BOOL},
 }
-_DATA_INPUTS = {"Resize": 1, "Reshape": 1, "Clip": 1, "Pad": 1, "Slice": 1}  # the rest are constant parameters
+# the data inputs of these ops; the rest are constant parameters
+_DATA_INPUTS = {"Resize": 1, "Reshape": 1, "Clip": 1, "Pad": 1, "Slice": 1, "Expand": 1}
 # weights / scale and bias / running statistics
 _CONSTANT_PARAMETERS = ("Conv", "ConvTranspose", "InstanceNormalization", "BatchNormalization")
 

@@ -23,7 +23,7 @@ from ..backends.onnxruntime import OnnxRuntimeBackend
 from ..backends.torch_ref import TorchBackend
 from ..config import format_resolution
 from ..data.synthetic import scenes
-from ..errors import ValidationError
+from ..errors import UsageError, ValidationError
 from ..families import model_inputs
 from ..files import atomic_path, ensure_writable_dir, sha256_file
 from ..manifest import Manifest, artifact_stem
@@ -48,40 +48,54 @@ class ExportOptions:
     samples: int = 2  # synthetic layouts the parity check runs
     max_abs_fp32: float = PRECISION_TABLE["fp32"].gate_default  # levels: FP32 matches the reference to rounding
     min_psnr_fp16: float = PRECISION_TABLE["fp16"].gate_default  # dB against the FP32 reference
+    # the picture's size per label resolution, where it differs (families with a decoupled output: PosGen)
+    output_resolutions: list[tuple[int, int]] | None = None
 
 
 def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
                      log: Callable[[str], None] = print) -> list[Manifest]:
     """Write ``<name>-<H>x<W>-<precision>.onnx/.json`` for every requested pair; return their manifests."""
     family = model_family(source.family)
-    for resolution in options.resolutions:
+    outputs = options.output_resolutions or list(options.resolutions)
+    if len(outputs) != len(options.resolutions):
+        raise UsageError(f"give one output resolution per label resolution ({len(options.resolutions)}), "
+                         f"got {len(outputs)}")
+    for resolution, out in zip(options.resolutions, outputs, strict=True):
         family.contract.check_resolution(resolution, source.config)
+        if tuple(out) != tuple(resolution) and not family.contract.decoupled_output:
+            raise UsageError(f"a {family.name} model paints pictures the size of its label map; --out-res is for "
+                             "families with a pixel-wise head (posgen)")
     ensure_writable_dir(options.out_dir)
     weights = family.weights(source.model)
     written = []
-    for resolution in options.resolutions:
+    for resolution, out in zip(options.resolutions, outputs, strict=True):
         # the model's inputs: ids, then instance ids and style vectors where the model takes them
         specs = family.contract.inputs(source.config, resolution, options.batch)
         layouts = model_inputs(specs, *scenes(source.label_set, options.samples, *resolution, seed=VALIDATION_SEED),
                                style_seed=VALIDATION_SEED)
-        reference = _timed(log, f"PyTorch FP32 reference at {format_resolution(resolution)}",
-                           _reference_images, source, layouts)
+        reference = _timed(log, f"PyTorch FP32 reference at {format_resolution(resolution)}"
+                           + (f" -> {format_resolution(out)}" if tuple(out) != tuple(resolution) else ""),
+                           _reference_images, source, layouts, tuple(out))
         for precision in options.precisions:
-            written.append(_export_one(source, weights, resolution, precision, options, layouts, reference, log))
+            written.append(_export_one(source, weights, (resolution, tuple(out)), precision, options, layouts,
+                                       reference, log))
     return written
 
 
-def _export_one(source: LoadedCheckpoint, weights: dict, resolution, precision: str, options: ExportOptions,
+def _export_one(source: LoadedCheckpoint, weights: dict, sizes, precision: str, options: ExportOptions,
                 layouts: tuple, reference: np.ndarray, log) -> Manifest:
-    stem = artifact_stem(options.name, resolution, precision)
+    resolution, out = sizes
+    stem = artifact_stem(options.name, resolution, precision, out)
     final = options.out_dir / f"{stem}.onnx"
     manifest = Manifest(options.name, final.name, resolution, precision, options.batch, source.config,
-                        source.label_set, source.source, family_name=source.family)
+                        source.label_set, source.source, family_name=source.family, output_resolution=out)
+    family = model_family(source.family)
+    decoupled = {"output_resolution": out} if family.contract.decoupled_output else {}
     started = time.perf_counter()
     ids, *extra = layouts
     with atomic_path(final) as tmp:
-        shell, tensors = _timed(log, f"{stem}: build graph", model_family(source.family).graph_parts, source.config,
-                                weights, resolution, precision, options.batch)
+        shell, tensors = _timed(log, f"{stem}: build graph", lambda: family.graph_parts(
+            source.config, weights, resolution, precision, options.batch, **decoupled))
         _timed(log, f"{stem}: write", write_model, shell, tensors, tmp)
         del shell, tensors
         _timed(log, f"{stem}: onnx.checker", onnx.checker.check_model, str(tmp))
@@ -96,7 +110,9 @@ def _export_one(source: LoadedCheckpoint, weights: dict, resolution, precision: 
     return manifest
 
 
-def _reference_images(source: LoadedCheckpoint, layouts: tuple) -> np.ndarray:
+def _reference_images(source: LoadedCheckpoint, layouts: tuple, output_resolution: tuple[int, int]) -> np.ndarray:
+    if hasattr(source.model, "output_size"):  # a decoupled head paints at the artifact's output size
+        source.model.output_size = output_resolution
     with TorchBackend(source.model, "fp32", "cpu") as ref:
         return np.concatenate([ref.run(*(a[i : i + 1] for a in layouts)) for i in range(len(layouts[0]))])
 

@@ -22,7 +22,10 @@ def reference_model(manifest, checkpoint=None):
     # The one door from the runtime side to the model side (style.md), lazily:
     from ..models.checkpoint import model_from_source  # noqa: TID251
 
-    return model_from_source(manifest.source_record, manifest.config, checkpoint)
+    model = model_from_source(manifest.source_record, manifest.config, checkpoint)
+    if hasattr(model, "output_size"):  # a pixel-wise head paints at the artifact's output size (PosGen)
+        model.output_size = tuple(manifest.output_resolution)
+    return model
 
 
 def torch_devices() -> list[str]:

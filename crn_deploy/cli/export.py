@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
     p.add_argument("--res", action="append", default=[], metavar="HxW",
                    help="output resolution, repeatable (default: the model's native resolution)")
+    p.add_argument("--out-res", action="append", default=[], metavar="HxW",
+                   help="the picture's size, one per --res, where it differs from the label map's (PosGen's "
+                        "pixel-wise head: e.g. --res 256x512 --out-res 512x1024)")
     p.add_argument("--precision", action="append", default=[], choices=PRECISIONS, help="repeatable (default fp16)")
     p.add_argument("--batch", type=int, default=1, help="fixed batch size of the artifacts (default 1)")
     p.add_argument("--out", type=Path, default=Path("engines"), help="output folder (default engines/)")
@@ -50,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args) -> None:
     args.resolutions = [parse_resolution(r) for r in args.res]
+    args.output_resolutions = [parse_resolution(r) for r in args.out_res]
+    if args.output_resolutions and len(args.output_resolutions) != max(1, len(args.resolutions)):
+        raise UsageError(f"give one --out-res per --res ({len(args.resolutions)} --res, "
+                         f"{len(args.output_resolutions)} --out-res)")
     args.precisions = list(dict.fromkeys(parse_precision(p) for p in args.precision or ["fp16"]))
     if args.random_weights == bool(args.checkpoint):
         raise UsageError("give a CHECKPOINT, or --preset NAME --random-weights (not both, not neither)")
@@ -105,10 +112,12 @@ def _export(args) -> int:
     resolutions = args.resolutions or [fam.native_resolution(config)]
     for resolution in resolutions:
         fam.check_resolution(resolution, config)
-    log(f"{PROG}: {name}: {fam.describe(config)} -> "
-        f"{', '.join(map(format_resolution, resolutions))} x {', '.join(args.precisions)}")
+    outputs = args.output_resolutions or resolutions
+    sizes = [format_resolution(r) + ("" if o == r else f" -> {format_resolution(o)}")
+             for r, o in zip(resolutions, outputs, strict=True)]
+    log(f"{PROG}: {name}: {fam.describe(config)} -> {', '.join(sizes)} x {', '.join(args.precisions)}")
     options = ExportOptions(resolutions, args.precisions, args.out, name, args.batch, args.samples,
-                            min_psnr_fp16=args.min_psnr)
+                            min_psnr_fp16=args.min_psnr, output_resolutions=outputs)
     manifests = export_artifacts(source, options, log)
     _build_engines(args, manifests)
     log(f"{PROG}: {len(manifests)} artifact(s) in {args.out}/. Next: crn-bench {args.out}")

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import format_resolution
 from ..errors import UsageError
 from ._main import log, parse_or_exit, require, run_command
 
@@ -96,6 +97,9 @@ def _run(args) -> int:
 
     synth = _open(args)
     with synth:
+        if synth.output_resolution != synth.resolution:
+            log(f"{PROG}: {args.artifact.name} takes {format_resolution(synth.resolution)} label maps and paints "
+                f"{format_resolution(synth.output_resolution)} pictures (--output-size input scales them alike)")
         source = open_source(args.input, synth.label_set, resolution=synth.resolution, frames=args.frames,
                              fps=args.fps, strict_colors=args.strict_colors, unknown=synth.unknown_colors)
         fps = args.fps or getattr(source, "fps", None) or 10.0

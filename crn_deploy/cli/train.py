@@ -1,4 +1,4 @@
-"""crn-train: train or fine-tune a CRN on paired label maps and photographs (synthetic, Cityscapes, folder)."""
+"""crn-train: train or fine-tune a CRN or a PosGen on paired label maps and photos (synthetic, Cityscapes, folder)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import format_resolution, parse_resolution, preset
+from ..families import find_preset
 from ..errors import UsageError
 from ._main import log, parse_or_exit, require, run_command
 
@@ -16,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
     p.add_argument("--data", default="synthetic", help="synthetic (default), cityscapes:ROOT or pairs:DIR")
     start = p.add_mutually_exclusive_group()
-    start.add_argument("--preset", default=None, help="architecture to train from scratch (default small-256p)")
+    start.add_argument("--preset", default=None, help="architecture to train from scratch (default small-256p); "
+                                                       "a PosGen preset (posgen-demo) trains a PosGen")
     start.add_argument("--widths", help="a custom architecture from scratch: module widths, coarsest first, e.g. "
                                         "128,128,64 (with --k)")
     start.add_argument("--init-from", type=Path, help="progressive: grow this lower-resolution checkpoint by one "
@@ -43,7 +45,7 @@ def _check(args) -> None:
     if args.steps < 1 or args.lr <= 0 or min(args.preview_every, args.save_every, args.log_every) < 1:
         raise UsageError("--steps, --preview-every, --save-every and --log-every must be >= 1, --lr > 0")
     if args.preset:
-        preset(args.preset)
+        find_preset(args.preset)
     if args.widths:
         from ..config import CRNConfig
 
@@ -74,8 +76,23 @@ def _start(args, dataset):
         c = lower.config
         config = CRNConfig(c.num_classes, (*c.widths, args.width or c.widths[-1]), c.base, c.k)
         return new_state(grow(lower, config, args.seed), dataset.label_set, args.lr)
+    if args.preset and find_preset(args.preset)[0].name != "crn":
+        return new_state(_other_family(args, dataset), dataset.label_set, args.lr)
     config = args.custom if args.widths else preset(args.preset or "small-256p")
     return new_state(random_init(CRN(config), args.seed), dataset.label_set, args.lr)
+
+
+def _other_family(args, dataset):
+    """A model of another family's preset (PosGen), checked against the dataset's label set."""
+    from ..models.registry import model_family
+
+    fam, config = find_preset(args.preset)
+    classes = fam.label_set_for(config).num_classes
+    if classes != dataset.label_set.num_classes:
+        raise UsageError(f"{args.preset} takes {classes} classes, the dataset's label set "
+                         f"'{dataset.label_set.name}' has {dataset.label_set.num_classes}; pick a preset for it "
+                         "(posgen-demo for the synthetic and Cityscapes train-id data)")
+    return model_family(fam.name).random_model(config, args.seed)
 
 
 def _train(args) -> int:
@@ -83,22 +100,24 @@ def _train(args) -> int:
     from ..models.checkpoint import save_checkpoint
     from ..training.train import TrainOptions, held_out_psnr, train, write_preview
     from ..training.vgg import load_vgg19
-    from ..config import check_resolution
+    from ..models.registry import family_of_config
     from ..data.paired import open_dataset
     from ..files import ensure_writable_dir
 
     dataset = open_dataset(args.data)
     state = _start(args, dataset)
     config = state.model.config
-    resolution = args.resolution or config.native_resolution
-    check_resolution(resolution, config)
+    fam = family_of_config(config)
+    resolution = args.resolution or fam.contract.native_resolution(config)
+    fam.contract.check_resolution(resolution, config)
     vgg = load_vgg19(args.vgg) if args.vgg else None
     options = TrainOptions(args.steps, resolution, args.out, args.lr, args.seed, args.device, args.amp,
                            args.preview_every, args.save_every, args.log_every)
     ensure_writable_dir(args.out)
-    log(f"{PROG}: {config.num_modules} modules, widths {list(config.widths)}, k={config.k} at "
+    diversity = getattr(config, "k", 1) > 1
+    log(f"{PROG}: {fam.contract.describe(config)} at "
         f"{format_resolution(resolution)}, {len(dataset)} pairs, loss: "
-        f"{'VGG-19 perceptual' if vgg else 'image L1 (no --vgg)'}{' + diversity' if config.k > 1 else ''}; "
+        f"{'VGG-19 perceptual' if vgg else 'image L1 (no --vgg)'}{' + diversity' if diversity else ''}; "
         f"from step {state.step} to {args.steps}")
 
     def preview(st, opts):
@@ -110,7 +129,7 @@ def _train(args) -> int:
     if hasattr(dataset, "held_out_seed"):
         log(f"{PROG}: held-out synthetic PSNR {held_out_psnr(state.model, dataset, resolution):.2f} dB")
     log(f"{PROG}: wrote {final} and {args.out / 'checkpoint.pt'}. Next: crn-export {final} "
-        f"--res {format_resolution(config.native_resolution)}")
+        f"--res {format_resolution(fam.contract.native_resolution(config))}")
     return 0
 
 

@@ -150,7 +150,8 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
         if "torch" not in options.backends or not ctx.torch:
             continue
         for device in _present(options, "torch", _torch_devices(), skipped):
-            key = (_source_key(manifest), manifest.resolution, manifest.precision, manifest.batch, device)
+            key = (_source_key(manifest), manifest.resolution, manifest.output_resolution, manifest.precision,
+                   manifest.batch, device)
             skip = device == "cpu" and manifest.precision == "fp16" and not options.torch_cpu_fp16
             if key not in done_torch and not skip:
                 done_torch.add(key)
@@ -216,9 +217,10 @@ def _label(backend: str, graphs: bool | None) -> str:
 
 def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[], Backend],
          artifact: str | None = None, graphs: bool | None = None) -> BenchRow:
-    row = BenchRow(artifact or manifest.artifact, manifest.name, backend_name, manifest.precision,
-                   format_resolution(manifest.resolution), manifest.batch,
-                   manifest.resolution[0] * manifest.resolution[1] / 1e6, graphs)
+    out = manifest.output_resolution
+    size = format_resolution(manifest.resolution) + ("" if out == manifest.resolution else f">{format_resolution(out)}")
+    row = BenchRow(artifact or manifest.artifact, manifest.name, backend_name, manifest.precision, size,
+                   manifest.batch, out[0] * out[1] / 1e6, graphs)  # megapixels of the picture
     try:
         (inputs, *extra), reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
@@ -226,9 +228,11 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
             outputs = synth.run_ids(inputs, *extra)
             if reference is not None and reference[0] != f"{manifest.artifact} ({backend_name})":  # not itself
                 name, images = reference
+                classes = inputs if out == manifest.resolution else \
+                    np.stack([resize_labels(m, out, "nearest") for m in inputs[:, 0]])[:, None]  # at picture size
                 row.parity = compare_images(outputs, images, reference=name, samples=len(inputs),
-                                            per_class=per_class(outputs, images, inputs, manifest.label_set.names))
-                _keep_sample(ctx, manifest, row, inputs, images, outputs)
+                                            per_class=per_class(outputs, images, classes, manifest.label_set.names))
+                _keep_sample(ctx, manifest, row, classes, images, outputs)
             one_batch = [_one_batch(a, manifest.batch) for a in (inputs, *extra)]
             breakdown: list[dict] = []
 
@@ -309,7 +313,7 @@ def _torch(ctx: _Context, manifest: Manifest, device: str, graphs: bool | None) 
 
 
 def _model(ctx: _Context, manifest: Manifest):
-    key = _source_key(manifest)
+    key = (_source_key(manifest), manifest.output_resolution)
     if key not in ctx.models:
         from ..backends.torch_ref import reference_model
 
@@ -320,7 +324,7 @@ def _model(ctx: _Context, manifest: Manifest):
 def _reference(ctx: _Context, manifest: Manifest) -> tuple[str, np.ndarray] | None:
     """(what it is, its pictures) for the model and resolution of ``manifest``, or None where there is
     none: without torch, the FP32 artifact of the same model stands in for the PyTorch reference."""
-    key = (_source_key(manifest), manifest.resolution)
+    key = (_source_key(manifest), manifest.resolution, manifest.output_resolution)
     if key not in ctx.references:
         inputs, *extra = _inputs(ctx, manifest)
         if ctx.torch:
@@ -338,7 +342,8 @@ def _reference(ctx: _Context, manifest: Manifest) -> tuple[str, np.ndarray] | No
 def _artifact_reference(ctx: _Context, manifest: Manifest, inputs: np.ndarray,
                         *extra: np.ndarray) -> tuple[str, np.ndarray] | None:
     same_model = [m for m in ctx.manifests if m.precision == "fp32" and _source_key(m) == _source_key(manifest)
-                  and tuple(m.resolution) == tuple(manifest.resolution)]
+                  and tuple(m.resolution) == tuple(manifest.resolution)
+                  and m.output_resolution == manifest.output_resolution]
     if not same_model:
         return None
     with Synthesizer(open_backend(same_model[0], "onnxruntime", device="cpu", threads=ctx.options.threads),

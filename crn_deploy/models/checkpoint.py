@@ -53,7 +53,10 @@ def load_checkpoint(path: Path, config=None, family: str | None = None, *, insta
     path = Path(path)
     raw, meta = read_raw(path)
     stored_config = _maybe_json(meta["config"]) if "config" in meta else None
-    named = family or meta.get("family") or (stored_config is not None and "crn")
+    stored_family = meta.get("family")
+    if isinstance(stored_family, str) and stored_family.startswith('"'):  # safetensors metadata holds JSON
+        stored_family = json.loads(stored_family)
+    named = family or stored_family or (stored_config is not None and "crn")
     fam = model_family(named) if named else family_of_config(config) if config is not None else recognise(raw)
     if config is None and stored_config is not None:
         config = fam.contract.config_from_dict(stored_config)
@@ -254,11 +257,14 @@ def _short(items: list[str], limit: int = 6) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def save_checkpoint(path: Path, model: CRN, label_set: LabelSet = CITYSCAPES) -> None:
-    """Write state_dict + config + label set; ``.safetensors`` keeps the last two as metadata."""
+def save_checkpoint(path: Path, model: torch.nn.Module, label_set: LabelSet = CITYSCAPES) -> None:
+    """Write state_dict + family + config + label set; ``.safetensors`` keeps the rest as metadata."""
+    from ..models.registry import family_of_config
+
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": model.config.to_dict(), "label_set": label_set.to_dict()}
+    meta = {"format": FORMAT, "family": family_of_config(model.config).name, "config": model.config.to_dict(),
+            "label_set": label_set.to_dict()}
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file

@@ -19,7 +19,7 @@ import torch
 from ..artifacts.onnx_graph import state_to_numpy
 from . import crn as crn_model
 from ..families import FAMILIES, Family, family
-from . import pix2pixhd, spade
+from . import pix2pixhd, posgen, spade
 from .checkpoint import crn_from_state
 
 
@@ -55,6 +55,9 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
                              lambda state, config, path, instances, options: pix2pixhd.load_state(
                                  {k.removeprefix("module."): v for k, v in state.items()}, config,
                                  instances=instances, path=str(path), options=options)),
+    "posgen": ModelFamily(FAMILIES["posgen"], posgen.recognises, posgen.PosGenGenerator, posgen.random_init,
+                          posgen.graph_parts,
+                          lambda state, config, path, instances, options: posgen.load_state(state, config, str(path))),
     "spade": ModelFamily(FAMILIES["spade"], spade.recognises, spade.SPADEGenerator, spade.random_init,
                          spade.graph_parts,
                          lambda state, config, path, instances, options: spade.load_state(

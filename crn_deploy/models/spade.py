@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, GraphBuilder, model_of
+from ..artifacts.onnx_graph import FLOAT, GraphBuilder, model_of
 from ..errors import CheckpointError, UsageError
 from ..families import LABELS, STYLE, SPADEConfig, config_fields_from_options, family
 from .checkpoint import check_fits, read_opt_file
@@ -106,6 +106,7 @@ class SPADEGenerator(nn.Module):
     def __init__(self, config: SPADEConfig) -> None:
         super().__init__()
         self.config = config
+        self.trunk_config = config  # what the residual trunk reads (PosGen's config holds one)
         nf = config.ngf
         if config.use_vae:
             sh, sw = config.start_size(config.native_resolution)
@@ -118,7 +119,11 @@ class SPADEGenerator(nn.Module):
 
     def generate(self, seg: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """seg: float [N, semantic_nc, H, W]; z: [N, z_dim] for VAE models -> tanh image [N, 3, H, W]."""
-        config = self.config
+        return torch.tanh(self.conv_img(F.leaky_relu(self.features(seg, z), LEAK)))
+
+    def features(self, seg: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The last residual block's output [N, ngf (ngf/2 for most), H, W], before the final LeakyReLU."""
+        config = self.trunk_config
         start = config.start_size(tuple(seg.shape[2:]))
         if config.use_vae:
             x = self.fc(z).view(-1, 16 * config.ngf, *start)
@@ -129,13 +134,13 @@ class SPADEGenerator(nn.Module):
             if name in upsampled:
                 x = F.interpolate(x, scale_factor=2)
             x = getattr(self, name)(x, seg)
-        return torch.tanh(self.conv_img(F.leaky_relu(x, LEAK)))
+        return x
 
     def encode(self, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 ids [N,1,H,W] (+ integer instance ids) -> float [N, semantic_nc, H, W]: one-hot, with the
         loader's unknown 255 as the don't-care id where the model has that channel; other ids >= the
         channel count light none (the official scatter would fail on them)."""
-        config = self.config
+        config = self.trunk_config
         ids = labels.long()
         if config.contain_dontcare_label:
             ids = torch.where(ids == VOID, config.label_nc, ids)
@@ -288,9 +293,20 @@ def graph_parts(config: SPADEConfig, weights: dict, resolution: tuple[int, int],
     batch norm's running statistics applied in FP32 (``BatchNormalization`` between two Casts; instance
     norm likewise); the ``tensor2im`` tail in FP32. The weights arrive spectral-norm-folded (FP32)."""
     SPADE.check_resolution(resolution, config)
-    compute = COMPUTE_TYPES[precision][0]
     g = GraphBuilder()
     w = GraphWeights(g, weights, precision)
+    x = trunk_graph(g, w, config, resolution, batch)
+    x = g.op("Tanh", [w.conv(g.op("LeakyRelu", [x], alpha=LEAK), "conv_img", pad=1)])
+    tensor2im_graph(g, x, w.compute)
+    name = f"spade_{resolution[0]}x{resolution[1]}_{precision}"
+    return model_of(g, name, SPADE.inputs(config, resolution, batch), SPADE.output(config, resolution, batch)), \
+        g.initializers
+
+
+def trunk_graph(g: GraphBuilder, w: GraphWeights, config: SPADEConfig, resolution: tuple[int, int],
+                batch: int) -> str:
+    """From the inputs to the last residual block's output, in the compute type (PosGen's trunk too)."""
+    compute = w.compute
     seg = _Segmentation(g, _encode(g, config, compute), resolution, batch, config.semantic_nc)
     start = config.start_size(resolution)
     if config.use_vae:
@@ -306,11 +322,7 @@ def graph_parts(config: SPADEConfig, weights: dict, resolution: tuple[int, int],
             size = (size[0] * 2, size[1] * 2)
             x = g.op("Resize", [x, "", g.const("twice", np.array([1, 1, 2, 2], np.float32))], **_LEGACY_NEAREST)
         x = _resblock(g, w, x, seg.at(size), name, config)
-    x = g.op("Tanh", [w.conv(g.op("LeakyRelu", [x], alpha=LEAK), "conv_img", pad=1)])
-    tensor2im_graph(g, x, compute)
-    name = f"spade_{resolution[0]}x{resolution[1]}_{precision}"
-    return model_of(g, name, SPADE.inputs(config, resolution, batch), SPADE.output(config, resolution, batch)), \
-        g.initializers
+    return x
 
 
 # torch's F.interpolate(mode="nearest"): source pixel floor(dst * in / out)

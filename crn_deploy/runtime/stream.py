@@ -268,8 +268,11 @@ class _Stream:
         image = self.synth(canvas, instances=instances, output_size="engine")
         if self.options.output_size == "engine":
             return image
-        crop = image[..., top : top + nh, left : left + nw, :]
-        return resize_image(crop, (h, w)) if crop.ndim == 3 else np.stack([resize_image(c, (h, w)) for c in crop])
+        (oh, ow), target = self.synth.output_resolution, self.synth.picture_size((h, w))
+        rows = slice(round(top * oh / eh), round((top + nh) * oh / eh))  # the picture may be larger (PosGen)
+        cols = slice(round(left * ow / ew), round((left + nw) * ow / ew))
+        crop = image[..., rows, cols, :]
+        return resize_image(crop, target) if crop.ndim == 3 else np.stack([resize_image(c, target) for c in crop])
 
     def _encode(self) -> None:
         while (item := self._get(self.to_encode)) is not _END:

@@ -33,6 +33,7 @@ class Synthesizer:
         self.backend = backend
         self.manifest = manifest
         self.resolution = tuple(manifest.resolution)
+        self.output_resolution = tuple(manifest.output_resolution)  # the picture's size (PosGen: may be larger)
         self.batch = manifest.batch
         self.k = manifest.images_per_map
         self.label_set: LabelSet = manifest.label_set
@@ -76,8 +77,15 @@ class Synthesizer:
                            for a in (ids, *extra)]
         images = self.run_ids(ids, *extra, z=z)
         if output_size == "input" and size != self.resolution:
-            images = _map_images(images, lambda im: resize_image(im, size))
+            target = self.picture_size(size)
+            images = _map_images(images, lambda im: resize_image(im, target))
         return images[0] if single else images
+
+    def picture_size(self, label_size: tuple[int, int]) -> tuple[int, int]:
+        """The size of the picture painted for a label map of ``label_size`` (with output_size "input"): the
+        same, or scaled as the artifact's output resolution is to its label resolution."""
+        (h, w), (eh, ew), (oh, ow) = label_size, self.resolution, self.output_resolution
+        return max(1, round(h * oh / eh)), max(1, round(w * ow / ew))
 
     def from_colors(self, rgb, *, strict: bool = False, output_size: str = "input") -> np.ndarray:
         """Colour-coded maps ([H,W,3|4] or [N,H,W,3|4], alpha ignored) in the artifact's own label set.

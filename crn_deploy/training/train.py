@@ -20,7 +20,8 @@ from ..errors import CheckpointError, UsageError
 from ..files import atomic_path
 from ..labels import LabelSet
 from ..measure.parity import psnr
-from ..models.checkpoint import FORMAT, check_state, read_state, read_torch
+from ..models.checkpoint import FORMAT, load_checkpoint, read_raw
+from ..models.registry import family_of_config
 from .losses import perceptual_loss
 from ..models.crn import CRN, random_init
 from .vgg import VGG19Features
@@ -42,13 +43,13 @@ class TrainOptions:
 
 @dataclass
 class TrainState:
-    model: CRN
+    model: torch.nn.Module  # a CRN, or another family's reference model with ``train_images`` (PosGen)
     label_set: LabelSet
     optimizer: torch.optim.Optimizer
     step: int = 0
 
 
-def new_state(model: CRN, label_set: LabelSet, lr: float) -> TrainState:
+def new_state(model: torch.nn.Module, label_set: LabelSet, lr: float) -> TrainState:
     return TrainState(model, label_set, torch.optim.Adam(model.parameters(), lr=lr))
 
 
@@ -71,7 +72,8 @@ def grow(lower: CRN, config: CRNConfig, seed: int = 0) -> CRN:
 
 def save_training_checkpoint(path: Path, state: TrainState, options: TrainOptions) -> None:
     """Weights, config and label set (loadable by crn-export), plus optimizer state and step."""
-    payload = {"format": FORMAT, "config": state.model.config.to_dict(), "label_set": state.label_set.to_dict(),
+    payload = {"format": FORMAT, "family": family_of_config(state.model.config).name,
+               "config": state.model.config.to_dict(), "label_set": state.label_set.to_dict(),
                "state_dict": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
                "optimizer": state.optimizer.state_dict(), "step": state.step,
                "train": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
@@ -82,15 +84,12 @@ def save_training_checkpoint(path: Path, state: TrainState, options: TrainOption
 
 def resume(path: Path, lr: float) -> TrainState:
     path = Path(path)
-    state_dict, config, label_set = read_state(path)
-    raw = read_torch(path) if path.suffix != ".safetensors" else {}
-    if config is None or not isinstance(raw, dict) or "optimizer" not in raw or "step" not in raw:
+    _, raw = read_raw(path)  # names a folder, an empty file or a foreign one as such
+    if "optimizer" not in raw or "step" not in raw or "config" not in raw:
         raise CheckpointError(f"{path} is not a crn-train checkpoint (no optimizer state and step); "
                               "to fine-tune from plain weights use --init-from")
-    check_state(state_dict, config, path)
-    model = CRN(config)
-    model.load_state_dict(state_dict)
-    state = new_state(model, label_set, lr)
+    loaded = load_checkpoint(path)
+    state = new_state(loaded.model, loaded.label_set, lr)
     state.optimizer.load_state_dict(raw["optimizer"])
     state.step = int(raw["step"])
     return state
@@ -117,8 +116,9 @@ def train(state: TrainState, dataset, options: TrainOptions, vgg: VGG19Features 
         labels = torch.from_numpy(ids)[None, None].to(device)
         real = torch.from_numpy(photo).permute(2, 0, 1)[None].float().to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=options.amp):
-            fake = _images(model, labels)
-            loss = perceptual_loss(fake.float(), real, model.layout(labels), vgg)
+            fake = model.train_images(labels) if hasattr(model, "train_images") else _images(model, labels)
+            layout = model.layout(labels) if hasattr(model, "layout") else None  # for k > 1 only
+            loss = perceptual_loss(fake.float(), real, layout, vgg)
         state.optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(state.optimizer)

@@ -1,0 +1,91 @@
+"""PosGen through the pipeline at 1x and 2x output: crn-train (a few steps) -> crn-export --out-res ->
+manifest with both resolutions -> the runtime, crn-run (which says the picture size) and crn-bench
+(which compares with the reference at the output resolution)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from crn_deploy import runtime
+from crn_deploy.cli.bench import main as bench_main
+from crn_deploy.cli.export import main as export_main
+from crn_deploy.cli.run import main as run_main
+from crn_deploy.cli.train import main as train_main
+from crn_deploy.data.synthetic import street_layout
+from crn_deploy.manifest import Manifest
+from crn_deploy.models.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """posgen-demo trained for a few steps at 32x64: our checkpoint format, config and label set inside."""
+    out = tmp_path_factory.mktemp("posgen-run")
+    assert train_main(["--preset", "posgen-demo", "--res", "32x64", "--steps", "3", "--lr", "1e-3", "--out", str(out),
+                       "--log-every", "1", "--save-every", "3", "--preview-every", "3"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def engines(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("posgen-engines")
+    checkpoint = str(trained / "final.safetensors")
+    for out_res in ("32x64", "64x128"):
+        assert export_main([checkpoint, "--res", "32x64", "--out-res", out_res, "--precision", "fp32",
+                            "--precision", "fp16", "--out", str(out), "--name", "demo"]) == 0
+    return out
+
+
+def test_training_writes_a_posgen_checkpoint_that_resumes(trained):
+    loaded = load_checkpoint(trained / "final.safetensors")
+    assert loaded.family == "posgen" and loaded.label_set.name == "cityscapes"
+    assert train_main(["--resume", str(trained / "checkpoint.pt"), "--steps", "4", "--out", str(trained / "more"),
+                       "--save-every", "1"]) == 0
+    assert load_checkpoint(trained / "more" / "final.safetensors").family == "posgen"
+
+
+def test_export_records_both_resolutions(engines):
+    one = Manifest.read(engines / "demo-32x64-fp16.json")
+    two = Manifest.read(engines / "demo-32x64-out64x128-fp16.json")
+    assert one.output_resolution == one.resolution == (32, 64)
+    assert two.resolution == (32, 64) and two.output_resolution == (64, 128)
+    assert [s.shape for s in two.input_specs] == [(1, 1, 32, 64)] and two.output_spec.shape == (1, 64, 128, 3)
+    data = json.loads((engines / "demo-32x64-out64x128-fp32.json").read_text())
+    assert data["output_resolution"] == [64, 128] and data["parity"]["max_abs"] <= 1
+    assert two.sections["parity"]["psnr_db"] >= 45
+
+
+def test_the_runtime_paints_at_the_output_resolution(engines):
+    ids = street_layout(32, 64, seed=3)
+    with runtime.load(engines / "demo-32x64-out64x128-fp32.onnx") as synth:
+        assert synth.output_resolution == (64, 128)
+        assert synth(ids).shape == (64, 128, 3)
+        assert synth(street_layout(64, 128, seed=3)).shape == (128, 256, 3)  # "input" size scaled alike
+        assert synth(street_layout(64, 128, seed=3), output_size="engine").shape == (64, 128, 3)
+    with runtime.load_reference(engines / "demo-32x64-out64x128-fp32.onnx") as reference:
+        with runtime.load(engines / "demo-32x64-out64x128-fp32.onnx") as synth:
+            assert np.abs(reference(ids).astype(int) - synth(ids).astype(int)).max() <= 1
+
+
+def test_crn_run_reports_the_picture_size_and_crn_bench_compares_there(engines, tmp_path, capsys):
+    artifact = str(engines / "demo-32x64-out64x128-fp16.onnx")
+    assert run_main([artifact, "--input", "synthetic", "--frames", "2", "--output", str(tmp_path / "f"),
+                     "--output-size", "engine", "--resize", "letterbox"]) == 0
+    assert "takes 32x64 label maps and paints 64x128 pictures" in capsys.readouterr().out
+    report = tmp_path / "bench.json"
+    assert bench_main([str(engines), "--warmup", "0", "--iterations", "1", "--duration", "0", "--samples", "2",
+                       "--json", str(report), "--report", str(tmp_path / "report")]) == 0
+    rows = {(r["resolution"], r["backend"], r["precision"]): r for r in json.loads(report.read_text())["rows"]}
+    assert rows[("32x64>64x128", "onnxruntime-cpu", "fp16")]["parity"]["psnr_db"] >= 45
+    assert rows[("32x64>64x128", "onnxruntime-cpu", "fp32")]["parity"]["max_abs"] <= 1
+    assert ("32x64>64x128", "torch-cpu", "fp32") in rows and ("32x64", "torch-cpu", "fp32") in rows
+
+
+def test_out_res_is_refused_for_families_that_paint_at_the_label_size(tmp_path, capsys):
+    assert export_main(["--preset", "spade-tiny", "--random-weights", "--res", "32x64", "--out-res", "64x128",
+                        "--out", str(tmp_path)]) == 2
+    assert "--out-res is for families with a pixel-wise head" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        export_main(["--preset", "posgen-tiny", "--random-weights", "--res", "32x64", "--res", "64x128",
+                     "--out-res", "64x128", "--out", str(tmp_path)])
+    assert stopped.value.code == 2 and "give one --out-res per --res" in capsys.readouterr().err
