@@ -31,8 +31,22 @@ class TensorSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
 
+class ConfigRecord:
+    """``to_dict`` / ``from_dict`` of the families' frozen dataclass configs (unknown keys ignored)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        try:
+            return cls(**{k: data[k] for k in asdict(cls()) if k in data})
+        except TypeError as e:
+            raise UsageError(f"malformed {cls.__name__} {data!r}: {e}") from None
+
+
 @dataclass(frozen=True)
-class Pix2PixHDConfig:
+class Pix2PixHDConfig(ConfigRecord):
     """pix2pixHD's generator (NVIDIA/pix2pixHD options). ``n_local_enhancers`` 0 is the official
     ``--netG global``; 1 or more ``--netG local``."""
 
@@ -59,16 +73,6 @@ class Pix2PixHDConfig:
     def scale(self) -> int:
         """Height and width must be multiples of this."""
         return 2 ** (self.n_downsample_global + self.n_local_enhancers)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Pix2PixHDConfig:
-        try:
-            return cls(**{k: data[k] for k in asdict(cls()) if k in data})
-        except TypeError as e:
-            raise UsageError(f"malformed pix2pixHD config {data!r}: {e}") from None
 
 
 class Family:
@@ -176,7 +180,7 @@ UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 
 
 @dataclass(frozen=True)
-class SPADEConfig:
+class SPADEConfig(ConfigRecord):
     """SPADE's generator (NVlabs/SPADE options, by their official names). ``instances``: the official
     ``not no_instance``. ``nhidden``: the SPADE modules' hidden width, 128 in the official code (smaller
     only in tiny test models). ``crop_size`` and ``aspect_ratio`` give the native output size; an artifact
@@ -255,16 +259,6 @@ class SPADEConfig:
             blocks["up_4"] = (nf, nf // 2)
         return blocks
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SPADEConfig:
-        try:
-            return cls(**{k: data[k] for k in asdict(cls()) if k in data})
-        except TypeError as e:
-            raise UsageError(f"malformed SPADE config {data!r}: {e}") from None
-
 
 class SPADEFamily(Family):
     name = "spade"
@@ -320,7 +314,7 @@ COORDINATE_ENCODINGS = ("xy", "fourier")
 
 
 @dataclass(frozen=True)
-class PosGenConfig:
+class PosGenConfig(ConfigRecord):
     """PosGen ("Image Generation via Independent Semantic Synthesis"): SPADE's residual trunk (its options
     by the official SPADE names) turns the label map into semantic features; a small MLP shared by all
     pixels then paints each output pixel from (a) the features there, (b) Fourier features of them and
@@ -383,16 +377,6 @@ class PosGenConfig:
     @property
     def native_resolution(self) -> tuple[int, int]:
         return self.trunk.native_resolution
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PosGenConfig:
-        try:
-            return cls(**{k: data[k] for k in asdict(cls()) if k in data})
-        except TypeError as e:
-            raise UsageError(f"malformed PosGen config {data!r}: {e}") from None
 
 
 class PosGenFamily(SPADEFamily):

@@ -107,6 +107,21 @@ def test_a_spade_artifact_with_a_style_input_runs_and_benches_without_torch(thin
     assert rows["fp16"]["parity"]["psnr_db"] >= 45
 
 
+def test_a_posgen_artifact_paints_its_larger_picture_without_torch(thin, tmp_path):
+    from crn_deploy.cli.export import main as export_main
+
+    out = tmp_path / "posgen"
+    assert export_main(["--preset", "posgen-tiny", "--random-weights", "--res", "32x64", "--out-res", "64x128",
+                        "--precision", "fp32", "--out", str(out)]) == 0
+    artifact = out / "posgen-tiny-seed0-32x64-out64x128-fp32.onnx"
+    code = ("from crn_deploy import runtime; from crn_deploy.data.synthetic import scenes\n"
+            "ids, inst = scenes('cityscapes-labelids', 1, 32, 64, seed=3)\n"
+            f"s = runtime.load({str(artifact)!r})\n"
+            "print(s(ids[0, 0], instances=inst[0, 0]).shape, s.picture_size((64, 128)))")
+    result = thin("-c", code)
+    assert result.returncode == 0 and result.stdout.strip() == "(64, 128, 3) (128, 256)", result.stderr
+
+
 @pytest.mark.parametrize("command", [
     ["export", "model.pt"], ["train"], ["demo"], ["import", "ckpt/model.ckpt", "-o", "x.pt"],
     ["run", "ENGINE", "--input", "synthetic", "--output", "o", "--reference"],

@@ -25,7 +25,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
     p.add_argument("onnx", nargs="+", type=Path, help="exported .onnx files (their .json manifests beside them)")
     add_builder_options(p)
+    add_triton_options(p)
     return p
+
+
+def add_triton_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Triton Inference Server")
+    g.add_argument("--triton", type=Path, metavar="REPO",
+                   help="also write a Triton model repository: a model per artifact (tensorrt_plan for engines, "
+                        "onnxruntime_onnx for ONNX), config.pbtxt and the manifest")
+    g.add_argument("--triton-instances", type=int, default=1, metavar="N",
+                   help="model instances per GPU in the Triton configs (default 1)")
+
+
+def write_triton(args, manifests, kinds: tuple[str, ...], prog: str = PROG) -> None:
+    """The Triton models of ``manifests`` for each backend kind that has its file."""
+    if not args.triton:
+        return
+    from ..artifacts.triton import write_model
+
+    for manifest in manifests:
+        for kind in kinds:
+            if kind == "tensorrt" and manifest.engine is None:
+                continue
+            log(f"{prog}: Triton model {write_model(args.triton, manifest, kind, args.triton_instances)}")
 
 
 def add_builder_options(p: argparse.ArgumentParser) -> None:
@@ -49,6 +72,8 @@ def _check(args) -> None:
         parse_size(args.workspace)
     if not 0 <= args.opt_level <= 5:
         raise UsageError(f"--opt-level must be 0..5, got {args.opt_level}")
+    if args.triton_instances < 1:
+        raise UsageError(f"--triton-instances must be at least 1, got {args.triton_instances}")
     for path in args.onnx:
         if path.suffix != ".onnx":
             raise UsageError(f"{path} is not an .onnx file; pass the files crn-export wrote")
@@ -69,6 +94,7 @@ def _build(args) -> int:
     manifests = [Manifest.read(manifest_for(path)) for path in args.onnx]  # all readable before any build
     for manifest in manifests:
         build_engine(manifest, options, log)
+    write_triton(args, manifests, ("tensorrt",))
     log(f"{PROG}: {len(manifests)} engine(s) built. Next: crn-bench {manifests[0].path.parent}")
     return 0
 

@@ -11,7 +11,7 @@ from ..errors import UsageError
 from ..families import FAMILIES, config_fields_from_options, family, find_preset
 from ..manifest import PRECISIONS, parse_precision
 from ._main import log, parse_or_exit, require, run_command
-from .build import add_builder_options, builder_options, parse_size
+from .build import add_builder_options, add_triton_options, builder_options, parse_size, write_triton
 
 PROG = "crn-export"
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-psnr", type=float, default=40.0, help="FP16 parity gate in dB (default 40)")
     p.add_argument("--no-engine", action="store_true", help="export ONNX only, even with TensorRT and a GPU")
     add_builder_options(p)
+    add_triton_options(p)
     return p
 
 
@@ -73,6 +74,8 @@ def _check(args) -> None:
         raise UsageError("--batch and --samples must be at least 1")
     if args.workspace:
         parse_size(args.workspace)
+    if args.triton_instances < 1:
+        raise UsageError(f"--triton-instances must be at least 1, got {args.triton_instances}")
 
 
 def _options(pairs: list[str]) -> dict[str, str]:
@@ -120,6 +123,7 @@ def _export(args) -> int:
                             min_psnr_fp16=args.min_psnr, output_resolutions=outputs)
     manifests = export_artifacts(source, options, log)
     _build_engines(args, manifests)
+    write_triton(args, manifests, ("onnxruntime", "tensorrt"), PROG)
     log(f"{PROG}: {len(manifests)} artifact(s) in {args.out}/. Next: crn-bench {args.out}")
     return 0
 
