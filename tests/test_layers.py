@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "crn_deploy"
 ORDER = ["", "data", "backends", "runtime", "measure", "artifacts", "training", "cli"]  # lowest first; "" contract
-SIBLINGS = {"models": "artifacts"}
+SIBLINGS = {"models": "artifacts", "scale": "measure"}
 
 
 def _ruff(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

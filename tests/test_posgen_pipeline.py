@@ -3,6 +3,7 @@ manifest with both resolutions -> the runtime, crn-run (which says the picture s
 (which compares with the reference at the output resolution)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -39,6 +40,9 @@ def engines(trained, tmp_path_factory):
 def test_training_writes_a_posgen_checkpoint_that_resumes(trained):
     loaded = load_checkpoint(trained / "final.safetensors")
     assert loaded.family == "posgen" and loaded.label_set.name == "cityscapes"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (trained / "final.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would give
     assert train_main(["--resume", str(trained / "checkpoint.pt"), "--steps", "4", "--out", str(trained / "more"),
                        "--save-every", "1"]) == 0
     assert load_checkpoint(trained / "more" / "final.safetensors").family == "posgen"

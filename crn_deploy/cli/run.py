@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", action="store_true",
                    help="run the PyTorch reference model behind the artifact instead (needs torch)")
     p.add_argument("--checkpoint", type=Path, help="with --reference: the source checkpoint, if it moved since export")
+    g = p.add_argument_group("Ray cluster (a folder or glob of label images into a folder of pictures)")
+    g.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
+                   help="synthesize on Ray: a local instance (no value), the running cluster (auto) or ADDRESS")
+    g.add_argument("--workers", type=int, default=1, help="with --ray: actors, each opening the artifact once")
+    g.add_argument("--gpus-per-worker", type=float, help="with --ray: GPUs per actor (default 1 where the cluster "
+                                                           "has GPUs, else 0: CPU actors)")
+    g.add_argument("--overwrite", action="store_true", help="with --ray: repaint pictures already written")
+    g.add_argument("--threads", type=int, help="with --ray: ONNX Runtime threads per CPU actor")
     p.add_argument("--style-seed", type=int, default=0,
                    help="for models with a style input (SPADE with a VAE): the seed of the style every frame "
                         "gets (default 0)")
@@ -51,14 +59,44 @@ def _check(args) -> None:
         raise UsageError("--frames and --fps must be positive")
     if args.gpu < 0:
         raise UsageError(f"--gpu must be a CUDA device number >= 0, got {args.gpu}")
+    if args.ray is None and (args.workers != 1 or args.gpus_per_worker is not None or args.overwrite or args.threads):
+        raise UsageError("--workers, --gpus-per-worker, --overwrite and --threads apply with --ray")
+    if args.ray is not None:
+        _check_ray(args)
     args.options = StreamOptions(policy=args.policy, fps=args.fps, resize=args.resize, output_size=args.output_size,
                                  side_by_side=args.side_by_side, skip_identical=not args.no_skip_identical,
                                  overlay_fps=args.overlay_fps)
 
 
+def _check_ray(args) -> None:
+    if args.workers < 1 or (args.gpus_per_worker is not None and args.gpus_per_worker < 0):
+        raise UsageError("--workers must be at least 1 and --gpus-per-worker at least 0")
+    if args.input.startswith("synthetic") or Path(args.input).suffix.lower() in (".mp4", ".avi", ".mkv", ".mov"):
+        raise UsageError("--ray synthesizes folders or globs of label images; give --input DIR or 'DIR/**/*.png'")
+    if Path(args.output).suffix:
+        raise UsageError(f"--ray writes a folder of pictures; give --output a folder, not {args.output}")
+    if args.reference or args.side_by_side or args.resize != "stretch" or args.output_size != "input":
+        raise UsageError("--ray paints each map as plain crn-run does by default: drop --reference, --side-by-side, "
+                         "--resize and --output-size")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_or_exit(build_parser(), argv, _check)
+    if args.ray is not None:
+        return run_command(PROG, lambda: _run_ray(args))
     return run_command(PROG, lambda: _run(args), handles_interrupts=True)
+
+
+def _run_ray(args) -> int:
+    from ..scale.batch import BatchOptions, synthesize_files
+
+    options = BatchOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                           address=None if args.ray == "local" else args.ray, overwrite=args.overwrite,
+                           threads=args.threads, strict_colors=args.strict_colors)
+    summary = synthesize_files(args.artifact, args.input, Path(args.output), options, log)
+    log(f"{PROG}: {summary.line()}")
+    log(f"{PROG}: wrote {args.output} (record: {summary.record.name})")
+    return 0
 
 
 class _Progress:

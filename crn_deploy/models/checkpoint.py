@@ -266,10 +266,10 @@ def save_checkpoint(path: Path, model: torch.nn.Module, label_set: LabelSet = CI
     meta = {"format": FORMAT, "family": family_of_config(model.config).name, "config": model.config.to_dict(),
             "label_set": label_set.to_dict()}
     with atomic_path(path) as tmp:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
+        if path.suffix == ".safetensors":  # bytes into our file: save_file would replace it with a 0600 one
+            from safetensors.torch import save
 
-            save_file(state, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
+            tmp.write_bytes(save(state, metadata={k: json.dumps(v) for k, v in meta.items()}))
         else:
             torch.save({**meta, "state_dict": state}, tmp)
 

@@ -1,0 +1,63 @@
+"""crn-serve: a synthesis endpoint for one artifact on Ray Serve (POST /synthesize, GET /healthz, GET /ready)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import UsageError
+from ._main import interrupt_exit_code, log, parse_or_exit, require, run_command
+
+PROG = "crn-serve"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
+    p.add_argument("artifact", type=Path, help="an exported .onnx or a built .engine (with its .json beside it)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--replicas", type=int, default=1, help="replicas, each opening the artifact once (default 1)")
+    p.add_argument("--gpus-per-replica", type=float,
+                   help="GPUs per replica (default 1 where the cluster has GPUs, else 0: CPU replicas)")
+    p.add_argument("--max-batch", type=int, help="requests batched into one call (default: the artifact's batch)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads per CPU replica")
+    p.add_argument("--ray", metavar="auto|ADDRESS", help="an existing Ray cluster (default: a local instance)")
+    return p
+
+
+def _check(args) -> None:
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be 1..65535, got {args.port}")
+    if args.replicas < 1 or (args.max_batch is not None and args.max_batch < 1) or args.batch_wait_ms < 0:
+        raise UsageError("--replicas and --max-batch must be at least 1, --batch-wait-ms at least 0")
+    if args.artifact.suffix not in (".onnx", ".engine") or not args.artifact.is_file():
+        raise UsageError(f"{args.artifact}: pass an exported .onnx or a built .engine that exists")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_or_exit(build_parser(), argv, _check)
+    return run_command(PROG, lambda: _serve(args), handles_interrupts=True)
+
+
+def _serve(args) -> int:
+    require(PROG, ("ray",), "ray")
+    from ..scale.serve import ServeOptions, shutdown, start
+
+    options = ServeOptions(port=args.port, host=args.host, replicas=args.replicas,
+                           gpus_per_replica=args.gpus_per_replica, max_batch=args.max_batch,
+                           batch_wait_ms=args.batch_wait_ms, threads=args.threads, address=args.ray)
+    url = start(args.artifact, options, log)
+    log(f"{PROG}: serving {args.artifact.name} at {url}/synthesize ({args.replicas} replica(s)); Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt as interrupt:
+        log(f"{PROG}: stopping")
+        shutdown()
+        return interrupt_exit_code(interrupt)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

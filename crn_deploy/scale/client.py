@@ -1,0 +1,86 @@
+"""A small client for the ``crn-serve`` endpoint (stdlib HTTP, NumPy, OpenCV; no Ray needed).
+
+    from crn_deploy.scale.client import SynthesisClient
+    client = SynthesisClient("http://127.0.0.1:8000")
+    rgb = client.synthesize(label_ids, instances=instance_ids)   # uint8 [H,W] (+ int32 [H,W]) -> [H',W',3]
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+
+from ..errors import CrnError, UsageError
+from .serve import LABELS_TYPE, RAW_TYPE
+
+
+class ServiceError(CrnError):
+    """The endpoint answered with an error (its one-line message and HTTP status)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class SynthesisClient:
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        self.url, self.timeout = url.rstrip("/"), timeout
+
+    def synthesize(self, labels: np.ndarray, instances: np.ndarray | None = None, *, raw: bool = True) -> np.ndarray:
+        """One label map (uint8 ids [H,W], or colours [H,W,3]) -> uint8 RGB picture. ``raw`` sends and
+        receives raw arrays (no PNG coding on either side); else PNG both ways."""
+        labels = np.asarray(labels)
+        if raw and labels.ndim == 2:
+            body, headers = self._raw_body(labels, instances)
+            headers["Accept"] = RAW_TYPE
+        else:
+            if instances is not None:
+                raise UsageError("instance maps travel in the raw form only: call with raw=True and id maps")
+            body, headers = self.png_body(labels), {"Content-Type": "image/png"}
+        response, reply_headers = self._request("/synthesize", body, headers)
+        if (reply_headers.get("Content-Type") or "").startswith(RAW_TYPE):
+            shape = tuple(int(v) for v in reply_headers["X-Shape"].split(","))
+            return np.frombuffer(response, np.uint8).reshape(shape)
+        return cv2.imdecode(np.frombuffer(response, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+
+    @staticmethod
+    def png_body(labels: np.ndarray) -> bytes:
+        image = labels[..., ::-1] if labels.ndim == 3 else labels  # OpenCV writes BGR
+        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image.astype(np.uint8)))
+        if not ok:
+            raise UsageError(f"cannot encode a label map of shape {list(labels.shape)} as PNG")
+        return encoded.tobytes()
+
+    @staticmethod
+    def _raw_body(labels: np.ndarray, instances: np.ndarray | None) -> tuple[bytes, dict]:
+        if labels.dtype != np.uint8:
+            raise UsageError(f"label ids must be uint8, got {labels.dtype}")
+        headers = {"Content-Type": LABELS_TYPE, "X-Shape": f"{labels.shape[0]},{labels.shape[1]}"}
+        body = labels.tobytes()
+        if instances is not None:
+            headers["X-Instances"] = "1"
+            body += np.ascontiguousarray(instances, "<i4").tobytes()
+        return body, headers
+
+    def ready(self) -> dict:
+        return json.loads(self._request("/ready")[0])
+
+    def healthy(self) -> bool:
+        try:
+            return json.loads(self._request("/healthz")[0]).get("status") == "ok"
+        except (ServiceError, OSError):
+            return False
+
+    def _request(self, route: str, body: bytes | None = None, headers: dict | None = None):
+        """(body, headers: an ``email.message.Message``, whose ``get`` ignores case)."""
+        request = urllib.request.Request(self.url + route, data=body, headers=headers or {},
+                                         method="POST" if body is not None else "GET")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.read(), response.headers
+        except urllib.error.HTTPError as e:
+            raise ServiceError(e.code, e.read().decode(errors="replace").strip()) from None

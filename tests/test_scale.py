@@ -1,0 +1,248 @@
+"""Past one machine, on a local Ray instance: batch synthesis with Ray Data (outputs byte-identical to a
+single-process run, a rerun skips, a worker killed mid-run is retried and every input still yields
+exactly one picture) and the Ray Serve endpoint (responses equal direct runtime calls, bad input gets a
+4xx and the replica keeps serving, a replica killed mid-load is replaced without a silently lost request,
+clean shutdown). Bounded request counts; one Ray instance for the module."""
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from crn_deploy import runtime
+from crn_deploy.cli.export import main as export_main
+from crn_deploy.data.images import write_image
+from crn_deploy.data.synthetic import cityscapes_scene
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test]' (or the ray extra)")
+
+from crn_deploy.scale import batch, serve  # noqa: E402
+from crn_deploy.scale.client import ServiceError, SynthesisClient  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """spade-tiny (label + instance maps) at 32x64 and, heavier, at 256x512, FP32 ONNX."""
+    out = tmp_path_factory.mktemp("scale-engines")
+    for res in ("32x64", "256x512"):
+        assert export_main(["--preset", "spade-tiny", "--random-weights", "--res", res, "--precision", "fp32",
+                            "--out", str(out), "--samples", "1"]) == 0
+    return {"small": out / "spade-tiny-seed0-32x64-fp32.onnx", "large": out / "spade-tiny-seed0-256x512-fp32.onnx"}
+
+
+def _label_folder(root: Path, count: int, size: tuple[int, int]) -> Path:
+    """Cityscapes-style label and instance files in two city folders."""
+    for i in range(count):
+        city = root / "gtFine" / f"city{i % 2}"
+        city.mkdir(parents=True, exist_ok=True)
+        labels, instances = cityscapes_scene(*size, seed=100 + i)
+        cv2.imwrite(str(city / f"c_{i:06d}_000019_gtFine_labelIds.png"), labels)
+        cv2.imwrite(str(city / f"c_{i:06d}_000019_gtFine_instanceIds.png"), instances.astype(np.uint16))
+    return root / "gtFine"
+
+
+def _single_process(artifact: Path, folder: Path, out: Path) -> dict[str, bytes]:
+    """What plain crn-run writes for the same files: {relative path: bytes}."""
+    from crn_deploy.data.streams import FolderSource
+    from crn_deploy.data.images import read_instance_image, read_label_image
+
+    with runtime.load(artifact, device="cpu") as synth:
+        source = FolderSource(str(folder / "**" / "*_labelIds.png"), synth.label_set)
+        for path, name in zip(source.files, source.names, strict=True):
+            picture = synth(read_label_image(path, synth.label_set), instances=read_instance_image(path))
+            write_image(batch.picture_path(out, name), picture)
+    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.png")}
+
+
+def _written(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.png")}
+
+
+def test_ray_data_pictures_equal_a_single_process_run_and_a_rerun_skips(cluster, artifacts, tmp_path):
+    folder = _label_folder(tmp_path / "in", 10, (32, 64))
+    expected = _single_process(artifacts["small"], folder, tmp_path / "single")
+    out = tmp_path / "ray"
+    options = batch.BatchOptions(workers=2, gpus_per_worker=0)
+    summary = batch.synthesize_files(artifacts["small"], str(folder / "**" / "*_labelIds.png"), out, options)
+    assert summary.written == 10 and summary.skipped == 0
+    assert _written(out) == expected and len(expected) == 10
+    record = batch.read_record(out)
+    assert sorted(r["name"] for r in record["written"]) == sorted(n.removesuffix(".png") for n in expected)
+    again = batch.synthesize_files(artifacts["small"], str(folder / "**" / "*_labelIds.png"), out, options)
+    assert again.written == 0 and again.skipped == 10
+    (out / "city0" / "c_000000_000019_gtFine_labelIds.png").unlink()
+    patched = batch.synthesize_files(artifacts["small"], str(folder / "**" / "*_labelIds.png"), out, options)
+    assert patched.written == 1 and _written(out) == expected
+    options.overwrite = True
+    assert batch.synthesize_files(artifacts["small"], str(folder / "**" / "*_labelIds.png"), out, options).written == 10
+
+
+def test_crn_run_ray_writes_what_crn_run_writes_and_refuses_what_it_cannot_do(cluster, artifacts, tmp_path, capsys):
+    from crn_deploy.cli.run import main as run_main
+
+    folder = _label_folder(tmp_path / "in", 4, (32, 64))
+    pattern = str(folder / "**" / "*_labelIds.png")
+    assert run_main([str(artifacts["small"]), "--input", pattern, "--output", str(tmp_path / "single")]) == 0
+    assert run_main([str(artifacts["small"]), "--input", pattern, "--output", str(tmp_path / "ray"), "--ray",
+                     "--workers", "2"]) == 0
+    assert "4 label maps: 4 pictures written, 0 already there" in capsys.readouterr().out
+    assert _written(tmp_path / "ray") == _written(tmp_path / "single")
+    for extra in (["--input", "synthetic", "--output", "o", "--ray"],
+                  ["--input", pattern, "--output", "o.mp4", "--ray"],
+                  ["--input", pattern, "--output", "o", "--workers", "2"]):
+        with pytest.raises(SystemExit) as stopped:
+            run_main([str(artifacts["small"]), *extra])
+        assert stopped.value.code == 2
+    assert "--ray" in capsys.readouterr().err
+
+
+def _actor_pids(name_part: str) -> set[int]:
+    """Live Ray worker processes running an actor of this class: Ray titles them ``ray::<Class>...``
+    (the state API would need the dashboard, which the ``ray`` extra does not install)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().split(")")[-1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if title.startswith("ray::") and name_part in title.split()[0] and state not in ("Z", "X"):
+            found.add(int(proc.name))
+    return found
+
+
+def test_a_worker_killed_mid_run_is_retried_and_every_input_yields_one_picture(cluster, artifacts, tmp_path):
+    folder = _label_folder(tmp_path / "in", 24, (256, 512))
+    out = tmp_path / "ray"
+    pattern = str(folder / "**" / "*_labelIds.png")
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(summary=batch.synthesize_files(
+        artifacts["large"], pattern, out, batch.BatchOptions(workers=2, gpus_per_worker=0, batch_size=2))))
+    runner.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.rglob("*.png")):
+        time.sleep(0.05)
+    victims = _actor_pids("Painter")
+    assert victims, "no Ray Data worker found to kill"
+    killed = sorted(victims)[0]
+    os.kill(killed, signal.SIGKILL)
+    written_before = len(list(out.rglob("*.png")))
+    runner.join(300)
+    assert not runner.is_alive() and "summary" in result
+    assert written_before < 24  # the kill came mid-run
+    expected = _single_process(artifacts["large"], folder, tmp_path / "single")
+    assert _written(out) == expected and len(expected) == 24  # each exactly once, byte-identical
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert len({r["name"] for r in batch.read_record(out)["written"]}) == 24
+
+
+@pytest.fixture(scope="module")
+def service(cluster, artifacts):
+    options = serve.ServeOptions(port=_free_port(), replicas=2, gpus_per_replica=0, max_batch=4, batch_wait_ms=20)
+    url = serve.start(artifacts["small"], options, log=lambda line: None)
+    client = SynthesisClient(url, timeout=60)
+    deadline = time.time() + 120
+    while not client.healthy() and time.time() < deadline:
+        time.sleep(0.2)
+    yield client
+    serve.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_responses_equal_direct_runtime_calls(service, artifacts):
+    labels, instances = cityscapes_scene(32, 64, seed=7)
+    with runtime.load(artifacts["small"], device="cpu") as synth:
+        with_instances = synth(labels, instances=instances)
+        without = synth(labels)
+    assert np.array_equal(service.synthesize(labels, instances), with_instances)
+    assert np.array_equal(service.synthesize(labels, raw=False), without)  # PNG in, PNG out
+    colours = service.synthesize(synth.label_set.ids_to_colors(labels), raw=False)
+    assert np.array_equal(colours, without)
+    bigger = cv2.resize(labels, (128, 64), interpolation=cv2.INTER_NEAREST)
+    assert service.synthesize(bigger).shape == (64, 128, 3)
+    scenes = [cityscapes_scene(32, 64, seed=20 + i) for i in range(8)]
+    with ThreadPoolExecutor(4) as pool:  # concurrent requests, batched by the replicas
+        got = list(pool.map(lambda s: service.synthesize(*s), scenes))
+    with runtime.load(artifacts["small"], device="cpu") as synth:
+        assert all(np.array_equal(g, synth(s[0], instances=s[1])) for g, s in zip(got, scenes, strict=True))
+    ready = service.ready()
+    assert ready["status"] == "ready" and ready["inputs"] == ["labels", "instances"]
+
+
+@pytest.mark.parametrize("body, headers, status, message", [
+    (b"GIF89a....", {"Content-Type": "image/png"}, 400, "not a PNG"),
+    (b"\x00" * 10, {"Content-Type": "application/x-crn-labels", "X-Shape": "4,4"}, 400, "needs 16"),
+    (b"\x00" * 16, {"Content-Type": "application/x-crn-labels"}, 400, "X-Shape: H,W"),
+    (b"{}", {"Content-Type": "application/json"}, 415, "Content-Type must be image/png"),
+])
+def test_bad_input_gets_a_4xx_with_one_line_and_the_replica_keeps_serving(service, body, headers, status, message):
+    with pytest.raises(ServiceError) as failed:
+        service._request("/synthesize", body, headers)
+    assert failed.value.status == status and message in str(failed.value) and "\n" not in str(failed.value)
+    deep = np.zeros((32, 64), np.uint16)
+    with pytest.raises(ServiceError, match="400: the label PNG has uint16 pixels"):
+        service._request("/synthesize", cv2.imencode(".png", deep)[1].tobytes(), {"Content-Type": "image/png"})
+    assert service.synthesize(cityscapes_scene(32, 64, seed=1)[0]).shape == (32, 64, 3)
+
+
+def test_a_replica_killed_mid_load_is_replaced_and_no_request_is_lost_silently(service, artifacts):
+    scenes = [cityscapes_scene(32, 64, seed=40 + i) for i in range(6)]
+    with runtime.load(artifacts["small"], device="cpu") as synth:
+        expected = [synth(s[0], instances=s[1]) for s in scenes]
+    outcomes: list = []
+
+    def one(i: int):
+        try:
+            picture = service.synthesize(*scenes[i % len(scenes)])
+            outcomes.append("ok" if np.array_equal(picture, expected[i % len(scenes)]) else "WRONG")
+        except ServiceError as e:  # an answered error is allowed; a wrong picture or a hang is not
+            outcomes.append(f"error {e.status}")
+
+    replicas = _actor_pids("ServeReplica:crn")
+    assert len(replicas) == 2
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(one, i) for i in range(40)]
+        time.sleep(0.3)
+        os.kill(sorted(replicas)[0], signal.SIGKILL)
+        for future in futures:
+            future.result(timeout=120)
+    assert len(outcomes) == 40 and "WRONG" not in outcomes
+    assert outcomes.count("ok") >= 20
+    deadline = time.time() + 120
+    while len(_actor_pids("ServeReplica:crn")) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    after = _actor_pids("ServeReplica:crn")
+    assert len(after) == 2 and sorted(replicas)[0] not in after  # replaced
+    assert np.array_equal(service.synthesize(*scenes[0]), expected[0])
+
+
+def test_shutdown_is_clean(cluster, service, artifacts):
+    assert service.healthy()
+    serve.shutdown()
+    deadline = time.time() + 30
+    while service.healthy() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not service.healthy()
+    assert not _actor_pids("ServeReplica:crn")
