@@ -246,3 +246,29 @@ def test_shutdown_is_clean(cluster, service, artifacts):
         time.sleep(0.2)
     assert not service.healthy()
     assert not _actor_pids("ServeReplica:crn")
+
+
+def test_crn_serve_serves_until_sigterm_then_shuts_down(artifacts, tmp_path):
+    import subprocess
+    import sys
+
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "crn_deploy.cli.serve", str(artifacts["small"]), "--port",
+                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = SynthesisClient(f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if client.ready()["status"] == "ready":
+                    break
+            except (ServiceError, OSError):
+                time.sleep(0.3)
+        labels, instances = cityscapes_scene(32, 64, seed=3)
+        assert client.synthesize(labels, instances).shape == (32, 64, 3)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-2000:]
+    assert "stopping" in out  # shut down, not aborted
+    assert not client.healthy()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,7 +151,12 @@ def connect(address: str | None, log=print):
     except ImportError:
         raise UsageError("Ray is not installed: pip install 'crn-deploy[ray]'") from None
     if not ray.is_initialized():
+        # ray.init sets a SIGTERM handler that exits at once (code 15): keep the caller's, which shuts down
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main_thread else None
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         resources = ray.cluster_resources()
         log(f"Ray {ray.__version__}: {'local instance' if address is None else address}, "
             f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")

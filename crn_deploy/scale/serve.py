@@ -184,6 +184,8 @@ def start(artifact: str, options: ServeOptions, log=print):
 
 
 def shutdown() -> None:
+    import ray
     from ray import serve
 
-    serve.shutdown()
+    if ray.is_initialized():
+        serve.shutdown()
