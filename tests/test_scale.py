@@ -111,6 +111,51 @@ def test_crn_run_ray_writes_what_crn_run_writes_and_refuses_what_it_cannot_do(cl
     assert "--ray" in capsys.readouterr().err
 
 
+def test_numpy_shards_and_parquet_in_parquet_out(cluster, artifacts, tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    maps = [cityscapes_scene(32, 64, seed=60 + i) for i in range(5)]
+    np.save(tmp_path / "run1.npy", np.stack([m[0] for m in maps[:3]]))
+    np.savez(tmp_path / "run2.npz", labels=np.stack([m[0] for m in maps[3:]]),
+             instances=np.stack([m[1] for m in maps[3:]]))
+    out = tmp_path / "from-shards"
+    summary = batch.synthesize_files(artifacts["small"], str(tmp_path / "*.np[yz]"), out,
+                                     batch.BatchOptions(workers=1, gpus_per_worker=0))
+    assert summary.written == 5
+    with runtime.load(artifacts["small"], device="cpu") as synth:
+        plain = [synth(m[0]) for m in maps]
+        with_instances = [synth(m[0], instances=m[1]) for m in maps]
+    read = [cv2.imread(str(out / name))[..., ::-1] for name in
+            ("run1/000000.png", "run1/000002.png", "run2/000000.png", "run2/000001.png")]
+    assert np.array_equal(read[0], plain[0]) and np.array_equal(read[1], plain[2])
+    assert np.array_equal(read[2], with_instances[3]) and np.array_equal(read[3], with_instances[4])
+
+    table = pyarrow.table({"name": [f"m{i}" for i in range(5)],
+                           "labels_png": [cv2.imencode(".png", m[0])[1].tobytes() for m in maps],
+                           "instances_png": [cv2.imencode(".png", m[1].astype(np.uint16))[1].tobytes() for m in maps]})
+    pq.write_table(table, tmp_path / "maps.parquet")
+    written = tmp_path / "pictures.parquet"
+    summary = batch.synthesize_files(artifacts["small"], str(tmp_path / "maps.parquet"), written,
+                                     batch.BatchOptions(workers=1, gpus_per_worker=0))
+    assert summary.written == 5 and summary.record.name == "pictures.parquet.record.json"
+    rows = pq.read_table(written).to_pylist()
+    got = {r["name"]: cv2.imdecode(np.frombuffer(r["image_png"], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+           for r in rows}
+    assert sorted(got) == [f"m{i}" for i in range(5)]
+    assert all(np.array_equal(got[f"m{i}"], with_instances[i]) for i in range(5))
+    folder = tmp_path / "from-parquet"
+    options = batch.BatchOptions(workers=1, gpus_per_worker=0)
+    assert batch.synthesize_files(artifacts["small"], str(tmp_path / "maps.parquet"), folder, options).written == 5
+    (folder / "m1.png").unlink()
+    again = batch.synthesize_files(artifacts["small"], str(tmp_path / "maps.parquet"), folder, options)
+    assert (again.written, again.skipped) == (1, 4)
+    assert np.array_equal(cv2.imread(str(folder / "m1.png"))[..., ::-1], with_instances[1])
+    with pytest.raises(Exception, match="exists; pass --overwrite"):
+        batch.synthesize_files(artifacts["small"], str(tmp_path / "maps.parquet"), written,
+                               batch.BatchOptions(workers=1, gpus_per_worker=0))
+
+
 def _actor_pids(name_part: str) -> set[int]:
     """Live Ray worker processes running an actor of this class: Ray titles them ``ray::<Class>...``
     (the state API would need the dashboard, which the ``ray`` extra does not install)."""

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", action="store_true",
                    help="run the PyTorch reference model behind the artifact instead (needs torch)")
     p.add_argument("--checkpoint", type=Path, help="with --reference: the source checkpoint, if it moved since export")
-    g = p.add_argument_group("Ray cluster (a folder or glob of label images into a folder of pictures)")
+    g = p.add_argument_group("Ray cluster (label images, NumPy shards or Parquet into pictures or Parquet)")
     g.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
                    help="synthesize on Ray: a local instance (no value), the running cluster (auto) or ADDRESS")
     g.add_argument("--workers", type=int, default=1, help="with --ray: actors, each opening the artifact once")
@@ -72,9 +72,10 @@ def _check_ray(args) -> None:
     if args.workers < 1 or (args.gpus_per_worker is not None and args.gpus_per_worker < 0):
         raise UsageError("--workers must be at least 1 and --gpus-per-worker at least 0")
     if args.input.startswith("synthetic") or Path(args.input).suffix.lower() in (".mp4", ".avi", ".mkv", ".mov"):
-        raise UsageError("--ray synthesizes folders or globs of label images; give --input DIR or 'DIR/**/*.png'")
-    if Path(args.output).suffix:
-        raise UsageError(f"--ray writes a folder of pictures; give --output a folder, not {args.output}")
+        raise UsageError("--ray synthesizes folders or globs of label images or NumPy shards, or Parquet; give "
+                         "--input DIR, 'DIR/**/*.png', 'runs/*.npy' or data.parquet")
+    if Path(args.output).suffix not in ("", ".parquet"):
+        raise UsageError(f"--ray writes a folder of pictures or a .parquet dataset, not {args.output}")
     if args.reference or args.side_by_side or args.resize != "stretch" or args.output_size != "input":
         raise UsageError("--ray paints each map as plain crn-run does by default: drop --reference, --side-by-side, "
                          "--resize and --output-size")

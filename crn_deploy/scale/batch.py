@@ -13,6 +13,7 @@ written and where from.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..data.images import read_instance_image, read_label_image, write_image
@@ -62,9 +64,12 @@ class BatchSummary:
 
 
 class Painter:
-    """A Ray Data actor: opens the artifact once, then paints batches of label files (``path``, ``name``
-    columns) into the output folder, or batches of label arrays (``labels``, optional ``instances``)
-    into an ``image`` column."""
+    """A Ray Data actor: opens the artifact once, then paints batches of rows. A row names its label map
+    (``name``) and holds it as a label file (``path``), a map in a NumPy shard (``shard``, ``index``) or
+    PNG bytes (``labels_png``, with ``instances_png`` where there are instance maps, as Parquet rows do).
+    With an output folder each picture is written there and the row comes back as a record; without one
+    the picture comes back as PNG bytes (``image_png``). Rows of arrays (``labels``, optional
+    ``instances``; no ``name``) come back with an ``image`` column."""
 
     def __init__(self, artifact: str, output: str | None = None, device: str = "auto",
                  threads: int | None = None, strict_colors: bool = False) -> None:
@@ -75,24 +80,69 @@ class Painter:
         self.strict_colors = strict_colors
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if "path" in batch:
-            return self._files(batch)
-        instances = batch.get("instances")
-        images = [self.synth(labels, instances=None if instances is None else instances[i])
-                  for i, labels in enumerate(batch["labels"])]
-        return {**batch, "image": np.stack(images)}
+        if "labels" in batch:
+            instances = batch.get("instances")
+            images = [self.synth(labels, instances=None if instances is None else instances[i])
+                      for i, labels in enumerate(batch["labels"])]
+            return {**batch, "image": np.stack(images)}
+        out: dict[str, list] = {"name": [], "input": [], "output" if self.output else "image_png": [], "pid": []}
+        for i, name in enumerate(batch["name"]):
+            ids, instances, where = self._read(batch, i)
+            picture = self.synth(ids, instances=instances if self.synth.takes_instances else None)
+            if self.output:
+                target = picture_path(self.output, str(name))
+                write_image(target, picture)
+                out["output"].append(str(target))
+            else:
+                out["image_png"].append(encode_png(picture))
+            out["name"].append(str(name))
+            out["input"].append(where)
+            out["pid"].append(os.getpid())
+        return {k: np.array(v, dtype=object if k == "image_png" else None) for k, v in out.items()}
 
-    def _files(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        written = []
-        for path, name in zip(batch["path"], batch["name"], strict=True):
-            ids = read_label_image(Path(path), self.synth.label_set, strict_colors=self.strict_colors)
-            instances = read_instance_image(Path(path)) if self.synth.takes_instances else None
-            target = picture_path(self.output, str(name))
-            write_image(target, self.synth(ids, instances=instances))
-            written.append(str(target))
-        count = len(written)
-        return {"name": batch["name"], "input": batch["path"], "output": np.array(written),
-                "pid": np.full(count, os.getpid())}
+    def _read(self, batch: dict, i: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+        label_set = self.synth.label_set
+        if "path" in batch:
+            path = Path(batch["path"][i])
+            return read_label_image(path, label_set, strict_colors=self.strict_colors), read_instance_image(path), \
+                str(path)
+        if "shard" in batch:
+            shard, index = str(batch["shard"][i]), int(batch["index"][i])
+            labels, instances = open_shard(shard)
+            return np.asarray(labels[index]), None if instances is None else np.asarray(instances[index]), \
+                f"{shard}[{index}]"
+        ids = decode_png(bytes(batch["labels_png"][i]), label_set, self.strict_colors)
+        extra = batch.get("instances_png")
+        instances = None if extra is None or extra[i] is None else \
+            cv2.imdecode(np.frombuffer(bytes(extra[i]), np.uint8), cv2.IMREAD_UNCHANGED).astype(np.int32)
+        return ids, instances, f"row {batch['name'][i]}"
+
+
+def open_shard(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A NumPy shard of label maps: ``.npy`` uint8 [N,H,W] ids (memory-mapped), or ``.npz`` with ``labels``
+    [N,H,W] and, optionally, ``instances`` [N,H,W]."""
+    if path.endswith(".npz"):
+        data = np.load(path)
+        if "labels" not in data:
+            raise UsageError(f"{path} has no 'labels' array (found {', '.join(data.files)})")
+        return data["labels"], data["instances"] if "instances" in data else None
+    return np.load(path, mmap_mode="r"), None
+
+
+def decode_png(body: bytes, label_set, strict_colors: bool = False) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.dtype != np.uint8:
+        raise UsageError("a label map is not an 8-bit PNG (ids or colours)")
+    if image.ndim == 3:
+        return label_set.colors_to_ids(np.ascontiguousarray(image[..., 2::-1]), strict=strict_colors)
+    return image
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise UsageError("a picture could not be encoded as PNG")
+    return encoded.tobytes()
 
 
 def picture_path(folder: Path, name: str) -> Path:
@@ -100,34 +150,70 @@ def picture_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"{name}.png"
 
 
+SHARD_SUFFIXES = (".npy", ".npz")
+
+
 def synthesize_files(artifact: Path, pattern: str, output: Path, options: BatchOptions,
                      log: Callable[[str], None] = print) -> BatchSummary:
-    """Every label image of a folder or glob (Cityscapes ``*_labelIds.png`` with the ``*_instanceIds.png``
-    beside, where the artifact takes instance maps) -> ``output/<name>.png`` on a Ray cluster."""
+    """Label maps -> pictures on a Ray cluster. Inputs: a folder or glob of label images (Cityscapes
+    ``*_labelIds.png`` with the ``*_instanceIds.png`` beside, where the artifact takes instance maps),
+    a glob of NumPy shards (``.npy`` [N,H,W] ids, ``.npz`` with ``labels`` and optional ``instances``;
+    map i of ``run7.npy`` is named ``run7/000007``), or Parquet (a file or folder ending ``.parquet``
+    with columns ``name``, ``labels_png``, optional ``instances_png``). Output: a folder of
+    ``<name>.png`` (a rerun skips what is there unless ``overwrite``), or Parquet (``name``,
+    ``image_png``) when ``output`` ends with ``.parquet``."""
     manifest = Manifest.read(manifest_for(Path(artifact)))
-    source = FolderSource(pattern, manifest.label_set)
-    ensure_writable_dir(output)
-    rows = [{"path": str(p), "name": n} for p, n in zip(source.files, source.names, strict=True)
-            if options.overwrite or not picture_path(output, n).is_file()]
-    skipped = len(source.files) - len(rows)
+    to_parquet = Path(output).suffix == ".parquet"
+    if to_parquet and Path(output).exists() and not options.overwrite:
+        raise UsageError(f"{output} exists; pass --overwrite to replace it, or another --output")
+    ray = connect(options.address, log)
+    rows, names = _inputs(ray, pattern, manifest)
+    done = set() if to_parquet or options.overwrite else {n for n in names if picture_path(output, n).is_file()}
+    if isinstance(rows, list):  # skipped on the driver: a filter task would wait for CPUs the actors hold
+        dataset = ray.data.from_items([r for r in rows if r["name"] not in done])
+    else:
+        dataset = rows.filter(lambda row: str(row["name"]) not in done, num_cpus=0) if done else rows
+    if not to_parquet:
+        ensure_writable_dir(output)
     started = time.perf_counter()
-    records = _run(artifact, rows, output, options, log) if rows else []
+    records = _run(ray, artifact, dataset, None if to_parquet else output, options,
+                   output if to_parquet else None) if len(names) > len(done) else []
     seconds = time.perf_counter() - started
-    record = Path(output) / RECORD_NAME
+    record = Path(f"{output}.record.json") if to_parquet else Path(output) / RECORD_NAME
     write_json_atomic(record, {"artifact": str(Path(artifact).resolve()), "input": str(pattern),
-                               "written": sorted(({"name": r["name"], "input": r["input"], "output": r["output"]}
-                                                  for r in records), key=lambda r: r["name"]),
-                               "skipped": skipped, "seconds": round(seconds, 3), "workers": options.workers})
-    return BatchSummary(len(source.files), len(records), skipped, seconds, options.workers, record,
+                               "written": sorted(({"name": r["name"], "input": r["input"],
+                                                   "output": r.get("output", str(output))} for r in records),
+                                                 key=lambda r: r["name"]),
+                               "skipped": len(done), "seconds": round(seconds, 3), "workers": options.workers})
+    return BatchSummary(len(names), len(records), len(done), seconds, options.workers, record,
                         {int(r["pid"]) for r in records})
 
 
-def _run(artifact: Path, rows: list[dict], output: Path, options: BatchOptions, log) -> list[dict]:
-    ray = connect(options.address, log)
+def _inputs(ray, pattern: str, manifest: Manifest):
+    """(rows naming their label maps: a list, or a Ray Dataset for Parquet; the names in order)."""
+    if str(pattern).rstrip("/").endswith(".parquet"):
+        dataset = ray.data.read_parquet(str(pattern))
+        names = [str(r["name"]) for r in dataset.select_columns(["name"]).take_all()]
+        return dataset, names
+    shards = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).suffix in SHARD_SUFFIXES)
+    if shards:
+        rows = [{"shard": str(s), "index": i, "name": f"{s.stem}/{i:06d}"}
+                for s in shards for i in range(len(open_shard(str(s))[0]))]
+    else:
+        source = FolderSource(pattern, manifest.label_set)
+        rows = [{"path": str(p), "name": n} for p, n in zip(source.files, source.names, strict=True)]
+    return rows, [r["name"] for r in rows]
+
+
+def _run(ray, artifact: Path, dataset, output: Path | None, options: BatchOptions, parquet: Path | None) -> list[dict]:
     if options.gpus_per_worker is None:
         options.gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU") else 0.0
-    dataset = ray.data.from_items(rows)
     painted = paint_with_pool(dataset, artifact, options, output=output)
+    if parquet is not None:
+        painted = painted.materialize()
+        painted.select_columns(["name", "image_png"]).write_parquet(str(parquet))
+        return [{"name": r["name"], "input": r["input"], "pid": r["pid"]}
+                for r in painted.select_columns(["name", "input", "pid"]).take_all()]
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in painted.take_all()]
 
 

@@ -14,6 +14,7 @@ Bad input gets a 4xx with the runtime's one-line message, and the replica keeps 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -22,6 +23,7 @@ import numpy as np
 from ..errors import CrnError, UsageError
 
 LABELS_TYPE = "application/x-crn-labels"
+_started = threading.Event()  # serve.start ran in this process
 RAW_TYPE = "application/octet-stream"
 
 
@@ -179,13 +181,16 @@ def start(artifact: str, options: ServeOptions, log=print):
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU") else 0.0
     serve.start(http_options={"host": options.host, "port": options.port})
+    _started.set()
     serve.run(build_app(str(artifact), options, gpus), name=options.name, route_prefix="/")
     return f"http://{options.host}:{options.port}"
 
 
 def shutdown() -> None:
-    import ray
+    """Shut Serve down where this process started it (serve.shutdown would wait on a controller that
+    never was)."""
     from ray import serve
 
-    if ray.is_initialized():
+    if _started.is_set():
         serve.shutdown()
+        _started.clear()
