@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ..errors import CrnError, UsageError
+from .batch import encode_png
 
 LABELS_TYPE = "application/x-crn-labels"
 _started = threading.Event()  # serve.start ran in this process
@@ -114,13 +115,6 @@ class Replica:
                 except CrnError as e:
                     results[i] = e
         return results
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return encoded.tobytes()
 
 
 def build_app(artifact: str, options: ServeOptions, gpus: float):
