@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -49,8 +48,6 @@ def _serve(args) -> int:
     options = ServeOptions(port=args.port, host=args.host, replicas=args.replicas,
                            gpus_per_replica=args.gpus_per_replica, max_batch=args.max_batch,
                            batch_wait_ms=args.batch_wait_ms, threads=args.threads, address=args.ray)
-    # Ray's core installs a failure handler that aborts the driver on SIGTERM (exit 134, no shutdown)
-    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         url = start(args.artifact, options, log)
         log(f"{PROG}: serving {args.artifact.name} at {url}/synthesize ({args.replicas} replica(s)); "

@@ -130,10 +130,15 @@ def open_shard(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def decode_png(body: bytes, label_set, strict_colors: bool = False) -> np.ndarray:
+    """uint8 ids [H,W] from a label map PNG: 8-bit ids, or colours in ``label_set``'s palette."""
+    if not body.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise UsageError("the label map is not a PNG (send it as a lossless PNG)")
     image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.dtype != np.uint8:
-        raise UsageError("a label map is not an 8-bit PNG (ids or colours)")
-    if image.ndim == 3:
+    if image is None:
+        raise UsageError("the label PNG could not be decoded")
+    if image.dtype != np.uint8:
+        raise UsageError(f"the label PNG has {image.dtype} pixels; send 8-bit ids or colours")
+    if image.ndim == 3:  # colours, BGR(A) as OpenCV reads them
         return label_set.colors_to_ids(np.ascontiguousarray(image[..., 2::-1]), strict=strict_colors)
     return image
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from ..errors import CrnError, UsageError
-from .batch import encode_png
+from .batch import decode_png, encode_png
 
 LABELS_TYPE = "application/x-crn-labels"
 _started = threading.Event()  # serve.start ran in this process
@@ -59,22 +58,10 @@ class Replica:
         """(uint8 ids [H,W], int32 instances [H,W] or None) from a request; UsageError if malformed."""
         kind = (content_type or "").split(";")[0].strip().lower()
         if kind == "image/png":
-            return self._png(body), None
+            return decode_png(body, self.synth.label_set), None
         if kind == LABELS_TYPE:
             return self._raw(headers, body)
         raise UsageError(f"Content-Type must be image/png or {LABELS_TYPE}, got {content_type or 'none'}")
-
-    def _png(self, body: bytes) -> np.ndarray:
-        if not body.startswith(b"\x89PNG\r\n\x1a\n"):
-            raise UsageError("the request body is not a PNG (send the label map as a lossless PNG)")
-        image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise UsageError("the PNG could not be decoded")
-        if image.dtype != np.uint8:
-            raise UsageError(f"the label PNG has {image.dtype} pixels; send 8-bit ids or colours")
-        if image.ndim == 3:  # colours, BGR(A) as OpenCV reads them
-            return self.synth.label_set.colors_to_ids(np.ascontiguousarray(image[..., 2::-1]))
-        return image
 
     def _raw(self, headers, body: bytes) -> tuple[np.ndarray, np.ndarray | None]:
         try:
