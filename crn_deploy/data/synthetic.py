@@ -166,7 +166,6 @@ def patchwork_scene(height: int, width: int, num_classes: int, seed: int = 0, t:
         else:
             c.rect(cx - rx, cy - ry, cx + rx, cy + ry, cls)
         drawn = c.ids != before
-        c.ids[drawn] = cls
         instances[(c.ids == cls) & (drawn | (instances == 0))] = k + 1
     return c.ids, instances
 

@@ -117,10 +117,6 @@ def random_init(model: PosGenGenerator, seed: int) -> PosGenGenerator:
     return model
 
 
-def build(config: PosGenConfig) -> PosGenGenerator:
-    return PosGenGenerator(config)
-
-
 def load_state(state: dict[str, torch.Tensor], config: PosGenConfig | None, path: str = "checkpoint",
                options: dict[str, str] | None = None) -> PosGenGenerator:
     """Our checkpoint format holds the config beside the weights; PosGen has no official format."""
