@@ -17,6 +17,7 @@ from .files import write_json_atomic
 from .labels import LabelSet
 from .precisions import NAMES, precision
 from .records import EngineRecord, Parity, Source
+from .targets import TARGETS, EngineTarget, artifact_stem_of
 
 SCHEMA = "crn-deploy/artifact"
 SCHEMA_VERSION = 1
@@ -78,15 +79,17 @@ class Manifest:
     def images_per_map(self) -> int:
         return self.family.images_per_map(self.config)
 
-    @property
-    def engine(self) -> EngineRecord | None:
-        """The TensorRT engine built from this artifact, where one was."""
-        data = self.sections.get("engine")
+    def engine_record(self, target: EngineTarget) -> EngineRecord | None:
+        """The engine built for ``target`` from this artifact, where one was."""
+        data = self.sections.get(target.manifest_key)
         return EngineRecord.from_dict(data) if data else None
 
-    @engine.setter
-    def engine(self, record: EngineRecord) -> None:
-        self.sections["engine"] = record.to_dict()
+    def set_engine_record(self, target: EngineTarget, record: EngineRecord) -> None:
+        self.sections[target.manifest_key] = record.to_dict()
+
+    def engine_records(self) -> dict[EngineTarget, EngineRecord]:
+        """Every engine built from this artifact, by target (TensorRT's and TensorRT-RTX's may lie side by side)."""
+        return {t: r for t in TARGETS.values() if (r := self.engine_record(t)) is not None}
 
     @property
     def parity(self) -> Parity | None:
@@ -173,9 +176,9 @@ class Manifest:
 
 
 def manifest_for(artifact: Path) -> Path:
-    """The sidecar manifest path of an artifact file (or the manifest itself)."""
+    """The sidecar manifest path of an artifact or engine file (or the manifest itself)."""
     artifact = Path(artifact)
-    return artifact if artifact.suffix == ".json" else artifact.with_suffix(".json")
+    return artifact if artifact.suffix == ".json" else artifact.with_name(f"{artifact_stem_of(artifact.name)}.json")
 
 
 def find_manifests(folder: Path) -> list[Manifest]:

@@ -1,6 +1,7 @@
 """Typed records of the manifest's sections that several layers read back: where the weights came
-from (``source``) and the TensorRT engine built from the artifact (``engine``). The JSON stays as it
-was; these classes are how code reads and writes it. Stdlib only."""
+from (``source``) and the engines built from the artifact (``engine`` for TensorRT, ``rtx_engine`` for
+TensorRT-RTX). Older manifests read as they were written; these classes are how code reads and writes
+them. Stdlib only."""
 
 from __future__ import annotations
 
@@ -46,24 +47,34 @@ class GpuRecord:
 
 @dataclass(frozen=True)
 class EngineRecord:
-    """A TensorRT engine built from the artifact, as ``crn-build`` records it."""
+    """An engine built from the artifact, as ``crn-build`` records it: which library made it (``target``,
+    ``runtime``, ``runtime_version``), for which GPUs (TensorRT: the ``gpu`` it was built on, the only one
+    it runs on; TensorRT-RTX: the ``compute_capabilities`` it was compiled for), the file and the build."""
 
     file: str
     sha256: str
     size_bytes: int
-    tensorrt_version: str
-    gpu: GpuRecord
+    runtime_version: str
+    target: str = "tensorrt"
+    runtime: str = "TensorRT"
+    gpu: GpuRecord | None = None
+    compute_capabilities: list[str] | None = None
     build_seconds: float | None = None
     builder: dict = field(default_factory=dict)
+    builder_warnings: list[str] = field(default_factory=list)
     convolution_weights: dict | None = None  # per weight type, from the engine inspector; None unless detailed
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, data: dict) -> EngineRecord:
+        if "tensorrt_version" in data and "runtime_version" not in data:  # manifests before TensorRT-RTX
+            data = {**data, "runtime_version": data["tensorrt_version"]}
         record = _from_dict(cls, data, "engine")
-        gpu = record.gpu if isinstance(record.gpu, GpuRecord) else _from_dict(GpuRecord, record.gpu or {}, "gpu")
+        gpu = record.gpu
+        if gpu is not None and not isinstance(gpu, GpuRecord):
+            gpu = _from_dict(GpuRecord, gpu, "gpu")
         return EngineRecord(**{**asdict(record), "gpu": gpu})
 
 

@@ -20,6 +20,7 @@ from crn_deploy.artifacts.engine import check_network_precision
 from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.errors import ArtifactError, CrnError, UsageError
 from crn_deploy.manifest import Manifest
+from crn_deploy.targets import TENSORRT
 
 from .conftest import TINY_RES, DLPackOnly
 from .fake_gpu import FakeCudart, FakeTensorRT, fake_kernel, fake_plan
@@ -160,9 +161,9 @@ def test_dlpack_views_read_pointer_shape_and_dtype_in_place():
 def test_fake_other_tensorrt_version_or_gpu_is_refused_with_the_fix(tmp_path, tiny_artifacts):
     manifest, _ = _engine_artifact(tmp_path, tiny_artifacts["fp16"], version="10.13.0.35", cc="8.9")
     with pytest.raises(ArtifactError, match=r"TensorRT 10\.13\.0\.35 and this is TensorRT 11\.4\.0\.106.*crn-build"):
-        check_engine_compatible(manifest, "11.4.0.106", {"name": "H100", "compute_capability": "8.9"})
+        check_engine_compatible(manifest, TENSORRT, "11.4.0.106", {"name": "H100", "compute_capability": "8.9"})
     with pytest.raises(ArtifactError, match=r"compute capability 8\.9\) and this GPU is H100 \(9\.0\).*crn-build"):
-        check_engine_compatible(manifest, "10.13.0.35", {"name": "H100", "compute_capability": "9.0"})
+        check_engine_compatible(manifest, TENSORRT, "10.13.0.35", {"name": "H100", "compute_capability": "9.0"})
 
 
 @pytest.mark.parametrize("case, message", [
@@ -185,7 +186,7 @@ def test_fake_bad_engines_get_one_clear_error_and_free_everything(tmp_path, tiny
 def test_fake_engine_through_the_runtime(fake, monkeypatch):
     from crn_deploy import runtime
 
-    monkeypatch.setattr(trt_module, "import_tensorrt", lambda: FakeTensorRT(fake.cudart))
+    monkeypatch.setattr(trt_module, "import_engine_library", lambda target=None: FakeTensorRT(fake.cudart))
     monkeypatch.setattr(cuda_module, "import_cudart", lambda: fake.cudart)
     ids = _frames(1)[0]
     with runtime.load(fake.engine) as synth:

@@ -1,9 +1,12 @@
-"""Build TensorRT engines from our ONNX artifacts. Needs tensorrt and cuda-python, not torch, so
-``crn-build`` runs on a deployment box: export anywhere, build on the target.
+"""Build engines from our ONNX artifacts, for either target: TensorRT (>= 10.12 and 11.x, on the GPU
+that will run the engine) or TensorRT-RTX (ahead of time, on any machine, for the RTX-class GPUs it
+names). Needs the target's library (and, for TensorRT, cuda-python and a GPU), not torch, so
+``crn-build`` runs on a deployment box: export anywhere, build where the library is.
 
-One code path for TensorRT >= 10.12 and 11.x: a strongly typed network (precision is decided in
-the ONNX graph; BuilderFlag.FP16 is gone in 11), checked layer by layer before the build, so an
-FP16 request never yields a silent FP32 engine.
+One code path: a strongly typed network (precision is decided in the ONNX graph; BuilderFlag.FP16 is
+gone in 11 and never existed in TensorRT-RTX), checked layer by layer and at its inputs and outputs
+before the build, so an FP16 request never yields a silent FP32 engine. Nothing is written unless the
+build succeeds; the library's log stays quiet unless ``verbose``, its warnings are kept in the record.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..backends.cuda import Cuda
-from ..backends.tensorrt import import_tensorrt, tensorrt_dtype
+from ..backends.tensorrt import import_engine_library, tensorrt_dtype
 from ..errors import ArtifactError, CrnError, UsageError
 from ..files import sha256_file, write_bytes_atomic
 from ..manifest import Manifest
 from ..precisions import TABLE as PRECISION_TABLE
 from ..records import EngineRecord, GpuRecord
+from ..targets import RTX_DEFAULT_COMPUTE_CAPABILITIES, TENSORRT, EngineTarget
 
-TIMING_CACHE_NAME = "timing.cache"  # in the engines folder, shared by every resolution
+TIMING_CACHE_NAME = "timing.cache"  # in the engines folder, shared by every resolution (TensorRT only)
 
 
 @dataclass(frozen=True)
@@ -32,61 +36,154 @@ class BuildOptions:
     timing_cache: Path | None = None  # None: <engines folder>/timing.cache
     detailed_profiling: bool = False  # ProfilingVerbosity.DETAILED: per-layer info in the engine inspector
     tf32: bool = False  # FP32 engines: allow TF32 convolutions (off: an fp32 engine computes in FP32)
+    target: EngineTarget = TENSORRT
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets ("8.6", ...); empty: its default
+    verbose: bool = False  # print the library's log (info and above), not only a count of its warnings
 
     def __post_init__(self) -> None:
         if not 0 <= self.optimization_level <= 5:
             raise UsageError(f"builder optimization level must be 0..5, got {self.optimization_level}")
+        if self.compute_capabilities and not self.target.compute_capabilities:
+            raise UsageError(f"--compute-capability chooses TensorRT-RTX's GPUs; a {self.target.runtime} engine runs "
+                             "on the GPU that builds it (add --target rtx, or drop --compute-capability)")
+
+    def to_record(self, timing_cache: Path | None) -> dict:
+        """The options as the manifest keeps them (no defaults that do not apply to the target)."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("target", "compute_capabilities", "verbose")}
+        data["timing_cache"] = str(timing_cache) if timing_cache else None
+        if self.target.compute_capabilities:
+            data["compute_capabilities"] = list(self.compute_capabilities) or "default"
+        return data
 
 
 def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
                  log: Callable[[str], None] = print) -> Manifest:
-    """Write ``<stem>.engine`` beside the ONNX and record it in the manifest."""
-    trt = import_tensorrt()
+    """Write ``<stem><target suffix>`` beside the ONNX and record it in the manifest."""
+    target = options.target
+    trt = import_engine_library(target)
     onnx_path = manifest.artifact_path
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path} is missing beside its manifest {manifest.path}; re-export it")
-    cuda = Cuda()
-    try:
-        gpu = cuda.properties()
-    finally:
-        cuda.close()
-    logger = trt.Logger(trt.Logger.WARNING)
+    gpu = _gpu_properties() if target.build_needs_gpu else None
+    logger = build_log(trt, log if options.verbose else None)
     builder = trt.Builder(logger)
-    network, _parser = _parse(trt, builder, logger, onnx_path)  # held to the end: the parser owns weights
-    check_network_precision(trt, network, manifest.precision, onnx_path)
+    network, _parser = _parse(trt, builder, logger, onnx_path, target)  # held to the end: the parser owns weights
+    check_network(trt, network, manifest, onnx_path)
     config = _config(trt, builder, manifest, options)
-    cache_path = options.timing_cache or onnx_path.parent / TIMING_CACHE_NAME
-    _cache = use_timing_cache(config, cache_path, log)  # held to the end: TensorRT needs it through the build
+    cache_path = (options.timing_cache or onnx_path.parent / TIMING_CACHE_NAME) if target.timing_cache else None
+    _cache = use_timing_cache(config, cache_path, log) if cache_path else None  # must outlive the build
 
     started = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - started
     if plan is None:
-        raise CrnError(f"TensorRT could not build an engine from {onnx_path} (see its log above); if it ran out of "
-                       "memory, close other GPU programs or lower --workspace")
-    engine_path = onnx_path.with_suffix(".engine")
-    convolutions = check_built_engine(trt, logger, plan, manifest)  # before writing: never replace a good one
+        raise CrnError(f"{target.runtime} could not build an engine from {onnx_path}: {logger.first_error()}"
+                       + ("; if it ran out of memory, close other GPU programs or lower --workspace"
+                          if target.build_needs_gpu else ""))
+    engine_path = onnx_path.with_name(target.engine_name(Path(manifest.artifact).stem))
+    convolutions = _check_plan(trt, logger, plan, manifest, target, engine_path)  # before writing: keep a good one
     write_bytes_atomic(engine_path, memoryview(plan))
-    write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()))
-    manifest.engine = EngineRecord(
+    if cache_path:
+        write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()))
+    manifest.set_engine_record(target, EngineRecord(
         file=engine_path.name, sha256=sha256_file(engine_path), size_bytes=engine_path.stat().st_size,
-        tensorrt_version=trt.__version__, gpu=GpuRecord(**gpu), build_seconds=round(seconds, 2),
-        builder={**asdict(options), "timing_cache": str(cache_path)}, convolution_weights=convolutions)
+        runtime_version=trt.__version__, target=target.name, runtime=target.runtime,
+        gpu=GpuRecord(**gpu) if gpu else None, compute_capabilities=_served(options),
+        build_seconds=round(seconds, 2), builder=options.to_record(cache_path), builder_warnings=logger.warnings,
+        convolution_weights=convolutions))
     manifest.write(manifest.path)
-    log(f"{engine_path.name}: built in {seconds:.1f} s with TensorRT {trt.__version__} for {gpu['name']} "
-        f"({engine_path.stat().st_size / 2**20:.1f} MiB)")
+    log(f"{engine_path.name}: built in {seconds:.1f} s with {target.runtime} {trt.__version__} for "
+        f"{gpu['name'] if gpu else 'compute capabilities ' + ', '.join(_served(options))} "
+        f"({engine_path.stat().st_size / 2**20:.1f} MiB)" + _warnings_note(logger, options))
     return manifest
 
 
-def _parse(trt, builder, logger, onnx_path: Path):
-    # STRONGLY_TYPED is needed on 10.x and accepted (ignored) on 11.x; its integer value changed
-    # between releases, so it is always used by name.
+def _gpu_properties() -> dict:
+    cuda = Cuda()
+    try:
+        return cuda.properties()
+    finally:
+        cuda.close()
+
+
+def _served(options: BuildOptions) -> list[str] | None:
+    if not options.target.compute_capabilities:
+        return None
+    return list(options.compute_capabilities or RTX_DEFAULT_COMPUTE_CAPABILITIES)
+
+
+def _warnings_note(logger, options: BuildOptions) -> str:
+    if not logger.warnings or options.verbose:
+        return ""
+    return f"; {len(logger.warnings)} builder warning(s), first: {logger.warnings[0]} (--verbose shows the log)"
+
+
+def build_log(trt, echo: Callable[[str], None] | None):
+    """A logger for ``trt`` that keeps warnings and errors and passes messages on (info and above) only to
+    ``echo``, where one is given: the library's own logger prints to stderr."""
+
+    class BuildLog(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.warnings: list[str] = []
+            self.errors: list[str] = []
+
+        def log(self, severity, message) -> None:
+            text = " ".join(str(message).split())
+            if severity <= trt.ILogger.Severity.ERROR:
+                self.errors.append(text)
+            elif severity == trt.ILogger.Severity.WARNING:
+                self.warnings.append(text)
+            if echo is not None and severity <= trt.ILogger.Severity.INFO:
+                echo(f"  [{trt.__name__}] {text}")
+
+        def first_error(self) -> str:
+            return self.errors[0] if self.errors else "no error was logged"
+
+    return BuildLog()
+
+
+def _parse(trt, builder, logger, onnx_path: Path, target: EngineTarget):
+    # STRONGLY_TYPED is needed on 10.x and accepted (ignored) on 11.x and TensorRT-RTX; its integer value
+    # changed between releases, so it is always used by name.
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ArtifactError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors}")
+        raise ArtifactError(f"{target.runtime}'s ONNX parser refused {onnx_path.name}: {_parser_error(parser)}; "
+                            "nothing was written")
     return network, parser
+
+
+def _parser_error(parser) -> str:
+    """The first parser error as one line: the ONNX node and operator, then what the parser said."""
+    if parser.num_errors == 0:
+        return "no error was given"
+    error = parser.get_error(0)
+    node, operator = error.node_name(), error.node_operator()
+    where = f"node '{node}' ({operator})" if node or operator else "the graph"
+    more = f" (and {parser.num_errors - 1} more)" if parser.num_errors > 1 else ""
+    return f"{where}: {error.desc()}{more}"
+
+
+def check_network(trt, network, manifest: Manifest, where: Path) -> None:
+    """Before any build, for every target: inputs and outputs of the manifest's types and shapes, every
+    (transposed) convolution in the requested precision and every normalization in FP32."""
+    check_network_io(trt, network, manifest, where)
+    check_network_precision(trt, network, manifest.precision, where)
+
+
+def check_network_io(trt, network, manifest: Manifest, where: Path) -> None:
+    expected = {spec.name: spec for spec in (*manifest.input_specs, manifest.output_spec)}
+    found = {t.name: t for t in [*(network.get_input(i) for i in range(network.num_inputs)),
+                                 *(network.get_output(i) for i in range(network.num_outputs))]}
+    if sorted(found) != sorted(expected):
+        raise ArtifactError(f"{where} has inputs and outputs {sorted(found)}, its manifest says {sorted(expected)}; "
+                            "re-export it with this crn-export")
+    for name, spec in expected.items():
+        tensor = found[name]
+        if tensor.dtype != tensorrt_dtype(trt, spec.dtype) or tuple(tensor.shape) != tuple(spec.shape):
+            raise ArtifactError(f"{where}: {name} is {tensor.dtype} {list(tensor.shape)}, the manifest says "
+                                f"{spec.dtype} {list(spec.shape)}; re-export it with this crn-export")
 
 
 def check_network_precision(trt, network, precision: str, where: Path) -> None:
@@ -114,6 +211,10 @@ def _config(trt, builder, manifest: Manifest, options: BuildOptions):
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if not PRECISION_TABLE[manifest.precision].reduced and not options.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)  # TF32 is on by default and would round FP32 convolutions
+    if options.compute_capabilities:
+        config.num_compute_capabilities = len(options.compute_capabilities)
+        for i, cc in enumerate(options.compute_capabilities):
+            config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
     return config
 
 
@@ -129,6 +230,18 @@ def use_timing_cache(config, cache_path: Path, log: Callable[[str], None]):
     if not config.set_timing_cache(cache, False):
         raise CrnError(f"TensorRT refused an empty timing cache for {cache_path}")
     return cache
+
+
+def _check_plan(trt, logger, plan, manifest: Manifest, target: EngineTarget, engine_path: Path):
+    """What can be checked of a plan here: TensorRT's is read back on the GPU that built it; TensorRT-RTX's
+    needs a GPU to deserialize, so only its header is checked (malformed or not) on the machine that built it."""
+    if target.build_needs_gpu:
+        return check_built_engine(trt, logger, plan, manifest)
+    _, diagnostics = trt.Runtime(logger).get_engine_validity(plan)
+    if int(diagnostics) & int(trt.EngineInvalidityDiagnostics.MALFORMED_ENGINE):
+        raise CrnError(f"{target.runtime} built a plan from {manifest.artifact_path} whose header it calls malformed; "
+                       f"{engine_path.name} not kept")
+    return None
 
 
 def check_built_engine(trt, logger, plan, manifest: Manifest) -> dict[str, int] | None:

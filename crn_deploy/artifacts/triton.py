@@ -21,6 +21,7 @@ from ..config import format_resolution
 from ..errors import ArtifactError, UsageError
 from ..files import atomic_path, ensure_writable_dir
 from ..manifest import Manifest
+from ..targets import TENSORRT
 
 TRITON_TYPES = {"uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "float32": "TYPE_FP32"}
 PLATFORMS = {"tensorrt": ("tensorrt_plan", "model.plan"), "onnxruntime": ("onnxruntime_onnx", "model.onnx")}
@@ -34,8 +35,8 @@ def model_name(manifest: Manifest, kind: str) -> str:
 def config_text(manifest: Manifest, kind: str, instances_per_gpu: int = 1) -> str:
     """config.pbtxt for one artifact on ``kind`` ("tensorrt" or "onnxruntime")."""
     platform, _ = PLATFORMS[kind]
-    engine = manifest.engine
-    trt = f"; engine built with TensorRT {engine.tensorrt_version}: the server's must match" \
+    engine = manifest.engine_record(TENSORRT)
+    trt = f"; engine built with TensorRT {engine.runtime_version}: the server's must match" \
         if kind == "tensorrt" and engine else ""
     out = manifest.output_resolution
     sizes = format_resolution(manifest.resolution) + ("" if out == manifest.resolution else
@@ -84,10 +85,11 @@ def _artifact_file(manifest: Manifest, kind: str) -> Path:
     if manifest.path is None:
         raise ArtifactError(f"manifest for {manifest.artifact} has not been written; export it first")
     if kind == "tensorrt":
-        if manifest.engine is None:
+        engine = manifest.engine_record(TENSORRT)  # Triton's TensorRT backend loads TensorRT plans only
+        if engine is None:
             raise ArtifactError(f"{manifest.path} records no TensorRT engine; build one with crn-build "
                                 f"{manifest.artifact_path}")
-        path = manifest.path.parent / manifest.engine.file
+        path = manifest.path.parent / engine.file
     else:
         path = manifest.artifact_path
     if not path.is_file():

@@ -1,50 +1,71 @@
-"""TensorRT engines (10.12+ and 11.x, one code path) through cuda-python. No torch.
+"""TensorRT and TensorRT-RTX engines (one code path: the libraries share their runtime API) through
+cuda-python. No torch. The manifest's engine record says which library made an engine, and that is
+the library imported to run it.
 
 Per engine: one execution context, three streams (copy in, compute, copy out) and a ring of
 ``slots``, each with its own pinned host and device I/O buffers, events and CUDA graph. Frame k+1's
 upload overlaps frame k's compute and frame k-1's download; results come back in submission order.
-Everything is allocated at open and freed at close.
+Everything is allocated at open and freed at close. TensorRT-RTX engines also get their JIT kernel
+cache as a file beside the engine (read at open, written at close) and capture their own CUDA graphs.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ArtifactError, CrnError, UsageError
+from ..files import write_bytes_atomic
 from ..manifest import OUTPUT_NAME, Manifest
 from ..records import EngineRecord
+from ..targets import RTX, RTX_COMPUTE_CAPABILITIES, TENSORRT, EngineTarget, artifact_stem_of, serves
 from .base import Backend
 from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, handle
 from .device_arrays import check_label_batch, describe
 
-MIN_VERSION = (10, 12)  # first 10.x release with complete strongly typed networks
 
-
-def import_tensorrt():
+def import_engine_library(target: EngineTarget = TENSORRT):
+    """The target's Python module (tensorrt or tensorrt_rtx), or a one-line refusal naming the extra."""
     try:
-        import tensorrt as trt
+        trt = importlib.import_module(target.module)
     except ImportError:
-        raise UsageError(
-            "TensorRT is not installed: pip install 'crn-deploy[tensorrt]' on a machine with an NVIDIA GPU"
-        ) from None
-    if version_tuple(trt.__version__) < MIN_VERSION:
-        raise UsageError(f"TensorRT {trt.__version__} is too old: crn-deploy needs >= 10.12 (strongly typed networks)")
+        where = " on a machine with an NVIDIA GPU" if target.build_needs_gpu else ""
+        raise UsageError(f"{target.runtime} is not installed: pip install 'crn-deploy[{target.extra}]'{where}") from None
+    if version_tuple(trt.__version__) < target.min_version:
+        wanted = ".".join(map(str, target.min_version))
+        raise UsageError(f"{target.runtime} {trt.__version__} is too old: crn-deploy needs >= {wanted} "
+                         "(strongly typed networks)")
     return trt
 
 
-def engines_unavailable_reason() -> str | None:
-    """None where engines can be built here, else one line saying why not."""
+def engines_unavailable_reason(target: EngineTarget = TENSORRT, *, to_build: bool = False) -> str | None:
+    """None where ``target``'s engines can be run here (or, ``to_build``, built here), else one line why not."""
     try:
-        import_tensorrt()
-        Cuda().close()
+        import_engine_library(target)
+        if not to_build or target.build_needs_gpu:
+            Cuda().close()
     except CrnError as e:
         return str(e)
     return None
+
+
+def default_build_target() -> EngineTarget:
+    """TensorRT where it and a GPU are here; else TensorRT-RTX where it is installed (it needs no GPU to
+    build); else a refusal saying what each would need."""
+    tensorrt_reason = engines_unavailable_reason(TENSORRT, to_build=True)
+    if tensorrt_reason is None:
+        return TENSORRT
+    rtx_reason = engines_unavailable_reason(RTX, to_build=True)
+    if rtx_reason is None:
+        return RTX
+    raise UsageError(f"no engine builder here: {tensorrt_reason}; or, for RTX GPUs built on any machine, "
+                     f"{rtx_reason[0].lower()}{rtx_reason[1:]}")
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -57,28 +78,59 @@ def tensorrt_dtype(trt, dtype: str):
     return {"uint8": trt.DataType.UINT8, "int32": trt.DataType.INT32, "float32": trt.DataType.FLOAT}[dtype]
 
 
-def rebuild_command(manifest: Manifest) -> str:
-    return f"crn-build {manifest.artifact_path}"
+def rebuild_command(manifest: Manifest, target: EngineTarget = TENSORRT,
+                    compute_capability: str | None = None) -> str:
+    """The crn-build command that makes ``target``'s engine of this artifact again (for this GPU's compute
+    capability, where one is given and the target names GPUs)."""
+    command = f"crn-build {manifest.artifact_path}"
+    if target is not TENSORRT:
+        command += f" --target {target.name}"
+    if target.compute_capabilities and compute_capability:
+        command += f" --compute-capability {compute_capability.replace('.', '')}"
+    return command
 
 
-def check_engine_compatible(manifest: Manifest, trt_version: str, gpu: dict) -> EngineRecord:
-    """The manifest's engine record, if this TensorRT and this GPU can run it; else a clear refusal."""
-    record = manifest.engine
+def check_engine_compatible(manifest: Manifest, target: EngineTarget, version: str, gpu: dict) -> EngineRecord:
+    """The manifest's ``target`` engine record, if this library version and this GPU can run it; else a
+    clear refusal naming both sides and the command that fixes it."""
+    record = manifest.engine_record(target)
     if record is None:
-        raise ArtifactError(f"{manifest.path} records no TensorRT engine; build one with: {rebuild_command(manifest)}")
-    if record.tensorrt_version != trt_version:
+        raise ArtifactError(f"{manifest.path} records no {target.runtime} engine; build one with: "
+                            f"{rebuild_command(manifest, target)}")
+    if record.runtime_version != version:
         raise ArtifactError(
-            f"{record.file} was built by TensorRT {record.tensorrt_version} and this is TensorRT {trt_version} (an "
-            f"engine runs only on the version that built it); rebuild it here with: {rebuild_command(manifest)}"
-        )
-    built_for = record.gpu
-    if built_for.compute_capability != gpu["compute_capability"]:
-        raise ArtifactError(
-            f"{record.file} was built for {built_for.name} (compute capability {built_for.compute_capability})"
-            f" and this GPU is {gpu['name']} ({gpu['compute_capability']}); rebuild it here with: "
-            f"{rebuild_command(manifest)}"
-        )
+            f"{record.file} was built by {target.runtime} {record.runtime_version} and this is {target.runtime} "
+            f"{version} (an engine runs only on the version that built it); rebuild it here with: "
+            f"{rebuild_command(manifest, target)}")
+    here = gpu["compute_capability"]
+    if target.compute_capabilities:
+        if not serves(record.compute_capabilities or (), here):
+            raise ArtifactError(
+                f"{record.file} was built for compute capabilities {', '.join(record.compute_capabilities or [])} "
+                f"and this GPU is {gpu['name']} ({here}); {_rtx_fix(manifest, here)}")
+    elif record.gpu is None or record.gpu.compute_capability != here:
+        built_for = f"{record.gpu.name} (compute capability {record.gpu.compute_capability})" if record.gpu else \
+            "an unrecorded GPU"
+        raise ArtifactError(f"{record.file} was built for {built_for} and this GPU is {gpu['name']} ({here}); "
+                            f"rebuild it here with: {rebuild_command(manifest, target)}")
     return record
+
+
+def _rtx_fix(manifest: Manifest, compute_capability: str) -> str:
+    if compute_capability in RTX_COMPUTE_CAPABILITIES or compute_capability.startswith("12."):
+        return f"rebuild it with: {rebuild_command(manifest, RTX, compute_capability)}"
+    return (f"TensorRT-RTX has no target for compute capability {compute_capability}: build a TensorRT engine on "
+            f"this GPU with: {rebuild_command(manifest, TENSORRT)}")
+
+
+def check_engine_header(trt, runtime, plan: bytes, path: Path, fix: str) -> None:
+    """TensorRT-RTX's own header check (version, compute capability, driver, CUDA, memory), before the
+    whole plan is deserialized."""
+    validity, diagnostics = runtime.get_engine_validity(plan)
+    if validity == trt.EngineValidity.INVALID:
+        causes = [name for name, flag in trt.EngineInvalidityDiagnostics.__members__.items() if int(diagnostics) &
+                  int(flag)] or ["no cause given"]
+        raise ArtifactError(f"TensorRT-RTX cannot run {path.name} on this machine ({', '.join(causes)}); {fix}")
 
 
 @dataclass
@@ -120,25 +172,33 @@ class DeviceImage:
 
 
 class TensorRTBackend(Backend):
-    """Runs one ``.engine``; ``slots`` frames may be in flight at once."""
+    """Runs one engine of ``target`` (TensorRT or TensorRT-RTX); ``slots`` frames may be in flight at once."""
 
     pipelined = True
 
-    def __init__(self, engine_path: Path, manifest: Manifest, *, cuda_graphs: bool = True, slots: int = 2,
-                 device: int = 0, timing: bool = False, tensorrt_module=None, cudart_module=None) -> None:
+    def __init__(self, engine_path: Path, manifest: Manifest, *, target: EngineTarget = TENSORRT,
+                 cuda_graphs: bool = True, slots: int = 2, device: int = 0, timing: bool = False,
+                 tensorrt_module=None, cudart_module=None) -> None:
         super().__init__()
         if slots < 1:
             raise UsageError(f"slots must be >= 1, got {slots}")
-        self.path, self.manifest = Path(engine_path), manifest
+        self.path, self.manifest, self.target = Path(engine_path), manifest, target
         self.use_cuda_graphs, self.num_slots, self.device_index = cuda_graphs, slots, device
         self.timing = timing  # record CUDA events around upload, compute and download (trtexec's split)
-        self.name, self.device = "tensorrt", "cuda"
+        self.name, self.device = ("tensorrt" if target is TENSORRT else f"tensorrt-{target.name}"), "cuda"
         self._trt_module, self._cudart_module = tensorrt_module, cudart_module
         self.graphs_active = False
+        self._runtime_cache = None
+
+    @property
+    def runtime_cache_path(self) -> Path | None:
+        """Where the JIT kernel cache of this engine lives (TensorRT-RTX), beside the engine."""
+        suffix = self.target.runtime_cache
+        return self.path.with_name(artifact_stem_of(self.path.name) + suffix) if suffix else None
 
     # lifecycle -------------------------------------------------------------------------------
     def _open_impl(self) -> None:
-        trt = self._trt_module or import_tensorrt()
+        trt = self._trt_module or import_engine_library(self.target)
         self._cuda = Cuda(self.device_index, self._cudart_module)
         try:
             self._open_engine(trt)
@@ -149,25 +209,47 @@ class TensorRTBackend(Backend):
             raise
 
     def _open_engine(self, trt) -> None:
-        record = check_engine_compatible(self.manifest, trt.__version__, self._cuda.properties())
+        gpu = self._cuda.properties()
+        record = check_engine_compatible(self.manifest, self.target, trt.__version__, gpu)
+        fix = f"rebuild it with: {rebuild_command(self.manifest, self.target, gpu['compute_capability'])}"
         try:
             plan = self.path.read_bytes()
         except FileNotFoundError:
-            raise ArtifactError(f"{self.path} not found; build it with: {rebuild_command(self.manifest)}") from None
+            raise ArtifactError(f"{self.path} not found; build it with: "
+                                f"{rebuild_command(self.manifest, self.target)}") from None
         if len(plan) != record.size_bytes:
             raise ArtifactError(f"{self.path} is {len(plan)} bytes, its manifest says {record.size_bytes}: "
-                                f"truncated or replaced; rebuild it with: {rebuild_command(self.manifest)}")
+                                f"truncated or replaced; {fix}")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        if self.target.header_check:
+            check_engine_header(trt, self._runtime, plan, self.path, fix)
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
-            raise ArtifactError(f"TensorRT cannot deserialize {self.path} (corrupt?); "
-                                f"rebuild it with: {rebuild_command(self.manifest)}")
-        self._context = self._engine.create_execution_context()
+            raise ArtifactError(f"{self.target.runtime} cannot deserialize {self.path} (corrupt?); {fix}")
+        self._context = self._create_context(trt)
         if self._context is None:
-            raise CudaError(f"TensorRT could not create an execution context for {self.path}: out of GPU memory? "
-                            f"It needs {self._engine.device_memory_size_v2 / 2**20:.0f} MiB of scratch memory")
+            raise CudaError(f"{self.target.runtime} could not create an execution context for {self.path}: out of "
+                            f"GPU memory? It needs {self._engine.device_memory_size_v2 / 2**20:.0f} MiB of scratch "
+                            "memory")
         self._check_io(trt)
+
+    def _create_context(self, trt):
+        """A plain context (TensorRT), or one with a runtime configuration: TensorRT-RTX's kernel cache
+        from the file beside the engine, and its own CUDA-graph capture where graphs are asked for."""
+        target = self.target
+        if not (target.runtime_cache or target.own_cuda_graphs):
+            return self._engine.create_execution_context()
+        config = self._engine.create_runtime_config()
+        if target.runtime_cache:
+            self._runtime_cache = config.create_runtime_cache()
+            saved = self.runtime_cache_path.read_bytes() if self.runtime_cache_path.is_file() else b""
+            if saved:  # one from another GPU, driver or version is refused and the cache stays empty
+                self._runtime_cache.deserialize(saved)
+            config.set_runtime_cache(self._runtime_cache)
+        if target.own_cuda_graphs and self.use_cuda_graphs:
+            config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+        return self._engine.create_execution_context(config)
 
     def _check_io(self, trt) -> None:
         expected = {spec.name: spec for spec in (*self.manifest.input_specs, self.manifest.output_spec)}
@@ -182,7 +264,7 @@ class TensorRTBackend(Backend):
             if shape != spec.shape or dtype != tensorrt_dtype(trt, spec.dtype):
                 raise ArtifactError(f"{self.path}: tensor {name} is {dtype} {list(shape)}, the manifest says "
                                     f"{spec.dtype} {list(spec.shape)}; rebuild it with: "
-                                    f"{rebuild_command(self.manifest)}")
+                                    f"{rebuild_command(self.manifest, self.target)}")
         for spec in self.manifest.input_specs:  # labels, and instances where the model takes them
             if engine.get_tensor_mode(spec.name) != trt.TensorIOMode.INPUT:
                 raise ArtifactError(f"{self.path}: '{spec.name}' is not an input tensor; rebuild it")
@@ -206,14 +288,19 @@ class TensorRTBackend(Backend):
         self._next = 0
 
     def _warm_up_and_capture(self) -> None:
-        """One eager run per slot (TensorRT initializes lazily), then a CUDA graph per slot where capturable."""
+        """One eager run per slot (the library initializes lazily), then a CUDA graph per slot where
+        capturable; a library that captures its own graphs (TensorRT-RTX) is left to do so."""
+        capture = self.use_cuda_graphs and not self.target.own_cuda_graphs
         for slot in self._slots:
             if not self._enqueue(slot):
-                raise CrnError(f"TensorRT failed to run {self.path} (see the TensorRT log above)")
+                raise CrnError(f"{self.target.runtime} failed to run {self.path} (see its log above)")
             self._cuda.synchronize(self._compute)
-            if self.use_cuda_graphs:
+            if capture:
                 slot.graph = self._cuda.capture(self._compute, lambda s=slot: self._enqueue(s))
-        self.graphs_active = self.use_cuda_graphs and all(slot.graph is not None for slot in self._slots)
+        if self.target.own_cuda_graphs:
+            self.graphs_active = self.use_cuda_graphs
+            return
+        self.graphs_active = capture and all(slot.graph is not None for slot in self._slots)
         if not self.graphs_active:  # all or nothing: a partial set would make latency depend on the slot
             for slot in self._slots:
                 slot.graph = None
@@ -222,10 +309,23 @@ class TensorRTBackend(Backend):
         for slot in self._slots:
             if slot.pending is not None:
                 self._collect(slot.pending)
-        self._release()
+        try:
+            self._save_runtime_cache()
+        finally:
+            self._release()
+
+    def _save_runtime_cache(self) -> None:
+        if self._runtime_cache is None:
+            return
+        try:
+            write_bytes_atomic(self.runtime_cache_path, memoryview(self._runtime_cache.serialize()))
+        except OSError as e:  # a read-only engines folder still runs; the next start compiles again
+            warnings.warn(f"{self.target.runtime} kernel cache not saved to {self.runtime_cache_path} ({e}); the "
+                          "next start compiles its kernels again", stacklevel=2)
+
 
     def _release(self) -> None:
-        self._context = self._engine = self._runtime = None  # TensorRT objects before their memory
+        self._context = self._engine = self._runtime = self._runtime_cache = None  # before their memory
         cuda, self._cuda = getattr(self, "_cuda", None), None
         if cuda is not None:
             cuda.close()
@@ -287,7 +387,7 @@ class TensorRTBackend(Backend):
         if slot.graph is not None:
             self._cuda.launch(slot.graph, self._compute)
         elif not self._enqueue(slot):
-            raise CrnError(f"TensorRT failed to enqueue {self.path}")
+            raise CrnError(f"{self.target.runtime} failed to enqueue {self.path}")
         enqueue_ms = (time.perf_counter() - started) * 1000
         self._cuda.record(slot.computed, self._compute)
         if output == "host":

@@ -1,4 +1,4 @@
-"""crn-build: TensorRT engines from exported ONNX files, on the machine that will run them."""
+"""crn-build: engines from exported ONNX files: TensorRT on the GPU that will run them, or TensorRT-RTX on any machine for RTX GPUs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from ..errors import UsageError
+from ..targets import RTX, TARGETS, parse_compute_capabilities, target
 from ._main import log, parse_or_exit, run_command
 
 PROG = "crn-build"
@@ -39,41 +40,80 @@ def add_triton_options(p: argparse.ArgumentParser) -> None:
 
 
 def write_triton(args, manifests, kinds: tuple[str, ...], prog: str = PROG) -> None:
-    """The Triton models of ``manifests`` for each backend kind that has its file."""
+    """The Triton models of ``manifests`` for each backend kind that has its file. Triton's TensorRT backend
+    loads TensorRT plans only: an artifact whose only engine is TensorRT-RTX's gets its ONNX Runtime model."""
     if not args.triton:
         return
     from ..artifacts.triton import write_model
 
     for manifest in manifests:
-        for kind in kinds:
-            if kind == "tensorrt" and manifest.engine is None:
-                continue
+        engines = manifest.engine_records()
+        served = [t for t in engines if t.triton_backend]
+        wanted = [k for k in kinds if k != "tensorrt" or served]
+        if engines and not served:
+            log(f"{prog}: Triton's TensorRT backend does not load {', '.join(t.runtime for t in engines)} engines; "
+                f"{manifest.artifact} gets an ONNX Runtime model")
+            wanted = list(dict.fromkeys([*wanted, "onnxruntime"]))
+        for kind in wanted:
             log(f"{prog}: Triton model {write_model(args.triton, manifest, kind, args.triton_instances)}")
 
 
 def add_builder_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("TensorRT builder")
+    g = p.add_argument_group("engine builder (TensorRT or TensorRT-RTX)")
+    g.add_argument("--target", choices=tuple(TARGETS),
+                   help="tensorrt: TensorRT, built on the GPU that runs it (Hopper, datacenter Blackwell, Jetson...); "
+                        "rtx: TensorRT-RTX, built on any machine for GeForce RTX / RTX PRO / A100-class GPUs "
+                        "(default: tensorrt where TensorRT and a GPU are here, else rtx where TensorRT-RTX is)")
+    g.add_argument("--compute-capability", metavar="LIST",
+                   help="rtx: the GPUs the engine serves, e.g. 86,89 or 75,80,86,89,120 (default: TensorRT-RTX's, "
+                        "8.0, 8.6, 8.9 and 12.x)")
     g.add_argument("--workspace", help="workspace memory limit, e.g. 8G (default: TensorRT's, the GPU's memory)")
     g.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0..5 (default 3)")
     g.add_argument("--timing-cache", type=Path, help="timing cache file (default: timing.cache in the engines folder)")
     g.add_argument("--detailed-profiling", action="store_true", help="per-layer detail for the engine inspector")
     g.add_argument("--tf32", action="store_true", help="let fp32 engines use TF32 convolutions (faster, rounder)")
+    g.add_argument("--verbose", action="store_true", help="print the builder's log (default: its warnings in one line)")
 
 
-def builder_options(args):
-    from ..artifacts.engine import BuildOptions
-
-    return BuildOptions(parse_size(args.workspace) if args.workspace else None, args.opt_level,
-                        args.timing_cache, args.detailed_profiling, args.tf32)
-
-
-def _check(args) -> None:
+def check_builder_options(args) -> None:
+    """The builder options' own checks, before anything runs (crn-build and crn-export share them)."""
     if args.workspace:
         parse_size(args.workspace)
     if not 0 <= args.opt_level <= 5:
         raise UsageError(f"--opt-level must be 0..5, got {args.opt_level}")
+    args.compute_capabilities = parse_compute_capabilities(args.compute_capability) if args.compute_capability \
+        else ()
+    if args.compute_capabilities and args.target not in (None, RTX.name):
+        raise UsageError("--compute-capability chooses TensorRT-RTX's GPUs (--target rtx); a TensorRT engine runs on "
+                         "the GPU that builds it")
     if args.triton_instances < 1:
         raise UsageError(f"--triton-instances must be at least 1, got {args.triton_instances}")
+
+
+def build_target(args):
+    """The --target asked for, if its builder is here; without --target, the default one; else one line why not
+    (given --compute-capability, TensorRT-RTX)."""
+    from ..backends.tensorrt import default_build_target, engines_unavailable_reason
+
+    if args.target is None and not args.compute_capabilities:
+        return default_build_target()
+    chosen = target(args.target or RTX.name)
+    reason = engines_unavailable_reason(chosen, to_build=True)
+    if reason is not None:
+        raise UsageError(f"cannot build {chosen.runtime} engines here: {reason}")
+    return chosen
+
+
+def builder_options(args, chosen):
+    from ..artifacts.engine import BuildOptions
+
+    return BuildOptions(parse_size(args.workspace) if args.workspace else None, args.opt_level,
+                        args.timing_cache, args.detailed_profiling, args.tf32, chosen, args.compute_capabilities,
+                        args.verbose)
+
+
+def _check(args) -> None:
+    check_builder_options(args)
     for path in args.onnx:
         if path.suffix != ".onnx":
             raise UsageError(f"{path} is not an .onnx file; pass the files crn-export wrote")
@@ -90,12 +130,13 @@ def _build(args) -> int:
     from ..artifacts.engine import build_engine
     from ..manifest import Manifest, manifest_for
 
-    options = builder_options(args)
     manifests = [Manifest.read(manifest_for(path)) for path in args.onnx]  # all readable before any build
+    chosen = build_target(args)
+    options = builder_options(args, chosen)
     for manifest in manifests:
         build_engine(manifest, options, log)
     write_triton(args, manifests, ("tensorrt",))
-    log(f"{PROG}: {len(manifests)} engine(s) built. Next: crn-bench {manifests[0].path.parent}")
+    log(f"{PROG}: {len(manifests)} {chosen.runtime} engine(s) built. Next: crn-bench {manifests[0].path.parent}")
     return 0
 
 

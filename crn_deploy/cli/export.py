@@ -11,7 +11,8 @@ from ..errors import UsageError
 from ..families import FAMILIES, config_fields_from_options, family, find_preset
 from ..manifest import PRECISIONS, parse_precision
 from ._main import log, parse_or_exit, require, run_command
-from .build import add_builder_options, add_triton_options, builder_options, parse_size, write_triton
+from .build import add_builder_options, add_triton_options, build_target, builder_options, check_builder_options, \
+    write_triton
 
 PROG = "crn-export"
 
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="artifact name prefix (default: checkpoint stem, or <preset>-seed<N>)")
     p.add_argument("--samples", type=int, default=2, help="synthetic layouts for the parity check (default 2)")
     p.add_argument("--min-psnr", type=float, default=40.0, help="FP16 parity gate in dB (default 40)")
-    p.add_argument("--no-engine", action="store_true", help="export ONNX only, even with TensorRT and a GPU")
+    p.add_argument("--no-engine", action="store_true",
+                   help="export ONNX only, even where an engine builder (TensorRT and a GPU, or TensorRT-RTX) is here")
     add_builder_options(p)
     add_triton_options(p)
     return p
@@ -72,10 +74,7 @@ def _check(args) -> None:
     args.options = _options(args.option)
     if args.batch < 1 or args.samples < 1:
         raise UsageError("--batch and --samples must be at least 1")
-    if args.workspace:
-        parse_size(args.workspace)
-    if args.triton_instances < 1:
-        raise UsageError(f"--triton-instances must be at least 1, got {args.triton_instances}")
+    check_builder_options(args)
 
 
 def _options(pairs: list[str]) -> dict[str, str]:
@@ -98,6 +97,7 @@ def _export(args) -> int:
     from ..models.checkpoint import load_checkpoint, random_model, read_opt_file
     from ..artifacts.exporter import ExportOptions, export_artifacts
 
+    chosen = _engine_target(args)  # an explicit --target that cannot build here stops before the export
     options = {**(read_opt_file(args.opt) if args.opt else {}), **args.options}
     config = find_preset(args.preset)[1] if args.preset else None
     if config is not None and options:
@@ -122,7 +122,7 @@ def _export(args) -> int:
     options = ExportOptions(resolutions, args.precisions, args.out, name, args.batch, args.samples,
                             min_psnr_fp16=args.min_psnr, output_resolutions=outputs)
     manifests = export_artifacts(source, options, log)
-    _build_engines(args, manifests)
+    _build_engines(args, manifests, chosen)
     write_triton(args, manifests, ("onnxruntime", "tensorrt"), PROG)
     log(f"{PROG}: {len(manifests)} artifact(s) in {args.out}/. Next: crn-bench {args.out}")
     return 0
@@ -135,17 +135,30 @@ def _with_options(config, options: dict[str, str]):
     return fam.config_from_dict({**config.to_dict(), **fields})
 
 
-def _build_engines(args, manifests) -> None:
-    from ..backends.tensorrt import engines_unavailable_reason
+def _engine_target(args):
+    """The target engines are built for, or None (--no-engine, or no builder here and none was asked for)."""
+    if args.no_engine:
+        return None
+    if args.target is None and not args.compute_capabilities:
+        try:
+            return build_target(args)
+        except UsageError as e:
+            args.no_engine_reason = str(e)
+            return None
+    return build_target(args)
+
+
+def _build_engines(args, manifests, chosen) -> None:
     from ..artifacts.engine import build_engine
 
-    reason = "--no-engine" if args.no_engine else engines_unavailable_reason()
-    if reason is None:
-        for manifest in manifests:
-            build_engine(manifest, builder_options(args), log)
-    else:
-        log(f"{PROG}: no TensorRT engines built ({reason}); to build them later on the GPU machine: "
-            f"crn-build {args.out}/*.onnx")
+    if chosen is None:
+        reason = "--no-engine" if args.no_engine else args.no_engine_reason
+        log(f"{PROG}: no engines built ({reason}); to build them later: crn-build {args.out}/*.onnx "
+            "(TensorRT on the GPU machine, or --target rtx anywhere)")
+        return
+    options = builder_options(args, chosen)
+    for manifest in manifests:
+        build_engine(manifest, options, log)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import __version__
 from ..backends.base import Backend
+from ..backends.tensorrt import engines_unavailable_reason, rebuild_command
 from ..config import format_resolution
 from ..data.images import list_label_images, read_instance_image, read_label_image, resize_labels
 from ..data.synthetic import scenes
@@ -28,7 +29,8 @@ from ..labels import UnknownColors
 from ..manifest import Manifest, find_manifests
 from ..runtime import open_backend
 from ..runtime.synthesizer import Synthesizer
-from ..records import Parity
+from ..records import EngineRecord, Parity
+from ..targets import TENSORRT, EngineTarget
 from .parity import compare_images, per_class
 from .timing import measure_latency, summarize
 
@@ -93,6 +95,7 @@ class BenchRow:
     host_peak_rss_mib: float | None = None
     speedup_vs_torch: float | None = None
     speedup_reference: str | None = None
+    engine: dict | None = None  # engines: the library that built it, its version, size, build time, targets
     error: str | None = None
 
     _ALWAYS = ("artifact", "name", "backend", "precision", "resolution", "batch", "megapixels", "cuda_graphs",
@@ -134,15 +137,9 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
         log(f"note: {NO_TORCH_NOTE}")
     done_torch: set = set()
     for manifest in sorted(manifests, key=lambda m: (m.name, m.resolution, m.precision)):
-        if "tensorrt" in options.backends and manifest.engine is not None:
-            reason = _engines_unavailable()
-            if reason is None:
-                for graphs in (True, False):
-                    make = lambda m=manifest, g=graphs: _trt(m, g)  # noqa: E731
-                    rows.append(_row(ctx, manifest, _label("tensorrt", graphs), make,
-                                     artifact=manifest.engine.file, graphs=graphs))
-            else:
-                skipped.append(f"{manifest.engine.file}: {reason}")
+        if "tensorrt" in options.backends:
+            for engine_target, record in manifest.engine_records().items():
+                rows.extend(_engine_rows(ctx, manifest, engine_target, record, skipped))
         if "onnxruntime" in options.backends:
             for provider in ort_providers(options, skipped):
                 make = lambda m=manifest, p=provider: _ort(m, p, options)  # noqa: E731
@@ -171,6 +168,7 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
             "settings": settings, "rows": [row.to_dict() for row in rows], "skipped": skipped, "warnings": warnings}
 
 
+BUILT_NEEDS_GPU = "built; needs a GPU to run"
 TORCH_REFERENCE = "the PyTorch FP32 reference"
 ARTIFACT_REFERENCE = "the FP32 ONNX artifact of the same model on ONNX Runtime's CPU provider (no torch here)"
 NO_TORCH_NOTE = ("PyTorch rows and parity against the PyTorch reference: torch is not installed (pip install "
@@ -202,25 +200,36 @@ def _check_loads(manifest: Manifest, options: BenchOptions) -> None:
     if "onnxruntime" in options.backends and importlib.util.find_spec("onnxruntime") is not None:
         with open_backend(manifest, "onnxruntime", device="cpu", threads=1):
             pass
-    engine = manifest.engine
-    if engine and "tensorrt" in options.backends:
+    if "tensorrt" not in options.backends:
+        return
+    for engine_target, engine in manifest.engine_records().items():
         engine_path = path.parent / engine.file
         size = engine_path.stat().st_size if engine_path.is_file() else None
         if size != engine.size_bytes:
             state = "missing" if size is None else f"{size} bytes, its manifest says {engine.size_bytes}"
-            raise ArtifactError(f"{engine_path} is {state}; rebuild it with crn-build {path}")
+            raise ArtifactError(f"{engine_path} is {state}; rebuild it with {rebuild_command(manifest, engine_target)}")
 
 
 def _label(backend: str, graphs: bool | None) -> str:
     return backend if graphs is None else f"{backend}{'+graph' if graphs else ''}"
 
 
+def _engine_row(manifest: Manifest, backend_name: str, record: EngineRecord | None = None,
+                graphs: bool | None = None, artifact: str | None = None) -> BenchRow:
+    out = manifest.output_resolution
+    size = format_resolution(manifest.resolution) + ("" if out == manifest.resolution else f">{format_resolution(out)}")
+    row = BenchRow(artifact or (record.file if record else manifest.artifact), manifest.name, backend_name,
+                   manifest.precision, size, manifest.batch, out[0] * out[1] / 1e6, graphs)  # picture megapixels
+    if record is not None:
+        row.engine = {"runtime": record.runtime, "version": record.runtime_version, "size_bytes": record.size_bytes,
+                      "build_seconds": record.build_seconds, "compute_capabilities": record.compute_capabilities}
+    return row
+
+
 def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[], Backend],
          artifact: str | None = None, graphs: bool | None = None) -> BenchRow:
     out = manifest.output_resolution
-    size = format_resolution(manifest.resolution) + ("" if out == manifest.resolution else f">{format_resolution(out)}")
-    row = BenchRow(artifact or manifest.artifact, manifest.name, backend_name, manifest.precision, size,
-                   manifest.batch, out[0] * out[1] / 1e6, graphs)  # megapixels of the picture
+    row = _engine_row(manifest, backend_name, graphs=graphs, artifact=artifact)
     try:
         (inputs, *extra), reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
@@ -260,14 +269,24 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
     return row
 
 
-def _engines_unavailable() -> str | None:
-    from ..backends.tensorrt import engines_unavailable_reason
-
-    return engines_unavailable_reason()
-
-
-def _trt(manifest: Manifest, graphs: bool) -> Backend:
-    return open_backend(manifest, "tensorrt", cuda_graphs=graphs, timing=True)
+def _engine_rows(ctx: _Context, manifest: Manifest, engine_target: EngineTarget, record: EngineRecord,
+                 skipped: list[str]) -> list[BenchRow]:
+    """An engine's rows, with CUDA graphs and without, where it can run here. Where it cannot: a TensorRT
+    engine is noted as skipped (it is built on its GPU); a TensorRT-RTX engine, built anywhere, gets a row
+    saying it was built and what running it needs, which is not an error."""
+    label = "tensorrt" if engine_target is TENSORRT else f"tensorrt-{engine_target.name}"
+    reason = engines_unavailable_reason(engine_target)
+    if reason is None:
+        return [_row(ctx, manifest, _label(label, graphs),
+                     lambda g=graphs: open_backend(manifest, engine_target.name, cuda_graphs=g, timing=True),
+                     artifact=record.file, graphs=graphs) for graphs in (True, False)]
+    skipped.append(f"{record.file}: {reason}")
+    if engine_target.build_needs_gpu:
+        return []
+    row = _engine_row(manifest, label, record)
+    row.status = BUILT_NEEDS_GPU
+    ctx.log(f"  {record.file} [{label}]: {row.status} ({reason})")
+    return [row]
 
 
 def _one_batch(array: np.ndarray, batch: int) -> np.ndarray:
@@ -422,6 +441,8 @@ def _add_speedups(rows: list[BenchRow]) -> None:
 def _status(row: BenchRow, options: BenchOptions) -> str:
     if row.error is not None:
         return "ERROR"
+    if row.latency_ms is None and row.status.startswith("built;"):  # an engine that cannot run here
+        return row.status
     if options.max_abs is None and options.min_psnr is None:
         return "ok"
     if row.parity is None:

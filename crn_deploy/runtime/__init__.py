@@ -4,7 +4,7 @@
     with runtime.load("engines/cityscapes-1024p-seed0-1024x2048-fp16.engine") as synth:
         rgb = synth(ids)                  # uint8 [H,W] ids -> uint8 [H,W,3]
 
-``.engine`` files run on TensorRT, ``.onnx`` files on ONNX Runtime.
+``.engine`` files run on TensorRT, ``.rtx.engine`` files on TensorRT-RTX, ``.onnx`` files on ONNX Runtime.
 
 Imports neither torch nor any backend library until an artifact is opened.
 """
@@ -16,22 +16,25 @@ from pathlib import Path
 from ..backends.base import Backend
 from ..errors import ArtifactError, UsageError
 from ..manifest import Manifest, manifest_for
+from ..targets import TARGETS, target_of_engine_file
 from .synthesizer import Synthesizer
 
 __all__ = ["Synthesizer", "load", "load_reference", "open_backend"]
 
-ARTIFACT_SUFFIXES = (".onnx", ".engine")
+ARTIFACT_SUFFIXES = (".onnx", ".engine")  # every engine target's file ends in .engine
 
 
 def load(path, *, device: str = "auto", threads: int | None = None, cuda_graphs: bool = True,
          slots: int = 2, gpu: int = 0, style_seed: int = 0) -> Synthesizer:
-    """Open an artifact: ``x.engine`` with TensorRT (``cuda_graphs``, ``slots`` frames in flight),
+    """Open an artifact: ``x.engine`` with TensorRT, ``x.rtx.engine`` with TensorRT-RTX (``cuda_graphs``,
+    ``slots`` frames in flight),
     ``x.onnx`` (or its ``x.json`` manifest) with ONNX Runtime on ``device`` (cpu, cuda, tensorrt, auto).
     ``gpu`` picks the CUDA device (as numbered under CUDA_VISIBLE_DEVICES); ``style_seed`` the style of
     models with a style input (SPADE with a VAE)."""
     path = Path(path)
     manifest = _read_manifest(path)
-    kind = "tensorrt" if path.suffix == ".engine" else "onnxruntime"
+    engine_target = target_of_engine_file(path.name)
+    kind = engine_target.name if engine_target else "onnxruntime"
     backend = open_backend(manifest, kind, device=device, threads=threads, cuda_graphs=cuda_graphs, slots=slots,
                            gpu=gpu)
     return Synthesizer(backend, manifest, style_seed=style_seed).open()
@@ -39,18 +42,21 @@ def load(path, *, device: str = "auto", threads: int | None = None, cuda_graphs:
 
 def open_backend(manifest: Manifest, kind: str, *, device: str = "auto", threads: int | None = None,
                  cuda_graphs: bool = True, slots: int = 2, gpu: int = 0, timing: bool = False) -> Backend:
-    """The backend (not yet opened) that runs ``manifest``'s artifact: ``kind`` "tensorrt" (its engine)
-    or "onnxruntime" (its ONNX, on ``device``). The one factory: ``load`` and ``crn-bench`` both use it."""
-    if kind == "tensorrt":
-        from ..backends.tensorrt import TensorRTBackend
+    """The backend (not yet opened) that runs ``manifest``'s artifact: ``kind`` an engine target ("tensorrt",
+    "rtx": its engine) or "onnxruntime" (its ONNX, on ``device``). The one factory: ``load`` and ``crn-bench``
+    both use it."""
+    if kind in TARGETS:
+        from ..backends.tensorrt import TensorRTBackend, rebuild_command
 
-        if manifest.engine is None:
-            raise ArtifactError(f"{manifest.path} records no TensorRT engine; build one with crn-build "
-                                f"{manifest.artifact_path}")
-        return TensorRTBackend(manifest.path.parent / manifest.engine.file, manifest, cuda_graphs=cuda_graphs,
-                               slots=slots, device=gpu, timing=timing)
+        engine_target = TARGETS[kind]
+        record = manifest.engine_record(engine_target)
+        if record is None:
+            raise ArtifactError(f"{manifest.path} records no {engine_target.runtime} engine; build one with "
+                                f"{rebuild_command(manifest, engine_target)}")
+        return TensorRTBackend(manifest.path.parent / record.file, manifest, target=engine_target,
+                               cuda_graphs=cuda_graphs, slots=slots, device=gpu, timing=timing)
     if kind != "onnxruntime":
-        raise UsageError(f"unknown backend '{kind}': choose tensorrt or onnxruntime")
+        raise UsageError(f"unknown backend '{kind}': choose {', '.join(TARGETS)} or onnxruntime")
     artifact = manifest.artifact_path
     if not artifact.is_file():
         raise ArtifactError(f"{artifact} is missing beside its manifest {manifest.path}; re-export it with crn-export")

@@ -1,0 +1,93 @@
+"""Engine targets as one table: TensorRT (built on the GPU that runs it) and TensorRT for RTX (built
+ahead of time on any machine, GPU or not, for the GeForce RTX / RTX PRO / A100 generations it names).
+
+Both libraries share the network, ONNX parser, builder and runtime API; what differs is data here:
+the module to import, the engine file's name, where the manifest keeps its record, whether a build
+needs a GPU, and which runtime features (compute-capability targets, runtime cache, the library's own
+CUDA-graph capture) apply. Stdlib only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    name: str  # --target value
+    runtime: str  # the library's name as people write it
+    module: str  # the Python module to import
+    extra: str  # the crn-deploy extra that installs it
+    suffix: str  # engine file: <artifact stem><suffix>
+    manifest_key: str  # the manifest section holding the engine record
+    min_version: tuple[int, ...]
+    build_needs_gpu: bool  # TensorRT times kernels on the GPU; TensorRT-RTX compiles ahead of time on the CPU
+    timing_cache: bool  # TensorRT's timing cache (a no-op in TensorRT-RTX, which refuses CPU builds with one)
+    compute_capabilities: bool  # the build names the GPUs it serves (--compute-capability)
+    runtime_cache: str | None  # suffix of the JIT kernel cache kept beside the engine, where there is one
+    own_cuda_graphs: bool  # the library captures CUDA graphs itself (we do not capture around it)
+    header_check: bool  # IRuntime.get_engine_validity reads the plan's header before it is deserialized
+    triton_backend: bool  # Triton's TensorRT backend loads these engines
+
+    def engine_name(self, artifact_stem: str) -> str:
+        return f"{artifact_stem}{self.suffix}"
+
+
+TENSORRT = EngineTarget("tensorrt", "TensorRT", "tensorrt", "tensorrt", ".engine", "engine", (10, 12),
+                        build_needs_gpu=True, timing_cache=True, compute_capabilities=False, runtime_cache=None,
+                        own_cuda_graphs=False, header_check=False, triton_backend=True)
+RTX = EngineTarget("rtx", "TensorRT-RTX", "tensorrt_rtx", "rtx", ".rtx.engine", "rtx_engine", (1, 0),
+                   build_needs_gpu=False, timing_cache=False, compute_capabilities=True,
+                   runtime_cache=".rtx.runtime-cache", own_cuda_graphs=True, header_check=True, triton_backend=False)
+TARGETS: dict[str, EngineTarget] = {t.name: t for t in (TENSORRT, RTX)}
+
+# The GPUs TensorRT-RTX can build for, by compute capability (its ComputeCapability.SM<nn> names).
+RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+# What it builds for when none is named: Ampere and later ("12.x": 12.0 and every later 12 minor).
+RTX_DEFAULT_COMPUTE_CAPABILITIES = ("8.0", "8.6", "8.9", "12.x")
+_NOT_RTX = {"9.0": "Hopper (H100, H200)", "10.0": "datacenter Blackwell (B200)", "10.3": "datacenter Blackwell",
+            "8.7": "Jetson Orin", "11.0": "Jetson Thor"}
+
+
+def target(name: str) -> EngineTarget:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise UsageError(f"unknown engine target '{name}': choose one of {', '.join(TARGETS)}") from None
+
+
+def target_of_engine_file(path_name: str) -> EngineTarget | None:
+    """The target whose engines are named like ``path_name`` (the longest matching suffix wins)."""
+    matches = [t for t in TARGETS.values() if path_name.endswith(t.suffix)]
+    return max(matches, key=lambda t: len(t.suffix)) if matches else None
+
+
+def artifact_stem_of(path_name: str) -> str:
+    """``x.rtx.engine`` and ``x.engine`` -> ``x``; other names lose their last suffix."""
+    found = target_of_engine_file(path_name)
+    if found is not None:
+        return path_name[: -len(found.suffix)]
+    return path_name.rsplit(".", 1)[0] if "." in path_name else path_name
+
+
+def parse_compute_capabilities(text: str) -> tuple[str, ...]:
+    """'75,86,89,120' or '8.6,12.0' -> ('7.5', '8.6', '8.9', '12.0'): the GPUs an RTX engine serves."""
+    found = []
+    for item in (part.strip() for part in text.split(",")):
+        cc = item if "." in item else (f"{item[:-1]}.{item[-1]}" if item.isdigit() and len(item) >= 2 else item)
+        if cc in _NOT_RTX:
+            raise UsageError(f"compute capability {item} ({_NOT_RTX[cc]}) is not a TensorRT-RTX target; build a "
+                             "TensorRT engine on that GPU instead: crn-build ... --target tensorrt")
+        if cc not in RTX_COMPUTE_CAPABILITIES:
+            raise UsageError(f"--compute-capability takes a comma-separated list of "
+                             f"{', '.join(c.replace('.', '') for c in RTX_COMPUTE_CAPABILITIES)}; got '{item}'")
+        found.append(cc)
+    return tuple(dict.fromkeys(found))
+
+
+def serves(compute_capabilities, gpu_compute_capability: str) -> bool:
+    """Whether an engine built for ``compute_capabilities`` ("8.6", "12.x", ...) runs on a GPU of that one."""
+    major = gpu_compute_capability.split(".")[0]
+    return any(cc == gpu_compute_capability or cc == f"{major}.x" for cc in compute_capabilities)
