@@ -27,6 +27,10 @@ TABLE: dict[str, Precision] = {
 }
 NAMES = tuple(TABLE)
 
+# Graph nodes whose names hold this compute in FP32 by design, whatever the graph's precision (PosGen's Fourier
+# projection: an FP16 argument of sin/cos is off by radians). The engine check accepts their FP32 convolutions.
+FP32_ISLAND = "fp32island"
+
 
 def precision(name: str) -> Precision:
     try:

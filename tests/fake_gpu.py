@@ -7,6 +7,7 @@ operations recorded during capture. Nothing here says anything about TensorRT or
 from __future__ import annotations
 
 import ctypes
+import enum
 import itertools
 import json
 from types import SimpleNamespace
@@ -223,12 +224,16 @@ class FakeEngine:
         info = self.trt.layer_information
         return SimpleNamespace(get_engine_information=lambda fmt: info if fmt == "JSON" else "")
 
-    def create_execution_context(self):
+    def create_execution_context(self, runtime_config=None):
         if self.trt.context_fails:
             return None
         context = FakeContext(self)
+        context.runtime_config = runtime_config
         self.trt.contexts.append(context)
         return context
+
+    def create_runtime_config(self):
+        return FakeRuntimeConfig()
 
 
 class FakeContext:
@@ -253,3 +258,58 @@ class FakeContext:
 
         self.engine.trt.cudart.run(kernel)
         return True
+
+
+class FakeRuntimeCache:
+    """TensorRT-RTX's kernel cache: takes blobs it wrote itself (b"KERNELS..."), refuses others unchanged."""
+
+    def __init__(self) -> None:
+        self.kernels = b""
+
+    def deserialize(self, blob) -> bool:
+        if not bytes(blob).startswith(b"KERNELS"):
+            return False
+        self.kernels = bytes(blob)
+        return True
+
+    def serialize(self) -> bytes:
+        return self.kernels or b"KERNELS compiled at first run"
+
+
+class FakeRuntimeConfig:
+    def __init__(self) -> None:
+        self.cache = None
+        self.cuda_graph_strategy = "DISABLED"
+
+    def create_runtime_cache(self):
+        return FakeRuntimeCache()
+
+    def set_runtime_cache(self, cache) -> None:
+        self.cache = cache
+
+
+class FakeDiagnostics(enum.IntFlag):
+    VERSION_MISMATCH = 1
+    UNSUPPORTED_CC = 2
+    OLD_CUDA_DRIVER = 4
+    MALFORMED_ENGINE = 32
+
+
+class FakeTensorRTRTX(FakeTensorRT):
+    """FakeTensorRT plus the TensorRT-RTX runtime surface: the header check, runtime configuration, runtime
+    cache and CUDA-graph strategy. ``invalid``: the diagnostics the header check reports (0: valid)."""
+
+    __version__ = "1.7.1.116"
+    EngineValidity = SimpleNamespace(VALID="VALID", SUBOPTIMAL="SUBOPTIMAL", INVALID="INVALID")
+    EngineInvalidityDiagnostics = FakeDiagnostics
+    CudaGraphStrategy = SimpleNamespace(DISABLED="DISABLED", WHOLE_GRAPH_CAPTURE="WHOLE_GRAPH_CAPTURE")
+
+    def __init__(self, cudart: FakeCudart, *, invalid: int = 0, **options) -> None:
+        super().__init__(cudart, **options)
+        base = self.Runtime
+
+        class Runtime(base):
+            def get_engine_validity(self, plan):
+                return ("INVALID" if invalid else "VALID"), invalid
+
+        self.Runtime = Runtime

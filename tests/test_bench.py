@@ -114,7 +114,7 @@ def test_fake_engine_rows_are_measured_like_the_others(engines, tmp_path, monkey
     cudart = FakeCudart()
     monkeypatch.setattr(trt_module, "import_engine_library", lambda target=None: FakeTensorRT(cudart))
     monkeypatch.setattr(cuda_module, "import_cudart", lambda: cudart)
-    monkeypatch.setattr(bench, "engines_unavailable_reason", lambda target=None: None)
+    monkeypatch.setattr(bench, "why_engine_cannot_run_here", lambda manifest, target: None)
     out = tmp_path / "r.json"
     assert bench_main([str(engines), *FAST, "--backend", "tensorrt", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]

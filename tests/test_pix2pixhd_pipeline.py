@@ -2,6 +2,7 @@
 saves) -> crn-export (family recognised from the keys) -> the runtime, crn-run and crn-bench with
 label and instance maps; the CRN path untouched beside it."""
 
+import importlib.util
 import json
 import warnings
 
@@ -101,7 +102,9 @@ def test_crn_bench_measures_pix2pixhd_against_its_pytorch_reference(engines, tmp
     assert bench_main([str(engines), "--warmup", "0", "--iterations", "2", "--duration", "0", "--samples", "2",
                        "--json", str(report)]) == 0
     rows = {(r["backend"], r["precision"]): r for r in json.loads(report.read_text())["rows"]}
-    assert set(rows) == {("onnxruntime-cpu", "fp16"), ("onnxruntime-cpu", "fp32"), ("torch-cpu", "fp32")}
+    # crn-export built TensorRT-RTX engines where TensorRT-RTX is installed: listed, built, not run without a GPU
+    engines = {("tensorrt-rtx", p) for p in ("fp16", "fp32")} if importlib.util.find_spec("tensorrt_rtx") else set()
+    assert set(rows) == {("onnxruntime-cpu", "fp16"), ("onnxruntime-cpu", "fp32"), ("torch-cpu", "fp32")} | engines
     assert rows[("onnxruntime-cpu", "fp32")]["parity"]["max_abs"] <= 1
     assert rows[("onnxruntime-cpu", "fp16")]["parity"]["psnr_db"] >= 45
     assert "car" in rows[("onnxruntime-cpu", "fp16")]["parity"]["per_class"]  # the label-id set's names

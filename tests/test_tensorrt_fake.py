@@ -20,10 +20,11 @@ from crn_deploy.artifacts.engine import check_network_precision
 from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.errors import ArtifactError, CrnError, UsageError
 from crn_deploy.manifest import Manifest
-from crn_deploy.targets import TENSORRT
+from crn_deploy.records import EngineRecord
+from crn_deploy.targets import RTX, TENSORRT
 
 from .conftest import TINY_RES, DLPackOnly
-from .fake_gpu import FakeCudart, FakeTensorRT, fake_kernel, fake_plan
+from .fake_gpu import FakeCudart, FakeDiagnostics, FakeTensorRT, FakeTensorRTRTX, fake_kernel, fake_plan
 
 
 def _engine_artifact(tmp_path, source: Manifest, *, version="11.4.0.106", cc="9.0", plan=None, size=None):
@@ -340,3 +341,101 @@ def test_fake_two_input_engine_takes_instance_maps_on_every_path(tmp_path):
     for array in on_device:
         cudart.cudaFree(array.__cuda_array_interface__["data"][0])  # the producer's own memory
     assert cudart.live == set()
+
+
+# TensorRT-RTX engines through the same backend (fakes: our plumbing only) ------------------------------
+
+def _rtx_artifact(tmp_path, source: Manifest, *, version="1.7.1.116", ccs=("8.0", "8.6", "8.9", "12.x"),
+                  beside: Manifest | None = None):
+    """A fake RTX engine of ``source`` in tmp_path, or ``beside`` the engines an artifact there already has."""
+    if beside is None:
+        shutil.copy(source.artifact_path, tmp_path)
+        shutil.copy(source.path, tmp_path)
+    manifest = beside or Manifest.read(tmp_path / source.path.name)
+    plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape)
+    engine = tmp_path / RTX.engine_name(manifest.artifact_path.stem)
+    engine.write_bytes(plan)
+    manifest.set_engine_record(RTX, EngineRecord(engine.name, "-", len(plan), version, "rtx", "TensorRT-RTX",
+                                                 compute_capabilities=list(ccs)))
+    manifest.write(manifest.path)
+    return manifest, engine
+
+
+def _rtx_backend(manifest, engine, cudart, trt, **options):
+    return TensorRTBackend(engine, manifest, target=RTX, tensorrt_module=trt, cudart_module=cudart, **options)
+
+
+def test_fake_rtx_engine_keeps_its_runtime_cache_beside_it_and_captures_its_own_graphs(tmp_path, tiny_artifacts):
+    cudart = FakeCudart(compute_capability=(8, 9), name=b"GeForce RTX 4090")
+    manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+    cache = tmp_path / "tiny-64x96-fp16.rtx.runtime-cache"
+    cache.write_bytes(b"KERNELS from the last start")
+    trt = FakeTensorRTRTX(cudart)
+    backend = _rtx_backend(manifest, engine, cudart, trt, cuda_graphs=True).open()
+    config = trt.contexts[0].runtime_config
+    assert backend.name == "tensorrt-rtx" and backend.runtime_cache_path == cache
+    assert config.cache.kernels == b"KERNELS from the last start"  # loaded at open
+    assert config.cuda_graph_strategy == "WHOLE_GRAPH_CAPTURE" and backend.graphs_active
+    ids = _frames(1)[0]
+    assert np.array_equal(backend.run(ids), _expected(ids))
+    assert cudart.launches == 0  # no graph of ours around the library's own capture
+    config.cache.kernels = b"KERNELS now with more"
+    backend.close()
+    assert cache.read_bytes() == b"KERNELS now with more"  # written at close
+    assert cudart.live == set()
+
+
+def test_fake_rtx_engine_without_graphs_or_cache_file(tmp_path, tiny_artifacts):
+    cudart = FakeCudart(compute_capability=(8, 6))
+    manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+    trt = FakeTensorRTRTX(cudart)
+    with _rtx_backend(manifest, engine, cudart, trt, cuda_graphs=False) as backend:
+        assert trt.contexts[0].runtime_config.cuda_graph_strategy == "DISABLED" and not backend.graphs_active
+    assert (tmp_path / "tiny-64x96-fp16.rtx.runtime-cache").read_bytes().startswith(b"KERNELS")
+
+
+def test_fake_rtx_engine_refused_by_its_header_check_names_the_causes_and_frees_everything(tmp_path, tiny_artifacts):
+    cudart = FakeCudart(compute_capability=(8, 9))
+    manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+    trt = FakeTensorRTRTX(cudart, invalid=FakeDiagnostics.OLD_CUDA_DRIVER | FakeDiagnostics.UNSUPPORTED_CC)
+    with pytest.raises(ArtifactError, match=r"cannot run .*\.rtx\.engine on this machine \(UNSUPPORTED_CC, "
+                                            r"OLD_CUDA_DRIVER\).*crn-build .* --target rtx --compute-capability 89"):
+        _rtx_backend(manifest, engine, cudart, trt).open()
+    assert cudart.live == set()
+
+
+def test_fake_rtx_engine_for_other_gpus_or_another_version_is_refused_with_the_fix(tmp_path, tiny_artifacts):
+    manifest, _ = _rtx_artifact(tmp_path, tiny_artifacts["fp16"], ccs=("8.6",))
+    rtx_4090, h100 = {"name": "RTX 4090", "compute_capability": "8.9"}, {"name": "H100", "compute_capability": "9.0"}
+    with pytest.raises(ArtifactError, match=r"TensorRT-RTX 1\.7\.1\.116 and this is TensorRT-RTX 1\.8\.0.*--target rtx"):
+        check_engine_compatible(manifest, RTX, "1.8.0", rtx_4090)
+    with pytest.raises(ArtifactError, match=r"compute capabilities 8\.6 and this GPU is RTX 4090 \(8\.9\); rebuild "
+                                            r"it with: crn-build \S+ --target rtx --compute-capability 89$"):
+        check_engine_compatible(manifest, RTX, "1.7.1.116", rtx_4090)
+    with pytest.raises(ArtifactError, match=r"TensorRT-RTX has no target for compute capability 9\.0: build a "
+                                            r"TensorRT engine on this GPU with: crn-build \S+\.onnx$"):
+        check_engine_compatible(manifest, RTX, "1.7.1.116", h100)
+    default, _ = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+    blackwell = {"name": "RTX 5090", "compute_capability": "12.0"}
+    assert check_engine_compatible(default, RTX, "1.7.1.116", blackwell).compute_capabilities[-1] == "12.x"
+
+
+def test_fake_tensorrt_and_rtx_engines_lie_side_by_side_and_load_by_name(tmp_path, tiny_artifacts, monkeypatch):
+    from crn_deploy import runtime
+    from crn_deploy.manifest import manifest_for
+
+    cudart = FakeCudart(compute_capability=(8, 9))
+    manifest, engine = _engine_artifact(tmp_path, tiny_artifacts["fp16"], cc="8.9")
+    _rtx_artifact(tmp_path, tiny_artifacts["fp16"], beside=manifest)
+    manifest = Manifest.read(manifest.path)
+    assert {t.name for t in manifest.engine_records()} == {"tensorrt", "rtx"}
+    rtx_engine = tmp_path / manifest.engine_record(RTX).file
+    assert manifest_for(rtx_engine) == manifest_for(engine) == manifest.path
+    libraries = {"tensorrt": FakeTensorRT(cudart), "tensorrt_rtx": FakeTensorRTRTX(cudart)}
+    monkeypatch.setattr(trt_module, "import_engine_library", lambda target: libraries[target.module])
+    monkeypatch.setattr(cuda_module, "import_cudart", lambda: cudart)
+    ids = _frames(1)[0]
+    for path, name in ((engine, "tensorrt"), (rtx_engine, "tensorrt-rtx")):
+        with runtime.load(path) as synth:
+            assert synth.backend.name == name and np.array_equal(synth(ids[0, 0]), _expected(ids)[0])
+    assert libraries["tensorrt_rtx"].contexts and libraries["tensorrt"].contexts

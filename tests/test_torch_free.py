@@ -1,6 +1,6 @@
-"""A deployment box installed with ``pip install '.[ort]'`` (no torch) runs artifacts exported by the
-full environment: the runtime, crn-run and crn-bench work there, and every command that needs torch
-says so in one line and exits 2.
+"""A deployment box installed with ``pip install '.[ort,rtx]'`` (no torch) runs artifacts exported by the
+full environment: the runtime, crn-run and crn-bench work there, crn-build makes TensorRT-RTX engines
+there, and every command that needs torch says so in one line and exits 2.
 
 The torch-free environment is ``.venv-thin/`` at the repository root (the README's test command makes
 it) or the Python named by CRN_THIN_PYTHON. CI sets CRN_REQUIRE_THIN=1, so there a missing one fails.
@@ -23,7 +23,7 @@ THIN_PYTHON = Path(os.environ.get("CRN_THIN_PYTHON", ROOT / ".venv-thin" / "bin"
 def thin():
     if not THIN_PYTHON.is_file():
         message = (f"no torch-free environment at {THIN_PYTHON}: "
-                   "python3 -m venv .venv-thin && .venv-thin/bin/pip install -e '.[ort]'")
+                   "python3 -m venv .venv-thin && .venv-thin/bin/pip install -e '.[ort,rtx]'")
         if os.environ.get("CRN_REQUIRE_THIN"):
             pytest.fail(message)
         pytest.skip(message)
@@ -120,6 +120,25 @@ def test_a_posgen_artifact_paints_its_larger_picture_without_torch(thin, tmp_pat
             "print(s(ids[0, 0], instances=inst[0, 0]).shape, s.picture_size((64, 128)))")
     result = thin("-c", code)
     assert result.returncode == 0 and result.stdout.strip() == "(64, 128, 3) (128, 256)", result.stderr
+
+
+def test_crn_build_makes_rtx_engines_without_torch_or_a_gpu(thin, engines, tmp_path):
+    import shutil
+
+    probe = thin("-c", "import tensorrt_rtx")
+    if probe.returncode != 0:
+        message = f"no TensorRT-RTX in {THIN_PYTHON}: .venv-thin/bin/pip install -e '.[ort,rtx]'"
+        if os.environ.get("CRN_REQUIRE_THIN"):
+            pytest.fail(message)
+        pytest.skip(message)
+    for name in ("tiny-64x96-fp16.onnx", "tiny-64x96-fp16.json"):
+        shutil.copy(engines / name, tmp_path)
+    result = thin("-m", "crn_deploy.cli.build", str(tmp_path / "tiny-64x96-fp16.onnx"), "--target", "rtx",
+                  "--compute-capability", "86,89")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "tiny-64x96-fp16.json").read_text())["rtx_engine"]
+    assert record["runtime"] == "TensorRT-RTX" and record["compute_capabilities"] == ["8.6", "8.9"]
+    assert (tmp_path / "tiny-64x96-fp16.rtx.engine").stat().st_size == record["size_bytes"]
 
 
 @pytest.mark.parametrize("command", [

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU suite: cityscapes-512p at 512x1024 and cityscapes-1024p at 1024x2048 (random weights, seed 0),
 # FP16 and FP32: TensorRT engines (where TensorRT is installed; crn-export builds them), ONNX Runtime
-# (on CUDA where its CUDA provider is installed), and the PyTorch reference on CUDA with CUDA graphs on
+# (on CUDA where its CUDA provider is installed), TensorRT-RTX engines (where it is installed and the GPU is one
+# of its targets: not H100/H200), and the PyTorch reference on CUDA with CUDA graphs on
 # and off; then the streaming loop (crn-run) on the synthetic scene against the engine alone.
 # Needs the export extra and a CUDA torch; add the tensorrt extra for engines. A step that cannot run
 # here says why and the suite goes on. CRN_GPU_SUITE_SIZE=small: the same steps on small-256p.
@@ -25,6 +26,29 @@ for model in "${models[@]}"; do
     crn export --preset "$preset" --random-weights --seed 0 --res "$res" --precision fp16 --precision fp32 \
         --samples 1 --out "$engines" 2>&1 | tee -a "$results/export.log" || echo "crn-export of $preset failed"
 done
+# TensorRT-RTX rows where TensorRT-RTX is installed and this GPU is one of its targets (RTX-class GPUs, A100);
+# Hopper and datacenter Blackwell (H100, H200, B200) are not: they get one line saying so.
+rtx_skip=$("$py" - 2>&1 <<'PY'
+from crn_deploy.backends.cuda import Cuda
+from crn_deploy.backends.tensorrt import engines_unavailable_reason
+from crn_deploy.targets import RTX, RTX_COMPUTE_CAPABILITIES, RTX_DEFAULT_COMPUTE_CAPABILITIES, serves
+reason = engines_unavailable_reason(RTX)
+if reason is None:
+    cuda = Cuda()
+    gpu = cuda.properties()
+    cuda.close()
+    cc = gpu["compute_capability"]
+    if not (serves(RTX_DEFAULT_COMPUTE_CAPABILITIES, cc) or cc in RTX_COMPUTE_CAPABILITIES):
+        reason = (f"this GPU, {gpu['name']} (compute capability {cc}), is not a TensorRT-RTX target: Hopper and "
+                  "datacenter Blackwell run TensorRT engines")
+print(reason or "")
+PY
+)
+if [ -n "$rtx_skip" ]; then
+    echo "skipped: TensorRT-RTX rows ($rtx_skip)" | tee -a "$results/export.log"
+else
+    crn build "$engines"/*.onnx --target rtx 2>&1 | tee -a "$results/export.log" || echo "crn-build --target rtx failed"
+fi
 crn bench "$engines" --device cuda --samples 2 --warmup 1 --iterations "$iterations" --duration "$duration" \
     --json "$results/bench.json" --csv "$results/bench.csv" --report "$results" 2>&1 | tee "$results/bench.txt" \
     || echo "crn-bench ended with an error (see bench.txt)"

@@ -22,6 +22,7 @@ from ..backends.tensorrt import import_engine_library, tensorrt_dtype
 from ..errors import ArtifactError, CrnError, UsageError
 from ..files import sha256_file, write_bytes_atomic
 from ..manifest import Manifest
+from ..precisions import FP32_ISLAND
 from ..precisions import TABLE as PRECISION_TABLE
 from ..records import EngineRecord, GpuRecord
 from ..targets import RTX_DEFAULT_COMPUTE_CAPABILITIES, TENSORRT, EngineTarget
@@ -187,13 +188,15 @@ def check_network_io(trt, network, manifest: Manifest, where: Path) -> None:
 
 
 def check_network_precision(trt, network, precision: str, where: Path) -> None:
-    """Refuse unless every (transposed) convolution computes in the requested type and every norm in FP32."""
+    """Refuse unless every (transposed) convolution computes in the requested type (FP32 where the graph
+    marks an FP32 island) and every norm in FP32."""
     want = getattr(trt.DataType, PRECISION_TABLE[precision].tensorrt_type)
     convolutions = (trt.LayerType.CONVOLUTION, trt.LayerType.DECONVOLUTION)
     wrong = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.type in convolutions and layer.get_output(0).dtype != want:
+        wanted = trt.DataType.FLOAT if FP32_ISLAND in layer.name else want
+        if layer.type in convolutions and layer.get_output(0).dtype != wanted:
             wrong.append(f"{layer.name} computes in {layer.get_output(0).dtype}")
         if layer.type == trt.LayerType.NORMALIZATION and layer.get_input(0).dtype != trt.DataType.FLOAT:
             wrong.append(f"{layer.name} normalizes in {layer.get_input(0).dtype}")

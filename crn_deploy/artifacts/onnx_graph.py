@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..precisions import FP32_ISLAND
 from ..precisions import TABLE as PRECISION_TABLE
 
 OPSET = 17  # LayerNormalization; TensorRT's parser takes opsets 9..24
@@ -42,10 +43,14 @@ class GraphBuilder:
         self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], name: str | None = None, **attrs) -> str:
+    def op(self, op_type: str, inputs: list[str], name: str | None = None, fp32_island: bool = False,
+           **attrs) -> str:
+        """A node; ``name`` names its output. ``fp32_island``: it computes in FP32 by design in every precision,
+        and its node name says so (the engine builder's precision check reads it)."""
         self._count += 1
         out = name or f"{op_type.lower()}_{self._count}"
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"{op_type}_{self._count}", **attrs))
+        node_name = f"{op_type}_{self._count}" + (f"_{FP32_ISLAND}" if fp32_island else "")
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=node_name, **attrs))
         return out
 
 

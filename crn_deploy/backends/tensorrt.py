@@ -55,6 +55,24 @@ def engines_unavailable_reason(target: EngineTarget = TENSORRT, *, to_build: boo
     return None
 
 
+def why_engine_cannot_run_here(manifest: Manifest, target: EngineTarget) -> str | None:
+    """None where this machine can run ``manifest``'s ``target`` engine (library, GPU, version, compute
+    capability); else one line why not."""
+    reason = engines_unavailable_reason(target)
+    if reason is not None:
+        return reason
+    cuda = Cuda()
+    try:
+        gpu = cuda.properties()
+    finally:
+        cuda.close()
+    try:
+        check_engine_compatible(manifest, target, import_engine_library(target).__version__, gpu)
+    except ArtifactError as e:
+        return str(e)
+    return None
+
+
 def default_build_target() -> EngineTarget:
     """TensorRT where it and a GPU are here; else TensorRT-RTX where it is installed (it needs no GPU to
     build); else a refusal saying what each would need."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import __version__
 from ..backends.base import Backend
-from ..backends.tensorrt import engines_unavailable_reason, rebuild_command
+from ..backends.tensorrt import engines_unavailable_reason, rebuild_command, why_engine_cannot_run_here
 from ..config import format_resolution
 from ..data.images import list_label_images, read_instance_image, read_label_image, resize_labels
 from ..data.synthetic import scenes
@@ -271,20 +271,21 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
 
 def _engine_rows(ctx: _Context, manifest: Manifest, engine_target: EngineTarget, record: EngineRecord,
                  skipped: list[str]) -> list[BenchRow]:
-    """An engine's rows, with CUDA graphs and without, where it can run here. Where it cannot: a TensorRT
-    engine is noted as skipped (it is built on its GPU); a TensorRT-RTX engine, built anywhere, gets a row
-    saying it was built and what running it needs, which is not an error."""
+    """An engine's rows, with CUDA graphs and without, where it can run here. Where it cannot, a line in
+    ``skipped`` says why; and a TensorRT-RTX engine (built anywhere) on a machine without its library or a
+    GPU also gets a row saying it was built and needs a GPU to run, which is not an error."""
     label = "tensorrt" if engine_target is TENSORRT else f"tensorrt-{engine_target.name}"
-    reason = engines_unavailable_reason(engine_target)
+    reason = why_engine_cannot_run_here(manifest, engine_target)
     if reason is None:
         return [_row(ctx, manifest, _label(label, graphs),
                      lambda g=graphs: open_backend(manifest, engine_target.name, cuda_graphs=g, timing=True),
                      artifact=record.file, graphs=graphs) for graphs in (True, False)]
     skipped.append(f"{record.file}: {reason}")
-    if engine_target.build_needs_gpu:
-        return []
+    if engine_target.build_needs_gpu or engines_unavailable_reason(engine_target) is None:
+        return []  # built on its GPU, or here is a GPU it was not built for: the skipped line says why
     row = _engine_row(manifest, label, record)
-    row.status = BUILT_NEEDS_GPU
+    library_here = engines_unavailable_reason(engine_target, to_build=True) is None
+    row.status = BUILT_NEEDS_GPU if library_here else f"built; {reason}"
     ctx.log(f"  {record.file} [{label}]: {row.status} ({reason})")
     return [row]
 

@@ -167,7 +167,7 @@ def _fourier(g: GraphBuilder, w: GraphWeights, features: str) -> str:
     """sin and cos of B f, with B f in FP32 (an argument of 100 has an FP16 spacing of 0.06 rad)."""
     x = g.op("Cast", [features], to=FLOAT) if w.compute != FLOAT else features
     weight = g.const("fourier.weight", np.asarray(w.weights["fourier.weight"], np.float32))
-    projected = g.op("Conv", [x, weight], kernel_shape=[1, 1])
+    projected = g.op("Conv", [x, weight], kernel_shape=[1, 1], fp32_island=True)
     y = g.op("Concat", [g.op("Sin", [projected]), g.op("Cos", [projected])], axis=1)
     return g.op("Cast", [y], to=w.compute) if w.compute != FLOAT else y
 
