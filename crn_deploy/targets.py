@@ -30,6 +30,7 @@ class EngineTarget:
     own_cuda_graphs: bool  # the library captures CUDA graphs itself (we do not capture around it)
     header_check: bool  # IRuntime.get_engine_validity reads the plan's header before it is deserialized
     triton_backend: bool  # Triton's TensorRT backend loads these engines
+    gpus: tuple[str, ...] | None = None  # compute capabilities it can target at all ("12.x": every 12 minor); None: any
 
     def engine_name(self, artifact_stem: str) -> str:
         return f"{artifact_stem}{self.suffix}"
@@ -40,7 +41,8 @@ TENSORRT = EngineTarget("tensorrt", "TensorRT", "tensorrt", "tensorrt", ".engine
                         own_cuda_graphs=False, header_check=False, triton_backend=True)
 RTX = EngineTarget("rtx", "TensorRT-RTX", "tensorrt_rtx", "rtx", ".rtx.engine", "rtx_engine", (1, 0),
                    build_needs_gpu=False, timing_cache=False, compute_capabilities=True,
-                   runtime_cache=".rtx.runtime-cache", own_cuda_graphs=True, header_check=True, triton_backend=False)
+                   runtime_cache=".rtx.runtime-cache", own_cuda_graphs=True, header_check=True, triton_backend=False,
+                   gpus=("7.5", "8.0", "8.6", "8.9", "12.x"))
 TARGETS: dict[str, EngineTarget] = {t.name: t for t in (TENSORRT, RTX)}
 
 # The GPUs TensorRT-RTX can build for, by compute capability (its ComputeCapability.SM<nn> names).

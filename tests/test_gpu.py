@@ -30,6 +30,16 @@ needs_trt = pytest.mark.skipif(_engines_reason() is not None, reason=f"needs Ten
 needs_cuda = pytest.mark.skipif(not _torch_cuda(), reason="needs a CUDA GPU visible to torch")
 
 
+def _rtx_reason() -> str | None:
+    from crn_deploy.backends.tensorrt import target_unavailable_here
+    from crn_deploy.targets import RTX
+
+    return target_unavailable_here(RTX)
+
+
+needs_rtx = pytest.mark.skipif(_rtx_reason() is not None, reason=f"needs an RTX-class GPU: {_rtx_reason()}")
+
+
 def _ort_cuda() -> bool:
     from crn_deploy.backends.onnxruntime import available_devices
 
@@ -54,6 +64,29 @@ def test_real_engine_matches_the_reference(tmp_path, tiny_source, precision, cud
         assert synth.backend.graphs_active == cuda_graphs
         parity = compare_images(synth(ids), ref(ids))
     assert parity.max_abs <= 1 if precision == "fp32" else parity.psnr_db >= 40
+
+
+@pytest.mark.gpu
+@needs_rtx
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("cuda_graphs", [True, False])
+def test_real_rtx_engine_matches_the_reference_and_keeps_its_runtime_cache(tmp_path, tiny_source, precision,
+                                                                           cuda_graphs):
+    from crn_deploy import runtime
+    from crn_deploy.artifacts.engine import BuildOptions, build_engine
+    from crn_deploy.backends.tensorrt import gpu_properties
+    from crn_deploy.targets import RTX
+
+    here = gpu_properties()["compute_capability"]
+    options = BuildOptions(target=RTX, compute_capabilities=(here,) if here == "7.5" else ())
+    manifest = build_engine(export_tiny(tiny_source, tmp_path, precisions=[precision])[0], options, log=lambda _: None)
+    ids = street_layouts(3, *TINY_RES, seed=5)
+    engine = tmp_path / manifest.engine_record(RTX).file
+    with runtime.load(engine, cuda_graphs=cuda_graphs) as synth, runtime.load_reference(manifest.path) as ref:
+        assert synth.backend.graphs_active == cuda_graphs
+        parity = compare_images(synth(ids), ref(ids))
+    assert parity.max_abs <= 1 if precision == "fp32" else parity.psnr_db >= 40
+    assert (tmp_path / engine.name.replace(".rtx.engine", ".rtx.runtime-cache")).stat().st_size > 0
 
 
 @pytest.mark.gpu
@@ -146,7 +179,7 @@ def test_real_engine_of_another_tensorrt_version_is_refused(real_fp16_engine, tm
     manifest = Manifest.read(manifest_for(real_fp16_engine))
     for path in (real_fp16_engine, manifest.artifact_path):
         shutil.copy(path, tmp_path / path.name)
-    manifest.sections["engine"]["tensorrt_version"] = "10.12.0.1"
+    manifest.sections["engine"]["runtime_version"] = "10.12.0.1"
     manifest.write(tmp_path / manifest.path.name)
     with pytest.raises(ArtifactError, match=r"TensorRT 10\.12\.0\.1 and this is TensorRT .*crn-build"):
         runtime.load(tmp_path / real_fp16_engine.name)

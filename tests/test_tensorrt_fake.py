@@ -407,7 +407,8 @@ def test_fake_rtx_engine_refused_by_its_header_check_names_the_causes_and_frees_
 def test_fake_rtx_engine_for_other_gpus_or_another_version_is_refused_with_the_fix(tmp_path, tiny_artifacts):
     manifest, _ = _rtx_artifact(tmp_path, tiny_artifacts["fp16"], ccs=("8.6",))
     rtx_4090, h100 = {"name": "RTX 4090", "compute_capability": "8.9"}, {"name": "H100", "compute_capability": "9.0"}
-    with pytest.raises(ArtifactError, match=r"TensorRT-RTX 1\.7\.1\.116 and this is TensorRT-RTX 1\.8\.0.*--target rtx"):
+    with pytest.raises(ArtifactError, match=r"TensorRT-RTX 1\.7\.1\.116 and this is TensorRT-RTX 1\.8\.0.*"
+                                            r"--target rtx"):
         check_engine_compatible(manifest, RTX, "1.8.0", rtx_4090)
     with pytest.raises(ArtifactError, match=r"compute capabilities 8\.6 and this GPU is RTX 4090 \(8\.9\); rebuild "
                                             r"it with: crn-build \S+ --target rtx --compute-capability 89$"):

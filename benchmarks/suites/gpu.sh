@@ -28,22 +28,9 @@ for model in "${models[@]}"; do
 done
 # TensorRT-RTX rows where TensorRT-RTX is installed and this GPU is one of its targets (RTX-class GPUs, A100);
 # Hopper and datacenter Blackwell (H100, H200, B200) are not: they get one line saying so.
-rtx_skip=$("$py" - 2>&1 <<'PY'
-from crn_deploy.backends.cuda import Cuda
-from crn_deploy.backends.tensorrt import engines_unavailable_reason
-from crn_deploy.targets import RTX, RTX_COMPUTE_CAPABILITIES, RTX_DEFAULT_COMPUTE_CAPABILITIES, serves
-reason = engines_unavailable_reason(RTX)
-if reason is None:
-    cuda = Cuda()
-    gpu = cuda.properties()
-    cuda.close()
-    cc = gpu["compute_capability"]
-    if not (serves(RTX_DEFAULT_COMPUTE_CAPABILITIES, cc) or cc in RTX_COMPUTE_CAPABILITIES):
-        reason = (f"this GPU, {gpu['name']} (compute capability {cc}), is not a TensorRT-RTX target: Hopper and "
-                  "datacenter Blackwell run TensorRT engines")
-print(reason or "")
-PY
-)
+rtx_skip=$("$py" -c "from crn_deploy.backends.tensorrt import target_unavailable_here as why
+from crn_deploy.targets import RTX
+print(why(RTX) or '')" 2>&1)
 if [ -n "$rtx_skip" ]; then
     echo "skipped: TensorRT-RTX rows ($rtx_skip)" | tee -a "$results/export.log"
 else

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..backends.cuda import Cuda
-from ..backends.tensorrt import import_engine_library, tensorrt_dtype
+from ..backends.tensorrt import gpu_properties, import_engine_library, tensorrt_dtype
 from ..errors import ArtifactError, CrnError, UsageError
 from ..files import sha256_file, write_bytes_atomic
 from ..manifest import Manifest
@@ -65,7 +64,7 @@ def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
     onnx_path = manifest.artifact_path
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path} is missing beside its manifest {manifest.path}; re-export it")
-    gpu = _gpu_properties() if target.build_needs_gpu else None
+    gpu = gpu_properties() if target.build_needs_gpu else None
     logger = build_log(trt, log if options.verbose else None)
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, builder, logger, onnx_path, target)  # held to the end: the parser owns weights
@@ -97,14 +96,6 @@ def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
         f"{gpu['name'] if gpu else 'compute capabilities ' + ', '.join(_served(options))} "
         f"({engine_path.stat().st_size / 2**20:.1f} MiB)" + _warnings_note(logger, options))
     return manifest
-
-
-def _gpu_properties() -> dict:
-    cuda = Cuda()
-    try:
-        return cuda.properties()
-    finally:
-        cuda.close()
 
 
 def _served(options: BuildOptions) -> list[str] | None:

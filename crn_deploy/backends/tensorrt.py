@@ -24,7 +24,7 @@ from ..errors import ArtifactError, CrnError, UsageError
 from ..files import write_bytes_atomic
 from ..manifest import OUTPUT_NAME, Manifest
 from ..records import EngineRecord
-from ..targets import RTX, RTX_COMPUTE_CAPABILITIES, TENSORRT, EngineTarget, artifact_stem_of, serves
+from ..targets import RTX, TENSORRT, EngineTarget, artifact_stem_of, serves
 from .base import Backend
 from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, handle
 from .device_arrays import check_label_batch, describe
@@ -36,7 +36,8 @@ def import_engine_library(target: EngineTarget = TENSORRT):
         trt = importlib.import_module(target.module)
     except ImportError:
         where = " on a machine with an NVIDIA GPU" if target.build_needs_gpu else ""
-        raise UsageError(f"{target.runtime} is not installed: pip install 'crn-deploy[{target.extra}]'{where}") from None
+        raise UsageError(f"{target.runtime} is not installed: pip install 'crn-deploy[{target.extra}]'{where}") \
+            from None
     if version_tuple(trt.__version__) < target.min_version:
         wanted = ".".join(map(str, target.min_version))
         raise UsageError(f"{target.runtime} {trt.__version__} is too old: crn-deploy needs >= {wanted} "
@@ -55,19 +56,35 @@ def engines_unavailable_reason(target: EngineTarget = TENSORRT, *, to_build: boo
     return None
 
 
+def gpu_properties() -> dict:
+    """Name, compute capability and memory of GPU 0."""
+    cuda = Cuda()
+    try:
+        return cuda.properties()
+    finally:
+        cuda.close()
+
+
+def target_unavailable_here(target: EngineTarget) -> str | None:
+    """None where ``target``'s engines can run on this machine (its library, and a GPU it can target: TensorRT-RTX
+    has none for Hopper and datacenter Blackwell), else one line why not."""
+    reason = engines_unavailable_reason(target)
+    if reason is None and target.gpus is not None:
+        gpu = gpu_properties()
+        if not serves(target.gpus, gpu["compute_capability"]):
+            reason = (f"this GPU, {gpu['name']} (compute capability {gpu['compute_capability']}), is not a "
+                      f"{target.runtime} target: Hopper and datacenter Blackwell run TensorRT engines")
+    return reason
+
+
 def why_engine_cannot_run_here(manifest: Manifest, target: EngineTarget) -> str | None:
     """None where this machine can run ``manifest``'s ``target`` engine (library, GPU, version, compute
     capability); else one line why not."""
     reason = engines_unavailable_reason(target)
     if reason is not None:
         return reason
-    cuda = Cuda()
     try:
-        gpu = cuda.properties()
-    finally:
-        cuda.close()
-    try:
-        check_engine_compatible(manifest, target, import_engine_library(target).__version__, gpu)
+        check_engine_compatible(manifest, target, import_engine_library(target).__version__, gpu_properties())
     except ArtifactError as e:
         return str(e)
     return None
@@ -135,7 +152,7 @@ def check_engine_compatible(manifest: Manifest, target: EngineTarget, version: s
 
 
 def _rtx_fix(manifest: Manifest, compute_capability: str) -> str:
-    if compute_capability in RTX_COMPUTE_CAPABILITIES or compute_capability.startswith("12."):
+    if serves(RTX.gpus, compute_capability):
         return f"rebuild it with: {rebuild_command(manifest, RTX, compute_capability)}"
     return (f"TensorRT-RTX has no target for compute capability {compute_capability}: build a TensorRT engine on "
             f"this GPU with: {rebuild_command(manifest, TENSORRT)}")

@@ -1,4 +1,5 @@
-"""crn-build: engines from exported ONNX files: TensorRT on the GPU that will run them, or TensorRT-RTX on any machine for RTX GPUs."""
+"""crn-build: engines from exported ONNX files: TensorRT on the GPU that will run them, or TensorRT-RTX
+on any machine for RTX-class GPUs."""
 
 from __future__ import annotations
 
