@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import format_resolution
+from .sizes import format_resolution
 from .errors import ArtifactError, UsageError
 from .families import IMAGE, LABELS, Family, TensorSpec, family
 from .files import write_json_atomic

@@ -26,13 +26,17 @@ TABLE: dict[str, Precision] = {
     "fp16": Precision("fp16", 10, "float16", "HALF", "Half", True, "min_psnr", 40.0),
 }
 NAMES = tuple(TABLE)
+FP32, FP16 = TABLE["fp32"], TABLE["fp16"]
 
 # Graph nodes whose names hold this compute in FP32 by design, whatever the graph's precision (PosGen's Fourier
 # projection: an FP16 argument of sin/cos is off by radians). The engine check accepts their FP32 convolutions.
 FP32_ISLAND = "fp32island"
 
 
-def precision(name: str) -> Precision:
+def precision(name: str | Precision) -> Precision:
+    """The precision named (a ``Precision`` passes through as it is)."""
+    if isinstance(name, Precision):
+        return name
     try:
         return TABLE[name.lower()]
     except KeyError:

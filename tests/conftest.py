@@ -6,14 +6,14 @@ from dataclasses import replace
 
 import pytest
 
-from crn_deploy.config import preset
+from crn_deploy.families import find_preset
 
 TINY_RES = (64, 96)
 
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    return preset("tiny")
+    return find_preset("tiny")[1]
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,11 @@ def tiny_k3_source(tiny_config):
 def export_tiny(source, out_dir, *, precisions=("fp32", "fp16"), resolutions=(TINY_RES,), batch=1, name="tiny"):
     from crn_deploy.artifacts.exporter import ExportOptions, export_artifacts
 
-    options = ExportOptions(list(resolutions), list(precisions), out_dir, name, batch, samples=2)
+    from crn_deploy.precisions import precision
+    from crn_deploy.sizes import Sizes
+
+    options = ExportOptions([Sizes.same(r) for r in resolutions], [precision(p) for p in precisions], out_dir, name,
+                            batch, samples=2)
     return export_artifacts(source, options, log=lambda _: None)
 
 

@@ -1,4 +1,4 @@
-"""PosGen in plain NumPy, from the description (issue 14 / crn_deploy.families.PosGenConfig's stated
+"""PosGen in plain NumPy, from the description (issue 14 / crn_deploy.families.posgen.PosGenConfig's stated
 choices) on the SPADE trunk of ``reference_spade_numpy`` and independent of crn_deploy: features after
 LeakyReLU, bilinearly interpolated (half-pixel centres) to the output size; per pixel
 [features, sin(B f), cos(B f), coordinates] through three shared layers; float64 throughout."""
@@ -53,10 +53,11 @@ def synthesize(state: dict, labels: np.ndarray, inst: np.ndarray | None, config,
     """uint8 [H',W',3] for one [H,W] label map."""
     p = {k: np.asarray(v, np.float64) for k, v in state.items() if not k.endswith("num_batches_tracked")}
     h, w = labels.shape
-    seg = preprocess(labels, inst, config.label_nc, config.contain_dontcare_label, config.instances)
-    k = {"normal": 5, "more": 6, "most": 7}[config.num_upsampling_layers]
-    norm = "instance" if "instance" in config.norm_G else "batch"
-    features = lrelu(trunk(seg, p, ngf=config.ngf, up_layers=k, norm=norm, start=(h // 2**k, w // 2**k)))
+    t = config.trunk
+    seg = preprocess(labels, inst, t.label_nc, t.contain_dontcare_label, t.instances)
+    k = {"normal": 5, "more": 6, "most": 7}[t.num_upsampling_layers]
+    norm = "instance" if "instance" in t.norm_G else "batch"
+    features = lrelu(trunk(seg, p, ngf=t.ngf, up_layers=k, norm=norm, start=(h // 2**k, w // 2**k)))
     out = tuple(out_size or (h, w))
     if out != (h, w):
         features = bilinear(features, out)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from crn_deploy.data.synthetic import patchwork_scene
-from crn_deploy.families import SPADEConfig
+from crn_deploy.families.spade import SPADEConfig
 from crn_deploy.models import spade
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from crn_deploy.artifacts.onnx_graph import graph_dtypes
+from crn_deploy.graph import graph_dtypes
 
 _F = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 _FI = _F | {TensorProto.INT32, TensorProto.INT64}

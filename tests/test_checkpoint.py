@@ -5,15 +5,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from crn_deploy.models.checkpoint import (
-    check_state,
-    infer_config,
-    load_checkpoint,
-    model_from_source,
-    save_checkpoint,
-)
-from crn_deploy.models.crn import CRN, random_init
-from crn_deploy.config import CRNConfig, preset
+from crn_deploy.models.checkpoint import load_checkpoint, model_from_source, save_checkpoint
+from crn_deploy.models.crn import CRN, check_state, infer_config, random_init
+from crn_deploy.families.crn import CRNConfig
+from crn_deploy.families import find_preset
 from crn_deploy.errors import CheckpointError
 from crn_deploy.labels import CITYSCAPES, LabelSet
 
@@ -27,7 +22,7 @@ def _shapes_only(config):
 
 @pytest.mark.parametrize("name", ["cityscapes-256p", "cityscapes-512p", "cityscapes-1024p", "gta-256p", "tiny"])
 def test_architecture_is_inferred_from_preset_shapes(name):
-    assert infer_config(_shapes_only(preset(name))) == preset(name)
+    assert infer_config(_shapes_only(find_preset(name)[1])) == find_preset(name)[1]
 
 
 def test_architecture_is_inferred_for_custom_widths():
@@ -102,7 +97,7 @@ def test_mismatch_names_missing_unexpected_and_wrongly_shaped_keys(tiny_config):
 def test_checkpoint_of_another_architecture_is_refused_against_a_preset(tmp_path, tiny_config):
     torch.save(_state(tiny_config), tmp_path / "tiny.pt")
     with pytest.raises(CheckpointError, match="does not fit the CRN config"):
-        load_checkpoint(tmp_path / "tiny.pt", preset("small-256p"))
+        load_checkpoint(tmp_path / "tiny.pt", find_preset("small-256p")[1])
 
 
 def test_bad_files_get_one_clear_line(tmp_path):
@@ -112,7 +107,8 @@ def test_bad_files_get_one_clear_line(tmp_path):
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint: it is a damaged or truncated zip"):
         load_checkpoint(tmp_path / "corrupt.pt")
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="not a crn-deploy CRN checkpoint"):
+    with pytest.raises(CheckpointError, match=r"not a checkpoint of any family crn-deploy deploys \(tried crn, "
+                                              r"pix2pixhd, spade, posgen; the closest by its keys is"):
         load_checkpoint(tmp_path / "other.pt")
 
 

@@ -1,30 +1,33 @@
 import pytest
 
-from crn_deploy.config import PRESETS, CRNConfig, check_resolution, parse_resolution, preset
+from crn_deploy.families.crn import PRESETS, CRNConfig
+from crn_deploy.sizes import parse_resolution
+from crn_deploy.families import find_preset
+from crn_deploy.families.crn import CRN
 from crn_deploy.errors import UsageError
 
 
 def test_released_presets_match_the_paper_cost():
     # crn.md: the 1024p model needs ~1.58 T MACs at 1024x2048 and has ~99 M parameters;
     # the 256p model ~1.08 T MACs at 256x512.
-    big = preset("cityscapes-1024p")
+    big = find_preset("cityscapes-1024p")[1]
     assert big.num_modules == 9 and big.native_resolution == (1024, 2048)
     assert big.macs((1024, 2048)) == pytest.approx(1.58e12, rel=0.01)
     assert big.num_parameters() == pytest.approx(99e6, rel=0.01)
-    assert preset("cityscapes-256p").macs((256, 512)) == pytest.approx(1.08e12, rel=0.01)
+    assert find_preset("cityscapes-256p")[1].macs((256, 512)) == pytest.approx(1.08e12, rel=0.01)
 
 
 def test_released_widths_by_module_height():
-    assert preset("cityscapes-1024p").widths == (1024,) * 5 + (512, 512, 128, 32)
-    assert preset("cityscapes-512p").widths == (1024,) * 5 + (512, 512, 128)
-    assert preset("cityscapes-256p").widths == (1024,) * 5 + (512, 512)
-    assert preset("cityscapes-256p").k == preset("gta-256p").k == 9
-    assert preset("cityscapes-512p").k == preset("cityscapes-1024p").k == 1
+    assert find_preset("cityscapes-1024p")[1].widths == (1024,) * 5 + (512, 512, 128, 32)
+    assert find_preset("cityscapes-512p")[1].widths == (1024,) * 5 + (512, 512, 128)
+    assert find_preset("cityscapes-256p")[1].widths == (1024,) * 5 + (512, 512)
+    assert find_preset("cityscapes-256p")[1].k == find_preset("gta-256p")[1].k == 9
+    assert find_preset("cityscapes-512p")[1].k == find_preset("cityscapes-1024p")[1].k == 1
 
 
 def test_unknown_preset_suggests_the_near_miss():
     with pytest.raises(UsageError, match="did you mean 'cityscapes-512p'"):
-        preset("cityscape-512p")
+        find_preset("cityscape-512p")[1]
 
 
 @pytest.mark.parametrize("text, expected", [("512x1024", (512, 1024)), ("256X512", (256, 512)), ("64*64", (64, 64))])
@@ -39,15 +42,15 @@ def test_parse_resolution_refuses_garbage(text):
 
 
 def test_any_multiple_of_the_scale_works_including_other_aspects():
-    config = preset("cityscapes-1024p")  # 9 modules: multiples of 256
+    config = find_preset("cityscapes-1024p")[1]  # 9 modules: multiples of 256
     for resolution in [(1024, 2048), (256, 256), (768, 1280), (512, 512)]:
-        check_resolution(resolution, config)
+        CRN.check_resolution(resolution, config)
         assert config.base_for(resolution) == (resolution[0] // 256, resolution[1] // 256)
 
 
 def test_invalid_resolution_names_the_nearest_valid_sizes():
     with pytest.raises(UsageError) as e:
-        check_resolution((1080, 1920), preset("cityscapes-1024p"))
+        CRN.check_resolution((1080, 1920), find_preset("cityscapes-1024p")[1])
     message = str(e.value)
     assert "multiple of 256" in message and "1024x1792" in message and "1280x2048" in message
 
@@ -63,7 +66,7 @@ def test_config_round_trips_and_validates():
 
 def test_every_preset_has_a_valid_native_resolution():
     for config in PRESETS.values():
-        check_resolution(config.native_resolution, config)
+        CRN.check_resolution(config.native_resolution, config)
 
 
 @pytest.mark.parametrize("text, message", [("0x0", "must be positive"), ("-4x8", "must be positive"),

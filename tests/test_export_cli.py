@@ -7,7 +7,8 @@ import torch
 
 from crn_deploy.models.crn import CRN, random_init
 from crn_deploy.cli.export import main as export_main
-from crn_deploy.config import RELEASED_PRESETS, preset
+from crn_deploy.families.crn import RELEASED_PRESETS
+from crn_deploy.families import find_preset
 from crn_deploy.manifest import Manifest
 
 from .conftest import export_tiny
@@ -98,7 +99,7 @@ def test_failed_gate_keeps_nothing(tmp_path, capsys):
 def test_every_released_preset_exports_in_both_precisions(tmp_path, name):
     from crn_deploy.models.checkpoint import random_model
 
-    config = preset(name)
+    config = find_preset(name)[1]
     smallest = (config.scale, config.scale)  # base 1x1: the cheapest valid size
     manifests = export_tiny(random_model(config, 0, name), tmp_path, resolutions=[smallest], name=name)
     by_precision = {m.precision: m.sections["parity"] for m in manifests}

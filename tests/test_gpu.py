@@ -55,12 +55,13 @@ needs_ort_cuda = pytest.mark.skipif(not _ort_cuda(), reason="needs onnxruntime-g
 @pytest.mark.parametrize("cuda_graphs", [True, False])
 def test_real_engine_matches_the_reference(tmp_path, tiny_source, precision, cuda_graphs):
     from crn_deploy import runtime
+    from crn_deploy.measure.reference import load_reference
     from crn_deploy.artifacts.engine import build_engine
 
     manifest = build_engine(export_tiny(tiny_source, tmp_path, precisions=[precision])[0], log=lambda _: None)
     ids = street_layouts(3, *TINY_RES, seed=5)
     engine = manifest.path.with_suffix(".engine")
-    with runtime.load(engine, cuda_graphs=cuda_graphs) as synth, runtime.load_reference(manifest.path) as ref:
+    with runtime.load(engine, cuda_graphs=cuda_graphs) as synth, load_reference(manifest.path) as ref:
         assert synth.backend.graphs_active == cuda_graphs
         parity = compare_images(synth(ids), ref(ids))
     assert parity.max_abs <= 1 if precision == "fp32" else parity.psnr_db >= 40
@@ -73,6 +74,7 @@ def test_real_engine_matches_the_reference(tmp_path, tiny_source, precision, cud
 def test_real_rtx_engine_matches_the_reference_and_keeps_its_runtime_cache(tmp_path, tiny_source, precision,
                                                                            cuda_graphs):
     from crn_deploy import runtime
+    from crn_deploy.measure.reference import load_reference
     from crn_deploy.artifacts.engine import BuildOptions, build_engine
     from crn_deploy.backends.tensorrt import gpu_properties
     from crn_deploy.targets import RTX
@@ -82,7 +84,7 @@ def test_real_rtx_engine_matches_the_reference_and_keeps_its_runtime_cache(tmp_p
     manifest = build_engine(export_tiny(tiny_source, tmp_path, precisions=[precision])[0], options, log=lambda _: None)
     ids = street_layouts(3, *TINY_RES, seed=5)
     engine = tmp_path / manifest.engine_record(RTX).file
-    with runtime.load(engine, cuda_graphs=cuda_graphs) as synth, runtime.load_reference(manifest.path) as ref:
+    with runtime.load(engine, cuda_graphs=cuda_graphs) as synth, load_reference(manifest.path) as ref:
         assert synth.backend.graphs_active == cuda_graphs
         parity = compare_images(synth(ids), ref(ids))
     assert parity.max_abs <= 1 if precision == "fp32" else parity.psnr_db >= 40
@@ -128,6 +130,7 @@ def test_real_engine_reads_labels_from_gpu_memory_in_place(real_fp16_engine):
     import torch
 
     from crn_deploy import runtime
+    from crn_deploy.measure.reference import load_reference
 
     ids = street_layouts(1, *TINY_RES, seed=7)
     on_gpu = torch.from_numpy(ids).cuda()
@@ -144,6 +147,7 @@ def test_real_engine_reads_labels_from_gpu_memory_in_place(real_fp16_engine):
 @needs_trt
 def test_real_engine_pipelined_frames_come_back_in_order(real_fp16_engine):
     from crn_deploy import runtime
+    from crn_deploy.measure.reference import load_reference
 
     frames = street_layouts(5, *TINY_RES, seed=8)
     with runtime.load(real_fp16_engine, slots=2) as synth:
@@ -173,6 +177,7 @@ def test_real_engine_of_another_tensorrt_version_is_refused(real_fp16_engine, tm
     import shutil
 
     from crn_deploy import runtime
+    from crn_deploy.measure.reference import load_reference
     from crn_deploy.errors import ArtifactError
     from crn_deploy.manifest import Manifest, manifest_for
 
@@ -192,6 +197,7 @@ def test_onnxruntime_cuda_reads_gpu_label_maps_in_place(tiny_artifacts):
     import torch
 
     from crn_deploy import runtime
+    from crn_deploy.measure.reference import load_reference
 
     ids = street_layouts(1, *TINY_RES, seed=10)
     on_gpu = torch.from_numpy(ids).cuda()

@@ -5,7 +5,7 @@ import pytest
 
 from crn_deploy.measure.parity import compare_images, psnr
 from crn_deploy.records import Parity
-from crn_deploy.measure.timing import measure_latency, percentile, summarize
+from crn_deploy.runtime.timing import measure_latency, percentile, summarize
 
 
 def test_percentiles_follow_trtexec():

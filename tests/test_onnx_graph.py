@@ -8,8 +8,10 @@ from onnx import TensorProto
 
 from crn_deploy.backends.onnxruntime import OnnxRuntimeBackend
 from crn_deploy.models.crn import CRN, random_init
-from crn_deploy.artifacts.onnx_graph import assemble, graph_dtypes, state_to_numpy
-from crn_deploy.models.crn import crn_graph_parts
+from crn_deploy.graph import assemble, graph_dtypes, state_to_numpy
+from crn_deploy.models.crn import graph_parts
+from crn_deploy.precisions import precision as as_precision
+from crn_deploy.sizes import Sizes
 from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.measure.parity import compare_images
 
@@ -18,7 +20,8 @@ from . import tensorrt_parser
 
 def _graph(config, seed, resolution, precision, batch=1):
     model = random_init(CRN(config), seed).eval()
-    return model, assemble(*crn_graph_parts(config, state_to_numpy(model.state_dict()), resolution, precision, batch))
+    return model, assemble(*graph_parts(config, state_to_numpy(model.state_dict()), Sizes.same(resolution),
+                                        as_precision(precision), batch))
 
 
 def _run(graph, tmp_path, ids):

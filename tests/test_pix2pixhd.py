@@ -5,16 +5,22 @@ architecture inferred."""
 import numpy as np
 import onnx
 import onnxruntime as ort
+from pathlib import Path
+
 import pytest
 import torch
 from onnx import TensorProto
 
-from crn_deploy.artifacts.onnx_graph import assemble, graph_dtypes
+from crn_deploy.graph import assemble, graph_dtypes
 from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.errors import CheckpointError, UsageError
-from crn_deploy.families import Pix2PixHDConfig, find_preset
+from crn_deploy.families import FAMILIES, find_preset
+from crn_deploy.families.pix2pixhd import Pix2PixHDConfig
 from crn_deploy.measure.parity import compare_images
 from crn_deploy.models import pix2pixhd as p2p
+from crn_deploy.precisions import precision as as_precision
+from crn_deploy.sizes import Sizes
+from crn_deploy.models.registry import LoadRequest
 
 from . import reference_pix2pixhd_numpy as ref
 from . import tensorrt_parser
@@ -85,15 +91,16 @@ def test_a_checkpoint_of_another_shape_names_its_keys(tmp_path):
     head_bias = max((k for k in state if k.endswith(".bias")), key=lambda k: int(k.split(".")[1]))
     del state[head_bias]
     with pytest.raises(CheckpointError, match=f"missing: {head_bias}; wrong shape: model.1.weight"):
-        p2p.load_state(state, CONFIGS["global"])
+        p2p.load_state(state, CONFIGS["global"], LoadRequest(Path("checkpoint")))
     with pytest.raises(CheckpointError, match="not a pix2pixHD generator"):
         p2p.infer_config({"scale0_layer0.0.weight": torch.zeros(1)})
 
 
 def test_sizes_must_be_multiples_of_the_downsampling():
-    p2p.check_resolution((512, 1024), find_preset("label2city_512p")[1])
+    pix2pixhd = FAMILIES["pix2pixhd"]
+    pix2pixhd.check_resolution((512, 1024), find_preset("label2city_512p")[1])
     with pytest.raises(UsageError, match="not a multiple of 32.*nearest valid: 512x992, 512x1024"):
-        p2p.check_resolution((512, 1000), find_preset("label2city_1024p")[1])
+        pix2pixhd.check_resolution((512, 1000), find_preset("label2city_1024p")[1])
 
 
 # the ONNX graph -------------------------------------------------------------------------------
@@ -170,16 +177,16 @@ def test_opt_txt_beside_the_checkpoint_says_no_instance_and_the_feature_encoder_
     state = _official_state(CONFIGS["no-instances"])
     (tmp_path / "opt.txt").write_text("------------ Options -------------\nlabel_nc: 35\nno_instance: True\n"
                                       "instance_feat: False\n-------------- End ----------------\n")
-    model = p2p.load_state(state, path=str(tmp_path / "latest_net_G.pth"))
+    model = p2p.load_state(state, None, LoadRequest(tmp_path / "latest_net_G.pth"))
     assert model.config.instances is False and model.config.label_nc == 35  # not 34 labels + an edge channel
     (tmp_path / "opt.txt").write_text("instance_feat: True\nno_instance: False\n")
     with pytest.raises(CheckpointError, match="feature encoder \\(--instance_feat\\)"):
-        p2p.load_state(_official_state(GLOBAL), path=str(tmp_path / "latest_net_G.pth"))
+        p2p.load_state(_official_state(GLOBAL), None, LoadRequest(tmp_path / "latest_net_G.pth"))
     (tmp_path / "opt.txt").unlink()
     (tmp_path / "latest_net_E.pth").write_bytes(b"")
     with pytest.raises(CheckpointError, match="latest_net_E.pth lies beside it"):
-        p2p.load_state(_official_state(GLOBAL), path=str(tmp_path / "latest_net_G.pth"))
+        p2p.load_state(_official_state(GLOBAL), None, LoadRequest(tmp_path / "latest_net_G.pth"))
 
 
-def _graph(*args, **kwargs):
-    return assemble(*p2p.graph_parts(*args, **kwargs))
+def _graph(config, weights, resolution, precision, batch=1):
+    return assemble(*p2p.graph_parts(config, weights, Sizes.same(resolution), as_precision(precision), batch))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from crn_deploy import runtime
+from crn_deploy.measure.reference import load_reference
 from crn_deploy.cli.bench import main as bench_main
 from crn_deploy.cli.export import main as export_main
 from crn_deploy.cli.run import main as run_main
@@ -112,7 +113,7 @@ def test_crn_bench_measures_pix2pixhd_against_its_pytorch_reference(engines, tmp
 
 def test_the_reference_behind_a_pix2pixhd_artifact_is_the_checkpoint(engines, official):
     labels, instances = cityscapes_scene(*RES, seed=22)
-    with runtime.load_reference(engines / "label2city-64x128-fp16.onnx") as reference:
+    with load_reference(engines / "label2city-64x128-fp16.onnx") as reference:
         got = reference(labels, instances=instances)
     with torch.no_grad():
         expected = official[1](torch.from_numpy(labels)[None, None], torch.from_numpy(instances)[None, None])[0]

@@ -2,7 +2,6 @@
 output, FP32 and FP16, the MLP as 1x1 convolutions or MatMuls) against the reference, and that the
 head really is pixel-wise."""
 
-from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -12,19 +11,22 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto
 
-from crn_deploy.artifacts.onnx_graph import assemble, graph_dtypes
+from crn_deploy.graph import assemble, graph_dtypes
 from crn_deploy.data.synthetic import cityscapes_scene, patchwork_scene
 from crn_deploy.families import FAMILIES, find_preset
 from crn_deploy.measure.parity import compare_images
 from crn_deploy.models import posgen
+from crn_deploy.precisions import precision as as_precision
+from crn_deploy.sizes import Sizes
 
 from . import reference_posgen_numpy as ref
 from . import tensorrt_parser
 
 TINY = find_preset("posgen-tiny")[1]  # batch norm, Fourier coordinates, 32x64
 CONFIGS = {"tiny": TINY,
-           "xy-more-instance": replace(TINY, coordinate_encoding="xy", num_upsampling_layers="more", crop_size=128,
-                                       norm_G="spadeinstance3x3", instances=False, contain_dontcare_label=True)}
+           "xy-more-instance": TINY.with_options(dict(
+               coordinate_encoding="xy", num_upsampling_layers="more", crop_size=128, norm_G="spadeinstance3x3",
+               instances=False, contain_dontcare_label=True))}
 
 
 def _model(config, seed=0):
@@ -38,13 +40,12 @@ def _scene(config, seed=5, count=1):
     h, w = config.native_resolution
     pairs = [cityscapes_scene(h, w, seed + i) for i in range(count)]
     ids, inst = np.stack([p[0] for p in pairs])[:, None], np.stack([p[1] for p in pairs])[:, None]
-    return [ids, inst] if config.instances else [ids]
+    return [ids, inst] if config.trunk.instances else [ids]
 
 
 def _reference(model, arrays, out=None):
-    model.output_size = out
     with torch.no_grad():
-        return model(*(torch.from_numpy(a) for a in arrays)).numpy()
+        return model(*(torch.from_numpy(a) for a in arrays), picture_size=out).numpy()
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -57,7 +58,7 @@ def test_reference_model_matches_the_numpy_forward(name, scale):
     out = (h * scale, w * scale)
     got = _reference(model, arrays, out)[0]
     state = {k: v.double().numpy() for k, v in model.state_dict().items()}
-    expected = ref.synthesize(state, arrays[0][0, 0], arrays[1][0, 0] if config.instances else None, config, out)
+    expected = ref.synthesize(state, arrays[0][0, 0], arrays[1][0, 0] if config.trunk.instances else None, config, out)
     assert got.shape == (*out, 3)
     diff = np.abs(got.astype(int) - expected.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
@@ -66,7 +67,8 @@ def test_reference_model_matches_the_numpy_forward(name, scale):
 
 def _graph(config, model, precision, batch=1, out=None, head="conv"):
     weights = {k: v.numpy() for k, v in model.state_dict().items()}
-    return assemble(*posgen.graph_parts(config, weights, config.native_resolution, precision, batch, out, head))
+    sizes = Sizes(config.native_resolution, out or config.native_resolution)
+    return assemble(*posgen.graph_parts(config, weights, sizes, as_precision(precision), batch, head))
 
 
 def _onnx_run(graph, arrays):
@@ -163,7 +165,7 @@ def test_the_head_as_matmuls_or_1x1_convolutions_is_one_function():
 def test_presets_and_label_sets():
     posgen_family = FAMILIES["posgen"]
     demo = find_preset("posgen-demo")[1]
-    assert posgen_family.label_set_for(demo).name == "cityscapes" and not demo.instances
+    assert posgen_family.label_set_for(demo).name == "cityscapes" and not demo.trunk.instances
     cityscapes = find_preset("posgen_cityscapes")[1]
     with torch.device("meta"):
         model = posgen.PosGenGenerator(cityscapes)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from crn_deploy import runtime
+from crn_deploy.measure.reference import load_reference
 from crn_deploy.cli.bench import main as bench_main
 from crn_deploy.cli.export import main as export_main
 from crn_deploy.cli.run import main as run_main
@@ -66,7 +67,7 @@ def test_the_runtime_paints_at_the_output_resolution(engines):
         assert synth(ids).shape == (64, 128, 3)
         assert synth(street_layout(64, 128, seed=3)).shape == (128, 256, 3)  # "input" size scaled alike
         assert synth(street_layout(64, 128, seed=3), output_size="engine").shape == (64, 128, 3)
-    with runtime.load_reference(engines / "demo-32x64-out64x128-fp32.onnx") as reference:
+    with load_reference(engines / "demo-32x64-out64x128-fp32.onnx") as reference:
         with runtime.load(engines / "demo-32x64-out64x128-fp32.onnx") as synth:
             assert np.abs(reference(ids).astype(int) - synth(ids).astype(int)).max() <= 1
 

@@ -84,7 +84,7 @@ def test_named_compute_capabilities_are_built_and_recorded(tiny_artifacts, tmp_p
 
 @pytest.mark.slow
 def test_the_full_size_cityscapes_1024p_graph_builds_at_1024x2048(tmp_path):
-    from crn_deploy.artifacts.onnx_graph import write_model
+    from crn_deploy.graph import write_model
     from crn_deploy.models.checkpoint import random_model
     from crn_deploy.models.registry import model_family
 

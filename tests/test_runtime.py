@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from crn_deploy import runtime
+from crn_deploy.measure.reference import load_reference
 from crn_deploy.data.synthetic import street_layout, street_layouts
 from crn_deploy.errors import ArtifactError, UsageError
 from crn_deploy.labels import CITYSCAPES, UnknownColorsWarning
@@ -140,17 +141,17 @@ def test_bad_label_maps_get_a_clear_error(tiny_artifacts, labels, message):
 
 def test_reference_backend_behind_the_same_interface(tiny_artifacts):
     ids = street_layout(*TINY_RES, seed=6)
-    with runtime.load_reference(tiny_artifacts["fp32"].artifact_path) as ref, \
+    with load_reference(tiny_artifacts["fp32"].artifact_path) as ref, \
             runtime.load(tiny_artifacts["fp32"].artifact_path) as onnx_synth:
         assert np.abs(ref(ids).astype(int) - onnx_synth(ids).astype(int)).max() <= 1
 
 
 def test_the_reference_of_an_fp16_artifact_runs_fp32_on_the_cpu(tiny_artifacts):
     # PyTorch FP16 on a CPU is about a hundred times slower than FP32: the README's snippet took 100 s.
-    with runtime.load_reference(tiny_artifacts["fp16"].artifact_path) as ref:
-        assert ref.backend.precision == "fp32"
-    with runtime.load_reference(tiny_artifacts["fp16"].artifact_path, precision="fp16") as ref:
-        assert ref.backend.precision == "fp16"
+    with load_reference(tiny_artifacts["fp16"].artifact_path) as ref:
+        assert ref.backend.precision.name == "fp32"
+    with load_reference(tiny_artifacts["fp16"].artifact_path, precision="fp16") as ref:
+        assert ref.backend.precision.name == "fp16"
 
 
 def test_missing_or_corrupt_artifacts(tmp_path, tiny_artifacts):

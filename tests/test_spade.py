@@ -7,23 +7,31 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import onnxruntime as ort
+from pathlib import Path
+
 import pytest
 import torch
 from onnx import TensorProto
 
-from crn_deploy.artifacts.onnx_graph import assemble, graph_dtypes
+from crn_deploy.graph import assemble, graph_dtypes
 from crn_deploy.data.synthetic import patchwork_scene
 from crn_deploy.errors import CheckpointError, UsageError
-from crn_deploy.families import FAMILIES, SPADEConfig, config_fields_from_options, draw_styles, find_preset
+from crn_deploy.families import FAMILIES, config_fields_from_options, draw_styles, find_preset
+from crn_deploy.families.spade import SPADEConfig
 from crn_deploy.labels import ADE20K, COCO_STUFF, ade20k_annotation_to_ids
 from crn_deploy.measure.parity import compare_images
 from crn_deploy.models import spade
-from crn_deploy.models.checkpoint import load_checkpoint, read_opt_file
+from crn_deploy.models.checkpoint import load_checkpoint
+from crn_deploy.models.state import read_opt_file
+from crn_deploy.precisions import precision as as_precision
+from crn_deploy.sizes import Sizes
+from crn_deploy.models.registry import LoadRequest
 
 from . import reference_spade_numpy as ref
 from . import tensorrt_parser
 from .spade_official import numpy_state, official_state, write_run
 
+REQUEST = LoadRequest(Path("checkpoint"))
 TINY = find_preset("spade-tiny")[1]  # normal upsampling, spectral sync-batch 3x3, 35 labels + instances
 CONFIGS = {
     "normal": TINY,
@@ -61,7 +69,7 @@ def _numpy_picture(config, state, ids, instances, z, i=0):
 def test_reference_model_from_an_official_checkpoint_matches_the_numpy_forward(name):
     config = CONFIGS[name]
     state = official_state(config, seed=2)
-    model = spade.load_state(state, config)
+    model = spade.load_state(state, config, REQUEST)
     ids, instances, z = _inputs(config)
     with torch.no_grad():
         got = model(*(torch.from_numpy(a) for a in _arrays(config, ids, instances, z)))[0].numpy()
@@ -86,7 +94,8 @@ def test_spectral_norm_uses_the_stored_vectors_not_the_converged_singular_value(
 # the ONNX graph -------------------------------------------------------------------------------
 def _graph(config, model, precision, batch=1, resolution=None):
     weights = {k: v.numpy() for k, v in model.state_dict().items()}
-    return assemble(*spade.graph_parts(config, weights, resolution or config.native_resolution, precision, batch))
+    sizes = Sizes.same(resolution or config.native_resolution)
+    return assemble(*spade.graph_parts(config, weights, sizes, as_precision(precision), batch))
 
 
 def _onnx_run(graph, arrays):
@@ -103,7 +112,7 @@ def _reference(model, arrays):
                                          ("vae", 2), ("vae-more", 1)])
 def test_fp32_graph_matches_the_reference_to_one_level_and_fp16_reaches_45_db(name, batch):
     config = CONFIGS[name]
-    model = spade.load_state(official_state(config, seed=4), config)
+    model = spade.load_state(official_state(config, seed=4), config, REQUEST)
     arrays = _arrays(config, *_inputs(config, batch, seed=11))
     expected = _reference(model, arrays)
     fp32 = _graph(config, model, "fp32", batch)
@@ -116,7 +125,7 @@ def test_fp32_graph_matches_the_reference_to_one_level_and_fp16_reaches_45_db(na
 
 
 def test_a_resolution_other_than_the_crop_computes_what_the_official_code_does_with_that_crop():
-    model = spade.load_state(official_state(TINY, seed=6), TINY)
+    model = spade.load_state(official_state(TINY, seed=6), TINY, REQUEST)
     ids, instances, _ = _inputs(TINY, 1, seed=12, resolution=(64, 96))
     expected = ref.synthesize(numpy_state(model.state_dict()), ids[0, 0], instances[0, 0], label_nc=35,
                               dontcare=False, instances=True, ngf=TINY.ngf, up_layers=5)
@@ -131,7 +140,7 @@ def test_a_resolution_other_than_the_crop_computes_what_the_official_code_does_w
 def test_the_segmentation_resizes_are_torch_legacy_nearest_and_the_check_can_tell():
     """Resize attributes decide which label pixel each block sees: asymmetric + floor is torch's
     'nearest'; half_pixel (PIL's and OpenCV's rule) picks other pixels and the picture moves."""
-    model = spade.load_state(official_state(TINY, seed=7), TINY)
+    model = spade.load_state(official_state(TINY, seed=7), TINY, REQUEST)
     arrays = _arrays(TINY, *_inputs(TINY, 1, seed=13))
     graph = _graph(TINY, model, "fp32")
     resizes = [n for n in graph.graph.node if n.op_type == "Resize"]
@@ -148,7 +157,7 @@ def test_the_segmentation_resizes_are_torch_legacy_nearest_and_the_check_can_tel
 
 def test_fp16_graph_keeps_batch_norm_statistics_in_fp32_and_convolutions_in_fp16():
     config = CONFIGS["vae"]
-    graph = _graph(config, spade.load_state(official_state(config), config), "fp16", batch=2)
+    graph = _graph(config, spade.load_state(official_state(config), config, REQUEST), "fp16", batch=2)
     types = graph_dtypes(graph)
     norms = [n for n in graph.graph.node if n.op_type == "BatchNormalization"]
     assert len(norms) == 2 * 7 + 4  # norm_0, norm_1 per block, norm_s where the width changes (4 blocks)
@@ -164,7 +173,7 @@ def test_fp16_graph_keeps_batch_norm_statistics_in_fp32_and_convolutions_in_fp16
 @pytest.mark.parametrize("name, precision", [("normal", "fp16"), ("vae", "fp16"), ("most-instance-5x5", "fp32")])
 def test_graphs_stay_inside_what_the_tensorrt_onnx_parser_accepts(name, precision):
     config = CONFIGS[name]
-    graph = _graph(config, spade.load_state(official_state(config), config), precision, batch=2)
+    graph = _graph(config, spade.load_state(official_state(config), config, REQUEST), precision, batch=2)
     assert tensorrt_parser.problems(graph) == []
     bad = onnx.ModelProto()
     bad.CopyFrom(graph)
@@ -178,7 +187,7 @@ def test_graphs_stay_inside_what_the_tensorrt_onnx_parser_accepts(name, precisio
 
 
 def test_no_constant_grows_with_the_resolution():
-    model = spade.load_state(official_state(TINY), TINY)
+    model = spade.load_state(official_state(TINY), TINY, REQUEST)
     sizes = [sorted(int(np.prod(i.dims)) for i in _graph(TINY, model, "fp16", resolution=res).graph.initializer)
              for res in ((32, 64), (128, 256))]
     assert sizes[0] == sizes[1]
@@ -220,7 +229,7 @@ def test_keys_of_other_families_and_spade_parts_are_told_apart(tmp_path):
     discriminator = {"model0.0.weight": torch.zeros(1), "model1.0.weight": torch.zeros(1)}
     assert not spade.recognises(discriminator)
     with pytest.raises(CheckpointError, match="not a SPADE generator.*not the discriminator"):
-        spade.load_state(discriminator, path="latest_net_D.pth")
+        spade.load_state(discriminator, None, LoadRequest(Path("latest_net_D.pth")))
 
 
 def test_the_released_architectures_have_the_official_key_counts():

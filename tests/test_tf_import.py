@@ -11,7 +11,7 @@ from crn_deploy.models.checkpoint import load_checkpoint
 from crn_deploy.models.tf_bundle import TensorBundle
 from crn_deploy.models.tf_import import import_tf_checkpoint, infer_architecture
 from crn_deploy.cli.import_tf import main as import_main
-from crn_deploy.config import PRESETS, released_widths
+from crn_deploy.families.crn import PRESETS, released_widths
 from crn_deploy.data.synthetic import street_layout
 from crn_deploy.errors import CheckpointError
 

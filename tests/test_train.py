@@ -8,7 +8,8 @@ from crn_deploy.models.crn import CRN, random_init
 from crn_deploy.training.train import TrainOptions, grow, new_state, resume, train
 from crn_deploy.training.vgg import conv_indices, conv_names, load_vgg19
 from crn_deploy.cli.train import main as train_main
-from crn_deploy.config import CRNConfig, preset
+from crn_deploy.families.crn import CRNConfig
+from crn_deploy.families import find_preset
 from crn_deploy.data.paired import SyntheticPairs, street_photo
 from crn_deploy.data.synthetic import street_layout
 from crn_deploy.errors import CheckpointError, UsageError
@@ -18,7 +19,7 @@ TINY = (32, 64)
 
 
 def _state(seed=0, lr=1e-3):
-    return new_state(random_init(CRN(preset("tiny")), seed), CITYSCAPES, lr)
+    return new_state(random_init(CRN(find_preset("tiny")[1]), seed), CITYSCAPES, lr)
 
 
 def _options(tmp_path, steps, **kw):
@@ -66,7 +67,7 @@ def test_masked_errors_follow_each_class_mask():
 def test_k_image_models_train_with_the_diversity_loss(tmp_path):
     from dataclasses import replace
 
-    state = new_state(random_init(CRN(replace(preset("tiny"), k=3)), 0), CITYSCAPES, 1e-3)
+    state = new_state(random_init(CRN(replace(find_preset("tiny")[1], k=3)), 0), CITYSCAPES, 1e-3)
     losses = train(state, SyntheticPairs(), _options(tmp_path, 4), log=lambda _: None)
     assert all(np.isfinite(losses))
 
@@ -174,7 +175,7 @@ def test_the_shipped_demo_model_reaches_20_db_and_exports_within_the_parity_bar(
     from .conftest import export_tiny
 
     loaded = load_checkpoint(DEMO_MODEL)
-    assert loaded.model.config == preset("small-256p")
+    assert loaded.model.config == find_preset("small-256p")[1]
     assert held_out_psnr(loaded.model, SyntheticPairs(), (256, 512), count=4) >= 20.0
     fp16 = export_tiny(loaded, tmp_path, precisions=["fp16"], resolutions=[(256, 512)])[0]
     assert fp16.sections["parity"]["psnr_db"] >= 40

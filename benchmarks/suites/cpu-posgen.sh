@@ -26,7 +26,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from crn_deploy.artifacts.onnx_graph import assemble
+from crn_deploy.graph import assemble
 from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.families import find_preset
 from crn_deploy.models import posgen

@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 from crn_deploy.artifacts.exporter import tool_versions
-from crn_deploy.artifacts.onnx_graph import write_model
-from crn_deploy.config import parse_resolution
+from crn_deploy.graph import write_model
+from crn_deploy.sizes import parse_resolution
 from crn_deploy.families import find_preset
 from crn_deploy.manifest import Manifest, artifact_stem
 from crn_deploy.models.checkpoint import random_model

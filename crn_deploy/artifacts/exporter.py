@@ -1,4 +1,4 @@
-"""Export a CRN to validated ONNX artifacts with sidecar manifests, one per resolution and precision.
+"""Export a model of any family to validated ONNX artifacts with sidecar manifests, one per size and precision.
 
 Every artifact is checked before it is kept: onnx.checker, then ONNX Runtime against the PyTorch
 FP32 reference on synthetic street layouts. It is written under a temporary name and renamed
@@ -8,11 +8,11 @@ only once it passes the parity gate.
 from __future__ import annotations
 
 import platform
-from importlib import metadata
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -21,81 +21,67 @@ import onnx
 from .. import __version__
 from ..backends.onnxruntime import OnnxRuntimeBackend
 from ..backends.torch_ref import TorchBackend
-from ..config import format_resolution
 from ..data.synthetic import scenes
-from ..errors import UsageError, ValidationError
+from ..errors import ValidationError
 from ..families import model_inputs
 from ..files import atomic_path, ensure_writable_dir, sha256_file
+from ..graph import IR_VERSION, OPSET, write_model
 from ..manifest import Manifest, artifact_stem
-from ..precisions import TABLE as PRECISION_TABLE
 from ..measure.parity import compare_images
-from ..records import Parity
-from ..runtime.synthesizer import Synthesizer
 from ..models.checkpoint import LoadedCheckpoint
 from ..models.registry import model_family
-from .onnx_graph import IR_VERSION, OPSET, write_model
+from ..precisions import FP16, FP32, Precision
+from ..records import Parity
+from ..runtime.synthesizer import Synthesizer
+from ..sizes import Sizes
 
 VALIDATION_SEED = 1000  # synthetic layouts for validation; benchmarks use other seeds
 
 
 @dataclass
 class ExportOptions:
-    resolutions: list[tuple[int, int]]
-    precisions: list[str] = field(default_factory=lambda: ["fp16"])
+    sizes: list[Sizes]  # label map and picture sizes, one artifact per entry and precision (checked by the caller)
+    precisions: list[Precision] = field(default_factory=lambda: [FP16])
     out_dir: Path = Path("engines")
     name: str = "crn"
     batch: int = 1
     samples: int = 2  # synthetic layouts the parity check runs
-    max_abs_fp32: float = PRECISION_TABLE["fp32"].gate_default  # levels: FP32 matches the reference to rounding
-    min_psnr_fp16: float = PRECISION_TABLE["fp16"].gate_default  # dB against the FP32 reference
-    # the picture's size per label resolution, where it differs (families with a decoupled output: PosGen)
-    output_resolutions: list[tuple[int, int]] | None = None
+    max_abs_fp32: float = FP32.gate_default  # levels: FP32 matches the reference to rounding
+    min_psnr_fp16: float = FP16.gate_default  # dB against the FP32 reference
 
 
 def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
                      log: Callable[[str], None] = print) -> list[Manifest]:
     """Write ``<name>-<H>x<W>-<precision>.onnx/.json`` for every requested pair; return their manifests."""
     family = model_family(source.family)
-    outputs = options.output_resolutions or list(options.resolutions)
-    if len(outputs) != len(options.resolutions):
-        raise UsageError(f"give one output resolution per label resolution ({len(options.resolutions)}), "
-                         f"got {len(outputs)}")
-    for resolution, out in zip(options.resolutions, outputs, strict=True):
-        family.contract.check_resolution(resolution, source.config)
-        if tuple(out) != tuple(resolution) and not family.contract.decoupled_output:
-            raise UsageError(f"a {family.name} model paints pictures the size of its label map; --out-res is for "
-                             "families with a pixel-wise head (posgen)")
+    for sizes in options.sizes:
+        family.contract.check_sizes(sizes, source.config)
     ensure_writable_dir(options.out_dir)
     weights = family.weights(source.model)
     written = []
-    for resolution, out in zip(options.resolutions, outputs, strict=True):
+    for sizes in options.sizes:
         # the model's inputs: ids, then instance ids and style vectors where the model takes them
-        specs = family.contract.inputs(source.config, resolution, options.batch)
-        layouts = model_inputs(specs, *scenes(source.label_set, options.samples, *resolution, seed=VALIDATION_SEED),
+        specs = family.contract.inputs(source.config, sizes.labels, options.batch)
+        layouts = model_inputs(specs, *scenes(source.label_set, options.samples, *sizes.labels, seed=VALIDATION_SEED),
                                style_seed=VALIDATION_SEED)
-        reference = _timed(log, f"PyTorch FP32 reference at {format_resolution(resolution)}"
-                           + (f" -> {format_resolution(out)}" if tuple(out) != tuple(resolution) else ""),
-                           _reference_images, source, layouts, tuple(out))
+        reference = _timed(log, f"PyTorch FP32 reference at {sizes}", _reference_images, source, layouts, sizes)
         for precision in options.precisions:
-            written.append(_export_one(source, weights, (resolution, tuple(out)), precision, options, layouts,
-                                       reference, log))
+            written.append(_export_one(source, weights, sizes, precision, options, layouts, reference, log))
     return written
 
 
-def _export_one(source: LoadedCheckpoint, weights: dict, sizes, precision: str, options: ExportOptions,
+def _export_one(source: LoadedCheckpoint, weights: dict, sizes: Sizes, precision: Precision, options: ExportOptions,
                 layouts: tuple, reference: np.ndarray, log) -> Manifest:
-    resolution, out = sizes
-    stem = artifact_stem(options.name, resolution, precision, out)
+    stem = artifact_stem(options.name, sizes.labels, precision.name, sizes.picture)
     final = options.out_dir / f"{stem}.onnx"
-    manifest = Manifest(options.name, final.name, resolution, precision, options.batch, source.config,
-                        source.label_set, source.source, family_name=source.family, output_resolution=out)
+    manifest = Manifest(options.name, final.name, sizes.labels, precision.name, options.batch, source.config,
+                        source.label_set, source.source, family_name=source.family, output_resolution=sizes.picture)
     family = model_family(source.family)
-    decoupled = {"output_resolution": out} if family.contract.decoupled_output else {}
     started = time.perf_counter()
     ids, *extra = layouts
     with atomic_path(final) as tmp:
         shell, tensors = _timed(log, f"{stem}: build graph", lambda: family.graph_parts(
-            source.config, weights, resolution, precision, options.batch, **decoupled))
+            source.config, weights, sizes, precision, options.batch))
         _timed(log, f"{stem}: write", write_model, shell, tensors, tmp)
         del shell, tensors
         _timed(log, f"{stem}: onnx.checker", onnx.checker.check_model, str(tmp))
@@ -110,15 +96,13 @@ def _export_one(source: LoadedCheckpoint, weights: dict, sizes, precision: str, 
     return manifest
 
 
-def _reference_images(source: LoadedCheckpoint, layouts: tuple, output_resolution: tuple[int, int]) -> np.ndarray:
-    if hasattr(source.model, "output_size"):  # a decoupled head paints at the artifact's output size
-        source.model.output_size = output_resolution
-    with TorchBackend(source.model, "fp32", "cpu") as ref:
+def _reference_images(source: LoadedCheckpoint, layouts: tuple, sizes: Sizes) -> np.ndarray:
+    with TorchBackend(source.model, FP32, "cpu", picture_size=sizes.picture if sizes.decoupled else None) as ref:
         return np.concatenate([ref.run(*(a[i : i + 1] for a in layouts)) for i in range(len(layouts[0]))])
 
 
-def _gate(stem: str, precision: str, parity: Parity, options: ExportOptions) -> None:
-    gate = PRECISION_TABLE[precision].gate
+def _gate(stem: str, precision: Precision, parity: Parity, options: ExportOptions) -> None:
+    gate = precision.gate
     if gate == "max_abs" and not parity.passes(max_abs=options.max_abs_fp32):
         raise ValidationError(
             f"{stem}: ONNX Runtime differs from the PyTorch reference by up to {parity.max_abs:.0f} levels "

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from .. import __version__
-from ..config import format_resolution
+from ..sizes import format_resolution
 from ..errors import ArtifactError, UsageError
 from ..files import atomic_path, ensure_writable_dir
 from ..manifest import Manifest

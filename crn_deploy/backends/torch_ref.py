@@ -1,8 +1,9 @@
-"""The PyTorch reference model as a backend: FP32, or FP16 with the layer-norm statistics in FP32
+"""The PyTorch reference model as a backend: FP32, or FP16 with the normalization statistics in FP32
 (the same semantics as the FP16 ONNX). On CUDA: channels_last, pinned staging buffers and, for a
 fixed input shape, one CUDA graph replayed per frame — what a user would otherwise run.
 
-The only backend that imports torch, and only when opened.
+The only backend that imports torch, and only when opened. It is handed the model; rebuilding the model
+an artifact came from is the model side's work (``crn_deploy.measure.reference``).
 """
 
 from __future__ import annotations
@@ -12,20 +13,9 @@ import copy
 import numpy as np
 
 from ..errors import UsageError
-from ..precisions import TABLE as PRECISION_TABLE
+from ..precisions import Precision
+from ..precisions import precision as as_precision
 from .base import Backend
-
-
-def reference_model(manifest, checkpoint=None):
-    """The FP32 PyTorch model an artifact was exported from, as its manifest records it (its checkpoint,
-    or ``checkpoint`` if that moved; or the preset and seed of a random-weights export). Needs torch."""
-    # The one door from the runtime side to the model side (style.md), lazily:
-    from ..models.checkpoint import model_from_source  # noqa: TID251
-
-    model = model_from_source(manifest.source_record, manifest.config, checkpoint)
-    if hasattr(model, "output_size"):  # a pixel-wise head paints at the artifact's output size (PosGen)
-        model.output_size = tuple(manifest.output_resolution)
-    return model
 
 
 def torch_devices() -> list[str]:
@@ -47,15 +37,18 @@ def cuda_device_facts() -> dict | None:
 
 
 class TorchBackend(Backend):
-    """Runs a ``crn_deploy.models.crn.CRN`` at ``precision`` on ``device`` (cpu or cuda).
+    """Runs a family's reference model at ``precision`` on ``device`` (cpu or cuda).
 
-    ``input_shape`` ([B,1,H,W]) lets the CUDA path allocate once and capture a graph.
+    ``input_shape`` ([B,1,H,W]) lets the CUDA path allocate once and capture a graph. ``picture_size``: the
+    size a model with a pixel-wise head paints at, passed to it as an argument (None: the label map's).
     """
 
-    def __init__(self, model, precision: str = "fp32", device: str = "cpu", *,
-                 input_shape: tuple[int, ...] | None = None, cuda_graphs: bool = True) -> None:
+    def __init__(self, model, precision: Precision | str = "fp32", device: str = "cpu", *,
+                 input_shape: tuple[int, ...] | None = None, cuda_graphs: bool = True,
+                 picture_size: tuple[int, int] | None = None) -> None:
         super().__init__()
-        self.model, self.precision, self.device = model, precision, device
+        self.model, self.precision, self.device = model, as_precision(precision), device
+        self._size_argument = {"picture_size": tuple(picture_size)} if picture_size else {}
         self.input_shape = tuple(input_shape) if input_shape else None
         self.use_cuda_graphs = cuda_graphs
         self.name = f"torch-{device.split(':')[0]}"
@@ -69,7 +62,7 @@ class TorchBackend(Backend):
         if on_cuda and not torch.cuda.is_available():
             raise UsageError("the PyTorch backend was asked for cuda but this torch sees no CUDA GPU; use device cpu")
         live = copy.deepcopy(self.model).eval().to(self.device)
-        if PRECISION_TABLE[self.precision].reduced:
+        if self.precision.reduced:
             live.half()
             for module in live.modules():  # same semantics as the FP16 ONNX: normalization stays FP32
                 if getattr(module, "keep_fp32", False):
@@ -108,7 +101,7 @@ class TorchBackend(Backend):
 
     def _forward(self, labels, *extra):
         with self._torch.inference_mode():
-            return self._live(labels, *extra)
+            return self._live(labels, *extra, **self._size_argument)
 
     def _run_impl(self, ids: np.ndarray, *extra: np.ndarray) -> np.ndarray:
         torch = self._torch

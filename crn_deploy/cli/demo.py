@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import format_resolution, parse_resolution, preset
+from ..families import family, find_preset
+from ..precisions import FP16, FP32
+from ..sizes import Sizes, format_resolution, parse_resolution
 from ..errors import UsageError
 from ._main import log, parse_or_exit, require, run_command
 
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args) -> None:
     if args.preset:
-        preset(args.preset)
+        find_preset(args.preset)
     elif not args.checkpoint.is_file():
         raise UsageError(f"demo model {args.checkpoint} not found; pass --checkpoint PATH or --preset NAME")
     if args.frames < 1:
@@ -49,7 +51,7 @@ def _demo(args) -> int:
     from ..models.checkpoint import load_checkpoint, random_model
     from ..artifacts.exporter import ExportOptions, export_artifacts
     from ..data.images import write_image
-    from ..data.synthetic import street_layout
+    from ..data.synthetic import scenes
     from ..measure.bench import BenchOptions, run_bench
     from ..measure.report import format_table, write_json
     from ..data.streams import SyntheticSource, VideoSink
@@ -57,18 +59,23 @@ def _demo(args) -> int:
     from ..runtime.stream import StreamOptions, run_stream
 
     if args.preset:
-        source, name = random_model(preset(args.preset), args.seed, args.preset), f"{args.preset}-seed{args.seed}"
+        config = find_preset(args.preset)[1]
+        source, name = random_model(config, args.seed, args.preset), f"{args.preset}-seed{args.seed}"
     else:
         source, name = load_checkpoint(args.checkpoint), args.checkpoint.stem
-    args.resolution = args.resolution or source.model.config.native_resolution
+    fam = family(source.family)
+    args.resolution = args.resolution or fam.native_resolution(source.config)
+    fam.check_resolution(args.resolution, source.config)
     log(f"{PROG}: 1/3 export {name} at {format_resolution(args.resolution)} (fp32, fp16) to {args.engines}/")
-    manifests = export_artifacts(source, ExportOptions([args.resolution], ["fp32", "fp16"], args.engines, name), log)
+    manifests = export_artifacts(source, ExportOptions([Sizes.same(args.resolution)], [FP32, FP16], args.engines, name),
+                                 log)
 
     log(f"{PROG}: 2/3 synthesize a street layout through the runtime, then stream the animated scene")
-    labels = street_layout(*args.resolution, seed=args.layout_seed)
+    ids, instances = scenes(source.label_set, 1, *args.resolution, seed=args.layout_seed)
+    labels = ids[0, 0]
     fp16 = manifests[-1]
     with load(fp16.artifact_path) as synth:
-        images = synth(labels)
+        images = synth(labels, instances=None if instances is None else instances[0, 0])
     pictures = images if images.ndim == 4 else images[None]
     picture = args.out / "demo.png"
     write_image(picture, np.concatenate([synth.label_set.ids_to_colors(labels), *pictures], axis=1))
@@ -76,7 +83,8 @@ def _demo(args) -> int:
         "a small model trained on the synthetic street dataset"
     log(f"{PROG}: wrote {picture} (label map | synthesized; {note})")
     with load(fp16.artifact_path) as synth:
-        stats = run_stream(synth, SyntheticSource(*args.resolution, frames=args.frames),
+        stats = run_stream(synth, SyntheticSource(*args.resolution, frames=args.frames,
+                                                  label_set_name=source.label_set),
                            VideoSink(args.out / "demo.mp4", fps=10), StreamOptions(side_by_side=True))
     log(f"{PROG}: wrote {args.out / 'demo.mp4'}: {stats.line()}")
 

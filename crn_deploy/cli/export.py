@@ -1,15 +1,16 @@
-"""crn-export: a CRN checkpoint (or a preset with random weights) -> validated ONNX per resolution and precision."""
+"""crn-export: a checkpoint of any family (or a preset with random weights) -> validated ONNX per resolution and
+precision, and engines where a builder is here."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
-from ..config import format_resolution, parse_resolution
+from ..sizes import Sizes, parse_resolution
 from ..errors import UsageError
 from ..families import FAMILIES, config_fields_from_options, family, find_preset
-from ..manifest import PRECISIONS, parse_precision
+from ..precisions import NAMES as PRECISIONS
+from ..precisions import precision
 from ._main import log, parse_or_exit, require, run_command
 from .build import add_builder_options, add_triton_options, build_target, builder_options, check_builder_options, \
     write_triton
@@ -60,7 +61,7 @@ def _check(args) -> None:
     if args.output_resolutions and len(args.output_resolutions) != max(1, len(args.resolutions)):
         raise UsageError(f"give one --out-res per --res ({len(args.resolutions)} --res, "
                          f"{len(args.output_resolutions)} --out-res)")
-    args.precisions = list(dict.fromkeys(parse_precision(p) for p in args.precision or ["fp16"]))
+    args.precisions = list(dict.fromkeys(precision(p) for p in args.precision or ["fp16"]))
     if args.random_weights == bool(args.checkpoint):
         raise UsageError("give a CHECKPOINT, or --preset NAME --random-weights (not both, not neither)")
     if args.random_weights and not args.preset:
@@ -94,33 +95,31 @@ def main(argv: list[str] | None = None) -> int:
 
 def _export(args) -> int:
     require(PROG, ("torch", "onnx", "onnxruntime"), "export,ort")
-    from ..models.checkpoint import load_checkpoint, random_model, read_opt_file
     from ..artifacts.exporter import ExportOptions, export_artifacts
+    from ..models.checkpoint import load_checkpoint, random_model
+    from ..models.state import read_opt_file
 
     chosen = _engine_target(args)  # an explicit --target that cannot build here stops before the export
-    options = {**(read_opt_file(args.opt) if args.opt else {}), **args.options}
+    options = {**(read_opt_file(args.opt) if args.opt else {}), **args.options,
+               **({"no_instance": "True"} if args.no_instance else {})}
     config = find_preset(args.preset)[1] if args.preset else None
     if config is not None and options:
         config = _with_options(config, options)
-    if config is not None and args.no_instance:
-        config = replace(config, instances=False)
     if args.random_weights:
         source = random_model(config, args.seed, args.preset)
         name = args.name or f"{args.preset}-seed{args.seed}"
     else:
-        source = load_checkpoint(args.checkpoint, config, args.family, instances=not args.no_instance,
-                                 options=options or None)
+        source = load_checkpoint(args.checkpoint, config, args.family, options=options or None)
         name = args.name or args.checkpoint.stem
     fam, config = family(source.family), source.config
     resolutions = args.resolutions or [fam.native_resolution(config)]
-    for resolution in resolutions:
-        fam.check_resolution(resolution, config)
-    outputs = args.output_resolutions or resolutions
-    sizes = [format_resolution(r) + ("" if o == r else f" -> {format_resolution(o)}")
-             for r, o in zip(resolutions, outputs, strict=True)]
-    log(f"{PROG}: {name}: {fam.describe(config)} -> {', '.join(sizes)} x {', '.join(args.precisions)}")
-    options = ExportOptions(resolutions, args.precisions, args.out, name, args.batch, args.samples,
-                            min_psnr_fp16=args.min_psnr, output_resolutions=outputs)
+    sizes = [Sizes(r, o) for r, o in zip(resolutions, args.output_resolutions or resolutions, strict=True)]
+    for size in sizes:  # checked once, here; passed on as they are
+        fam.check_sizes(size, config)
+    log(f"{PROG}: {name}: {fam.describe(config)} -> {', '.join(map(str, sizes))} x "
+        f"{', '.join(p.name for p in args.precisions)}")
+    options = ExportOptions(sizes, args.precisions, args.out, name, args.batch, args.samples,
+                            min_psnr_fp16=args.min_psnr)
     manifests = export_artifacts(source, options, log)
     _build_engines(args, manifests, chosen)
     write_triton(args, manifests, ("onnxruntime", "tensorrt"), PROG)
@@ -130,9 +129,7 @@ def _export(args) -> int:
 
 def _with_options(config, options: dict[str, str]):
     """A preset's config with the given official options set over it."""
-    fam = next(f for f in FAMILIES.values() if isinstance(config, f.config_type))
-    fields = config_fields_from_options(type(config), options, "--opt/--option")
-    return fam.config_from_dict({**config.to_dict(), **fields})
+    return config.with_options(config_fields_from_options(type(config), options, "--opt/--option"))
 
 
 def _engine_target(args):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import format_resolution
+from ..sizes import format_resolution
 from ..errors import UsageError
 from ._main import log, parse_or_exit, require, run_command
 

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import format_resolution
+from ..sizes import format_resolution
 from ..errors import UsageError
 from ._main import log, parse_or_exit, require, run_command
 
@@ -121,7 +121,8 @@ class _Progress:
 
 
 def _open(args):
-    from ..runtime import load, load_reference
+    from ..measure.reference import load_reference
+    from ..runtime import load
 
     if args.reference:
         require(PROG, ("torch",), why=" --reference")

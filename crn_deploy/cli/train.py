@@ -1,11 +1,12 @@
-"""crn-train: train or fine-tune a CRN or a PosGen on paired label maps and photos (synthetic, Cityscapes, folder)."""
+"""crn-train: train or fine-tune a model of a family that can be trained here (CRN, PosGen) on paired label maps
+and photos (synthetic, Cityscapes, folder)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..config import format_resolution, parse_resolution, preset
+from ..sizes import format_resolution, parse_resolution
 from ..families import find_preset
 from ..errors import UsageError
 from ._main import log, parse_or_exit, require, run_command
@@ -47,7 +48,7 @@ def _check(args) -> None:
     if args.preset:
         find_preset(args.preset)
     if args.widths:
-        from ..config import CRNConfig
+        from ..families.crn import CRNConfig
 
         try:
             args.custom = CRNConfig(19, tuple(int(w) for w in args.widths.split(",")), k=args.k)
@@ -65,34 +66,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _start(args, dataset):
     from ..models.checkpoint import load_checkpoint
-    from ..models.crn import CRN, random_init
-    from ..training.train import grow, new_state, resume
-    from ..config import CRNConfig
+    from ..models.registry import family_of_config
+    from ..training.train import grow_by_one, new_state, resume
 
     if args.resume:
         return resume(args.resume, args.lr)
     if args.init_from:
         lower = load_checkpoint(args.init_from).model
-        c = lower.config
-        config = CRNConfig(c.num_classes, (*c.widths, args.width or c.widths[-1]), c.base, c.k)
-        return new_state(grow(lower, config, args.seed), dataset.label_set, args.lr)
-    if args.preset and find_preset(args.preset)[0].name != "crn":
-        return new_state(_other_family(args, dataset), dataset.label_set, args.lr)
-    config = args.custom if args.widths else preset(args.preset or "small-256p")
-    return new_state(random_init(CRN(config), args.seed), dataset.label_set, args.lr)
+        return new_state(grow_by_one(lower, args.width, args.seed), dataset.label_set, args.lr)
+    config = args.custom if args.widths else _preset_config(args.preset or DEFAULT_PRESET, dataset)
+    return new_state(family_of_config(config).random_model(config, args.seed).train(), dataset.label_set, args.lr)
 
 
-def _other_family(args, dataset):
-    """A model of another family's preset (PosGen), checked against the dataset's label set."""
-    from ..models.registry import model_family
+DEFAULT_PRESET = "small-256p"
 
-    fam, config = find_preset(args.preset)
+
+def _preset_config(preset: str, dataset):
+    """A preset's config, checked against the dataset's label set."""
+    fam, config = find_preset(preset)
     classes = fam.label_set_for(config).num_classes
     if classes != dataset.label_set.num_classes:
-        raise UsageError(f"{args.preset} takes {classes} classes, the dataset's label set "
+        raise UsageError(f"{preset} takes {classes} classes, the dataset's label set "
                          f"'{dataset.label_set.name}' has {dataset.label_set.num_classes}; pick a preset for it "
-                         "(posgen-demo for the synthetic and Cityscapes train-id data)")
-    return model_family(fam.name).random_model(config, args.seed)
+                         "(small-256p or posgen-demo for the synthetic and Cityscapes train-id data)")
+    return config
 
 
 def _train(args) -> int:

@@ -138,7 +138,7 @@ def open_source(spec: str, label_set: LabelSet, *, resolution: tuple[int, int], 
     pixels outside the palette are counted into ``unknown``, or refused with ``strict_colors``."""
     if spec.startswith("synthetic"):
         size = spec.partition(":")[2]
-        from ..config import parse_resolution
+        from ..sizes import parse_resolution
 
         height, width = parse_resolution(size) if size else resolution
         return SyntheticSource(height, width, frames, fps=fps or 10.0, label_set_name=label_set)

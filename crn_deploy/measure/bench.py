@@ -20,7 +20,7 @@ import numpy as np
 from .. import __version__
 from ..backends.base import Backend
 from ..backends.tensorrt import engines_unavailable_reason, rebuild_command, why_engine_cannot_run_here
-from ..config import format_resolution
+from ..sizes import format_resolution
 from ..data.images import list_label_images, read_instance_image, read_label_image, resize_labels
 from ..data.synthetic import scenes
 from ..errors import ArtifactError, CrnError, UsageError
@@ -32,7 +32,8 @@ from ..runtime.synthesizer import Synthesizer
 from ..records import EngineRecord, Parity
 from ..targets import TENSORRT, EngineTarget
 from .parity import compare_images, per_class
-from .timing import measure_latency, summarize
+from .reference import reference_backend, reference_model
+from ..runtime.timing import measure_latency, summarize
 
 BENCH_SEED = 2000  # synthetic layouts for benchmarks (export validation uses another seed)
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
@@ -326,17 +327,12 @@ def _ort(manifest: Manifest, device: str, options: BenchOptions) -> Backend:
 
 
 def _torch(ctx: _Context, manifest: Manifest, device: str, graphs: bool | None) -> Backend:
-    from ..backends.torch_ref import TorchBackend
-
-    return TorchBackend(_model(ctx, manifest), manifest.precision, device, input_shape=manifest.input_spec.shape,
-                        cuda_graphs=bool(graphs))
+    return reference_backend(manifest, _model(ctx, manifest), manifest.precision, device, cuda_graphs=bool(graphs))
 
 
 def _model(ctx: _Context, manifest: Manifest):
-    key = (_source_key(manifest), manifest.output_resolution)
+    key = _source_key(manifest)
     if key not in ctx.models:
-        from ..backends.torch_ref import reference_model
-
         ctx.models[key] = reference_model(manifest, ctx.options.checkpoint)
     return ctx.models[key]
 
@@ -348,9 +344,7 @@ def _reference(ctx: _Context, manifest: Manifest) -> tuple[str, np.ndarray] | No
     if key not in ctx.references:
         inputs, *extra = _inputs(ctx, manifest)
         if ctx.torch:
-            from ..backends.torch_ref import TorchBackend
-
-            with TorchBackend(_model(ctx, manifest), "fp32", "cpu") as ref:
+            with reference_backend(manifest, _model(ctx, manifest)) as ref:
                 images = np.concatenate([ref.run(*(a[i : i + 1] for a in (inputs, *extra)))
                                          for i in range(len(inputs))])
             ctx.references[key] = ("torch-fp32", images)

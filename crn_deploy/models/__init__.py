@@ -1,3 +1,5 @@
-"""Each generator family's torch side, one file a family (reference model, checkpoint reading, ONNX graph
-writer): crn.py, pix2pixhd.py; checkpoint.py (loading and saving for every family), tf_bundle.py and
-tf_import.py (the authors' TensorFlow CRN checkpoints), registry.py (family name -> the above)."""
+"""Each generator family's torch side, one file a family (``crn.py``, ``pix2pixhd.py``, ``spade.py``,
+``posgen.py``: reference model, checkpoint recognition and loading, ONNX graph writer, each ending in
+``MODEL = ModelFamily(...)``); ``registry.py`` finds them by the family's name; ``checkpoint.py`` loads and
+saves checkpoints of every family, ``state.py`` reads state dicts, ``shared.py`` holds the numerics several
+families share; ``tf_bundle.py`` and ``tf_import.py`` read the authors' TensorFlow CRN checkpoints."""

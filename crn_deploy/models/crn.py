@@ -1,5 +1,6 @@
-"""The Cascaded Refinement Network (crn.md): the PyTorch reference, as the paper and the authors' released
-code compute it, and its ONNX graph writer.
+"""The Cascaded Refinement Network (Chen & Koltun, ICCV 2017), torch side: the PyTorch reference as the
+paper and the authors' released code compute it (docs/families/crn.md), our checkpoints' reader, and the
+ONNX graph writer. The contract side is ``crn_deploy/families/crn.py``.
 
 State-dict keys: ``blocks.{i}.conv{1,2}.weight`` [d, Cin, 3, 3], ``blocks.{i}.norm{1,2}.{weight,bias}``
 [d], ``head.weight`` [3k, d, 1, 1], ``head.bias`` [3k]. Module 0 is the coarsest.
@@ -15,9 +16,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, GraphBuilder, model_of
-from ..config import CRNConfig
-from ..families import IMAGE, LABELS, family
+import re
+from pathlib import Path
+
+from ..errors import CheckpointError
+from ..families import IMAGE, LABELS
+from ..families.crn import CRN as CRN_FAMILY
+from ..families.crn import CRNConfig
+from ..graph import FLOAT, GraphBuilder, compute_types, model_of
+from ..precisions import Precision
+from ..sizes import Sizes
+from .registry import LoadRequest, ModelFamily
+from .state import check_fits, strip_prefixes
 
 SLIM_LAYER_NORM_EPS = 1e-12
 LEAKY_SLOPE = 0.2
@@ -129,9 +139,7 @@ def random_init(model: CRN, seed: int) -> CRN:
     return model
 
 # ONNX graph ---------------------------------------------------------------------------------------
-# Write the CRN as an ONNX graph, node by node, in FP32 or FP16.
-# Why by hand and not torch.onnx.export: TensorRT 11 builds strongly typed networks only, so the
-# precision of every tensor must be decided in the graph (tensorrt.md §1.3). Here it is explicit:
+# The precision of every tensor, decided here:
 #   - uint8 ids -> one-hot + void (Min/Equal) and the area pyramid (AveragePool) in FP32, each
 #     level cast once to the compute type (k/4^n fractions need more than FP16's 11 bits);
 #   - Conv, Resize, Concat, LeakyRelu in the compute type;
@@ -139,18 +147,12 @@ def random_init(model: CRN, seed: int) -> CRN:
 #     down): TensorRT maps it to its native normalization layer, and no [C,H,W] constant is made
 #     (torch's exporter would make one per layer, hundreds of MB);
 #   - the output tail ((x+1)*127.5, Clip, Round, to NHWC, uint8) in FP32 on 3k channels.
-# Only onnx and numpy are needed: the weights arrive as a name -> array dict.
 
-def crn_graph_parts(
-    config: CRNConfig,
-    weights: dict[str, np.ndarray],
-    resolution: tuple[int, int],
-    precision: str,
-    batch: int = 1,
-    eps: float = 1e-12,
-) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+def graph_parts(config: CRNConfig, weights: dict[str, np.ndarray], sizes: Sizes, precision: Precision,
+                batch: int = 1, eps: float = SLIM_LAYER_NORM_EPS) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
     """The network without its weights, and the weights: ``write_model`` writes them as one file."""
-    compute_type, np_type = COMPUTE_TYPES[precision]
+    compute_type, np_type = compute_types(precision)
+    resolution = sizes.labels
     g = GraphBuilder()
     levels = _layout_pyramid(g, config, compute_type)
     x = levels[0]
@@ -167,10 +169,9 @@ def crn_graph_parts(
     head = g.op("Conv", [x, g.const("head.weight", weights["head.weight"].astype(np_type)),
                          g.const("head.bias", weights["head.bias"].astype(np_type))], kernel_shape=[1, 1])
     _to_uint8_images(g, head, config, resolution, batch, compute_type)
-
-    crn = family("crn")
-    return model_of(g, f"crn_{resolution[0]}x{resolution[1]}_{precision}", crn.inputs(config, resolution, batch),
-                    crn.output(config, resolution, batch)), g.initializers
+    return model_of(g, f"crn_{resolution[0]}x{resolution[1]}_{precision.name}",
+                    CRN_FAMILY.inputs(config, resolution, batch), CRN_FAMILY.output(config, resolution, batch)), \
+        g.initializers
 
 
 def _layout_pyramid(g: GraphBuilder, config: CRNConfig, compute_type: int) -> list[str]:
@@ -214,3 +215,46 @@ def _to_uint8_images(g: GraphBuilder, head: str, config: CRNConfig, resolution, 
         x = g.op("Reshape", [x, g.const("split_images", split)])
         x = g.op("Transpose", [x], perm=[0, 2, 3, 4, 1])
     g.op("Cast", [x], to=TensorProto.UINT8, name=IMAGE)
+
+
+# checkpoints ----------------------------------------------------------------------------------------
+_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.conv1\.weight$")
+
+
+def load_state(raw: dict, config: CRNConfig | None, request: LoadRequest) -> CRN:
+    """Our CRN checkpoints (and crn-import's): wrapper prefixes stripped, the config inferred where not given."""
+    state = {strip_prefixes(k): v for k, v in raw.items()}
+    config = config or infer_config(state, request.path)
+    check_state(state, config, request.path)
+    model = CRN(config)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def recognises(state: dict) -> bool:
+    keys = {strip_prefixes(k) for k in state}
+    return "head.weight" in keys and any(_BLOCK_KEY.match(k) for k in keys)
+
+
+def infer_config(state: dict[str, torch.Tensor], path: Path | str = "checkpoint") -> CRNConfig:
+    """Module count, widths, classes and k from tensor shapes (the base stays 4x8)."""
+    indices = sorted(int(m.group(1)) for k in state if (m := _BLOCK_KEY.match(k)))
+    if not indices or indices != list(range(len(indices))) or "head.weight" not in state:
+        raise CheckpointError(
+            f"{path} is not a crn-deploy CRN checkpoint: expected keys blocks.0.conv1.weight ... and head.weight "
+            f"(found e.g. {', '.join(list(state)[:3])}); for the authors' TensorFlow checkpoints use crn-import"
+        )
+    widths = tuple(state[f"blocks.{i}.conv1.weight"].shape[0] for i in indices)
+    layout_channels = state["blocks.0.conv1.weight"].shape[1]
+    out_channels = state["head.weight"].shape[0]
+    if out_channels % 3:
+        raise CheckpointError(f"{path}: head.weight has {out_channels} output channels, not a multiple of 3")
+    return CRNConfig(num_classes=layout_channels - 1, widths=widths, k=out_channels // 3)
+
+
+def check_state(state: dict[str, torch.Tensor], config: CRNConfig, path: Path | str = "checkpoint") -> None:
+    check_fits(state, CRN(config), f"the CRN config {config.to_dict()}", path,
+               "Pick the matching --preset, or drop --preset to infer the architecture from the checkpoint")
+
+
+MODEL = ModelFamily(CRN_FAMILY, CRN, random_init, graph_parts, recognises, load_state)

@@ -1,6 +1,6 @@
-"""pix2pixHD's generator (Wang et al., CVPR 2018; NVIDIA/pix2pixHD), as its official code computes it
-at inference (../shared/notes/families.md): the config and presets, the reference model, the
-checkpoint reader and the ONNX graph writer.
+"""pix2pixHD's generator (Wang et al., CVPR 2018; NVIDIA/pix2pixHD), torch side, as its official code
+computes it at inference (docs/families/pix2pixhd.md): the reference model, the checkpoint reader and the
+ONNX graph writer. The config and presets are ``crn_deploy/families/pix2pixhd.py``.
 
 The reference model is laid out module for module like the official ``nn.Sequential`` models, so
 ``latest_net_G.pth`` (``torch.save(net.state_dict())``: keys ``model.1.weight`` ... and, for the local
@@ -23,17 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, GraphBuilder, model_of
-from .graph_common import INSTANCE_NORM_EPS, GraphWeights, instance_edges_graph, instance_norm_fp32, tensor2im_graph
 from ..errors import CheckpointError
-from ..families import LABELS, Pix2PixHDConfig, family
-from .checkpoint import check_fits, read_opt_file
-
-PIX2PIXHD = family("pix2pixhd")
-
-
-def check_resolution(resolution: tuple[int, int], config: Pix2PixHDConfig) -> None:
-    PIX2PIXHD.check_resolution(resolution, config)
+from ..families import LABELS
+from ..families.pix2pixhd import PIX2PIXHD, Pix2PixHDConfig
+from ..graph import FLOAT, GraphBuilder, compute_types, model_of
+from ..precisions import Precision
+from ..sizes import Sizes
+from .registry import LoadRequest, ModelFamily
+from .shared import (
+    INSTANCE_NORM_EPS, GraphWeights, InstanceNormFP32, instance_edges, instance_edges_graph, instance_norm_fp32,
+    tensor2im_graph, to_uint8_images,
+)
+from .state import check_fits, read_opt_file
 
 
 # reference model ------------------------------------------------------------------------------
@@ -48,15 +49,6 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv_block(x)
-
-
-class InstanceNormFP32(nn.InstanceNorm2d):
-    """``InstanceNorm2d(affine=False)`` whose statistics run in FP32 in FP16 models too (as the FP16 ONNX)."""
-
-    keep_fp32 = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
 
 
 def _norm(channels: int) -> nn.Module:
@@ -136,24 +128,6 @@ class Pix2PixHDGenerator(nn.Module):
         return to_uint8_images(image)
 
 
-def instance_edges(instances: torch.Tensor) -> torch.Tensor:
-    """1 where a pixel's instance id differs from its left, right, upper or lower neighbour (both pixels
-    of a differing pair), 0 elsewhere; float [N,1,H,W]. The official ``get_edges``."""
-    edge = torch.zeros_like(instances, dtype=torch.bool)
-    horizontal = instances[..., :, 1:] != instances[..., :, :-1]
-    vertical = instances[..., 1:, :] != instances[..., :-1, :]
-    edge[..., :, 1:] |= horizontal
-    edge[..., :, :-1] |= horizontal
-    edge[..., 1:, :] |= vertical
-    edge[..., :-1, :] |= vertical
-    return edge.float()
-
-
-def to_uint8_images(image: torch.Tensor) -> torch.Tensor:
-    """tanh [N,3,H,W] -> uint8 [N,H,W,3]: ``(x + 1) / 2 * 255``, clip, truncate (the official tensor2im)."""
-    return ((image + 1.0) / 2.0 * 255.0).clamp(0.0, 255.0).floor().to(torch.uint8).permute(0, 2, 3, 1)
-
-
 def random_init(model: Pix2PixHDGenerator, seed: int) -> Pix2PixHDGenerator:
     """Seeded weights that keep activations in range through many normalized layers (kaiming), with
     non-zero biases so that loading them is checked (they cancel in IN but not in the heads)."""
@@ -219,35 +193,44 @@ def refuse_feature_encoder(checkpoint: Path, opt: dict[str, str]) -> None:
                               "does not deploy; export a generator trained without --instance_feat/--label_feat")
 
 
-def load_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig | None = None, *, instances: bool = True,
-               path: str = "checkpoint", options: dict[str, str] | None = None) -> Pix2PixHDGenerator:
+def load_state(raw: dict[str, torch.Tensor], config: Pix2PixHDConfig | None, request: LoadRequest
+               ) -> Pix2PixHDGenerator:
     """The reference model (eval, float32) from an official generator state_dict. The run's options
-    (``options``, else the opt.txt beside the checkpoint) say whether instance maps were used (``--no_instance``)."""
-    opt = options if options is not None else read_opt(Path(path))
-    refuse_feature_encoder(Path(path), opt)
-    if opt.get("no_instance") == "True":
-        instances = False
-    config = config or infer_config(state, instances=instances, path=path)
-    check_state(state, config, path)
+    (``request.options``, else the opt.txt beside the checkpoint) say whether instance maps were used
+    (``no_instance``)."""
+    path = Path(request.path)
+    opt = request.options if request.options is not None else read_opt(path)
+    refuse_feature_encoder(path, opt)
+    state = {k.removeprefix("module."): v for k, v in raw.items()}
+    config = config or infer_config(state, instances=opt.get("no_instance") != "True", path=str(path))
+    check_state(state, config, str(path))
     model = Pix2PixHDGenerator(config)
     model.load_state_dict(state)
     return model.eval()
 
 
+# Sequential indices, as the official trainer saves them: model.1.weight, model1_1.4.bias
+_KEY = re.compile(r"^(module\.)?model(\d+_\d+)?\.\d+\.")
+
+
+def recognises(state: dict) -> bool:
+    return all(_KEY.match(k) for k in state)
+
+
 # ONNX graph -------------------------------------------------------------------------------------
 
 
-def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, int], precision: str,
+def graph_parts(config: Pix2PixHDConfig, weights: dict, sizes: Sizes, precision: Precision,
                 batch: int = 1) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
-    """The generator as one static ONNX graph (weights apart, as ``onnx_graph.write_model`` and ``assemble`` take them):
+    """The generator as one static ONNX graph (weights apart, as ``graph.write_model`` and ``assemble`` take them):
     uint8 ``labels`` [N,1,H,W] (+ int32 ``instances`` [N,1,H,W]) in, uint8 RGB ``image`` [N,H,W,3] out.
 
     The one-hot, the instance edges and the local enhancer's input pyramid in FP32 (cast once per level);
     convolutions, padding, ReLU and tanh in the compute type; every InstanceNormalization in FP32 (its
     statistics run over up to 2 M pixels per channel), with [C] scale and bias, the op TensorRT's parser
     maps to its native normalization layer; the ``tensor2im`` tail in FP32. ``weights``: name -> array."""
-    check_resolution(resolution, config)
-    compute = COMPUTE_TYPES[precision][0]
+    resolution = sizes.labels
+    compute = compute_types(precision)[0]
     g = GraphBuilder()
     levels = config.n_local_enhancers
     pyramid = [_encode(g, config)]
@@ -266,7 +249,7 @@ def graph_parts(config: Pix2PixHDConfig, weights: dict, resolution: tuple[int, i
         if n == levels:
             x = g.op("Tanh", [w.conv(_reflect(g, x, 3), f"model{n}_2.{config.n_blocks_local + 4}")])
     tensor2im_graph(g, x, compute)
-    name = f"pix2pixhd_{resolution[0]}x{resolution[1]}_{precision}"
+    name = f"pix2pixhd_{resolution[0]}x{resolution[1]}_{precision.name}"
     return model_of(g, name, PIX2PIXHD.inputs(config, resolution, batch),
                     PIX2PIXHD.output(config, resolution, batch)), g.initializers
 
@@ -312,3 +295,6 @@ def _global_trunk(g: GraphBuilder, w: GraphWeights, x: str, config: Pix2PixHDCon
         x = _conv_norm_relu(g, w, x, f"model.{i}", transpose=True)
         i += 3
     return g.op("Tanh", [w.conv(_reflect(g, x, 3), f"model.{i + 1}")]) if with_head else x
+
+
+MODEL = ModelFamily(PIX2PIXHD, Pix2PixHDGenerator, random_init, graph_parts, recognises, load_state)

@@ -1,5 +1,5 @@
-"""PosGen: SPADE's residual trunk, then a pixel-wise MLP instead of the last convolution (see
-``crn_deploy.families.PosGenConfig`` for the architecture and the choices the description leaves
+"""PosGen, torch side: SPADE's residual trunk, then a pixel-wise MLP instead of the last convolution (see
+``crn_deploy.families.posgen.PosGenConfig`` for the architecture and the choices the description leaves
 open). The reference model, our checkpoint format's reader (config stored with the weights) and the
 ONNX graph writer, whose picture may be larger than its label map.
 
@@ -18,16 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..artifacts.onnx_graph import FLOAT, GraphBuilder, model_of
 from ..errors import CheckpointError
-from ..families import PosGenConfig, family
-from .checkpoint import check_fits
-from .graph_common import GraphWeights, tensor2im_graph
-from .pix2pixhd import to_uint8_images
+from ..families.posgen import POSGEN, PosGenConfig
+from ..graph import FLOAT, GraphBuilder, model_of
+from ..precisions import Precision
+from ..sizes import Sizes
+from .registry import LoadRequest, ModelFamily
+from .shared import GraphWeights, tensor2im_graph, to_uint8_images
 from .spade import LEAK, SPADEGenerator, fold_spectral_norm, trunk_graph
 from .spade import random_init as spade_random_init
-
-POSGEN = family("posgen")
+from .state import check_fits
 HEAD = ("pixel_mlp.0", "pixel_mlp.2", "pixel_mlp.4")  # the three shared layers, as 1x1 convolutions
 
 
@@ -65,13 +65,12 @@ class FourierFP32(nn.Conv2d):
 
 class PosGenGenerator(SPADEGenerator):
     """uint8 label ids [N,1,H,W] (+ int32 instance ids) -> uint8 RGB [N,H',W',3] with (H', W') =
-    ``output_size`` (default: the label map's size)."""
+    ``picture_size`` (default: the label map's size)."""
 
     def __init__(self, config: PosGenConfig) -> None:
         super().__init__(config.trunk)
         del self.conv_img
         self.config = config
-        self.output_size: tuple[int, int] | None = None
         channels = config.feature_channels
         self.fourier = FourierFP32(channels, config.fourier_features, 1, bias=False)
         self.pixel_mlp = nn.Sequential(
@@ -95,17 +94,19 @@ class PosGenGenerator(SPADEGenerator):
         coordinates = coordinates.to(features.dtype).expand(features.shape[0], -1, -1, -1)
         return self.pixel_mlp(torch.cat([features, self.fourier(features), coordinates], dim=1))
 
-    def generate(self, seg: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        return self.render(self.semantic_features(seg, self.output_size))
+    def generate(self, seg: torch.Tensor, z: torch.Tensor | None = None,
+                 picture_size: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.render(self.semantic_features(seg, picture_size))
 
     def train_images(self, labels: torch.Tensor) -> torch.Tensor:
         """[N,3,H,W] in [0,255], unclipped so that gradients flow everywhere (for crn-train)."""
         return (self.generate(self.encode(labels).to(self.fourier.weight.dtype)).float() + 1.0) * 127.5
 
-    def forward(self, labels: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        instances = inputs[0] if self.config.instances and inputs else None
+    def forward(self, labels: torch.Tensor, *inputs: torch.Tensor,
+                picture_size: tuple[int, int] | None = None) -> torch.Tensor:
+        instances = inputs[0] if self.config.trunk.instances and inputs else None
         dtype = self.pixel_mlp[0].weight.dtype
-        return to_uint8_images(self.generate(self.encode(labels, instances).to(dtype)).float())
+        return to_uint8_images(self.generate(self.encode(labels, instances).to(dtype), None, picture_size).float())
 
 
 def random_init(model: PosGenGenerator, seed: int) -> PosGenGenerator:
@@ -117,9 +118,9 @@ def random_init(model: PosGenGenerator, seed: int) -> PosGenGenerator:
     return model
 
 
-def load_state(state: dict[str, torch.Tensor], config: PosGenConfig | None, path: str = "checkpoint",
-               options: dict[str, str] | None = None) -> PosGenGenerator:
+def load_state(state: dict[str, torch.Tensor], config: PosGenConfig | None, request: LoadRequest) -> PosGenGenerator:
     """Our checkpoint format holds the config beside the weights; PosGen has no official format."""
+    path = str(request.path)
     if config is None:
         raise CheckpointError(f"{path} is a PosGen state_dict without its config; save it with crn-train (or "
                               "save_checkpoint), or pass --preset NAME")
@@ -136,9 +137,8 @@ def recognises(state: dict) -> bool:
 
 
 # ONNX graph -------------------------------------------------------------------------------------
-def graph_parts(config: PosGenConfig, weights: dict, resolution: tuple[int, int], precision: str, batch: int = 1,
-                output_resolution: tuple[int, int] | None = None, head: str = "conv"
-                ) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+def graph_parts(config: PosGenConfig, weights: dict, sizes: Sizes, precision: Precision, batch: int = 1,
+                head: str = "conv") -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
     """uint8 ``labels`` [N,1,H,W] (+ int32 ``instances``) in, uint8 RGB ``image`` [N,H',W',3] out.
 
     The trunk as SPADE's graph at (H, W); the features bilinearly resized to (H', W') in the compute
@@ -146,19 +146,18 @@ def graph_parts(config: PosGenConfig, weights: dict, resolution: tuple[int, int]
     constants expanded in the graph (no [H',W'] constant); the pixel-wise MLP as 1x1 convolutions
     (``head="conv"``, the default: NCHW throughout, bias and activation fused by TensorRT into its
     convolution kernels) or MatMuls on [N, H'W', C] (``head="matmul"``: two more transposes)."""
-    POSGEN.check_resolution(resolution, config)
-    out = tuple(output_resolution or resolution)
+    resolution, out = sizes.labels, sizes.picture
     g = GraphBuilder()
     w = GraphWeights(g, weights, precision)
     features = g.op("LeakyRelu", [trunk_graph(g, w, config.trunk, resolution, batch)], alpha=LEAK)
-    if out != tuple(resolution):
-        sizes = g.const("output_size", np.array([batch, config.feature_channels, *out], np.int64))
-        features = g.op("Resize", [features, "", "", sizes], mode="linear",
+    if sizes.decoupled:
+        target = g.const("output_size", np.array([batch, config.feature_channels, *out], np.int64))
+        features = g.op("Resize", [features, "", "", target], mode="linear",
                         coordinate_transformation_mode="half_pixel")
     x = g.op("Concat", [features, _fourier(g, w, features), _coordinates(g, w, config, out, batch)], axis=1)
     x = _mlp_conv(g, w, x) if head == "conv" else _mlp_matmul(g, w, x, config, out, batch)
     tensor2im_graph(g, x, w.compute)
-    name = f"posgen_{resolution[0]}x{resolution[1]}_to_{out[0]}x{out[1]}_{precision}"
+    name = f"posgen_{resolution[0]}x{resolution[1]}_to_{out[0]}x{out[1]}_{precision.name}"
     return model_of(g, name, POSGEN.inputs(config, resolution, batch), POSGEN.output(config, out, batch)), \
         g.initializers
 
@@ -202,3 +201,6 @@ def _mlp_matmul(g: GraphBuilder, w: GraphWeights, x: str, config: PosGenConfig, 
         x = g.op("LeakyRelu", [x], alpha=LEAK) if i < len(HEAD) - 1 else g.op("Tanh", [x])
     x = g.op("Transpose", [x], perm=[0, 2, 1])
     return g.op("Reshape", [x, g.const("image_shape", np.array([batch, 3, h, wd], np.int64))])
+
+
+MODEL = ModelFamily(POSGEN, PosGenGenerator, random_init, graph_parts, recognises, load_state)

@@ -1,7 +1,7 @@
-"""The torch side of each family, looked up by the family's name (``crn_deploy.families`` holds the
-contract side): which checkpoints it recognises, how to load and randomly initialise its reference
-model, and its ONNX graph writer. The exporter, ``load_checkpoint`` and the benchmark's reference
-rows go through this table; none of them branches on a family's name.
+"""The torch side of every family, found by the family's name: ``crn_deploy/models/<name>.py`` defines
+``MODEL``, a ``ModelFamily`` (reference model, random init, checkpoint recognition and loading, graph
+writer). The contract side is ``crn_deploy.families``; both are keyed by the same name, and nothing here
+or elsewhere branches on one.
 
 Every reference model takes uint8 label ids [N,1,H,W] (and the family's further inputs, e.g. int32
 instance ids) and returns uint8 RGB as the artifacts do, and carries its ``config``.
@@ -9,30 +9,42 @@ instance ids) and returns uint8 RGB as the artifacts do, and carries its ``confi
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..artifacts.onnx_graph import state_to_numpy
-from . import crn as crn_model
-from ..families import FAMILIES, Family, family
-from . import pix2pixhd, posgen, spade
-from .checkpoint import crn_from_state
+from ..errors import CheckpointError
+from ..families import FAMILIES, Family, family, find_preset
+from ..graph import state_to_numpy
+from .state import strip_prefixes
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a family's loader knows besides the state dict: the file (for messages and the ``opt.txt`` beside
+    it), the training run's options by their official names (an ``opt.txt`` the caller read, ``--option``
+    flags; None: read the one beside the file where there is one)."""
+
+    path: Path
+    options: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class ModelFamily:
     contract: Family
-    recognises: Callable[[dict], bool]  # on a state_dict's keys, wrapper prefixes not yet stripped
     build: Callable[[object], torch.nn.Module]  # config -> reference model with fresh weights
     random_init: Callable[[torch.nn.Module, int], torch.nn.Module]
-    graph_parts: Callable  # (config, weights, resolution, precision, batch) -> (model shell, tensors)
-    # (state_dict as saved, config or None, path, instances, options) -> reference model; infers the config
-    # if None. ``options``: the training run's options by their official names (opt.txt, --option), or None
-    load_state: Callable
+    graph_parts: Callable  # (config, weights, sizes, precision, batch) -> (model shell, weight tensors)
+    recognises: Callable[[dict], bool]  # whether a state_dict (wrapper prefixes not yet stripped) is this family's
+    # (state_dict as saved, config or None, request) -> reference model in eval mode; infers the config if None
+    load_state: Callable[[dict, object, LoadRequest], torch.nn.Module]
+    key_patterns: frozenset = field(default=frozenset(), compare=False)  # filled by the registry
 
     @property
     def name(self) -> str:
@@ -46,39 +58,69 @@ class ModelFamily:
         return self.random_init(self.build(config), seed).eval()
 
 
-# Sequential indices, as the official trainer saves them: model.1.weight, model1_1.4.bias
-_PIX2PIXHD_KEY = re.compile(r"^(module\.)?model(\d+_\d+)?\.\d+\.")
-
-MODEL_FAMILIES: dict[str, ModelFamily] = {
-    "pix2pixhd": ModelFamily(FAMILIES["pix2pixhd"], lambda state: all(_PIX2PIXHD_KEY.match(k) for k in state),
-                             pix2pixhd.Pix2PixHDGenerator, pix2pixhd.random_init, pix2pixhd.graph_parts,
-                             lambda state, config, path, instances, options: pix2pixhd.load_state(
-                                 {k.removeprefix("module."): v for k, v in state.items()}, config,
-                                 instances=instances, path=str(path), options=options)),
-    "posgen": ModelFamily(FAMILIES["posgen"], posgen.recognises, posgen.PosGenGenerator, posgen.random_init,
-                          posgen.graph_parts,
-                          lambda state, config, path, instances, options: posgen.load_state(state, config, str(path))),
-    "spade": ModelFamily(FAMILIES["spade"], spade.recognises, spade.SPADEGenerator, spade.random_init,
-                         spade.graph_parts,
-                         lambda state, config, path, instances, options: spade.load_state(
-                             state, config, path=str(path), options=options)),
-    "crn": ModelFamily(FAMILIES["crn"], lambda state: True, crn_model.CRN, crn_model.random_init,
-                       crn_model.crn_graph_parts,
-                       lambda state, config, path, instances, options: crn_from_state(state, config, path)),
-}
+@cache
+def model_families() -> dict[str, ModelFamily]:
+    """Every registered family's torch side, imported from ``crn_deploy.models.<name>``."""
+    found = {}
+    for name, contract in FAMILIES.items():
+        module = importlib.import_module(f"{__package__}.{name}")
+        model = getattr(module, "MODEL", None)
+        if not isinstance(model, ModelFamily) or model.contract is not contract:
+            raise TypeError(f"crn_deploy/models/{name}.py must define MODEL = ModelFamily({name}'s contract, ...)")
+        found[name] = model
+    return found
 
 
 def model_family(name: str) -> ModelFamily:
-    return MODEL_FAMILIES[family(name).name]  # an unknown name gets the contract's near-miss message
+    return model_families()[family(name).name]  # an unknown name gets the contract's near-miss message
 
 
 def family_of_config(config) -> ModelFamily:
-    for fam in MODEL_FAMILIES.values():
-        if isinstance(config, fam.contract.config_type):
-            return fam
-    raise TypeError(f"no model family has config type {type(config).__name__}")
+    from ..families import family_of_config as contract_of
+
+    return model_families()[contract_of(config).name]
 
 
-def recognise(state: dict) -> ModelFamily:
-    """The family whose checkpoints look like this state_dict (CRN, the oldest, last)."""
-    return next(fam for fam in MODEL_FAMILIES.values() if fam.recognises(state))
+def recognise(state: dict, path: Path | str = "checkpoint") -> ModelFamily:
+    """The one family whose checkpoints look like this state_dict, or an error naming every family tried
+    and the closest by keys."""
+    matches = [fam for fam in model_families().values() if fam.recognises(state)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise CheckpointError(f"{path} looks like a checkpoint of {' and '.join(f.name for f in matches)}; say which "
+                              f"with --family")
+    raise CheckpointError(f"{path} is not a checkpoint of any family crn-deploy deploys (tried "
+                          f"{', '.join(model_families())}; the closest by its keys is {closest(state)}); for the "
+                          "authors' TensorFlow CRN checkpoints use crn-import")
+
+
+def check_recognised(fam: ModelFamily, state: dict, path: Path | str) -> None:
+    """Refuse a state_dict that the family named for it (``--family``, the file) does not recognise."""
+    if fam.recognises(state):
+        return
+    others = [f.name for f in model_families().values() if f is not fam and f.recognises(state)]
+    looks = f"it looks like a {others[0]} checkpoint" if len(others) == 1 else \
+        f"the closest by keys is {closest(state)}"
+    raise CheckpointError(f"{path} is not a {fam.name} checkpoint ({looks}; keys as stored: "
+                          f"{', '.join(list(state)[:3])}); drop --family, or name the family it is")
+
+
+def closest(state: dict) -> str:
+    """The family whose keys (numbers aside) the state_dict's keys share most, with the share."""
+    keys = {_pattern(strip_prefixes(k)) for k in state}
+    scored = [(len(keys & _key_patterns(name)) / max(1, len(keys)), name) for name in model_families()]
+    share, name = max(scored)
+    return f"{name} ({share:.0%} of the file's keys match)"
+
+
+def _pattern(key: str) -> str:
+    return re.sub(r"\d+", "#", key)
+
+
+@cache
+def _key_patterns(name: str) -> frozenset[str]:
+    """A family's state_dict keys with numbers generalised, from its test preset's model."""
+    fam = model_families()[name]
+    config = find_preset(fam.contract.test_preset)[1]
+    return frozenset(_pattern(k) for k in fam.build(config).state_dict())

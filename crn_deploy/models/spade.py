@@ -1,6 +1,6 @@
-"""SPADE's generator (Park et al., CVPR 2019; NVlabs/SPADE, "GauGAN"), as its official ``test.py``
-computes it (../shared/notes/families.md): the reference model, the checkpoint reader and the ONNX
-graph writer. The config and presets are the contract side (``crn_deploy.families.SPADEConfig``).
+"""SPADE's generator (Park et al., CVPR 2019; NVlabs/SPADE, "GauGAN"), torch side, as its official
+``test.py`` computes it (docs/families/spade.md): the reference model, the checkpoint reader and the ONNX
+graph writer. The config and presets are the contract side (``crn_deploy/families/spade.py``).
 
 Inference semantics that decide the numbers:
 - eval mode: the parameter-free batch norm uses its running statistics (eps 1e-5);
@@ -29,14 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..artifacts.onnx_graph import FLOAT, GraphBuilder, model_of
 from ..errors import CheckpointError, UsageError
-from ..families import LABELS, STYLE, SPADEConfig, config_fields_from_options, family
-from .checkpoint import check_fits, read_opt_file
-from .graph_common import GraphWeights, instance_edges_graph, instance_norm_fp32, tensor2im_graph
-from .pix2pixhd import InstanceNormFP32, instance_edges, to_uint8_images
-
-SPADE = family("spade")
+from ..families import LABELS, STYLE, config_fields_from_options
+from ..families.spade import SPADE, SPADEConfig
+from ..graph import FLOAT, GraphBuilder, model_of
+from ..precisions import Precision
+from ..sizes import Sizes
+from .registry import LoadRequest, ModelFamily
+from .shared import (
+    GraphWeights, InstanceNormFP32, instance_edges, instance_edges_graph, instance_norm_fp32, tensor2im_graph,
+    to_uint8_images,
+)
+from .state import check_fits, read_opt_file
 NORM_EPS = 1e-5  # BatchNorm2d / SynchronizedBatchNorm2d / InstanceNorm2d defaults, as the official code builds them
 VOID = 255  # the loader's "unknown" label, which it maps to label_nc (the don't-care channel)
 LEAK = 0.2
@@ -259,11 +263,11 @@ def check_state(state: dict[str, torch.Tensor], config: SPADEConfig, path: str =
                "Check the --preset / --opt / --option values against the run that trained it")
 
 
-def load_state(state: dict[str, torch.Tensor], config: SPADEConfig | None = None, *, path: str = "checkpoint",
-               options: dict[str, str] | None = None) -> SPADEGenerator:
+def load_state(state: dict[str, torch.Tensor], config: SPADEConfig | None, request: LoadRequest) -> SPADEGenerator:
     """The reference model (eval, float32) from an official generator state_dict (``module.`` stripped).
-    ``options``: official option names and values (``--opt`` file, ``--option`` flags); without any, the
-    ``opt.txt`` beside the checkpoint where there is one."""
+    ``request.options``: official option names and values (``--opt`` file, ``--option`` flags); without any,
+    the ``opt.txt`` beside the checkpoint where there is one."""
+    path, options = str(request.path), request.options
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if config is None:
         beside = Path(path).parent / "opt.txt"
@@ -278,12 +282,14 @@ def load_state(state: dict[str, torch.Tensor], config: SPADEConfig | None = None
 
 
 def recognises(state: dict) -> bool:
+    """SPADE's generator keys; a pixel-wise head instead of ``conv_img`` is PosGen's."""
     keys = {k.removeprefix("module.") for k in state}
-    return "conv_img.weight" in keys and any(k.startswith("head_0.norm_0.mlp_shared.") for k in keys)
+    return "conv_img.weight" in keys and any(k.startswith("head_0.norm_0.mlp_shared.") for k in keys) and \
+        not any(k.startswith("pixel_mlp.") for k in keys)
 
 
 # ONNX graph -------------------------------------------------------------------------------------
-def graph_parts(config: SPADEConfig, weights: dict, resolution: tuple[int, int], precision: str,
+def graph_parts(config: SPADEConfig, weights: dict, sizes: Sizes, precision: Precision,
                 batch: int = 1) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
     """The generator as one static ONNX graph (weights apart): uint8 ``labels`` [N,1,H,W] (+ int32
     ``instances``) (+ float32 ``z`` [N, z_dim]) in, uint8 RGB ``image`` [N,H,W,3] out.
@@ -292,13 +298,13 @@ def graph_parts(config: SPADEConfig, weights: dict, resolution: tuple[int, int],
     (static sizes), the convolutions, the modulation and the activations in the compute type; each
     batch norm's running statistics applied in FP32 (``BatchNormalization`` between two Casts; instance
     norm likewise); the ``tensor2im`` tail in FP32. The weights arrive spectral-norm-folded (FP32)."""
-    SPADE.check_resolution(resolution, config)
+    resolution = sizes.labels
     g = GraphBuilder()
     w = GraphWeights(g, weights, precision)
     x = trunk_graph(g, w, config, resolution, batch)
     x = g.op("Tanh", [w.conv(g.op("LeakyRelu", [x], alpha=LEAK), "conv_img", pad=1)])
     tensor2im_graph(g, x, w.compute)
-    name = f"spade_{resolution[0]}x{resolution[1]}_{precision}"
+    name = f"spade_{resolution[0]}x{resolution[1]}_{precision.name}"
     return model_of(g, name, SPADE.inputs(config, resolution, batch), SPADE.output(config, resolution, batch)), \
         g.initializers
 
@@ -398,3 +404,6 @@ def _resblock(g: GraphBuilder, w: GraphWeights, x: str, seg: str, name: str, con
     dx = w.conv(g.op("LeakyRelu", [_spade(g, w, dx, seg, f"{name}.norm_1", config)], alpha=LEAK), f"{name}.conv_1",
                 pad=1)
     return g.op("Add", [shortcut, dx])
+
+
+MODEL = ModelFamily(SPADE, SPADEGenerator, random_init, graph_parts, recognises, load_state)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import BASE_RESOLUTION, PRESETS, RELEASED_PRESETS, CRNConfig
+from ..families.crn import BASE_RESOLUTION, PRESETS, RELEASED_PRESETS, CRNConfig
 from ..errors import CheckpointError
 from .tf_bundle import TensorBundle, TensorInfo
 
@@ -86,8 +86,8 @@ def import_tf_checkpoint(prefix: Path):
     import torch
 
     from ..labels import CITYSCAPES
-    from .checkpoint import LoadedCheckpoint, check_state
-    from .crn import CRN
+    from .checkpoint import LoadedCheckpoint
+    from .crn import CRN, check_state
 
     bundle = TensorBundle(prefix)
     arch = infer_architecture(bundle)
@@ -96,4 +96,4 @@ def import_tf_checkpoint(prefix: Path):
     model = CRN(arch.config)
     model.load_state_dict(state)
     source = {"kind": "tensorflow", "prefix": str(Path(bundle.prefix).resolve())}
-    return LoadedCheckpoint(model.eval(), CITYSCAPES, source), arch
+    return LoadedCheckpoint(model.eval(), CITYSCAPES, source, "crn"), arch

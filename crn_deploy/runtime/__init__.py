@@ -6,7 +6,8 @@
 
 ``.engine`` files run on TensorRT, ``.rtx.engine`` files on TensorRT-RTX, ``.onnx`` files on ONNX Runtime.
 
-Imports neither torch nor any backend library until an artifact is opened.
+Imports neither torch nor any backend library until an artifact is opened. The PyTorch reference behind
+an artifact is ``crn_deploy.measure.reference.load_reference`` (it needs torch).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..manifest import Manifest, manifest_for
 from ..targets import TARGETS, target_of_engine_file
 from .synthesizer import Synthesizer
 
-__all__ = ["Synthesizer", "load", "load_reference", "open_backend"]
+__all__ = ["Synthesizer", "load", "open_backend"]
 
 ARTIFACT_SUFFIXES = (".onnx", ".engine")  # every engine target's file ends in .engine
 
@@ -63,24 +64,6 @@ def open_backend(manifest: Manifest, kind: str, *, device: str = "auto", threads
     from ..backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(artifact, device, threads=threads, gpu=gpu)
-
-
-def load_reference(path, *, precision: str | None = None, device: str = "cpu", checkpoint=None,
-                   style_seed: int = 0) -> Synthesizer:
-    """The PyTorch reference model behind an artifact (needs torch: the ``export`` extra).
-
-    The weights come from the manifest's source: its checkpoint (or ``checkpoint``, if it moved),
-    or the preset and seed of a random-weights export. ``precision`` defaults to the artifact's on
-    CUDA and to fp32 on the CPU, where PyTorch has no fast FP16 kernels (a hundred times slower).
-    """
-    manifest = _read_manifest(path)
-    if precision is None:
-        precision = "fp32" if device == "cpu" else manifest.precision
-    from ..backends.torch_ref import TorchBackend, reference_model
-
-    model = reference_model(manifest, checkpoint)
-    backend = TorchBackend(model, precision, device, input_shape=manifest.input_spec.shape)
-    return Synthesizer(backend, manifest, style_seed=style_seed).open()
 
 
 def _read_manifest(path) -> Manifest:

@@ -24,7 +24,7 @@ from ..data.images import resize_image, resize_labels
 from ..data.streams import LabelFrame
 from ..errors import CrnError, UsageError
 from ..labels import VOID_ID
-from ..measure.timing import summarize  # noqa: TID251 - stdlib-only percentile rule shared with the benchmark
+from .timing import summarize
 from .synthesizer import Synthesizer
 
 POLICIES = ("lossless", "live")

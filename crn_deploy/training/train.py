@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import CRNConfig
+from ..families.crn import CRNConfig
 from ..data.images import write_image
 from ..errors import CheckpointError, UsageError
 from ..files import atomic_path
@@ -51,6 +51,15 @@ class TrainState:
 
 def new_state(model: torch.nn.Module, label_set: LabelSet, lr: float) -> TrainState:
     return TrainState(model, label_set, torch.optim.Adam(model.parameters(), lr=lr))
+
+
+def grow_by_one(lower: torch.nn.Module, width: int | None = None, seed: int = 0) -> CRN:
+    """A CRN with one more module (of ``width``, default the last one's) grown from ``lower``."""
+    if not isinstance(lower, CRN):
+        raise UsageError("progressive training (--init-from) grows a CRN by one module; this checkpoint is a "
+                         f"{type(lower).__name__}")
+    c = lower.config
+    return grow(lower, CRNConfig(c.num_classes, (*c.widths, width or c.widths[-1]), c.base, c.k), seed)
 
 
 def grow(lower: CRN, config: CRNConfig, seed: int = 0) -> CRN:

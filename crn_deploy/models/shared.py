@@ -1,13 +1,17 @@
-"""Graph pieces the image-to-image families share (pix2pixHD, SPADE): weights as constants in the compute
-type, the instance edge map, FP32 instance norm and the ``tensor2im`` tail. onnx and numpy only."""
+"""Numerics several families share, each in its two forms (the PyTorch reference and the ONNX graph):
+FP32 instance norm, the instance edge map, and the uint8 picture rule (``tensor2im``: ``(x + 1) / 2 * 255``,
+clip, truncate); and weights as graph constants in the compute type."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from onnx import TensorProto
+from torch import nn
 
-from ..artifacts.onnx_graph import COMPUTE_TYPES, FLOAT, GraphBuilder
 from ..families import IMAGE, INSTANCES
+from ..graph import FLOAT, GraphBuilder, compute_types
+from ..precisions import Precision
 
 INSTANCE_NORM_EPS = 1e-5  # nn.InstanceNorm2d's default, as the official get_norm_layer('instance') uses it
 
@@ -15,9 +19,9 @@ INSTANCE_NORM_EPS = 1e-5  # nn.InstanceNorm2d's default, as the official get_nor
 class GraphWeights:
     """The checkpoint's tensors as graph constants in the compute type."""
 
-    def __init__(self, g: GraphBuilder, weights: dict, precision: str) -> None:
+    def __init__(self, g: GraphBuilder, weights: dict, precision: Precision) -> None:
         self.g, self.weights = g, weights
-        self.compute, self.np_type = COMPUTE_TYPES[precision]
+        self.compute, self.np_type = compute_types(precision)
 
     def __call__(self, name: str) -> str:
         return self.g.const(name, np.asarray(self.weights[name]).astype(self.np_type))
@@ -67,3 +71,31 @@ def tensor2im_graph(g: GraphBuilder, x: str, compute: int) -> None:
     x = g.op("Clip", [x, g.const("black", np.array(0.0, np.float32)), g.const("white", np.array(255.0, np.float32))])
     x = g.op("Transpose", [g.op("Floor", [x])], perm=[0, 2, 3, 1])
     g.op("Cast", [x], to=TensorProto.UINT8, name=IMAGE)
+
+
+# the PyTorch reference's forms -----------------------------------------------------------------
+class InstanceNormFP32(nn.InstanceNorm2d):
+    """``InstanceNorm2d(affine=False)`` whose statistics run in FP32 in FP16 models too (as the FP16 ONNX)."""
+
+    keep_fp32 = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).to(x.dtype)
+
+
+def instance_edges(instances: torch.Tensor) -> torch.Tensor:
+    """1 where a pixel's instance id differs from its left, right, upper or lower neighbour (both pixels
+    of a differing pair), 0 elsewhere; float [N,1,H,W]. The official ``get_edges``."""
+    edge = torch.zeros_like(instances, dtype=torch.bool)
+    horizontal = instances[..., :, 1:] != instances[..., :, :-1]
+    vertical = instances[..., 1:, :] != instances[..., :-1, :]
+    edge[..., :, 1:] |= horizontal
+    edge[..., :, :-1] |= horizontal
+    edge[..., 1:, :] |= vertical
+    edge[..., :-1, :] |= vertical
+    return edge.float()
+
+
+def to_uint8_images(image: torch.Tensor) -> torch.Tensor:
+    """tanh [N,3,H,W] -> uint8 [N,H,W,3]: ``(x + 1) / 2 * 255``, clip, truncate (the official tensor2im)."""
+    return ((image + 1.0) / 2.0 * 255.0).clamp(0.0, 255.0).floor().to(torch.uint8).permute(0, 2, 3, 1)

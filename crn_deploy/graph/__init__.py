@@ -1,10 +1,11 @@
 """Writing ONNX graphs by hand, for every family: a small node/initializer builder, the file writer,
-the opset, and the compute types of each precision.
+the opset, and the compute types of each precision. A layer of its own, below the family models that
+write graphs with it and the export pipeline that validates them.
 
-Why by hand and not torch.onnx.export: TensorRT 11 builds strongly typed networks only, so the
-precision of every tensor must be decided in the graph (tensorrt.md §1.3); each family's graph writer
-(``crn_deploy.models``) says it tensor by tensor. Only onnx and numpy are needed here: the weights
-arrive as a name -> array dict.
+Why by hand and not torch.onnx.export: TensorRT 11 and TensorRT-RTX build strongly typed networks only,
+so the precision of every tensor must be decided in the graph (docs/engines.md); each family's graph
+writer (``crn_deploy.models``) says it tensor by tensor. Only onnx and numpy are needed here: the
+weights arrive as a name -> array dict.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..precisions import FP32_ISLAND
-from ..precisions import TABLE as PRECISION_TABLE
+from ..precisions import FP32_ISLAND, Precision
 
 OPSET = 17  # LayerNormalization; TensorRT's parser takes opsets 9..24
 IR_VERSION = 8  # the IR of opset 17: readable by ONNX Runtime and TensorRT 10/11
 
 FLOAT = TensorProto.FLOAT
-COMPUTE_TYPES = {name: (p.onnx_type, np.dtype(p.numpy_type).type) for name, p in PRECISION_TABLE.items()}
+
+
+def compute_types(precision: Precision) -> tuple[int, type]:
+    """The ONNX element type and the NumPy scalar type a graph of ``precision`` computes in."""
+    return precision.onnx_type, np.dtype(precision.numpy_type).type
 ONNX_DTYPES = {"uint8": TensorProto.UINT8, "int32": TensorProto.INT32, "float32": TensorProto.FLOAT}
 
 

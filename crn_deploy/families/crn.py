@@ -1,20 +1,22 @@
-"""The CRN architecture as data, its named presets, and which resolutions it can run at.
-
-Stdlib only: the runtime, the exporter and the manifest all share these definitions.
+"""The Cascaded Refinement Network (Chen & Koltun, ICCV 2017), contract side: the architecture as data
+(``CRNConfig``), the authors' released models and smaller ones as presets, and which sizes it runs at.
+The torch side (reference model, checkpoints, graph writer) is ``crn_deploy/models/crn.py``.
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
+from ..labels import CITYSCAPES
+from ..sizes import check_multiple
+from .base import ConfigRecord, Family, register
 
 BASE_RESOLUTION = (4, 8)  # height x width of module 0 in the released models
 
 
 @dataclass(frozen=True)
-class CRNConfig:
+class CRNConfig(ConfigRecord):
     """One CRN generator: a cascade of refinement modules, coarsest first.
 
     ``widths[i]`` is the feature width of module ``i``; module ``i`` runs at
@@ -63,7 +65,7 @@ class CRNConfig:
 
     def base_for(self, resolution: tuple[int, int]) -> tuple[int, int]:
         """The base resolution that makes the last module emit ``resolution``."""
-        check_resolution(resolution, self)
+        CRN.check_resolution(resolution, self)
         return (resolution[0] // self.scale, resolution[1] // self.scale)
 
     def macs(self, resolution: tuple[int, int]) -> int:
@@ -126,52 +128,23 @@ PRESETS: dict[str, CRNConfig] = {
 RELEASED_PRESETS = ("cityscapes-256p", "cityscapes-512p", "cityscapes-1024p", "gta-256p")
 
 
-def preset(name: str) -> CRNConfig:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise UsageError(f"unknown preset '{name}': {did_you_mean(name, PRESETS)}choose one of "
-                         f"{', '.join(PRESETS)}") from None
+class CRNFamily(Family):
+    name = "crn"
+    config_type = CRNConfig
+    presets = {name: (config, config.native_resolution) for name, config in PRESETS.items()}
+    test_preset = "tiny"
+    label_set = CITYSCAPES
+
+    def check_resolution(self, resolution, config: CRNConfig) -> None:
+        check_multiple(resolution, config.scale,
+                       f"{config.num_modules} modules halve it {config.num_modules - 1} times")
+
+    def images_per_map(self, config: CRNConfig) -> int:
+        return config.k
+
+    def describe(self, config: CRNConfig) -> str:
+        return (f"{config.num_modules} modules, widths {list(config.widths)}, k={config.k}, "
+                f"{config.num_parameters():,} parameters")
 
 
-def did_you_mean(name: str, choices) -> str:
-    """"did you mean 'x'? " for the closest of ``choices``, or nothing."""
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f"did you mean '{close[0]}'? " if close else ""
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """'512x1024' -> (512, 1024): height x width."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise UsageError(f"resolution '{text}' is not HEIGHTxWIDTH (for example 512x1024)") from None
-    if h <= 0 or w <= 0:
-        raise UsageError(f"resolution '{text}': height and width must be positive (for example 512x1024)")
-    return (h, w)
-
-
-def format_resolution(resolution: tuple[int, int]) -> str:
-    return f"{resolution[0]}x{resolution[1]}"
-
-
-def check_resolution(resolution: tuple[int, int], config: CRNConfig) -> None:
-    """Refuse a size the cascade cannot produce, naming the nearest sizes it can."""
-    check_multiple(resolution, config.scale,
-                   f"{config.num_modules} modules halve it {config.num_modules - 1} times")
-
-
-def check_multiple(resolution: tuple[int, int], step: int, why: str) -> None:
-    """Refuse a size that is not a positive multiple of ``step`` on both sides, naming the nearest."""
-    h, w = resolution
-    if h % step == 0 and w % step == 0 and h > 0 and w > 0:
-        return
-    nearest = [format_resolution(r) for r in sorted({(hh, ww) for hh in _near(h, step) for ww in _near(w, step)})]
-    raise UsageError(f"resolution {format_resolution(resolution)} is not a multiple of {step} on both sides "
-                     f"({why}); nearest valid: {', '.join(nearest)}")
-
-
-def _near(n: int, step: int) -> list[int]:
-    below = max(step, n // step * step)
-    return sorted({below, below + step} if n % step else {n})
+CRN = register(CRNFamily())

@@ -1,0 +1,49 @@
+"""The PyTorch reference behind an artifact: the FP32 model it was exported from, rebuilt as its manifest
+records it, that parity is measured against. Needs torch (the ``export`` extra); measure sits above the
+model side, so the runtime and its backends never import it."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ..backends.torch_ref import TorchBackend
+from ..errors import UsageError
+from ..manifest import Manifest, manifest_for
+from ..runtime.synthesizer import Synthesizer
+
+NEEDS_TORCH = "the PyTorch reference needs torch: pip install 'crn-deploy[export]'"
+
+
+def require_torch() -> None:
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError(NEEDS_TORCH)
+
+
+def reference_model(manifest: Manifest, checkpoint: Path | None = None):
+    """The FP32 PyTorch model an artifact was exported from: its checkpoint (or ``checkpoint``, if that
+    moved), or the preset and seed of a random-weights export."""
+    require_torch()
+    from ..models.checkpoint import model_from_source
+
+    return model_from_source(manifest.source_record, manifest.config, checkpoint)
+
+
+def reference_backend(manifest: Manifest, model, precision="fp32", device: str = "cpu", **options) -> TorchBackend:
+    """A backend running ``model`` as ``manifest``'s artifact runs: its input shape and its picture's size."""
+    decoupled = tuple(manifest.output_resolution) != tuple(manifest.resolution)
+    return TorchBackend(model, precision, device, input_shape=manifest.input_spec.shape,
+                        picture_size=tuple(manifest.output_resolution) if decoupled else None, **options)
+
+
+def load_reference(path, *, precision: str | None = None, device: str = "cpu", checkpoint=None,
+                   style_seed: int = 0) -> Synthesizer:
+    """The PyTorch reference model behind an artifact (``x.onnx``, ``x.engine`` or ``x.json``), as a
+    synthesizer like ``runtime.load`` gives. ``precision`` defaults to the artifact's on CUDA and to fp32 on
+    the CPU, where PyTorch has no fast FP16 kernels (a hundred times slower)."""
+    require_torch()
+    manifest = Manifest.read(manifest_for(Path(path)))
+    if precision is None:
+        precision = "fp32" if device == "cpu" else manifest.precision
+    backend = reference_backend(manifest, reference_model(manifest, checkpoint), precision, device)
+    return Synthesizer(backend, manifest, style_seed=style_seed).open()
