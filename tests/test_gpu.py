@@ -130,7 +130,6 @@ def test_real_engine_reads_labels_from_gpu_memory_in_place(real_fp16_engine):
     import torch
 
     from crn_deploy import runtime
-    from crn_deploy.measure.reference import load_reference
 
     ids = street_layouts(1, *TINY_RES, seed=7)
     on_gpu = torch.from_numpy(ids).cuda()
@@ -147,7 +146,6 @@ def test_real_engine_reads_labels_from_gpu_memory_in_place(real_fp16_engine):
 @needs_trt
 def test_real_engine_pipelined_frames_come_back_in_order(real_fp16_engine):
     from crn_deploy import runtime
-    from crn_deploy.measure.reference import load_reference
 
     frames = street_layouts(5, *TINY_RES, seed=8)
     with runtime.load(real_fp16_engine, slots=2) as synth:
@@ -177,7 +175,6 @@ def test_real_engine_of_another_tensorrt_version_is_refused(real_fp16_engine, tm
     import shutil
 
     from crn_deploy import runtime
-    from crn_deploy.measure.reference import load_reference
     from crn_deploy.errors import ArtifactError
     from crn_deploy.manifest import Manifest, manifest_for
 
@@ -197,7 +194,6 @@ def test_onnxruntime_cuda_reads_gpu_label_maps_in_place(tiny_artifacts):
     import torch
 
     from crn_deploy import runtime
-    from crn_deploy.measure.reference import load_reference
 
     ids = street_layouts(1, *TINY_RES, seed=10)
     on_gpu = torch.from_numpy(ids).cuda()
