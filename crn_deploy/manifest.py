@@ -10,13 +10,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sizes import format_resolution
 from .errors import ArtifactError, UsageError
 from .families import IMAGE, LABELS, Family, TensorSpec, family
 from .files import write_json_atomic
 from .labels import LabelSet
-from .precisions import NAMES, precision
+from .precisions import Precision, precision
 from .records import EngineRecord, Parity, Source
+from .sizes import format_resolution
 from .targets import TARGETS, EngineTarget, artifact_stem_of
 
 SCHEMA = "crn-deploy/artifact"
@@ -24,11 +24,6 @@ SCHEMA_VERSION = 1
 
 INPUT_NAME = LABELS
 OUTPUT_NAME = IMAGE
-PRECISIONS = NAMES
-
-
-def parse_precision(text: str) -> str:
-    return precision(text).name
 
 
 def artifact_stem(name: str, resolution: tuple[int, int], precision: str,
@@ -44,17 +39,19 @@ class Manifest:
     name: str
     artifact: str  # file name of the artifact, relative to the manifest's folder
     resolution: tuple[int, int]
-    precision: str
+    precision: Precision
     batch: int
     config: object  # the family's config type (CRNConfig, Pix2PixHDConfig)
     label_set: LabelSet
-    source: dict  # {"kind": "checkpoint", "path", "sha256"} or {"kind": "random", "preset", "seed"}
+    source: dict  # {"kind": "checkpoint", "path", "sha256"} or {"kind": "random", "preset", "seed", "config"}
     sections: dict = field(default_factory=dict)  # onnx, parity, versions, export timings, ...
     path: Path | None = None  # where this manifest lives on disk, once written or read
-    family_name: str = "crn"  # manifests written before families existed are CRN's
+    family_name: str = "crn"  # the one place the family is named; manifests written before families are CRN's
     output_resolution: tuple[int, int] | None = None  # the picture's size where it is not the label map's
 
     def __post_init__(self) -> None:
+        self.precision = precision(self.precision)
+        self.source = {k: v for k, v in self.source.items() if k != "family"}  # named once: family_name
         self.resolution = tuple(self.resolution)
         self.output_resolution = tuple(self.output_resolution or self.resolution)
 
@@ -99,7 +96,7 @@ class Manifest:
 
     @property
     def source_record(self) -> Source:
-        return Source.from_dict({"family": self.family_name, **self.source})
+        return Source.from_dict(self.source)
 
     @property
     def artifact_path(self) -> Path:
@@ -116,13 +113,13 @@ class Manifest:
             "artifact": self.artifact,
             "resolution": list(self.resolution),
             "output_resolution": list(self.output_resolution),
-            "precision": self.precision,
+            "precision": self.precision.name,
             "batch": self.batch,
             "inputs": [spec.to_dict() for spec in self.input_specs],
             "outputs": [self.output_spec.to_dict()],
             "config": self.config.to_dict(),
             "label_set": self.label_set.to_dict(),
-            "source": self.source,
+            "source": {**self.source, "family": self.family_name},  # as manifests have always held it
             **self.sections,
         }
 
@@ -148,7 +145,7 @@ class Manifest:
                 name=data["name"],
                 artifact=data["artifact"],
                 resolution=tuple(data["resolution"]),
-                precision=parse_precision(data["precision"]),
+                precision=precision(data["precision"]),
                 batch=int(data["batch"]),
                 config=fam.config_from_dict(data["config"]),
                 label_set=LabelSet.from_dict(data["label_set"]),

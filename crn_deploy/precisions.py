@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from .errors import UsageError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Precision:
+    """A precision an artifact computes in; passed as this object from the command line to the engine. It is
+    its name: equal to (and hashed as) the string, so records and reports keyed by name find it."""
+
     name: str
     onnx_type: int  # onnx.TensorProto.DataType value of the compute type
     numpy_type: str
@@ -19,6 +22,15 @@ class Precision:
     reduced: bool  # narrower than FP32: normalization statistics stay FP32 around it
     gate: str  # the export parity gate: "max_abs" (levels) or "min_psnr" (dB) against the FP32 reference
     gate_default: float
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __eq__(self, other) -> bool:
+        return self.name == (other.name if isinstance(other, Precision) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
 
 TABLE: dict[str, Precision] = {

@@ -23,7 +23,6 @@ class Source:
     """``checkpoint`` (path and SHA-256 of the file) or ``random`` (preset and seed of seeded weights)."""
 
     kind: str
-    family: str = "crn"
     path: str | None = None
     sha256: str | None = None
     preset: str | None = None

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crn_deploy.data.images import read_instance_image, read_label_image, write_image
+from crn_deploy.data.images import write_image
+from crn_deploy.data.label_maps import read_instance_image, read_label_image
 from crn_deploy.data.streams import FolderSource
 from crn_deploy.manifest import Manifest, manifest_for
 from crn_deploy.scale.batch import BatchOptions, connect, paint_with_pool, synthesize_files

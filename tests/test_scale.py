@@ -59,7 +59,7 @@ def _label_folder(root: Path, count: int, size: tuple[int, int]) -> Path:
 def _single_process(artifact: Path, folder: Path, out: Path) -> dict[str, bytes]:
     """What plain crn-run writes for the same files: {relative path: bytes}."""
     from crn_deploy.data.streams import FolderSource
-    from crn_deploy.data.images import read_instance_image, read_label_image
+    from crn_deploy.data.label_maps import read_instance_image, read_label_image
 
     with runtime.load(artifact, device="cpu") as synth:
         source = FolderSource(str(folder / "**" / "*_labelIds.png"), synth.label_set)

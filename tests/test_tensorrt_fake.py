@@ -20,6 +20,7 @@ from crn_deploy.artifacts.engine import check_network_precision
 from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.errors import ArtifactError, CrnError, UsageError
 from crn_deploy.manifest import Manifest
+from crn_deploy.precisions import FP16
 from crn_deploy.records import EngineRecord
 from crn_deploy.targets import RTX, TENSORRT
 
@@ -212,13 +213,13 @@ def _fake_network(conv_dtype, norm_dtype):
 
 def test_network_precision_check_refuses_a_silent_fp32_engine(tmp_path):
     trt, good = _fake_network("HALF", "FLOAT")
-    check_network_precision(trt, good, "fp16", tmp_path / "x.onnx")
+    check_network_precision(trt, good, FP16, tmp_path / "x.onnx")
     trt, fp32_convs = _fake_network("FLOAT", "FLOAT")
     with pytest.raises(ArtifactError, match="would not give a fp16 engine.*conv computes in FLOAT"):
-        check_network_precision(trt, fp32_convs, "fp16", tmp_path / "x.onnx")
+        check_network_precision(trt, fp32_convs, FP16, tmp_path / "x.onnx")
     trt, fp16_norm = _fake_network("HALF", "HALF")
     with pytest.raises(ArtifactError, match="norm normalizes in HALF"):
-        check_network_precision(trt, fp16_norm, "fp16", tmp_path / "x.onnx")
+        check_network_precision(trt, fp16_norm, FP16, tmp_path / "x.onnx")
 
 
 class _FakeBuilderConfig:

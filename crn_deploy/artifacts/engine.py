@@ -21,8 +21,7 @@ from ..backends.tensorrt import gpu_properties, import_engine_library, tensorrt_
 from ..errors import ArtifactError, CrnError, UsageError
 from ..files import sha256_file, write_bytes_atomic
 from ..manifest import Manifest
-from ..precisions import FP32_ISLAND
-from ..precisions import TABLE as PRECISION_TABLE
+from ..precisions import FP32_ISLAND, Precision
 from ..records import EngineRecord, GpuRecord
 from ..targets import RTX_DEFAULT_COMPUTE_CAPABILITIES, TENSORRT, EngineTarget
 
@@ -178,10 +177,10 @@ def check_network_io(trt, network, manifest: Manifest, where: Path) -> None:
                                 f"{spec.dtype} {list(spec.shape)}; re-export it with this crn-export")
 
 
-def check_network_precision(trt, network, precision: str, where: Path) -> None:
+def check_network_precision(trt, network, precision: Precision, where: Path) -> None:
     """Refuse unless every (transposed) convolution computes in the requested type (FP32 where the graph
     marks an FP32 island) and every norm in FP32."""
-    want = getattr(trt.DataType, PRECISION_TABLE[precision].tensorrt_type)
+    want = getattr(trt.DataType, precision.tensorrt_type)
     convolutions = (trt.LayerType.CONVOLUTION, trt.LayerType.DECONVOLUTION)
     wrong = []
     for i in range(network.num_layers):
@@ -203,7 +202,7 @@ def _config(trt, builder, manifest: Manifest, options: BuildOptions):
     config.builder_optimization_level = options.optimization_level
     if options.detailed_profiling:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if not PRECISION_TABLE[manifest.precision].reduced and not options.tf32:
+    if not manifest.precision.reduced and not options.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)  # TF32 is on by default and would round FP32 convolutions
     if options.compute_capabilities:
         config.num_compute_capabilities = len(options.compute_capabilities)
@@ -251,7 +250,7 @@ def check_built_engine(trt, logger, plan, manifest: Manifest) -> dict[str, int] 
                            f"not {spec.dtype} {list(spec.shape)}; not kept")
     inspector = engine.create_engine_inspector()
     counts = convolution_weight_types(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-    wanted = PRECISION_TABLE[manifest.precision].inspector_weights
+    wanted = manifest.precision.inspector_weights
     if counts and set(counts) != {wanted}:
         raise ArtifactError(f"the built engine's convolutions hold weights of types {counts}, not all {wanted} as "
                             f"{manifest.precision} needs; not kept (re-export with this crn-export, then crn-build)")

@@ -74,7 +74,7 @@ def _export_one(source: LoadedCheckpoint, weights: dict, sizes: Sizes, precision
                 layouts: tuple, reference: np.ndarray, log) -> Manifest:
     stem = artifact_stem(options.name, sizes.labels, precision.name, sizes.picture)
     final = options.out_dir / f"{stem}.onnx"
-    manifest = Manifest(options.name, final.name, sizes.labels, precision.name, options.batch, source.config,
+    manifest = Manifest(options.name, final.name, sizes.labels, precision, options.batch, source.config,
                         source.label_set, source.source, family_name=source.family, output_resolution=sizes.picture)
     family = model_family(source.family)
     started = time.perf_counter()

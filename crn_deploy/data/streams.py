@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import UsageError
 from ..files import ensure_writable_dir, register_temporary, release_temporary, temporary_name
 from ..labels import LabelSet, UnknownColors
-from .images import LABEL_SUFFIXES, is_label_image, read_instance_image, read_label_image, write_image
+from .images import write_image
+from .label_maps import LABEL_SUFFIXES, is_label_image, read_instance_image, read_label_image
 from .synthetic import scenes
 
 class LabelFrame(NamedTuple):

@@ -21,7 +21,8 @@ from .. import __version__
 from ..backends.base import Backend
 from ..backends.tensorrt import engines_unavailable_reason, rebuild_command, why_engine_cannot_run_here
 from ..sizes import format_resolution
-from ..data.images import list_label_images, read_instance_image, read_label_image, resize_labels
+from ..data.images import resize_labels
+from ..data.label_maps import list_label_images, read_instance_image, read_label_image
 from ..data.synthetic import scenes
 from ..errors import ArtifactError, CrnError, UsageError
 from ..families import model_inputs
@@ -29,6 +30,7 @@ from ..labels import UnknownColors
 from ..manifest import Manifest, find_manifests
 from ..runtime import open_backend
 from ..runtime.synthesizer import Synthesizer
+from ..precisions import FP32
 from ..records import EngineRecord, Parity
 from ..targets import TENSORRT, EngineTarget
 from .parity import compare_images, per_class
@@ -137,7 +139,7 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
         skipped.append(NO_TORCH_NOTE)
         log(f"note: {NO_TORCH_NOTE}")
     done_torch: set = set()
-    for manifest in sorted(manifests, key=lambda m: (m.name, m.resolution, m.precision)):
+    for manifest in sorted(manifests, key=lambda m: (m.name, m.resolution, m.precision.name)):
         if "tensorrt" in options.backends:
             for engine_target, record in manifest.engine_records().items():
                 rows.extend(_engine_rows(ctx, manifest, engine_target, record, skipped))
@@ -150,7 +152,7 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
         for device in _present(options, "torch", _torch_devices(), skipped):
             key = (_source_key(manifest), manifest.resolution, manifest.output_resolution, manifest.precision,
                    manifest.batch, device)
-            skip = device == "cpu" and manifest.precision == "fp16" and not options.torch_cpu_fp16
+            skip = device == "cpu" and manifest.precision.reduced and not options.torch_cpu_fp16
             if key not in done_torch and not skip:
                 done_torch.add(key)
                 for graphs in ((True, False) if device == "cuda" else (None,)):
@@ -220,7 +222,7 @@ def _engine_row(manifest: Manifest, backend_name: str, record: EngineRecord | No
     out = manifest.output_resolution
     size = format_resolution(manifest.resolution) + ("" if out == manifest.resolution else f">{format_resolution(out)}")
     row = BenchRow(artifact or (record.file if record else manifest.artifact), manifest.name, backend_name,
-                   manifest.precision, size, manifest.batch, out[0] * out[1] / 1e6, graphs)  # picture megapixels
+                   manifest.precision.name, size, manifest.batch, out[0] * out[1] / 1e6, graphs)  # picture megapixels
     if record is not None:
         row.engine = {"runtime": record.runtime, "version": record.runtime_version, "size_bytes": record.size_bytes,
                       "build_seconds": record.build_seconds, "compute_capabilities": record.compute_capabilities}
@@ -355,7 +357,7 @@ def _reference(ctx: _Context, manifest: Manifest) -> tuple[str, np.ndarray] | No
 
 def _artifact_reference(ctx: _Context, manifest: Manifest, inputs: np.ndarray,
                         *extra: np.ndarray) -> tuple[str, np.ndarray] | None:
-    same_model = [m for m in ctx.manifests if m.precision == "fp32" and _source_key(m) == _source_key(manifest)
+    same_model = [m for m in ctx.manifests if m.precision is FP32 and _source_key(m) == _source_key(manifest)
                   and tuple(m.resolution) == tuple(manifest.resolution)
                   and m.output_resolution == manifest.output_resolution]
     if not same_model:
@@ -426,7 +428,7 @@ def _add_speedups(rows: list[BenchRow]) -> None:
     torch_p50 = {key(r, r.precision): r.latency_ms["p50"] for r in rows
                  if r.backend.startswith("torch") and r.latency_ms}
     for row in rows:
-        for precision in dict.fromkeys((row.precision, "fp32")):
+        for precision in dict.fromkeys((row.precision, FP32.name)):
             if row.latency_ms and key(row, precision) in torch_p50:
                 row.speedup_vs_torch = torch_p50[key(row, precision)] / row.latency_ms["p50"]
                 row.speedup_reference = f"torch-{row.device} {precision}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..backends.torch_ref import TorchBackend
 from ..errors import UsageError
 from ..manifest import Manifest, manifest_for
+from ..precisions import FP32, Precision
 from ..runtime.synthesizer import Synthesizer
 
 NEEDS_TORCH = "the PyTorch reference needs torch: pip install 'crn-deploy[export]'"
@@ -29,14 +30,15 @@ def reference_model(manifest: Manifest, checkpoint: Path | None = None):
     return model_from_source(manifest.source_record, manifest.config, checkpoint)
 
 
-def reference_backend(manifest: Manifest, model, precision="fp32", device: str = "cpu", **options) -> TorchBackend:
+def reference_backend(manifest: Manifest, model, precision: Precision = FP32, device: str = "cpu",
+                      **options) -> TorchBackend:
     """A backend running ``model`` as ``manifest``'s artifact runs: its input shape and its picture's size."""
     decoupled = tuple(manifest.output_resolution) != tuple(manifest.resolution)
     return TorchBackend(model, precision, device, input_shape=manifest.input_spec.shape,
                         picture_size=tuple(manifest.output_resolution) if decoupled else None, **options)
 
 
-def load_reference(path, *, precision: str | None = None, device: str = "cpu", checkpoint=None,
+def load_reference(path, *, precision: Precision | str | None = None, device: str = "cpu", checkpoint=None,
                    style_seed: int = 0) -> Synthesizer:
     """The PyTorch reference model behind an artifact (``x.onnx``, ``x.engine`` or ``x.json``), as a
     synthesizer like ``runtime.load`` gives. ``precision`` defaults to the artifact's on CUDA and to fp32 on
@@ -44,6 +46,6 @@ def load_reference(path, *, precision: str | None = None, device: str = "cpu", c
     require_torch()
     manifest = Manifest.read(manifest_for(Path(path)))
     if precision is None:
-        precision = "fp32" if device == "cpu" else manifest.precision
+        precision = FP32 if device == "cpu" else manifest.precision
     backend = reference_backend(manifest, reference_model(manifest, checkpoint), precision, device)
     return Synthesizer(backend, manifest, style_seed=style_seed).open()

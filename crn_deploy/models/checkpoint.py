@@ -60,14 +60,14 @@ def load_checkpoint(path: Path, config=None, family: str | None = None, *,
     model = fam.load_state(raw, config, LoadRequest(path, options))
     labels = LabelSet.from_dict(maybe_json(meta["label_set"])) if "label_set" in meta else \
         fam.contract.label_set_for(model.config)
-    source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path), "family": fam.name}
+    source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path)}
     return LoadedCheckpoint(model.eval(), labels, source, fam.name)
 
 
 def random_model(config, seed: int, preset_name: str | None = None) -> LoadedCheckpoint:
     """The reference model of ``config`` with seeded random weights (a preset's, for benchmarks and tests)."""
     fam = family_of_config(config)
-    source = {"kind": "random", "preset": preset_name, "seed": seed, "config": config.to_dict(), "family": fam.name}
+    source = {"kind": "random", "preset": preset_name, "seed": seed, "config": config.to_dict()}
     return LoadedCheckpoint(fam.random_model(config, seed), fam.contract.label_set_for(config), source, fam.name)
 
 
@@ -102,4 +102,4 @@ def model_from_source(source: Source | dict, config, checkpoint: Path | None = N
             f"{path} is not the checkpoint this artifact was exported from (SHA-256 differs); "
             "re-export the artifact from it, or pass the original with --checkpoint"
         )
-    return load_checkpoint(path, config, source.family).model
+    return load_checkpoint(path, config).model

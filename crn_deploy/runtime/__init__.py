@@ -18,9 +18,9 @@ from ..backends.base import Backend
 from ..errors import ArtifactError, UsageError
 from ..manifest import Manifest, manifest_for
 from ..targets import TARGETS, target_of_engine_file
-from .synthesizer import Synthesizer
+from .synthesizer import OutputSize, Synthesizer
 
-__all__ = ["Synthesizer", "load", "open_backend"]
+__all__ = ["OutputSize", "Synthesizer", "load", "open_backend"]
 
 ARTIFACT_SUFFIXES = (".onnx", ".engine")  # every engine target's file ends in .engine
 

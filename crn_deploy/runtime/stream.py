@@ -25,7 +25,7 @@ from ..data.streams import LabelFrame
 from ..errors import CrnError, UsageError
 from ..labels import VOID_ID
 from .timing import summarize
-from .synthesizer import Synthesizer
+from .synthesizer import OutputSize, Synthesizer
 
 POLICIES = ("lossless", "live")
 RESIZE_MODES = ("stretch", "letterbox")
@@ -40,7 +40,7 @@ class StreamOptions:
     queue_size: int = 4
     skip_identical: bool = True
     resize: str = "stretch"  # or letterbox: keep the aspect ratio, pad with void
-    output_size: str = "input"  # or engine
+    output_size: OutputSize | str = OutputSize.INPUT
     side_by_side: bool = False  # labels | synthesized
     overlay_fps: bool = False
 
@@ -49,8 +49,7 @@ class StreamOptions:
             raise UsageError(f"unknown policy '{self.policy}': choose {' or '.join(POLICIES)}")
         if self.resize not in RESIZE_MODES:
             raise UsageError(f"unknown resize mode '{self.resize}': choose {' or '.join(RESIZE_MODES)}")
-        if self.output_size not in ("input", "engine"):
-            raise UsageError(f"output size must be 'input' or 'engine', got '{self.output_size}'")
+        self.output_size = OutputSize.of(self.output_size)
         if self.policy == "live" and not self.fps:
             raise UsageError("the live policy needs a frame rate (--fps N) to set its deadline")
         if self.queue_size < 1:
@@ -247,8 +246,6 @@ class _Stream:
         if _on_device(labels):  # a segmentation model's output on the GPU: engine shape, no host round trip
             return self.synth.submit_device(labels).result()[0]
         ids, instances = (labels.ids, labels.instances) if isinstance(labels, LabelFrame) else (labels, None)
-        if not self.synth.takes_instances:
-            instances = None  # a source gives them where it has them; this artifact takes none
         if self.options.resize == "letterbox":
             return self._letterboxed(ids, instances)
         return self.synth(ids, instances=instances, output_size=self.options.output_size)
@@ -265,8 +262,8 @@ class _Stream:
             padded = np.full((eh, ew), -1, np.int32)
             padded[top : top + nh, left : left + nw] = resize_labels(instances, (nh, nw), rule)
             instances = padded
-        image = self.synth(canvas, instances=instances, output_size="engine")
-        if self.options.output_size == "engine":
+        image = self.synth(canvas, instances=instances, output_size=OutputSize.ENGINE)
+        if self.options.output_size is OutputSize.ENGINE:
             return image
         (oh, ow), target = self.synth.output_resolution, self.synth.picture_size((h, w))
         rows = slice(round(top * oh / eh), round((top + nh) * oh / eh))  # the picture may be larger (PosGen)

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import warnings
+from enum import Enum
 
 import numpy as np
 
 from ..backends.base import Backend
 from ..data.images import resize_image, resize_labels
 from ..errors import UsageError
-from ..families import INSTANCES, STYLE, draw_styles
+from ..families import Role, draw_styles
 from ..labels import LabelSet, UnknownColors
 from ..manifest import Manifest
+
+
+class OutputSize(str, Enum):
+    """The size of a synthesizer's pictures: that of the label map as given (``INPUT``: maps of another size are
+    resized in and pictures back out), or the artifact's own output resolution (``ENGINE``)."""
+
+    INPUT = "input"
+    ENGINE = "engine"
+
+    @classmethod
+    def of(cls, value: OutputSize | str) -> OutputSize:
+        try:
+            return cls(value)
+        except ValueError:
+            raise UsageError(f"output size must be one of {', '.join(m.value for m in cls)}, got {value!r}") from None
 
 
 class Synthesizer:
@@ -38,9 +54,9 @@ class Synthesizer:
         self.k = manifest.images_per_map
         self.label_set: LabelSet = manifest.label_set
         self.precision = manifest.precision
-        names = [spec.name for spec in manifest.input_specs]
-        self.takes_instances = INSTANCES in names  # pix2pixHD and SPADE with instance maps
-        self.z_dim = manifest.input_specs[names.index(STYLE)].shape[-1] if STYLE in names else None
+        roles = {spec.role: spec for spec in manifest.input_specs}  # what the family declares it takes
+        self.takes_instances = Role.INSTANCES in roles
+        self.z_dim = roles[Role.STYLE].shape[-1] if Role.STYLE in roles else None
         self.style = None if self.z_dim is None else draw_styles(1, self.z_dim, style_seed)[0]
         self.label_resize = manifest.family.label_resize
         self._pads = [np.zeros(spec.shape, np.dtype(spec.dtype)) for spec in manifest.input_specs]
@@ -63,12 +79,12 @@ class Synthesizer:
 
     # inference -------------------------------------------------------------------------------
     def __call__(self, labels, *, instances=None, z=None, label_set: LabelSet | None = None,
-                 output_size: str = "input", strict: bool = False) -> np.ndarray:
-        """``instances``: instance ids shaped like the label maps (Cityscapes ``*_instanceIds.png``), for
-        artifacts that take them. ``z``: style vectors, for artifacts that take them (default: ``style``).
-        ``strict``: colour maps with colours outside the palette are an error."""
-        if output_size not in ("input", "engine"):
-            raise UsageError(f"output_size must be 'input' or 'engine', got {output_size!r}")
+                 output_size: OutputSize | str = OutputSize.INPUT, strict: bool = False) -> np.ndarray:
+        """``instances``: instance ids shaped like the label maps (Cityscapes ``*_instanceIds.png``), used by
+        artifacts that take them (the others leave them aside). ``z``: style vectors, for artifacts that take
+        them (default: ``style``). ``output_size``: ``OutputSize`` (or its value). ``strict``: colour maps
+        with colours outside the palette are an error."""
+        output_size = OutputSize.of(output_size)
         ids, single = self._as_id_batch(labels, label_set, strict)
         extra = self._instance_batch(instances, ids)
         size = ids.shape[-2:]
@@ -76,7 +92,7 @@ class Synthesizer:
             ids, *extra = [np.stack([resize_labels(m, self.resolution, self.label_resize) for m in a[:, 0]])[:, None]
                            for a in (ids, *extra)]
         images = self.run_ids(ids, *extra, z=z)
-        if output_size == "input" and size != self.resolution:
+        if output_size is OutputSize.INPUT and size != self.resolution:
             target = self.picture_size(size)
             images = _map_images(images, lambda im: resize_image(im, target))
         return images[0] if single else images
@@ -87,7 +103,7 @@ class Synthesizer:
         (h, w), (eh, ew), (oh, ow) = label_size, self.resolution, self.output_resolution
         return max(1, round(h * oh / eh)), max(1, round(w * ow / ew))
 
-    def from_colors(self, rgb, *, strict: bool = False, output_size: str = "input") -> np.ndarray:
+    def from_colors(self, rgb, *, strict: bool = False, output_size: OutputSize | str = OutputSize.INPUT) -> np.ndarray:
         """Colour-coded maps ([H,W,3|4] or [N,H,W,3|4], alpha ignored) in the artifact's own label set.
         Unknown colours are void, counted in ``unknown_colors`` and warned of past 1% of a map's pixels
         (``UnknownColorsWarning``); with ``strict`` they are an error."""
@@ -154,12 +170,10 @@ class Synthesizer:
         return self.backend.submit_device(labels, *extra, output=output)
 
     def _instance_batch(self, instances, ids: np.ndarray) -> tuple[np.ndarray, ...]:
-        """() for artifacts without an instance input; else int32 [N,1,H,W] shaped like ``ids``. Without
-        instance maps each label region counts as one instance (edges at class boundaries only, which
-        loses those between touching cars or people): warned of once."""
+        """() for artifacts without an instance input (instance maps a source has are not used); else int32
+        [N,1,H,W] shaped like ``ids``. Without instance maps each label region counts as one instance (edges
+        at class boundaries only, which loses those between touching cars or people): warned of once."""
         if not self.takes_instances:
-            if instances is not None:
-                raise UsageError(f"{self.manifest.artifact} takes no instance map (its model was trained without)")
             return ()
         if instances is None:
             if not self._warned_no_instances:

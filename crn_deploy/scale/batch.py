@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from ..data.images import read_instance_image, read_label_image, write_image
+from ..data.images import encode_picture, write_image
+from ..data.label_maps import decode_instance_map, decode_label_map, read_instance_image, read_label_image
 from ..data.streams import FolderSource
 from ..errors import UsageError
 from ..files import ensure_writable_dir, write_json_atomic
@@ -88,13 +88,13 @@ class Painter:
         out: dict[str, list] = {"name": [], "input": [], "output" if self.output else "image_png": [], "pid": []}
         for i, name in enumerate(batch["name"]):
             ids, instances, where = self._read(batch, i)
-            picture = self.synth(ids, instances=instances if self.synth.takes_instances else None)
+            picture = self.synth(ids, instances=instances)
             if self.output:
                 target = picture_path(self.output, str(name))
                 write_image(target, picture)
                 out["output"].append(str(target))
             else:
-                out["image_png"].append(encode_png(picture))
+                out["image_png"].append(encode_picture(picture))
             out["name"].append(str(name))
             out["input"].append(where)
             out["pid"].append(os.getpid())
@@ -104,18 +104,20 @@ class Painter:
         label_set = self.synth.label_set
         if "path" in batch:
             path = Path(batch["path"][i])
-            return read_label_image(path, label_set, strict_colors=self.strict_colors), read_instance_image(path), \
-                str(path)
+            labels = read_label_image(path, label_set, strict_colors=self.strict_colors,
+                                      unknown=self.synth.unknown_colors)
+            return labels, read_instance_image(path), str(path)
         if "shard" in batch:
             shard, index = str(batch["shard"][i]), int(batch["index"][i])
             labels, instances = open_shard(shard)
             return np.asarray(labels[index]), None if instances is None else np.asarray(instances[index]), \
                 f"{shard}[{index}]"
-        ids = decode_png(bytes(batch["labels_png"][i]), label_set, self.strict_colors)
+        where = f"row {batch['name'][i]}"
+        ids = decode_label_map(bytes(batch["labels_png"][i]), label_set, name=where, strict_colors=self.strict_colors,
+                               unknown=self.synth.unknown_colors, png_only=True)
         extra = batch.get("instances_png")
-        instances = None if extra is None or extra[i] is None else \
-            cv2.imdecode(np.frombuffer(bytes(extra[i]), np.uint8), cv2.IMREAD_UNCHANGED).astype(np.int32)
-        return ids, instances, f"row {batch['name'][i]}"
+        instances = None if extra is None or extra[i] is None else decode_instance_map(bytes(extra[i]), where)
+        return ids, instances, where
 
 
 def open_shard(path: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -127,27 +129,6 @@ def open_shard(path: str) -> tuple[np.ndarray, np.ndarray | None]:
             raise UsageError(f"{path} has no 'labels' array (found {', '.join(data.files)})")
         return data["labels"], data["instances"] if "instances" in data else None
     return np.load(path, mmap_mode="r"), None
-
-
-def decode_png(body: bytes, label_set, strict_colors: bool = False) -> np.ndarray:
-    """uint8 ids [H,W] from a label map PNG: 8-bit ids, or colours in ``label_set``'s palette."""
-    if not body.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise UsageError("the label map is not a PNG (send it as a lossless PNG)")
-    image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise UsageError("the label PNG could not be decoded")
-    if image.dtype != np.uint8:
-        raise UsageError(f"the label PNG has {image.dtype} pixels; send 8-bit ids or colours")
-    if image.ndim == 3:  # colours, BGR(A) as OpenCV reads them
-        return label_set.colors_to_ids(np.ascontiguousarray(image[..., 2::-1]), strict=strict_colors)
-    return image
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise UsageError("a picture could not be encoded as PNG")
-    return encoded.tobytes()
 
 
 def picture_path(folder: Path, name: str) -> Path:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CrnError, UsageError
-from .batch import decode_png, encode_png
+from ..data.images import encode_picture
+from ..data.label_maps import decode_label_map
 
 LABELS_TYPE = "application/x-crn-labels"
 _started = threading.Event()  # serve.start ran in this process
@@ -50,7 +51,7 @@ class Replica:
 
     def summary(self) -> dict:
         m = self.synth.manifest
-        return {"artifact": m.artifact, "family": m.family_name, "precision": m.precision, "batch": m.batch,
+        return {"artifact": m.artifact, "family": m.family_name, "precision": str(m.precision), "batch": m.batch,
                 "resolution": list(m.resolution), "output_resolution": list(m.output_resolution),
                 "label_set": m.label_set.name, "inputs": [s.name for s in m.input_specs]}
 
@@ -58,7 +59,8 @@ class Replica:
         """(uint8 ids [H,W], int32 instances [H,W] or None) from a request; UsageError if malformed."""
         kind = (content_type or "").split(";")[0].strip().lower()
         if kind == "image/png":
-            return decode_png(body, self.synth.label_set), None
+            return decode_label_map(body, self.synth.label_set, name="the label PNG", unknown=self.synth.unknown_colors,
+                                    png_only=True), None
         if kind == LABELS_TYPE:
             return self._raw(headers, body)
         raise UsageError(f"Content-Type must be image/png or {LABELS_TYPE}, got {content_type or 'none'}")
@@ -146,7 +148,7 @@ def build_app(artifact: str, options: ServeOptions, gpus: float):
             if RAW_TYPE in request.headers.get("accept", ""):
                 return Response(picture.tobytes(), media_type=RAW_TYPE,
                                 headers={"X-Shape": ",".join(map(str, picture.shape))})
-            return Response(encode_png(picture), media_type="image/png")
+            return Response(encode_picture(picture), media_type="image/png")
 
     return SynthesisDeployment.bind()
 
