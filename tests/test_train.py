@@ -5,7 +5,8 @@ import torch
 from crn_deploy.models.checkpoint import load_checkpoint
 from crn_deploy.training.losses import diversity_loss, masked_errors, perceptual_loss
 from crn_deploy.models.crn import CRN, random_init
-from crn_deploy.training.train import TrainOptions, grow, new_state, resume, train
+from crn_deploy.models.crn import grow
+from crn_deploy.training.train import TrainOptions, new_state, resume, train
 from crn_deploy.training.vgg import conv_indices, conv_names, load_vgg19
 from crn_deploy.cli.train import main as train_main
 from crn_deploy.families.crn import CRNConfig

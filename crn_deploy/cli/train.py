@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 def _start(args, dataset):
     from ..models.checkpoint import load_checkpoint
     from ..models.registry import family_of_config
-    from ..training.train import grow_by_one, new_state, resume
+    from ..models.crn import grow_by_one
+    from ..training.train import new_state, resume
 
     if args.resume:
         return resume(args.resume, args.lr)

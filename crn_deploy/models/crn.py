@@ -8,18 +8,17 @@ State-dict keys: ``blocks.{i}.conv{1,2}.weight`` [d, Cin, 3, 3], ``blocks.{i}.no
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-import numpy as np
-import onnx
-from onnx import TensorProto
-
 import re
 from pathlib import Path
 
-from ..errors import CheckpointError
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto
+from torch import nn
+
+from ..errors import CheckpointError, UsageError
 from ..families import IMAGE, LABELS
 from ..families.crn import CRN as CRN_FAMILY
 from ..families.crn import CRNConfig
@@ -110,6 +109,12 @@ class CRN(nn.Module):
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         return torch.round(self.forward_float(labels)).to(torch.uint8)
+
+    def train_images(self, labels: torch.Tensor) -> torch.Tensor:
+        """[N*k,3,H,W] in [0,255], unclipped so gradients flow everywhere (as the released code trains; crn-train)."""
+        x = (self.features(labels).float() + 1.0) * 127.5  # [N,3k,H,W]
+        n, _, h, w = x.shape
+        return x.view(n, 3, self.config.k, h, w).permute(0, 2, 1, 3, 4).reshape(-1, 3, h, w)
 
     def to_images(self, x: torch.Tensor) -> torch.Tensor:
         """[N, 3k, H, W] -> [N, H, W, 3] or [N, k, H, W, 3].
@@ -215,6 +220,33 @@ def _to_uint8_images(g: GraphBuilder, head: str, config: CRNConfig, resolution, 
         x = g.op("Reshape", [x, g.const("split_images", split)])
         x = g.op("Transpose", [x], perm=[0, 2, 3, 4, 1])
     g.op("Cast", [x], to=TensorProto.UINT8, name=IMAGE)
+
+
+# progressive training (crn-train --init-from): the authors grew 512p and 1024p from the lower model ----------
+def grow_by_one(lower: torch.nn.Module, width: int | None = None, seed: int = 0) -> CRN:
+    """A CRN with one more module (of ``width``, default the last one's) grown from ``lower``."""
+    if not isinstance(lower, CRN):
+        raise UsageError("progressive training (--init-from) grows a CRN by one module; this checkpoint is a "
+                         f"{type(lower).__name__}")
+    c = lower.config
+    return grow(lower, CRNConfig(c.num_classes, (*c.widths, width or c.widths[-1]), c.base, c.k), seed)
+
+
+def grow(lower: CRN, config: CRNConfig, seed: int = 0) -> CRN:
+    """Progressive training: a model with more modules, starting from a lower-resolution one.
+
+    The lower model's modules are copied; the new modules and the head start from seeded random
+    weights (the head's input width changes with the last module)."""
+    n = lower.config.num_modules
+    if config.num_modules <= n or config.widths[:n] != lower.config.widths or \
+            (config.num_classes, config.k) != (lower.config.num_classes, lower.config.k):
+        raise UsageError(f"cannot grow widths {list(lower.config.widths)} into {list(config.widths)}: the new "
+                         "model must start with the same modules, classes and k, and add at least one module")
+    model = random_init(CRN(config), seed)
+    with torch.no_grad():
+        for mine, theirs in zip(model.blocks[:n], lower.blocks, strict=True):
+            mine.load_state_dict(theirs.state_dict())
+    return model
 
 
 # checkpoints ----------------------------------------------------------------------------------------

@@ -14,16 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..families.crn import CRNConfig
 from ..data.images import write_image
 from ..errors import CheckpointError, UsageError
 from ..files import atomic_path
 from ..labels import LabelSet
 from ..measure.parity import psnr
-from ..models.checkpoint import FORMAT, load_checkpoint, read_raw
+from ..models.checkpoint import FORMAT, load_checkpoint
+from ..models.state import read_raw
 from ..models.registry import family_of_config
 from .losses import perceptual_loss
-from ..models.crn import CRN, random_init
 from .vgg import VGG19Features
 
 
@@ -43,7 +42,7 @@ class TrainOptions:
 
 @dataclass
 class TrainState:
-    model: torch.nn.Module  # a CRN, or another family's reference model with ``train_images`` (PosGen)
+    model: torch.nn.Module  # a family's reference model with ``train_images`` (CRN, PosGen)
     label_set: LabelSet
     optimizer: torch.optim.Optimizer
     step: int = 0
@@ -51,32 +50,6 @@ class TrainState:
 
 def new_state(model: torch.nn.Module, label_set: LabelSet, lr: float) -> TrainState:
     return TrainState(model, label_set, torch.optim.Adam(model.parameters(), lr=lr))
-
-
-def grow_by_one(lower: torch.nn.Module, width: int | None = None, seed: int = 0) -> CRN:
-    """A CRN with one more module (of ``width``, default the last one's) grown from ``lower``."""
-    if not isinstance(lower, CRN):
-        raise UsageError("progressive training (--init-from) grows a CRN by one module; this checkpoint is a "
-                         f"{type(lower).__name__}")
-    c = lower.config
-    return grow(lower, CRNConfig(c.num_classes, (*c.widths, width or c.widths[-1]), c.base, c.k), seed)
-
-
-def grow(lower: CRN, config: CRNConfig, seed: int = 0) -> CRN:
-    """Progressive training: a model with more modules, starting from a lower-resolution one.
-
-    The lower model's modules are copied; the new modules and the head start from seeded random
-    weights (the head's input width changes with the last module)."""
-    n = lower.config.num_modules
-    if config.num_modules <= n or config.widths[:n] != lower.config.widths or \
-            (config.num_classes, config.k) != (lower.config.num_classes, lower.config.k):
-        raise UsageError(f"cannot grow widths {list(lower.config.widths)} into {list(config.widths)}: the new "
-                         "model must start with the same modules, classes and k, and add at least one module")
-    model = random_init(CRN(config), seed)
-    with torch.no_grad():
-        for mine, theirs in zip(model.blocks[:n], lower.blocks, strict=True):
-            mine.load_state_dict(theirs.state_dict())
-    return model
 
 
 def save_training_checkpoint(path: Path, state: TrainState, options: TrainOptions) -> None:
@@ -125,8 +98,8 @@ def train(state: TrainState, dataset, options: TrainOptions, vgg: VGG19Features 
         labels = torch.from_numpy(ids)[None, None].to(device)
         real = torch.from_numpy(photo).permute(2, 0, 1)[None].float().to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=options.amp):
-            fake = model.train_images(labels) if hasattr(model, "train_images") else _images(model, labels)
-            layout = model.layout(labels) if hasattr(model, "layout") else None  # for k > 1 only
+            fake = model.train_images(labels)
+            layout = model.layout(labels) if getattr(model.config, "k", 1) > 1 else None  # the diversity loss's
             loss = perceptual_loss(fake.float(), real, layout, vgg)
         state.optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -136,13 +109,6 @@ def train(state: TrainState, dataset, options: TrainOptions, vgg: VGG19Features 
         losses.append(float(loss.detach()))
         _report(state, options, losses, started, log, preview)
     return losses
-
-
-def _images(model: CRN, labels: torch.Tensor) -> torch.Tensor:
-    """[k,3,H,W] in [0,255], unclipped so gradients flow everywhere (as the released code trains)."""
-    x = (model.features(labels).float() + 1.0) * 127.5  # [1,3k,H,W]
-    n, _, h, w = x.shape
-    return x.view(n, 3, model.config.k, h, w).permute(0, 2, 1, 3, 4).reshape(-1, 3, h, w)
 
 
 def _report(state: TrainState, options: TrainOptions, losses: list[float], started: float, log, preview) -> None:
@@ -164,7 +130,7 @@ def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> Non
                 per_param[key] = value.to(device)
 
 
-def held_out_psnr(model: CRN, dataset, resolution: tuple[int, int], count: int = 8) -> float:
+def held_out_psnr(model: torch.nn.Module, dataset, resolution: tuple[int, int], count: int = 8) -> float:
     """Mean PSNR (dB) of the model's first image against the targets of held-out synthetic layouts."""
     values = []
     model.eval()
@@ -178,7 +144,8 @@ def held_out_psnr(model: CRN, dataset, resolution: tuple[int, int], count: int =
     return float(np.mean(values))
 
 
-def write_preview(path: Path, model: CRN, dataset, resolution: tuple[int, int], label_set: LabelSet) -> None:
+def write_preview(path: Path, model: torch.nn.Module, dataset, resolution: tuple[int, int],
+                  label_set: LabelSet) -> None:
     """labels | synthesized | target, for one held-out layout."""
     ids, photo = dataset.sample(getattr(dataset, "held_out_seed", 0), resolution)
     model.eval()
