@@ -1,4 +1,4 @@
-"""An independent NumPy forward of the released CRN graph (crn.md), for checking the PyTorch model."""
+"""An independent NumPy forward of the released CRN graph (docs/families/crn.md), for checking the PyTorch model."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What TensorRT's ONNX parser takes, per op: the types of its data inputs (onnx-tensorrt
-docs/operators.md, 10.x revision, as digested in shared/notes/tensorrt.md section 4; the ops the
+docs/operators.md, 10.x revision, as docs/engines.md summarises it; the ops the
 pix2pixHD and SPADE graphs add read from the same table). UINT8 is listed for Cast alone: TensorRT allows it
 only on network inputs and outputs. ``problems(graph)`` lists every node outside that support."""
 

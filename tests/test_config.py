@@ -8,7 +8,7 @@ from crn_deploy.errors import UsageError
 
 
 def test_released_presets_match_the_paper_cost():
-    # crn.md: the 1024p model needs ~1.58 T MACs at 1024x2048 and has ~99 M parameters;
+    # docs/families/crn.md: the 1024p model needs ~1.58 T MACs at 1024x2048 and has ~99 M parameters;
     # the 256p model ~1.08 T MACs at 256x512.
     big = find_preset("cityscapes-1024p")[1]
     assert big.num_modules == 9 and big.native_resolution == (1024, 2048)

@@ -1,11 +1,13 @@
 import json
 
 import cv2
+import pytest
 
 from crn_deploy.cli.demo import main as demo_main
 from crn_deploy.cli.export import main as export_main
 
 
+@pytest.mark.slow
 def test_demo_exports_synthesizes_and_benchmarks(tmp_path):
     assert demo_main(["--preset", "tiny", "--engines", str(tmp_path / "e"), "--out", str(tmp_path / "o")]) == 0
     video = cv2.VideoCapture(str(tmp_path / "o" / "demo.mp4"))

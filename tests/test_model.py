@@ -31,7 +31,7 @@ def test_reference_model_matches_an_independent_numpy_forward(tiny_config, k):
 
 
 def test_slim_epsilon_matters_where_variance_is_tiny(tiny_config):
-    # crn.md: with pre-norm variance ~1e-6, PyTorch's default eps 1e-5 moves outputs by many levels.
+    # docs/families/crn.md: with pre-norm variance ~1e-6, PyTorch's default eps 1e-5 moves outputs by many levels.
     model = random_init(CRN(tiny_config), seed=12).eval()
     with torch.no_grad():
         for block in model.blocks:

@@ -78,7 +78,7 @@ def test_the_released_architectures_have_the_official_keys_and_are_inferred(name
     config = find_preset(name)[1]
     with torch.device("meta"):
         state = p2p.Pix2PixHDGenerator(config).state_dict()
-    assert len(state) == keys  # families.md: 56 keys for global, 74 for local
+    assert len(state) == keys  # docs/families/pix2pixhd.md: 56 keys for global, 74 for local
     assert all(k.startswith(("model.", "model1_1.", "model1_2.")) for k in state)
     assert p2p.infer_config(state) == config
     if config.n_local_enhancers:

@@ -42,15 +42,15 @@ def _conditions(tree: ast.AST):
 def branches_on_a_family(path: Path) -> list[str]:
     source = path.read_text()
     tree = ast.parse(source)
+    conditions = [(c.lineno, ast.get_source_segment(source, c) or "") for c in _conditions(tree)]
     found = {}
     for name in FAMILIES:
         if path in _own_files(name):
             continue
         marks = _marks(name)
-        for condition in _conditions(tree):
-            text = ast.get_source_segment(source, condition) or ""
+        for lineno, text in conditions:
             if marks.search(text):
-                found[condition.lineno] = f"{path.relative_to(PACKAGE.parent)}:{condition.lineno}: {text}"
+                found[lineno] = f"{path.relative_to(PACKAGE.parent)}:{lineno}: {text}"
     return [found[line] for line in sorted(found)]
 
 

@@ -20,6 +20,7 @@ from crn_deploy.cli.export import main as export_main
 from crn_deploy.data.images import write_image
 from crn_deploy.data.synthetic import cityscapes_scene
 
+pytestmark = pytest.mark.slow  # a local Ray cluster and Serve per module: a minute on 2 cores
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test]' (or the ray extra)")
 
 from crn_deploy.scale import batch, serve  # noqa: E402

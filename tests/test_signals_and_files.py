@@ -30,6 +30,7 @@ def _wait_for_line(process: subprocess.Popen, text: str) -> None:
     pytest.fail(f"the command ended before printing {text!r}: {process.stderr.read()}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_export_ends_it_at_once_and_leaves_no_file(tmp_path, sig, code):
     out = tmp_path / "engines"
@@ -46,6 +47,7 @@ def test_a_signal_during_export_ends_it_at_once_and_leaves_no_file(tmp_path, sig
     assert list(out.iterdir()) == [], "an interrupted export must leave nothing, hidden files included"
 
 
+@pytest.mark.slow
 def test_sigterm_finalises_crn_run_video(tmp_path, tiny_artifacts):
     out = tmp_path / "long.avi"
     process = _start("run", str(tiny_artifacts["fp32"].artifact_path), "--input", "synthetic", "--frames", "100000",

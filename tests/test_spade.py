@@ -233,7 +233,7 @@ def test_keys_of_other_families_and_spade_parts_are_told_apart(tmp_path):
 
 
 def test_the_released_architectures_have_the_official_key_counts():
-    """families.md: the Cityscapes model's key layout (spectral norm metadata on every block conv)."""
+    """docs/families/spade.md: the Cityscapes model's key layout (spectral norm metadata on every block conv)."""
     config = find_preset("spade_cityscapes")[1]
     with torch.device("meta"):
         model = spade.SPADEGenerator(config)

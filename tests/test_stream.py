@@ -128,6 +128,7 @@ def test_usage_errors(tiny_artifacts, tmp_path, capsys):
     assert e.value.code == 2 and "--gpu must be a CUDA device number" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_with_a_readable_video(tmp_path, tiny_artifacts):
     out = tmp_path / "long.avi"
     process = subprocess.Popen([sys.executable, "-m", "crn_deploy.cli.run", str(tiny_artifacts["fp32"].artifact_path),

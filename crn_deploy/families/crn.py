@@ -101,7 +101,7 @@ class CRNConfig(ConfigRecord):
 
 
 def released_widths(num_modules: int, last_override: dict[int, int] | None = None) -> tuple[int, ...]:
-    """Feature widths of the authors' models by module height ``sp`` (crn.md)."""
+    """Feature widths of the authors' models by module height ``sp`` (docs/families/crn.md)."""
     widths = []
     for i in range(num_modules):
         sp = BASE_RESOLUTION[0] << i

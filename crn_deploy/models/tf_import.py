@@ -1,4 +1,4 @@
-"""Map the authors' released TensorFlow CRN variables onto the reference model (crn.md).
+"""Map the authors' released TensorFlow CRN variables onto the reference model (docs/families/crn.md).
 
 ``g_{sp}_conv{1,2}/weights`` [3,3,Cin,d] (HWIO) -> ``blocks.{i}.conv{1,2}.weight`` [d,Cin,3,3];
 ``g_{sp}_conv{1,2}/LayerNorm/{gamma,beta}`` -> ``blocks.{i}.norm{1,2}.{weight,bias}``;

@@ -1,4 +1,4 @@
-"""The training losses of the paper and the released code (crn.md).
+"""The training losses of the paper and the released code (docs/families/crn.md).
 
 Perceptual: L1 between VGG-19 activations of the synthesized and the real image at the input
 (mean-subtracted pixels) and conv1_2 .. conv5_2, weighted 1, 1/2.6, 1/4.8, 1/3.7, 1/5.6, 10/1.5.
