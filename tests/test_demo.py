@@ -26,3 +26,27 @@ def test_recipes_are_argument_files(tmp_path):
     assert export_main(argv) == 0
     assert sorted(p.name for p in (tmp_path / "e").glob("*.onnx")) == [
         "tiny-seed0-32x64-fp32.onnx", "tiny-seed0-64x64-fp32.onnx"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["pix2pixhd-tiny", "spade-tiny", "posgen-tiny"])
+def test_the_demo_runs_with_any_familys_preset(tmp_path, preset):
+    assert demo_main(["--preset", preset, "--frames", "3", "--engines", str(tmp_path / "e"),
+                      "--out", str(tmp_path / "o")]) == 0
+    rows = json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]
+    assert {r["precision"] for r in rows if r["backend"] == "onnxruntime-cpu"} == {"fp32", "fp16"}
+    assert cv2.imread(str(tmp_path / "o" / "demo.png")).shape[1] == 2 * 64  # label map | picture, at 32x64
+
+
+@pytest.mark.slow
+def test_the_demo_runs_on_an_official_pix2pixhd_checkpoint(tmp_path):
+    import torch
+
+    from crn_deploy.families import find_preset
+    from crn_deploy.models.checkpoint import random_model
+
+    model = random_model(find_preset("pix2pixhd-tiny")[1], seed=2).model
+    torch.save(model.state_dict(), tmp_path / "latest_net_G.pth")  # as the official trainer saves it
+    assert demo_main(["--checkpoint", str(tmp_path / "latest_net_G.pth"), "--frames", "2",
+                      "--engines", str(tmp_path / "e"), "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "demo.png").is_file()

@@ -23,6 +23,8 @@ from crn_deploy.cli.build import main as build_main
 from crn_deploy.cli.export import main as export_main
 from crn_deploy.families import FAMILIES, find_preset
 from crn_deploy.manifest import Manifest
+from crn_deploy.precisions import FP16
+from crn_deploy.sizes import Sizes
 from crn_deploy.targets import RTX, RTX_DEFAULT_COMPUTE_CAPABILITIES
 
 from .conftest import export_tiny
@@ -91,7 +93,7 @@ def test_the_full_size_cityscapes_1024p_graph_builds_at_1024x2048(tmp_path):
     source = random_model(find_preset("cityscapes-1024p")[1], seed=0, preset_name="cityscapes-1024p")
     family = model_family(source.family)
     resolution = (1024, 2048)
-    shell, tensors = family.graph_parts(source.config, family.weights(source.model), resolution, "fp16", 1)
+    shell, tensors = family.graph_parts(source.config, family.weights(source.model), Sizes.same(resolution), FP16, 1)
     write_model(shell, tensors, tmp_path / "crn-1024x2048-fp16.onnx")
     del shell, tensors
     manifest = Manifest("crn", "crn-1024x2048-fp16.onnx", resolution, "fp16", 1, source.config, source.label_set,

@@ -180,3 +180,14 @@ def test_the_shipped_demo_model_reaches_20_db_and_exports_within_the_parity_bar(
     assert held_out_psnr(loaded.model, SyntheticPairs(), (256, 512), count=4) >= 20.0
     fp16 = export_tiny(loaded, tmp_path, precisions=["fp16"], resolutions=[(256, 512)])[0]
     assert fp16.sections["parity"]["psnr_db"] >= 40
+
+
+def test_crn_train_takes_any_familys_preset_and_refuses_one_it_cannot_train(tmp_path, capsys):
+    from crn_deploy.cli.train import main as train_main
+
+    assert train_main(["--preset", "spade-tiny", "--steps", "1", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "no trainer for spade models" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as usage:
+        train_main(["--preset", "nosuch-preset", "--steps", "1", "--out", str(tmp_path / "n")])
+    assert usage.value.code == 2 and "posgen-demo" in capsys.readouterr().err  # the unknown-preset message lists every family's presets

@@ -31,6 +31,8 @@ from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.families import find_preset
 from crn_deploy.models import posgen
 from crn_deploy.models.registry import model_family
+from crn_deploy.precisions import precision as as_precision
+from crn_deploy.sizes import Sizes
 
 config = find_preset("posgen_cityscapes")[1]
 model = model_family("posgen").random_model(config, 0)
@@ -40,7 +42,8 @@ feeds = {"labels": ids[None, None], "instances": inst[None, None]}
 for precision in ("fp32", "fp16"):
     outputs = {}
     for head in ("conv", "matmul"):
-        graph = assemble(*posgen.graph_parts(config, weights, (256, 512), precision, 1, (512, 1024), head))
+        graph = assemble(*posgen.graph_parts(config, weights, Sizes((256, 512), (512, 1024)), as_precision(precision),
+                                             1, head))
         session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
         outputs[head] = session.run(["image"], feeds)[0]
         times = []

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from crn_deploy.artifacts.exporter import tool_versions
 from crn_deploy.graph import write_model
-from crn_deploy.sizes import parse_resolution
+from crn_deploy.precisions import precision as as_precision
+from crn_deploy.sizes import Sizes, parse_resolution
 from crn_deploy.families import find_preset
 from crn_deploy.manifest import Manifest, artifact_stem
 from crn_deploy.models.checkpoint import random_model
@@ -34,7 +35,8 @@ preset, resolution, precision, folder = sys.argv[1], parse_resolution(sys.argv[2
 source = random_model(find_preset(preset)[1], 0, preset)
 family = model_family(source.family)
 stem = artifact_stem(f"{preset}-seed0", resolution, precision)
-shell, tensors = family.graph_parts(source.config, family.weights(source.model), resolution, precision, 1)
+shell, tensors = family.graph_parts(source.config, family.weights(source.model), Sizes.same(resolution),
+                                    as_precision(precision), 1)
 write_model(shell, tensors, folder / f"{stem}.onnx")
 manifest = Manifest(f"{preset}-seed0", f"{stem}.onnx", resolution, precision, 1, source.config, source.label_set,
                     source.source, sections={"versions": tool_versions()}, family_name=source.family)

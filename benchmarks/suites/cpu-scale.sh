@@ -26,7 +26,8 @@ import numpy as np
 import ray
 
 from crn_deploy import runtime
-from crn_deploy.data.images import read_instance_image, read_label_image, write_image
+from crn_deploy.data.images import write_image
+from crn_deploy.data.label_maps import read_instance_image, read_label_image
 from crn_deploy.data.streams import FolderSource
 from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.scale import batch, serve

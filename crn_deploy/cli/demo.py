@@ -79,8 +79,9 @@ def _demo(args) -> int:
     pictures = images if images.ndim == 4 else images[None]
     picture = args.out / "demo.png"
     write_image(picture, np.concatenate([synth.label_set.ids_to_colors(labels), *pictures], axis=1))
-    note = "random weights paint textures that merely follow the layout" if args.preset else \
-        "a small model trained on the synthetic street dataset"
+    note = ("random weights paint textures that merely follow the layout" if args.preset else
+            "the shipped small CRN trained on the synthetic street dataset" if args.checkpoint == DEMO_MODEL else
+            f"{fam.name} from {args.checkpoint.name}")
     log(f"{PROG}: wrote {picture} (label map | synthesized; {note})")
     with load(fp16.artifact_path) as synth:
         stats = run_stream(synth, SyntheticSource(*args.resolution, frames=args.frames,

@@ -75,22 +75,21 @@ def _start(args, dataset):
     if args.init_from:
         lower = load_checkpoint(args.init_from).model
         return new_state(grow_by_one(lower, args.width, args.seed), dataset.label_set, args.lr)
-    config = args.custom if args.widths else _preset_config(args.preset or DEFAULT_PRESET, dataset)
-    return new_state(family_of_config(config).random_model(config, args.seed).train(), dataset.label_set, args.lr)
+    config = args.custom if args.widths else find_preset(args.preset or DEFAULT_PRESET)[1]
+    fam = family_of_config(config)
+    model = fam.random_model(config, args.seed)
+    if not hasattr(model, "train_images"):  # the families with a trainer here say so by having this method
+        raise UsageError(f"crn-train has no trainer for {fam.name} models (it trains CRN and PosGen presets); "
+                         "deploy their official checkpoints with crn-export")
+    classes = fam.contract.label_set_for(config).num_classes
+    if classes != dataset.label_set.num_classes:
+        raise UsageError(f"{args.preset or 'the model'} takes {classes} classes, the dataset's label set "
+                         f"'{dataset.label_set.name}' has {dataset.label_set.num_classes}; pick a preset for it "
+                         "(small-256p or posgen-demo for the synthetic and Cityscapes train-id data)")
+    return new_state(model.train(), dataset.label_set, args.lr)
 
 
 DEFAULT_PRESET = "small-256p"
-
-
-def _preset_config(preset: str, dataset):
-    """A preset's config, checked against the dataset's label set."""
-    fam, config = find_preset(preset)
-    classes = fam.label_set_for(config).num_classes
-    if classes != dataset.label_set.num_classes:
-        raise UsageError(f"{preset} takes {classes} classes, the dataset's label set "
-                         f"'{dataset.label_set.name}' has {dataset.label_set.num_classes}; pick a preset for it "
-                         "(small-256p or posgen-demo for the synthetic and Cityscapes train-id data)")
-    return config
 
 
 def _train(args) -> int:
