@@ -190,4 +190,4 @@ def test_crn_train_takes_any_familys_preset_and_refuses_one_it_cannot_train(tmp_
     assert "no trainer for spade models" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(SystemExit) as usage:
         train_main(["--preset", "nosuch-preset", "--steps", "1", "--out", str(tmp_path / "n")])
-    assert usage.value.code == 2 and "posgen-demo" in capsys.readouterr().err  # the unknown-preset message lists every family's presets
+    assert usage.value.code == 2 and "posgen-demo" in capsys.readouterr().err  # every family's presets listed
