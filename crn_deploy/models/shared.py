@@ -14,6 +14,7 @@ from ..graph import FLOAT, GraphBuilder, compute_types
 from ..precisions import Precision
 
 INSTANCE_NORM_EPS = 1e-5  # nn.InstanceNorm2d's default, as the official get_norm_layer('instance') uses it
+NORM_EPS = 1e-5  # BatchNorm2d / SynchronizedBatchNorm2d / InstanceNorm2d defaults, as the official code builds them
 
 
 class GraphWeights:
@@ -33,6 +34,24 @@ class GraphWeights:
             return self.g.op("ConvTranspose", inputs, kernel_shape=kernel, strides=[2, 2], pads=[1, 1, 1, 1],
                              output_padding=[1, 1])
         return self.g.op("Conv", inputs, kernel_shape=kernel, strides=[stride, stride], pads=[pad] * 4)
+
+
+# torch's F.interpolate(mode="nearest"): source pixel floor(dst * in / out)
+LEGACY_NEAREST = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+
+
+class Segmentation:
+    """The segmentation map in the compute type, resized once per size the blocks need (static sizes)."""
+
+    def __init__(self, g: GraphBuilder, full: str, resolution: tuple[int, int], batch: int, channels: int) -> None:
+        self.g, self.full, self.leading = g, full, [batch, channels]
+        self.sizes = {tuple(resolution): full}
+
+    def at(self, size: tuple[int, int]) -> str:
+        if size not in self.sizes:
+            sizes = self.g.const(f"seg_size_{size[0]}x{size[1]}", np.array([*self.leading, *size], np.int64))
+            self.sizes[size] = self.g.op("Resize", [self.full, "", "", sizes], **LEGACY_NEAREST)
+        return self.sizes[size]
 
 
 def instance_edges_graph(g: GraphBuilder) -> str:
@@ -63,6 +82,39 @@ def instance_norm_fp32(g: GraphBuilder, x: str, channels: int, compute: int) -> 
     return g.op("Cast", [y], to=compute) if compute != FLOAT else y
 
 
+def param_free_norm_graph(w: GraphWeights, x: str, stats_prefix: str, kind: str, channels: int) -> str:
+    """A parameter-free norm with FP32 statistics: ``kind`` "instance", or "batch" with the running statistics
+    stored under ``stats_prefix`` (``BatchNormalization`` between two Casts)."""
+    g = w.g
+    if kind == "instance":
+        return instance_norm_fp32(g, x, channels, w.compute)
+    x32 = g.op("Cast", [x], to=FLOAT) if w.compute != FLOAT else x
+    stats = [g.const(f"ones_{channels}", np.ones(channels, np.float32)),
+             g.const(f"zeros_{channels}", np.zeros(channels, np.float32)),
+             g.const(f"{stats_prefix}.running_mean", np.asarray(w.weights[f"{stats_prefix}.running_mean"], np.float32)),
+             g.const(f"{stats_prefix}.running_var", np.asarray(w.weights[f"{stats_prefix}.running_var"], np.float32))]
+    y = g.op("BatchNormalization", [x32, *stats], epsilon=NORM_EPS)
+    return g.op("Cast", [y], to=w.compute) if w.compute != FLOAT else y
+
+
+def spade_modulation(w: GraphWeights, x: str, seg: str, prefix: str, norm_key: str, norm_kind: str, pad: int) -> str:
+    """The SPADE module (SPADE, PosGen's trunk, OASIS): ``norm(x) * (1 + gamma(seg)) + beta(seg)``, its weights
+    under ``prefix`` (``mlp_shared.0``, ``mlp_gamma``, ``mlp_beta``, the norm's statistics under ``norm_key``).
+    The 1 is folded into mlp_gamma's bias (in FP32, before the cast), which saves a pass over the full-size
+    tensor and rounds the same as adding it in FP16."""
+    g = w.g
+    actv = g.op("Relu", [w.conv(seg, f"{prefix}.mlp_shared.0", pad=pad)])
+    kernel = list(np.shape(w.weights[f"{prefix}.mlp_gamma.weight"])[-2:])
+    bias = np.asarray(w.weights[f"{prefix}.mlp_gamma.bias"], np.float32) + np.float32(1.0)
+    gamma = g.op("Conv", [actv, w(f"{prefix}.mlp_gamma.weight"),
+                          g.const(f"{prefix}.mlp_gamma.bias_plus_one", bias.astype(w.np_type))],
+                 kernel_shape=kernel, pads=[pad] * 4)
+    beta = w.conv(actv, f"{prefix}.mlp_beta", pad=pad)
+    channels = np.shape(w.weights[f"{prefix}.mlp_gamma.weight"])[0]
+    normalized = param_free_norm_graph(w, x, f"{prefix}.{norm_key}", norm_kind, channels)
+    return g.op("Add", [g.op("Mul", [normalized, gamma]), beta])
+
+
 def tensor2im_graph(g: GraphBuilder, x: str, compute: int) -> None:
     """tensor2im: (x + 1) / 2 * 255, clip, truncate (Floor), NHWC, uint8 — in FP32."""
     x = g.op("Cast", [x], to=FLOAT) if compute != FLOAT else x
@@ -74,6 +126,15 @@ def tensor2im_graph(g: GraphBuilder, x: str, compute: int) -> None:
 
 
 # the PyTorch reference's forms -----------------------------------------------------------------
+class BatchNormFP32(nn.BatchNorm2d):
+    """Parameter-free ``BatchNorm2d`` whose statistics run in FP32 in FP16 models too (as the FP16 ONNX)."""
+
+    keep_fp32 = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).to(x.dtype)
+
+
 class InstanceNormFP32(nn.InstanceNorm2d):
     """``InstanceNorm2d(affine=False)`` whose statistics run in FP32 in FP16 models too (as the FP16 ONNX)."""
 

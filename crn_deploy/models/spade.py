@@ -37,26 +37,16 @@ from ..precisions import Precision
 from ..sizes import Sizes
 from .registry import LoadRequest, ModelFamily
 from .shared import (
-    GraphWeights, InstanceNormFP32, instance_edges, instance_edges_graph, instance_norm_fp32, tensor2im_graph,
-    to_uint8_images,
+    LEGACY_NEAREST, NORM_EPS, BatchNormFP32, GraphWeights, InstanceNormFP32, Segmentation, instance_edges,
+    instance_edges_graph, spade_modulation, tensor2im_graph, to_uint8_images,
 )
 from .state import check_fits, read_opt_file
-NORM_EPS = 1e-5  # BatchNorm2d / SynchronizedBatchNorm2d / InstanceNorm2d defaults, as the official code builds them
 VOID = 255  # the loader's "unknown" label, which it maps to label_nc (the don't-care channel)
 LEAK = 0.2
 OFFICIAL_CROP_SIZE, OFFICIAL_ASPECT_RATIO = 512, 1.0  # options/base_options.py defaults
 
 
 # reference model ------------------------------------------------------------------------------
-class BatchNormFP32(nn.BatchNorm2d):
-    """Parameter-free ``BatchNorm2d`` whose statistics run in FP32 in FP16 models too (as the FP16 ONNX)."""
-
-    keep_fp32 = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
-
-
 class SPADENorm(nn.Module):
     """The official ``SPADE`` module: ``param_free_norm(x) * (1 + gamma(seg)) + beta(seg)``, with
     ``seg`` resized (legacy nearest) to ``x``'s size."""
@@ -313,7 +303,7 @@ def trunk_graph(g: GraphBuilder, w: GraphWeights, config: SPADEConfig, resolutio
                 batch: int) -> str:
     """From the inputs to the last residual block's output, in the compute type (PosGen's trunk too)."""
     compute = w.compute
-    seg = _Segmentation(g, _encode(g, config, compute), resolution, batch, config.semantic_nc)
+    seg = Segmentation(g, _encode(g, config, compute), resolution, batch, config.semantic_nc)
     start = config.start_size(resolution)
     if config.use_vae:
         z = g.op("Cast", [STYLE], to=compute) if compute != FLOAT else STYLE
@@ -326,27 +316,9 @@ def trunk_graph(g: GraphBuilder, w: GraphWeights, config: SPADEConfig, resolutio
     for name in config.widths():
         if name in upsampled:
             size = (size[0] * 2, size[1] * 2)
-            x = g.op("Resize", [x, "", g.const("twice", np.array([1, 1, 2, 2], np.float32))], **_LEGACY_NEAREST)
+            x = g.op("Resize", [x, "", g.const("twice", np.array([1, 1, 2, 2], np.float32))], **LEGACY_NEAREST)
         x = _resblock(g, w, x, seg.at(size), name, config)
     return x
-
-
-# torch's F.interpolate(mode="nearest"): source pixel floor(dst * in / out)
-_LEGACY_NEAREST = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
-
-
-class _Segmentation:
-    """The segmentation map in the compute type, resized once per size the blocks need (static sizes)."""
-
-    def __init__(self, g: GraphBuilder, full: str, resolution: tuple[int, int], batch: int, channels: int) -> None:
-        self.g, self.full, self.leading = g, full, [batch, channels]
-        self.sizes = {tuple(resolution): full}
-
-    def at(self, size: tuple[int, int]) -> str:
-        if size not in self.sizes:
-            sizes = self.g.const(f"seg_size_{size[0]}x{size[1]}", np.array([*self.leading, *size], np.int64))
-            self.sizes[size] = self.g.op("Resize", [self.full, "", "", sizes], **_LEGACY_NEAREST)
-        return self.sizes[size]
 
 
 def _encode(g: GraphBuilder, config: SPADEConfig, compute: int) -> str:
@@ -364,44 +336,19 @@ def _encode(g: GraphBuilder, config: SPADEConfig, compute: int) -> str:
     return g.op("Cast", [seg], to=compute) if compute != FLOAT else seg
 
 
-def _param_free_norm(g: GraphBuilder, w: GraphWeights, x: str, prefix: str, config: SPADEConfig) -> str:
-    channels = np.shape(w.weights[f"{prefix}.mlp_gamma.weight"])[0]
-    if config.param_free_norm == "instance":
-        return instance_norm_fp32(g, x, channels, w.compute)
-    x32 = g.op("Cast", [x], to=FLOAT) if w.compute != FLOAT else x
-    stats = [g.const(f"ones_{channels}", np.ones(channels, np.float32)),
-             g.const(f"zeros_{channels}", np.zeros(channels, np.float32)),
-             g.const(f"{prefix}.param_free_norm.running_mean",
-                     np.asarray(w.weights[f"{prefix}.param_free_norm.running_mean"], np.float32)),
-             g.const(f"{prefix}.param_free_norm.running_var",
-                     np.asarray(w.weights[f"{prefix}.param_free_norm.running_var"], np.float32))]
-    y = g.op("BatchNormalization", [x32, *stats], epsilon=NORM_EPS)
-    return g.op("Cast", [y], to=w.compute) if w.compute != FLOAT else y
-
-
-def _spade(g: GraphBuilder, w: GraphWeights, x: str, seg: str, prefix: str, config: SPADEConfig) -> str:
-    """normalized * (1 + gamma) + beta; the 1 is folded into mlp_gamma's bias (in FP32, before the cast),
-    which saves a pass over the full-size tensor and rounds the same as adding it in FP16."""
-    pad = config.kernel_size // 2
-    actv = g.op("Relu", [w.conv(seg, f"{prefix}.mlp_shared.0", pad=pad)])
-    kernel = list(np.shape(w.weights[f"{prefix}.mlp_gamma.weight"])[-2:])
-    bias = np.asarray(w.weights[f"{prefix}.mlp_gamma.bias"], np.float32) + np.float32(1.0)
-    gamma = g.op("Conv", [actv, w(f"{prefix}.mlp_gamma.weight"),
-                          g.const(f"{prefix}.mlp_gamma.bias_plus_one", bias.astype(w.np_type))],
-                 kernel_shape=kernel, pads=[pad] * 4)
-    beta = w.conv(actv, f"{prefix}.mlp_beta", pad=pad)
-    return g.op("Add", [g.op("Mul", [_param_free_norm(g, w, x, prefix, config), gamma]), beta])
+def _spade(w: GraphWeights, x: str, seg: str, prefix: str, config: SPADEConfig) -> str:
+    return spade_modulation(w, x, seg, prefix, "param_free_norm", config.param_free_norm, config.kernel_size // 2)
 
 
 def _resblock(g: GraphBuilder, w: GraphWeights, x: str, seg: str, name: str, config: SPADEConfig) -> str:
     if f"{name}.conv_s.weight" in w.weights:
-        shortcut = g.op("Conv", [_spade(g, w, x, seg, f"{name}.norm_s", config), w(f"{name}.conv_s.weight")],
+        shortcut = g.op("Conv", [_spade(w, x, seg, f"{name}.norm_s", config), w(f"{name}.conv_s.weight")],
                         kernel_shape=[1, 1])
     else:
         shortcut = x
-    dx = w.conv(g.op("LeakyRelu", [_spade(g, w, x, seg, f"{name}.norm_0", config)], alpha=LEAK), f"{name}.conv_0",
+    dx = w.conv(g.op("LeakyRelu", [_spade(w, x, seg, f"{name}.norm_0", config)], alpha=LEAK), f"{name}.conv_0",
                 pad=1)
-    dx = w.conv(g.op("LeakyRelu", [_spade(g, w, dx, seg, f"{name}.norm_1", config)], alpha=LEAK), f"{name}.conv_1",
+    dx = w.conv(g.op("LeakyRelu", [_spade(w, dx, seg, f"{name}.norm_1", config)], alpha=LEAK), f"{name}.conv_1",
                 pad=1)
     return g.op("Add", [shortcut, dx])
 
