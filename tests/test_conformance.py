@@ -84,9 +84,12 @@ def test_the_runtime_matches_the_reference_on_two_frames_fed_by_role(exported):
     fam, source, manifests = exported
     manifest = manifests["fp32"]
     ids, instances = scenes(source.label_set, 2, *manifest.resolution, seed=77)
+    feeds = model_inputs(manifest.input_specs, ids, instances, style_seed=5)
+    by_role = {spec.role: array for spec, array in zip(manifest.input_specs, feeds, strict=True)}
     with runtime.load(manifest.artifact_path) as synth, load_reference(manifest.path) as reference:
-        got = synth(ids[:, 0], instances=None if instances is None else instances[:, 0])
-        expected = reference.run_ids(*model_inputs(manifest.input_specs, ids, instances))
+        expected = reference.run_ids(*feeds)
+        assert compare_images(synth.run_ids(*feeds), expected).max_abs <= 1
+        got = synth(ids[:, 0], instances=None if instances is None else instances[:, 0], z=by_role.get(Role.STYLE))
     assert got.shape[0] == 2 and compare_images(got, expected).max_abs <= 1
 
 

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None
                                 reason="TensorRT-RTX is not installed (pip install 'crn-deploy[rtx]')")
 
 PLAN_FIXED_BYTES = 6 << 20  # a plan's own part beside the weights: 2.0-4.2 MiB measured on the tiny graphs
-TINY_PRESETS = {fam.name: next(p for p in fam.presets if p.endswith("tiny")) for fam in FAMILIES.values()}
+TINY_PRESETS = {fam.name: fam.test_preset for fam in FAMILIES.values()}
 
 
 def weight_bytes(onnx_path) -> int:
