@@ -2,8 +2,9 @@
 
 Every file is written under a temporary name beside its final one and renamed into place only
 once complete. Temporary names are hidden, hold ``.tmp`` (never ending in an artifact's suffix) and carry
-the writer's process id, so that a temporary left by a killed process (SIGKILL, power loss) is
-recognised and removed by the next run that writes into that folder. The temporaries of a live
+the writer's process id and host, so that a temporary left by a killed process (SIGKILL, power loss) is
+recognised and removed by the next run on that host that writes into that folder — and never one of
+another machine's, which may still be writing it (a folder shared by the nodes of a cluster). The temporaries of a live
 process are registered here, so that a command ended by a signal removes them before it exits.
 """
 
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -23,19 +25,25 @@ from pathlib import Path
 
 from .errors import UsageError
 
-_TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.crn(?P<pid>\d+)-[0-9a-f]{8}\.tmp(?:\.[A-Za-z0-9]+)?$")
+_TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.crn(?P<pid>\d+)(?:@(?P<host>[A-Za-z0-9._-]+))?-[0-9a-f]{8}"
+                        r"\.tmp(?:\.[A-Za-z0-9]+)?$")
 _live_temporaries: set[Path] = set()
 _swept_folders: set[Path] = set()
 _lock = threading.Lock()
 _abandoned = threading.Event()  # a signal is ending the process: nothing may be renamed into place now
 
 
+def host_name() -> str:
+    """This machine's name as temporaries carry it (letters, digits, ``.``, ``_``, ``-``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+
+
 def temporary_name(final: Path, suffix: str = "") -> Path:
-    """A fresh hidden name beside ``final``: ``.<name>.crn<pid>-<random>.tmp[<suffix>]``.
+    """A fresh hidden name beside ``final``: ``.<name>.crn<pid>@<host>-<random>.tmp[<suffix>]``.
 
     ``suffix`` is for writers that pick a format by extension (OpenCV's video writer)."""
     final = Path(final)
-    return final.with_name(f".{final.name}.crn{os.getpid()}-{os.urandom(4).hex()}.tmp{suffix}")
+    return final.with_name(f".{final.name}.crn{os.getpid()}@{host_name()}-{os.urandom(4).hex()}.tmp{suffix}")
 
 
 @contextlib.contextmanager
@@ -113,15 +121,18 @@ def _unlink_all(paths: list[Path], unlink) -> None:
 
 
 def sweep_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove temporaries in ``folder`` whose writing process is gone; report each on stderr."""
+    """Remove temporaries in ``folder`` written on this host by a process that is gone; report each on stderr.
+    Another host's temporaries are left alone: their writer may be alive there. (Names without a host come
+    from versions before hosts were named: taken as this host's.)"""
     removed = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
         return removed
+    here = host_name()
     for path in entries:
         match = _TEMP_NAME.match(path.name)
-        if match is None or _process_alive(int(match.group("pid"))):
+        if match is None or match.group("host") not in (None, here) or _process_alive(int(match.group("pid"))):
             continue
         try:
             path.unlink()

@@ -8,7 +8,7 @@ import torch
 from crn_deploy.models.checkpoint import load_checkpoint, model_from_source, save_checkpoint
 from crn_deploy.models.crn import CRN, check_state, infer_config, random_init
 from crn_deploy.families.crn import CRNConfig
-from crn_deploy.families import find_preset
+from crn_deploy.families import FAMILIES, find_preset
 from crn_deploy.errors import CheckpointError
 from crn_deploy.labels import CITYSCAPES, LabelSet
 
@@ -107,8 +107,8 @@ def test_bad_files_get_one_clear_line(tmp_path):
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint: it is a damaged or truncated zip"):
         load_checkpoint(tmp_path / "corrupt.pt")
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match=r"not a checkpoint of any family crn-deploy deploys \(tried crn, "
-                                              r"pix2pixhd, spade, posgen; the closest by its keys is"):
+    with pytest.raises(CheckpointError, match=rf"not a checkpoint of any family crn-deploy deploys \(tried "
+                                              rf"{', '.join(FAMILIES)}; the closest by its keys is none"):
         load_checkpoint(tmp_path / "other.pt")
 
 

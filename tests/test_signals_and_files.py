@@ -93,7 +93,7 @@ def _dead_pid() -> int:
 
 def test_temporaries_of_killed_runs_are_not_artifacts_and_are_swept(tmp_path, tiny_artifacts, capsys):
     folder = tiny_artifacts["fp32"].path.parent
-    stale = temporary_name(folder / "tiny-64x96-fp32.json").name.replace(f"crn{os.getpid()}-", f"crn{_dead_pid()}-")
+    stale = temporary_name(folder / "tiny-64x96-fp32.json").name.replace(f"crn{os.getpid()}@", f"crn{_dead_pid()}@")
     (tmp_path / stale).write_text('{"schema": "crn-deploy/artifact"}')
     live = temporary_name(tmp_path / "other.onnx")  # this process's own: still being written
     live.write_bytes(b"")
@@ -101,6 +101,25 @@ def test_temporaries_of_killed_runs_are_not_artifacts_and_are_swept(tmp_path, ti
     assert sweep_stale_temporaries(tmp_path) == [tmp_path / stale]
     assert live.exists() and not (tmp_path / stale).exists()
     assert "left by a run that was killed" in capsys.readouterr().err
+
+
+def test_a_sweep_leaves_another_hosts_temporaries_alone(tmp_path, monkeypatch, capsys):
+    """A folder shared by two machines: each sweeps only its own dead writers' temporaries."""
+    from crn_deploy import files
+
+    dead = _dead_pid()  # dead here; on another host the same number may be a live writer
+    monkeypatch.setattr(files, "host_name", lambda: "node-b")
+    theirs = temporary_name(tmp_path / "a.png").name.replace(f"crn{os.getpid()}@", f"crn{dead}@")
+    (tmp_path / theirs).write_bytes(b"being written on node-b")
+    monkeypatch.setattr(files, "host_name", lambda: "node-a")
+    mine = temporary_name(tmp_path / "b.png").name.replace(f"crn{os.getpid()}@", f"crn{dead}@")
+    (tmp_path / mine).write_bytes(b"left by a killed writer on node-a")
+    assert "@node-b-" in theirs and "@node-a-" in mine
+    assert sweep_stale_temporaries(tmp_path) == [tmp_path / mine]
+    assert (tmp_path / theirs).exists()
+    monkeypatch.setattr(files, "host_name", lambda: "node-b")
+    assert sweep_stale_temporaries(tmp_path) == [tmp_path / theirs]
+    capsys.readouterr()
 
 
 def test_the_next_export_into_a_folder_removes_a_killed_runs_temporary(tmp_path):

@@ -43,7 +43,7 @@ def test_export_writes_an_onnxruntime_model_whose_config_triton_can_parse(reposi
     assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [
         ("image", model_config_pb2.TYPE_UINT8, [1, 32, 64, 3])]
     assert [(g.count, g.kind, list(g.gpus)) for g in config.instance_group] == [
-        (2, model_config_pb2.ModelInstanceGroup.KIND_GPU, [])]  # two on each GPU
+        (2, model_config_pb2.ModelInstanceGroup.KIND_AUTO, [])]  # two on each GPU, or on the CPU without one
     assert (folder / "1" / "model.onnx").read_bytes() == manifest.artifact_path.read_bytes()
     assert json.loads((folder / "crn-manifest.json").read_text())["config"]["use_vae"] is True
     assert not list(folder.rglob("*.tmp*"))
@@ -66,6 +66,19 @@ def test_an_engine_becomes_a_tensorrt_plan_model_that_names_its_tensorrt_version
     assert config.platform == "tensorrt_plan" and folder.name.endswith("-tensorrt")
     assert "TensorRT 11.4.0: the server's must match" in text
     assert (folder / "1" / "model.plan").read_bytes() == b"stand-in plan"
+    assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]  # plans: GPU
+
+
+def test_crn_build_writes_onnxruntime_models_where_no_engine_can_be_built(repository, tmp_path, capsys, monkeypatch):
+    from crn_deploy.backends import tensorrt as trt_module
+    from crn_deploy.cli.build import main as build_main
+
+    monkeypatch.setattr(trt_module, "engines_unavailable_reason", lambda target, to_build=False: "no builder here")
+    onnx = repository / "engines" / "spade-tiny-seed0-32x64-fp16.onnx"
+    assert build_main([str(onnx), "--triton", str(tmp_path / "repo")]) == 0
+    assert "no engines built" in capsys.readouterr().out
+    folder = tmp_path / "repo" / "spade-tiny-seed0-32x64-fp16-onnxruntime"
+    assert _parse((folder / "config.pbtxt").read_text()).platform == "onnxruntime_onnx"
 
 
 def test_every_family_and_a_larger_picture_give_valid_configs(tiny_artifacts, tmp_path):

@@ -7,8 +7,9 @@ static graph). Triton batches only models whose first dimension is -1: a fixed o
 the model to support batching ... the first dimension must be -1", onnxruntime_backend #111, #220;
 TensorRT plans accept only their one batch size, server #4384). So every config says
 ``max_batch_size: 0`` and gives whole shapes, the batch included; clients send whole batches of the
-artifact's size, and Triton's concurrency comes from its instances: one per GPU (``KIND_GPU`` with no
-``gpus`` list), more with ``instances_per_gpu``. No torch, no tritonclient: the config is text.
+artifact's size, and Triton's concurrency comes from its instances: ``instances_per_gpu`` on each GPU
+(``KIND_GPU`` for engines; ``KIND_AUTO`` for ONNX Runtime models, which then load on a CPU-only server too).
+No torch, no tritonclient: the config is text.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from ..targets import TENSORRT
 
 TRITON_TYPES = {"uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "float32": "TYPE_FP32"}
 PLATFORMS = {"tensorrt": ("tensorrt_plan", "model.plan"), "onnxruntime": ("onnxruntime_onnx", "model.onnx")}
+# A TensorRT plan runs on a GPU only; an ONNX Runtime model on whatever the server has: KIND_AUTO places its
+# instances on every GPU, or on the CPU of a server without one (KIND_GPU would refuse to load there).
+INSTANCE_KINDS = {"tensorrt": "KIND_GPU", "onnxruntime": "KIND_AUTO"}
 MANIFEST_NAME = "crn-manifest.json"
 
 
@@ -51,7 +55,7 @@ def config_text(manifest: Manifest, kind: str, instances_per_gpu: int = 1) -> st
         "max_batch_size: 0",
         *_tensors("input", manifest.input_specs),
         *_tensors("output", (manifest.output_spec,)),
-        f"instance_group [ {{ count: {instances_per_gpu} kind: KIND_GPU }} ]",
+        f"instance_group [ {{ count: {instances_per_gpu} kind: {INSTANCE_KINDS[kind]} }} ]",
     ]
     return "\n".join(lines) + "\n"
 

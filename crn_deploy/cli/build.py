@@ -132,7 +132,14 @@ def _build(args) -> int:
     from ..manifest import Manifest, manifest_for
 
     manifests = [Manifest.read(manifest_for(path)) for path in args.onnx]  # all readable before any build
-    chosen = build_target(args)
+    try:
+        chosen = build_target(args)
+    except UsageError as e:
+        if not args.triton or args.target or args.compute_capabilities:
+            raise
+        log(f"{PROG}: no engines built ({e}); the Triton repository gets ONNX Runtime models")
+        write_triton(args, manifests, ("onnxruntime",))
+        return 0
     options = builder_options(args, chosen)
     for manifest in manifests:
         build_engine(manifest, options, log)

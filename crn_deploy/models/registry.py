@@ -111,7 +111,7 @@ def closest(state: dict) -> str:
     keys = {_pattern(strip_prefixes(k)) for k in state}
     scored = [(len(keys & _key_patterns(name)) / max(1, len(keys)), name) for name in model_families()]
     share, name = max(scored)
-    return f"{name} ({share:.0%} of the file's keys match)"
+    return f"{name} ({share:.0%} of the file's keys match)" if share else "none (no key matches any family's)"
 
 
 def _pattern(key: str) -> str:

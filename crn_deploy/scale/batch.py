@@ -1,35 +1,38 @@
-"""Batch synthesis on a Ray cluster with Ray Data: label maps in, pictures out, an actor pool in which
-each actor opens the artifact once (``runtime.load``) and holds a GPU (or CPU threads where there is
-none). Ray Data streams the inputs with backpressure; its actors are restarted and their tasks
-retried when a worker dies (Ray Data's defaults for actor pools: ``max_restarts=-1``,
-``max_task_retries=-1``).
+"""Batch synthesis on a Ray cluster with Ray Data: label maps in, pictures out, in three overlapping stages as
+Ray Data's batch-inference pattern has them: reading and decoding label maps (CPU tasks), synthesis in an actor
+pool in which each actor opens the artifact once (``runtime.load``) and holds a GPU or its CPU share, and
+encoding and writing pictures (CPU tasks). Ray Data streams between them with backpressure; its actors are
+restarted and their tasks retried when a worker dies (``max_restarts=-1``, ``max_task_retries=-1``).
 
-Exactly once: every picture is written under a temporary name and renamed, to the name single-process
-``crn-run`` gives it (the label file's path below the folder or glob root), from the same synthesizer
-call; a retried task rewrites the same bytes, and no reader ever sees half a file. A rerun skips the
-pictures already there unless ``overwrite``. The run's record (``crn-run-record.json``) lists what was
-written and where from.
+Inputs and outputs are local folders (shared by every node of a cluster: checked at start) or object-store
+prefixes (``s3://``, ``gs://``...; see ``data.storage``). Exactly once: every picture is written whole (a
+temporary renamed, or one object upload) under the name single-process ``crn-run`` gives it, from the same
+synthesizer call; a retried task rewrites the same bytes. A rerun skips the pictures already there unless
+``overwrite``. The run record (``crn-run-record.json``) lists every picture written into that output by any
+run, with the run that wrote it; it is rewritten as pictures arrive, so an interrupted run leaves a valid one.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from ..data.images import encode_picture, write_image
-from ..data.label_maps import decode_instance_map, decode_label_map, read_instance_image, read_label_image
-from ..data.streams import FolderSource
+from ..data.images import encode_picture
+from ..data.label_maps import INSTANCE_SUFFIX, decode_instance_map, decode_label_map, is_label_image
+from ..data.storage import Store, is_uri, matching, split_pattern
 from ..errors import UsageError
-from ..files import ensure_writable_dir, write_json_atomic
+from ..labels import UnknownColors
 from ..manifest import Manifest, manifest_for
 
 RECORD_NAME = "crn-run-record.json"
@@ -41,7 +44,8 @@ class BatchOptions:
     gpus_per_worker: float | None = None  # 0: CPU workers (ONNX Runtime threads); None: 1 where the cluster has GPUs
     address: str | None = None  # None: a local Ray instance; "auto" or host:port: an existing cluster
     overwrite: bool = False
-    threads: int | None = None  # ONNX Runtime intra-op threads per CPU worker (None: its own choice)
+    threads: int | None = None  # ONNX Runtime intra-op threads per CPU worker (None: its CPU reservation)
+    cpus_per_worker: float = 1.0  # CPUs each CPU actor reserves
     batch_size: int = 4  # label maps per Ray Data batch handed to an actor
     strict_colors: bool = False
 
@@ -64,60 +68,77 @@ class BatchSummary:
 
 
 class Painter:
-    """A Ray Data actor: opens the artifact once, then paints batches of rows. A row names its label map
-    (``name``) and holds it as a label file (``path``), a map in a NumPy shard (``shard``, ``index``) or
-    PNG bytes (``labels_png``, with ``instances_png`` where there are instance maps, as Parquet rows do).
-    With an output folder each picture is written there and the row comes back as a record; without one
-    the picture comes back as PNG bytes (``image_png``). Rows of arrays (``labels``, optional
-    ``instances``; no ``name``) come back with an ``image`` column."""
+    """The synthesis stage: a Ray Data actor that opens the artifact once, then paints batches of rows holding
+    ``labels`` arrays [H,W] (and ``instances`` where the row has them); the rows come back with ``image``."""
 
-    def __init__(self, artifact: str, output: str | None = None, device: str = "auto",
-                 threads: int | None = None, strict_colors: bool = False) -> None:
+    def __init__(self, artifact: str, device: str = "auto", threads: int | None = None) -> None:
         from .. import runtime
 
         self.synth = runtime.load(artifact, device=device, threads=threads)
-        self.output = Path(output) if output else None
-        self.strict_colors = strict_colors
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if "labels" in batch:
-            instances = batch.get("instances")
-            images = [self.synth(labels, instances=None if instances is None else instances[i])
-                      for i, labels in enumerate(batch["labels"])]
-            return {**batch, "image": np.stack(images)}
-        out: dict[str, list] = {"name": [], "input": [], "output" if self.output else "image_png": [], "pid": []}
-        for i, name in enumerate(batch["name"]):
-            ids, instances, where = self._read(batch, i)
-            picture = self.synth(ids, instances=instances)
-            if self.output:
-                target = picture_path(self.output, str(name))
-                write_image(target, picture)
-                out["output"].append(str(target))
-            else:
-                out["image_png"].append(encode_picture(picture))
-            out["name"].append(str(name))
-            out["input"].append(where)
-            out["pid"].append(os.getpid())
-        return {k: np.array(v, dtype=object if k == "image_png" else None) for k, v in out.items()}
+        instances = batch.get("instances")
+        images = [self.synth(labels, instances=None if instances is None else _optional(instances[i]))
+                  for i, labels in enumerate(batch["labels"])]
+        out = {k: v for k, v in batch.items() if k not in ("labels", "instances")}
+        return {**out, "image": _column(images)}
 
-    def _read(self, batch: dict, i: int) -> tuple[np.ndarray, np.ndarray | None, str]:
-        label_set = self.synth.label_set
-        if "path" in batch:
-            path = Path(batch["path"][i])
-            labels = read_label_image(path, label_set, strict_colors=self.strict_colors,
-                                      unknown=self.synth.unknown_colors)
-            return labels, read_instance_image(path), str(path)
-        if "shard" in batch:
-            shard, index = str(batch["shard"][i]), int(batch["index"][i])
-            labels, instances = open_shard(shard)
-            return np.asarray(labels[index]), None if instances is None else np.asarray(instances[index]), \
-                f"{shard}[{index}]"
-        where = f"row {batch['name'][i]}"
-        ids = decode_label_map(bytes(batch["labels_png"][i]), label_set, name=where, strict_colors=self.strict_colors,
-                               unknown=self.synth.unknown_colors, png_only=True)
-        extra = batch.get("instances_png")
-        instances = None if extra is None or extra[i] is None else decode_instance_map(bytes(extra[i]), where)
-        return ids, instances, where
+
+def read_stage(batch: dict[str, np.ndarray], label_set, strict_colors: bool) -> dict[str, np.ndarray]:
+    """The reading stage (a CPU task): each row's label map decoded to ids [H,W], and its instance map where it
+    has one, from a label file (``uri``, ``instances_uri``), a NumPy shard (``shard``, ``index``) or PNG bytes
+    (``labels_png``, ``instances_png``, as Parquet rows hold them); unknown colours counted per row."""
+    labels, instances, unknown = [], [], []
+    for i, name in enumerate(batch["name"]):
+        counter = UnknownColors()
+        ids, inst = _read_row(batch, i, str(name), label_set, strict_colors, counter)
+        labels.append(ids)
+        instances.append(inst)
+        unknown.append(counter.unknown)
+    kept = {k: v for k, v in batch.items() if k in ("name", "input")}
+    return {**kept, "labels": _column(labels), "instances": _column(instances), "unknown": np.array(unknown)}
+
+
+def _read_row(batch, i: int, name: str, label_set, strict_colors: bool, counter: UnknownColors):
+    if "uri" in batch:
+        source = Store(str(batch["uri"][i]).rsplit("/", 1)[0])
+        file = str(batch["uri"][i]).rsplit("/", 1)[1]
+        ids = decode_label_map(source.read(file), label_set, name=str(batch["uri"][i]), strict_colors=strict_colors,
+                               unknown=counter)
+        extra = _optional(batch.get("instances_uri", [None] * len(batch["name"]))[i])
+        return ids, None if extra is None else decode_instance_map(source.read(str(extra).rsplit("/", 1)[1]), extra)
+    if "shard" in batch:
+        labels, instances = open_shard(str(batch["shard"][i]))
+        index = int(batch["index"][i])
+        return np.asarray(labels[index]), None if instances is None else np.asarray(instances[index])
+    ids = decode_label_map(bytes(batch["labels_png"][i]), label_set, name=f"row {name}", strict_colors=strict_colors,
+                           unknown=counter, png_only=True)
+    extra = batch.get("instances_png")
+    return ids, None if extra is None or _optional(extra[i]) is None else decode_instance_map(bytes(extra[i]), name)
+
+
+def write_stage(batch: dict[str, np.ndarray], output: str | None) -> dict[str, np.ndarray]:
+    """The writing stage (a CPU task): each picture encoded as PNG and written whole under its name (a record row
+    comes back), or, without an output folder, returned as PNG bytes (``image_png``) for Parquet."""
+    pngs = [encode_picture(image) for image in batch["image"]]
+    where = {"name": batch["name"], "input": batch["input"], "host": np.array([socket.gethostname()] * len(pngs)),
+             "pid": np.array([os.getpid()] * len(pngs))}
+    if output is None:
+        return {**where, "image_png": np.array(pngs, dtype=object)}
+    store = Store(output)
+    for name, png in zip(batch["name"], pngs, strict=True):
+        store.write(picture_name(str(name)), png)
+    return {**where, "output": np.array([store.uri(picture_name(str(n))) for n in batch["name"]])}
+
+
+def _column(items: list) -> np.ndarray:
+    column = np.empty(len(items), dtype=object)
+    column[:] = items
+    return column
+
+
+def _optional(value):
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
 def open_shard(path: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -131,48 +152,116 @@ def open_shard(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     return np.load(path, mmap_mode="r"), None
 
 
+def picture_name(name: str) -> str:
+    """The picture of the label file ``name``, as single-process crn-run's folder sink names it."""
+    return f"{name}.png"
+
+
 def picture_path(folder: Path, name: str) -> Path:
     """Where single-process crn-run's folder sink writes the picture of the label file ``name``."""
-    return Path(folder) / f"{name}.png"
+    return Path(folder) / picture_name(name)
 
 
 SHARD_SUFFIXES = (".npy", ".npz")
 
 
-def synthesize_files(artifact: Path, pattern: str, output: Path, options: BatchOptions,
+def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: BatchOptions,
                      log: Callable[[str], None] = print) -> BatchSummary:
-    """Label maps -> pictures on a Ray cluster. Inputs: a folder or glob of label images (Cityscapes
-    ``*_labelIds.png`` with the ``*_instanceIds.png`` beside, where the artifact takes instance maps),
-    a glob of NumPy shards (``.npy`` [N,H,W] ids, ``.npz`` with ``labels`` and optional ``instances``;
-    map i of ``run7.npy`` is named ``run7/000007``), or Parquet (a file or folder ending ``.parquet``
-    with columns ``name``, ``labels_png``, optional ``instances_png``). Output: a folder of
-    ``<name>.png`` (a rerun skips what is there unless ``overwrite``), or Parquet (``name``,
-    ``image_png``) when ``output`` ends with ``.parquet``."""
+    """Label maps -> pictures on a Ray cluster. Inputs: a folder or glob of label images, local or in object
+    storage (Cityscapes ``*_labelIds.png`` with the ``*_instanceIds.png`` beside, where the artifact takes
+    instance maps), a glob of NumPy shards (``.npy`` [N,H,W] ids, ``.npz`` with ``labels`` and optional
+    ``instances``; map i of ``run7.npy`` is named ``run7/000007``), or Parquet (a file or folder ending
+    ``.parquet`` with columns ``name``, ``labels_png``, optional ``instances_png``). Output: a folder or prefix
+    of ``<name>.png`` (a rerun skips what is there unless ``overwrite``), or Parquet (``name``, ``image_png``)
+    when ``output`` ends with ``.parquet``."""
     manifest = Manifest.read(manifest_for(Path(artifact)))
-    to_parquet = Path(output).suffix == ".parquet"
-    if to_parquet and Path(output).exists() and not options.overwrite:
+    output = str(output)
+    to_parquet = output.rstrip("/").endswith(".parquet")
+    if to_parquet and not is_uri(output) and Path(output).exists() and not options.overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it, or another --output")
     ray = connect(options.address, log)
     rows, names = _inputs(ray, pattern, manifest)
-    done = set() if to_parquet or options.overwrite else {n for n in names if picture_path(output, n).is_file()}
+    store = None if to_parquet else Store(output)
+    if store is not None:
+        store.check_writable()
+        check_shared(ray, store, log)
+    existing = set(store.files()) if store is not None and not options.overwrite else set()
+    done = {n for n in names if picture_name(n) in existing}
     if isinstance(rows, list):  # skipped on the driver: a filter task would wait for CPUs the actors hold
         dataset = ray.data.from_items([r for r in rows if r["name"] not in done])
     else:
         dataset = rows.filter(lambda row: str(row["name"]) not in done, num_cpus=0) if done else rows
-    if not to_parquet:
-        ensure_writable_dir(output)
+    run = RunRecord(output, artifact, pattern, options.workers, store)
     started = time.perf_counter()
-    records = _run(ray, artifact, dataset, None if to_parquet else output, options,
-                   output if to_parquet else None) if len(names) > len(done) else []
-    seconds = time.perf_counter() - started
-    record = Path(f"{output}.record.json") if to_parquet else Path(output) / RECORD_NAME
-    write_json_atomic(record, {"artifact": str(Path(artifact).resolve()), "input": str(pattern),
-                               "written": sorted(({"name": r["name"], "input": r["input"],
-                                                   "output": r.get("output", str(output))} for r in records),
-                                                 key=lambda r: r["name"]),
-                               "skipped": len(done), "seconds": round(seconds, 3), "workers": options.workers})
-    return BatchSummary(len(names), len(records), len(done), seconds, options.workers, record,
-                        {int(r["pid"]) for r in records})
+    written = 0
+    unknown = 0
+    try:
+        if len(names) > len(done):
+            painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest)
+            if to_parquet:
+                painted = painted.materialize()
+                painted.select_columns(["name", "image_png"]).write_parquet(output)
+                painted = painted.drop_columns(["image_png"])
+            for row in painted.iter_rows():
+                run.add(row)
+                written += 1
+                unknown += int(row.get("unknown", 0))
+    finally:
+        run.finish(len(done), time.perf_counter() - started)
+    if unknown:
+        log(f"warning: {unknown} pixels of colour label maps had colours outside the {manifest.label_set.name} "
+            "palette (void)")
+    return BatchSummary(len(names), written, len(done), time.perf_counter() - started, options.workers, run.path,
+                        run.pids)
+
+
+class RunRecord:
+    """``crn-run-record.json`` beside the pictures (``<output>.record.json`` for Parquet): every picture written
+    into this output by any run, with the run that wrote it, and the runs themselves. Rewritten whole (and
+    atomically) every few seconds while this run writes, and when it ends, interrupted or not."""
+
+    def __init__(self, output: str, artifact: Path, pattern: str, workers: int, store: Store | None) -> None:
+        self.store = store if store is not None else Store(str(output).rstrip("/").rsplit("/", 1)[0] or ".")
+        self.name = RECORD_NAME if store is not None else f"{str(output).rstrip('/').rsplit('/', 1)[-1]}.record.json"
+        self.path = self.store.uri(self.name)
+        self.run_id = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+        self.data = self._previous()
+        self.data["runs"].append({"run": self.run_id, "artifact": str(Path(artifact).resolve()), "input": str(pattern),
+                                  "workers": workers, "started": datetime.now(timezone.utc).isoformat(),
+                                  "state": "running"})
+        self.pictures = {p["name"]: p for p in self.data["written"]}
+        self.pids: set[int] = set()
+        self.saved = 0.0
+        self.save()
+
+    def _previous(self) -> dict:
+        try:
+            data = json.loads(self.store.read(self.name))
+            if isinstance(data.get("written"), list) and isinstance(data.get("runs"), list):
+                return data
+        except (UsageError, ValueError):
+            pass
+        return {"written": [], "runs": []}
+
+    def add(self, row: dict) -> None:
+        name = str(row["name"])
+        self.pictures[name] = {"name": name, "input": str(row["input"]), "output": str(row.get("output", "")),
+                               "run": self.run_id, "host": str(row.get("host", ""))}
+        self.pids.add(int(row["pid"]))
+        if time.monotonic() - self.saved > 2.0:
+            self.save()
+
+    def finish(self, skipped: int, seconds: float) -> None:
+        run = self.data["runs"][-1]
+        run.update(state="finished" if run["state"] == "running" else run["state"], skipped=skipped,
+                   seconds=round(seconds, 3),
+                   written=sum(1 for p in self.pictures.values() if p["run"] == self.run_id))
+        self.save()
+
+    def save(self) -> None:
+        self.data["written"] = sorted(self.pictures.values(), key=lambda p: p["name"])
+        self.store.write(self.name, json.dumps(self.data, indent=1).encode())
+        self.saved = time.monotonic()
 
 
 def _inputs(ray, pattern: str, manifest: Manifest):
@@ -180,40 +269,79 @@ def _inputs(ray, pattern: str, manifest: Manifest):
     if str(pattern).rstrip("/").endswith(".parquet"):
         dataset = ray.data.read_parquet(str(pattern))
         names = [str(r["name"]) for r in dataset.select_columns(["name"]).take_all()]
-        return dataset, names
-    shards = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).suffix in SHARD_SUFFIXES)
-    if shards:
-        rows = [{"shard": str(s), "index": i, "name": f"{s.stem}/{i:06d}"}
-                for s in shards for i in range(len(open_shard(str(s))[0]))]
-    else:
-        source = FolderSource(pattern, manifest.label_set)
-        rows = [{"path": str(p), "name": n} for p, n in zip(source.files, source.names, strict=True)]
+        return dataset.map(lambda row: {**row, "input": f"row {row['name']}"}), names
+    store, glob_part = split_pattern(str(pattern))
+    files = matching(store.files(), glob_part)
+    shards = [f for f in files if f.endswith(SHARD_SUFFIXES)]
+    if shards and not is_uri(pattern):
+        rows = [{"shard": store._path(s), "index": i, "name": f"{Path(s).stem}/{i:06d}", "input": f"{s}[{i}]"}
+                for s in shards for i in range(len(open_shard(store._path(s))[0]))]
+        return rows, [r["name"] for r in rows]
+    labels = [f for f in files if is_label_image(Path(f))]
+    if not labels:
+        raise UsageError(f"no label images in {pattern}; pass a folder, a glob, NumPy shards or Parquet")
+    present = set(files) if any(f.endswith("_labelIds.png") for f in labels) else set()
+    rows = []
+    for f in labels:
+        row = {"uri": store.uri(f), "name": f.rsplit(".", 1)[0], "input": store.uri(f)}
+        beside = f[: -len("_labelIds.png")] + INSTANCE_SUFFIX if f.endswith("_labelIds.png") else None
+        row["instances_uri"] = store.uri(beside) if beside in present else None
+        rows.append(row)
     return rows, [r["name"] for r in rows]
 
 
-def _run(ray, artifact: Path, dataset, output: Path | None, options: BatchOptions, parquet: Path | None) -> list[dict]:
+def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOptions, manifest: Manifest):
+    """Read and decode (CPU tasks) -> synthesis (actor pool) -> encode and write (CPU tasks), overlapping."""
     if options.gpus_per_worker is None:
         options.gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU") else 0.0
-    painted = paint_with_pool(dataset, artifact, options, output=output)
-    if parquet is not None:
-        painted = painted.materialize()
-        painted.select_columns(["name", "image_png"]).write_parquet(str(parquet))
-        return [{"name": r["name"], "input": r["input"], "pid": r["pid"]}
-                for r in painted.select_columns(["name", "input", "pid"]).take_all()]
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in painted.take_all()]
+    decoded = dataset.map_batches(read_stage, batch_size=options.batch_size, num_cpus=0.5, batch_format="numpy",
+                                  fn_kwargs={"label_set": manifest.label_set, "strict_colors": options.strict_colors})
+    painted = paint_with_pool(decoded, artifact, options)
+    return painted.map_batches(write_stage, batch_size=options.batch_size, num_cpus=0.5, batch_format="numpy",
+                               fn_kwargs={"output": output})
 
 
-def paint_with_pool(dataset, artifact: Path, options: BatchOptions, output: Path | None = None):
-    """``dataset`` (rows of ``labels`` [H,W] uint8 (+ ``instances``), or of label files ``path``/``name``
-    with ``output``) mapped through an actor pool of ``options.workers`` painters: a lazy Ray Dataset."""
+def paint_with_pool(dataset, artifact: Path, options: BatchOptions):
+    """``dataset`` (rows of ``labels`` [H,W] uint8, optional ``instances``) mapped through an actor pool of
+    ``options.workers`` painters, each with a GPU or ``cpus_per_worker`` CPUs (ONNX Runtime threads default to
+    that reservation): a lazy Ray Dataset with an ``image`` column."""
     device = "auto" if options.gpus_per_worker else "cpu"
     if Path(artifact).suffix == ".engine" and not options.gpus_per_worker:
         raise UsageError(f"{artifact} is a TensorRT engine: give each worker a GPU (--gpus-per-worker 1)")
+    cpus = 0 if options.gpus_per_worker else options.cpus_per_worker
+    threads = options.threads or (None if options.gpus_per_worker else max(1, int(options.cpus_per_worker)))
     return dataset.map_batches(
         Painter, batch_size=options.batch_size, concurrency=options.workers, num_gpus=options.gpus_per_worker,
-        num_cpus=0 if options.gpus_per_worker else 1, batch_format="numpy",
-        fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "output": str(output) if output else None,
-                               "device": device, "threads": options.threads, "strict_colors": options.strict_colors})
+        num_cpus=cpus, batch_format="numpy",
+        fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "device": device, "threads": threads})
+
+
+def check_shared(ray, store: Store, log: Callable[[str], None] = print) -> None:
+    """A local output folder must be the same folder on every node: a file the driver writes there must be
+    visible to a task on each node. Object stores are seen alike everywhere."""
+    if store.remote:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    marker = f".crn-shared-check-{uuid.uuid4().hex[:8]}"
+    store.write(marker, b"")
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        @ray.remote(num_cpus=0)
+        def sees(path: str) -> bool:
+            return Path(path).is_file()
+
+        checks = {n["NodeManagerAddress"]: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(store._path(marker)) for n in nodes}
+        blind = [node for node, ref in checks.items() if not ray.get(ref, timeout=60)]
+    finally:
+        store.delete(marker)
+    if blind:
+        raise UsageError(f"{store.location} is not shared by every node of the cluster (not visible on "
+                         f"{', '.join(blind)}): use object storage (s3://...) or a filesystem every node mounts")
+    log(f"{store.location}: shared by all {len(nodes)} nodes")
 
 
 def connect(address: str | None, log=print):
@@ -235,5 +363,5 @@ def connect(address: str | None, log=print):
     return ray
 
 
-def read_record(output: Path) -> dict:
-    return json.loads((Path(output) / RECORD_NAME).read_text())
+def read_record(output: str | Path) -> dict:
+    return json.loads(Store(output).read(RECORD_NAME))

@@ -1,0 +1,133 @@
+"""Where label maps are read from and pictures written to: a local folder, or a prefix in object storage
+(``s3://``, ``gs://``, ``abfs://`` — whatever pyarrow's filesystems open), through pyarrow's filesystems.
+Endpoint and credentials come from the standard environment, as every tool of that ecosystem reads them
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION`` for S3 and
+S3-compatible stores; ``GOOGLE_APPLICATION_CREDENTIALS`` for GCS).
+
+Writes are all or nothing per picture: a local file is written under a temporary name and renamed (see
+``files``); an object is one upload, which the store makes visible only when it completes. A local folder
+used by a cluster must be shared by every node (NFS, a cluster filesystem): the Ray path checks it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import re
+from pathlib import Path
+
+from ..errors import UsageError
+from ..files import write_bytes_atomic
+
+_URI = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def is_uri(location: str | Path) -> bool:
+    return bool(_URI.match(str(location)))
+
+
+class Store:
+    """A folder or object-store prefix; names below it are ``/``-separated relative paths."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.location = str(location).rstrip("/") or "/"
+        self.remote = is_uri(self.location)
+        if self.remote:
+            self.fs, self.root = _filesystem(self.location)
+        else:
+            self.fs, self.root = None, str(Path(self.location))
+
+    def __repr__(self) -> str:
+        return f"Store({self.location!r})"
+
+    def __reduce__(self):  # Ray ships stores to its workers: each reopens its filesystem from the location
+        return (Store, (self.location,))
+
+    def uri(self, name: str) -> str:
+        return f"{self.location}/{name}"
+
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def read(self, name: str) -> bytes:
+        try:
+            if not self.remote:
+                return Path(self._path(name)).read_bytes()
+            with self.fs.open_input_stream(self._path(name)) as stream:
+                return stream.read()
+        except (OSError, FileNotFoundError) as e:
+            raise UsageError(f"cannot read {self.uri(name)}: {e}") from None
+
+    def write(self, name: str, data: bytes) -> None:
+        """All or nothing: a local temporary renamed into place, or one object upload."""
+        if not self.remote:
+            write_bytes_atomic(Path(self._path(name)), data)
+            return
+        try:
+            with self.fs.open_output_stream(self._path(name)) as stream:
+                stream.write(data)
+        except OSError as e:
+            raise UsageError(f"cannot write {self.uri(name)}: {e}") from None
+
+    def files(self) -> list[str]:
+        """Every file below the location (relative names, sorted); none where it does not exist."""
+        if not self.remote:
+            root = Path(self.root)
+            return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        import pyarrow.fs as pafs
+
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
+        except OSError as e:
+            raise UsageError(f"cannot list {self.location}: {e}") from None
+        prefix = self.root + "/"
+        return sorted(i.path[len(prefix):] for i in infos if i.type == pafs.FileType.File and i.path.startswith(prefix))
+
+    def check_writable(self) -> None:
+        """Refuse early (before minutes of work) where nothing can be written."""
+        probe = ".crn-deploy-write-check"
+        self.write(probe, b"")
+        self.delete(probe)
+
+    def delete(self, name: str) -> None:
+        if not self.remote:
+            Path(self._path(name)).unlink(missing_ok=True)
+        else:
+            try:
+                self.fs.delete_file(self._path(name))
+            except FileNotFoundError:
+                pass
+
+
+def split_pattern(pattern: str) -> tuple[Store, str]:
+    """``s3://b/gtFine/**/*_labelIds.png`` -> (the store at ``s3://b/gtFine``, ``**/*_labelIds.png``); a folder
+    -> (its store, ``*``): the leading folders without a wildcard hold the names below them."""
+    pattern = str(pattern).rstrip("/")
+    if not is_uri(pattern) and Path(pattern).is_dir():
+        return Store(pattern), "*"
+    scheme, _, rest = pattern.rpartition("://")
+    parts = rest.split("/")
+    fixed = 0
+    while fixed < len(parts) - 1 and not glob.has_magic(parts[fixed]):
+        fixed += 1
+    root = "/".join(parts[:fixed]) or "."
+    return Store(f"{scheme}://{root}" if scheme else root), "/".join(parts[fixed:])
+
+
+def matching(names: list[str], pattern: str) -> list[str]:
+    """The names a glob pattern (``*``, ``?``, ``[...]``, ``**`` across folders) matches, in order."""
+    if pattern == "*":
+        return [n for n in names if "/" not in n]
+    regex = re.compile(fnmatch.translate(pattern).replace(".*", "[^/]*").replace("[^/]*[^/]*/", "(?:.*/)?"))
+    return [n for n in names if regex.fullmatch(n)]
+
+
+def _filesystem(uri: str):
+    try:
+        import pyarrow.fs as pafs
+    except ImportError:
+        raise UsageError(f"{uri}: object storage needs pyarrow (pip install 'crn-deploy[ray]')") from None
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise UsageError(f"cannot open {uri}: {e}") from None
