@@ -74,8 +74,9 @@ def _check_ray(args) -> None:
     if args.input.startswith("synthetic") or Path(args.input).suffix.lower() in (".mp4", ".avi", ".mkv", ".mov"):
         raise UsageError("--ray synthesizes folders or globs of label images or NumPy shards, or Parquet; give "
                          "--input DIR, 'DIR/**/*.png', 'runs/*.npy' or data.parquet")
-    if Path(args.output).suffix not in ("", ".parquet"):
-        raise UsageError(f"--ray writes a folder of pictures or a .parquet dataset, not {args.output}")
+    if Path(str(args.output).rstrip("/")).suffix not in ("", ".parquet"):
+        raise UsageError(f"--ray writes a folder (or object-store prefix) of pictures or a .parquet dataset, not "
+                         f"{args.output}")
     if args.reference or args.side_by_side or args.resize != "stretch" or args.output_size != "input":
         raise UsageError("--ray paints each map as plain crn-run does by default: drop --reference, --side-by-side, "
                          "--resize and --output-size")
@@ -94,9 +95,9 @@ def _run_ray(args) -> int:
     options = BatchOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                            address=None if args.ray == "local" else args.ray, overwrite=args.overwrite,
                            threads=args.threads, strict_colors=args.strict_colors)
-    summary = synthesize_files(args.artifact, args.input, Path(args.output), options, log)
+    summary = synthesize_files(args.artifact, args.input, str(args.output), options, log)
     log(f"{PROG}: {summary.line()}")
-    log(f"{PROG}: wrote {args.output} (record: {summary.record.name})")
+    log(f"{PROG}: wrote {args.output} (record: {summary.record})")
     return 0
 
 

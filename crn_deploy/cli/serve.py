@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ._main import interrupt_exit_code, log, parse_or_exit, require, run_command
+from .build import parse_size
 
 PROG = "crn-serve"
 
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, help="requests batched into one call (default: the artifact's batch)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per CPU replica")
+    p.add_argument("--max-body", metavar="SIZE", help="largest request body, e.g. 8M (default: from the artifact's "
+                                                    "label size); a larger one is a 413 before it is read whole")
     p.add_argument("--ray", metavar="auto|ADDRESS", help="an existing Ray cluster (default: a local instance)")
     return p
 
@@ -34,6 +37,7 @@ def _check(args) -> None:
         raise UsageError("--replicas and --max-batch must be at least 1, --batch-wait-ms at least 0")
     if args.artifact.suffix not in (".onnx", ".engine") or not args.artifact.is_file():
         raise UsageError(f"{args.artifact}: pass an exported .onnx or a built .engine that exists")
+    args.max_body_bytes = parse_size(args.max_body) if args.max_body else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +51,8 @@ def _serve(args) -> int:
 
     options = ServeOptions(port=args.port, host=args.host, replicas=args.replicas,
                            gpus_per_replica=args.gpus_per_replica, max_batch=args.max_batch,
-                           batch_wait_ms=args.batch_wait_ms, threads=args.threads, address=args.ray)
+                           batch_wait_ms=args.batch_wait_ms, threads=args.threads, address=args.ray,
+                           max_body_bytes=args.max_body_bytes)
     try:
         url = start(args.artifact, options, log)
         log(f"{PROG}: serving {args.artifact.name} at {url}/synthesize ({args.replicas} replica(s)); "

@@ -57,7 +57,7 @@ class BatchSummary:
     skipped: int
     seconds: float
     workers: int
-    record: Path
+    record: str  # where the run record is (a path or URI)
     pids: set = field(default_factory=set)  # the worker processes that wrote pictures
 
     def line(self) -> str:
@@ -78,8 +78,8 @@ class Painter:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         instances = batch.get("instances")
-        images = [self.synth(labels, instances=None if instances is None else _optional(instances[i]))
-                  for i, labels in enumerate(batch["labels"])]
+        images = [self.synth(_array(labels, np.uint8), instances=None if instances is None else
+                             _array(instances[i], np.int32)) for i, labels in enumerate(batch["labels"])]
         out = {k: v for k, v in batch.items() if k not in ("labels", "instances")}
         return {**out, "image": _column(images)}
 
@@ -101,12 +101,10 @@ def read_stage(batch: dict[str, np.ndarray], label_set, strict_colors: bool) -> 
 
 def _read_row(batch, i: int, name: str, label_set, strict_colors: bool, counter: UnknownColors):
     if "uri" in batch:
-        source = Store(str(batch["uri"][i]).rsplit("/", 1)[0])
-        file = str(batch["uri"][i]).rsplit("/", 1)[1]
-        ids = decode_label_map(source.read(file), label_set, name=str(batch["uri"][i]), strict_colors=strict_colors,
-                               unknown=counter)
-        extra = _optional(batch.get("instances_uri", [None] * len(batch["name"]))[i])
-        return ids, None if extra is None else decode_instance_map(source.read(str(extra).rsplit("/", 1)[1]), extra)
+        uri = str(batch["uri"][i])
+        ids = decode_label_map(read_uri(uri), label_set, name=uri, strict_colors=strict_colors, unknown=counter)
+        beside = str(batch["instances_uri"][i]) if "instances_uri" in batch else ""
+        return ids, decode_instance_map(read_uri(beside), beside) if beside else None
     if "shard" in batch:
         labels, instances = open_shard(str(batch["shard"][i]))
         index = int(batch["index"][i])
@@ -115,6 +113,12 @@ def _read_row(batch, i: int, name: str, label_set, strict_colors: bool, counter:
                            unknown=counter, png_only=True)
     extra = batch.get("instances_png")
     return ids, None if extra is None or _optional(extra[i]) is None else decode_instance_map(bytes(extra[i]), name)
+
+
+def read_uri(uri: str) -> bytes:
+    """The bytes of a file named by its path or URI."""
+    folder, _, name = uri.rpartition("/")
+    return Store(folder or ".").read(name)
 
 
 def write_stage(batch: dict[str, np.ndarray], output: str | None) -> dict[str, np.ndarray]:
@@ -138,7 +142,18 @@ def _column(items: list) -> np.ndarray:
 
 
 def _optional(value):
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
+    """None for a missing value (Ray Data fills one with None or NaN)."""
+    return None if value is None or (np.ndim(value) == 0 and isinstance(value, (float, np.floating))
+                                     and np.isnan(value)) else value
+
+
+def _array(value, dtype) -> np.ndarray | None:
+    """A map as it comes out of a Ray Data column (an array, an object array of rows, or None)."""
+    value = _optional(value)
+    if value is None:
+        return None
+    array = np.asarray(value)  # Ray Data may hand int32 tensor columns back as float32 (exact below 2^24)
+    return np.array(array.tolist(), dtype=dtype) if array.dtype == object else array.astype(dtype, copy=False)
 
 
 def open_shard(path: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -271,7 +286,8 @@ def _inputs(ray, pattern: str, manifest: Manifest):
         names = [str(r["name"]) for r in dataset.select_columns(["name"]).take_all()]
         return dataset.map(lambda row: {**row, "input": f"row {row['name']}"}), names
     store, glob_part = split_pattern(str(pattern))
-    files = matching(store.files(), glob_part)
+    every = store.files()
+    files = matching(every, glob_part)
     shards = [f for f in files if f.endswith(SHARD_SUFFIXES)]
     if shards and not is_uri(pattern):
         rows = [{"shard": store._path(s), "index": i, "name": f"{Path(s).stem}/{i:06d}", "input": f"{s}[{i}]"}
@@ -280,25 +296,36 @@ def _inputs(ray, pattern: str, manifest: Manifest):
     labels = [f for f in files if is_label_image(Path(f))]
     if not labels:
         raise UsageError(f"no label images in {pattern}; pass a folder, a glob, NumPy shards or Parquet")
-    present = set(files) if any(f.endswith("_labelIds.png") for f in labels) else set()
+    present = set(every)  # the *_instanceIds.png beside each *_labelIds.png, which the glob may not match
     rows = []
     for f in labels:
         row = {"uri": store.uri(f), "name": f.rsplit(".", 1)[0], "input": store.uri(f)}
         beside = f[: -len("_labelIds.png")] + INSTANCE_SUFFIX if f.endswith("_labelIds.png") else None
-        row["instances_uri"] = store.uri(beside) if beside in present else None
+        row["instances_uri"] = store.uri(beside) if beside in present else ""
         rows.append(row)
     return rows, [r["name"] for r in rows]
 
 
 def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOptions, manifest: Manifest):
     """Read and decode (CPU tasks) -> synthesis (actor pool) -> encode and write (CPU tasks), overlapping."""
+    resources = ray.cluster_resources()
     if options.gpus_per_worker is None:
-        options.gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU") else 0.0
-    decoded = dataset.map_batches(read_stage, batch_size=options.batch_size, num_cpus=0.5, batch_format="numpy",
+        options.gpus_per_worker = 1.0 if resources.get("GPU") else 0.0
+    stage_cpus = _stage_cpus(resources.get("CPU", 0.0), options)
+    decoded = dataset.map_batches(read_stage, batch_size=options.batch_size, num_cpus=stage_cpus,
+                                  batch_format="numpy",
                                   fn_kwargs={"label_set": manifest.label_set, "strict_colors": options.strict_colors})
     painted = paint_with_pool(decoded, artifact, options)
-    return painted.map_batches(write_stage, batch_size=options.batch_size, num_cpus=0.5, batch_format="numpy",
+    return painted.map_batches(write_stage, batch_size=options.batch_size, num_cpus=stage_cpus, batch_format="numpy",
                                fn_kwargs={"output": output})
+
+
+def _stage_cpus(cluster_cpus: float, options: BatchOptions) -> float:
+    """The CPUs each read or write task reserves: half a CPU where the actors leave CPUs free; where CPU actors
+    take them all, none (the tasks then share the actors' cores rather than wait for a CPU that never frees)."""
+    held = 0.0 if options.gpus_per_worker else options.workers * options.cpus_per_worker
+    free = cluster_cpus - held
+    return min(0.5, free / 2) if free > 0 else 0.0
 
 
 def paint_with_pool(dataset, artifact: Path, options: BatchOptions):

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -27,8 +28,12 @@ class ServiceError(CrnError):
 
 
 class SynthesisClient:
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
-        self.url, self.timeout = url.rstrip("/"), timeout
+    """``retries``: how many times a request is sent again after the service failed to answer it (connection
+    refused or reset, 5xx: a replica died or is being replaced), with a growing pause; requests are idempotent.
+    A 4xx (bad input) is never retried."""
+
+    def __init__(self, url: str, timeout: float = 60.0, retries: int = 3, backoff_s: float = 0.5) -> None:
+        self.url, self.timeout, self.retries, self.backoff_s = url.rstrip("/"), timeout, retries, backoff_s
 
     def synthesize(self, labels: np.ndarray, instances: np.ndarray | None = None, *, raw: bool = True) -> np.ndarray:
         """One label map (uint8 ids [H,W], or colours [H,W,3]) -> uint8 RGB picture. ``raw`` sends and
@@ -67,16 +72,27 @@ class SynthesisClient:
         return body, headers
 
     def ready(self) -> dict:
-        return json.loads(self._request("/ready")[0])
+        return json.loads(self._once("/ready", None, None)[0])
 
     def healthy(self) -> bool:
         try:
-            return json.loads(self._request("/healthz")[0]).get("status") == "ok"
+            return json.loads(self._once("/healthz", None, None)[0]).get("status") == "ok"
         except (ServiceError, OSError):
             return False
 
     def _request(self, route: str, body: bytes | None = None, headers: dict | None = None):
-        """(body, headers: an ``email.message.Message``, whose ``get`` ignores case)."""
+        """(body, headers: an ``email.message.Message``, whose ``get`` ignores case), retried as the class says."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._once(route, body, headers)
+            except (ServiceError, OSError) as e:
+                transient = e.status >= 500 if isinstance(e, ServiceError) else True
+                if not transient or attempt == self.retries:
+                    raise
+                time.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _once(self, route: str, body: bytes | None, headers: dict | None):
         request = urllib.request.Request(self.url + route, data=body, headers=headers or {},
                                          method="POST" if body is not None else "GET")
         try:

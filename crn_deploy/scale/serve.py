@@ -7,13 +7,20 @@ Routes:
   ids, ``X-Shape: H,W``; where the artifact takes instance maps, ``X-Instances: 1`` and H*W int32
   (little-endian) after the ids. ``Accept: application/octet-stream`` returns raw RGB uint8 with
   ``X-Shape: H,W,3`` instead of PNG.
-- ``GET /healthz``: the replica is alive. ``GET /ready``: the artifact is open (its manifest's summary).
+- ``GET /healthz``: the replica is alive. ``GET /ready``: the replica can take work — its artifact open and
+  fewer requests in hand than it holds at most (503 otherwise); the manifest's summary.
 
-Bad input gets a 4xx with the runtime's one-line message, and the replica keeps serving.
+Bounded: a label map must have the artifact's label size (a PNG's size is read from its header before it is
+decoded; a 400 names both sizes); a body over ``max_body_bytes`` (default: from the artifact's size) is a 413
+before it is read whole; decoding, synthesis and encoding run off the event loop, in a worker thread, so
+that health checks and other requests are answered meanwhile. Bad input gets a 4xx with the runtime's
+one-line message, and the replica keeps serving.
 """
 
 from __future__ import annotations
 
+import asyncio
+import struct
 import threading
 from dataclasses import dataclass
 
@@ -38,16 +45,26 @@ class ServeOptions:
     batch_wait_ms: float = 5.0
     threads: int | None = None  # ONNX Runtime threads per CPU replica
     address: str | None = None  # None: a local Ray instance
+    max_body_bytes: int | None = None  # None: from the artifact's label size (room for raw ids and instance ids)
+    max_in_hand: int | None = None  # requests a replica holds at once before /ready says 503 (None: 4 batches)
     name: str = "crn"
 
 
 class Replica:
     """The body of one replica (kept free of Ray so it can be tested and reused)."""
 
-    def __init__(self, artifact: str, device: str, threads: int | None) -> None:
+    def __init__(self, artifact: str, device: str, threads: int | None, max_body_bytes: int | None = None,
+                 max_in_hand: int | None = None) -> None:
         from .. import runtime
 
         self.synth = runtime.load(artifact, device=device, threads=threads)
+        h, w = self.synth.resolution
+        self.max_body_bytes = max_body_bytes or body_cap(h, w)
+        self.max_in_hand = max_in_hand or 4 * max(1, self.synth.batch)
+        self.in_hand = 0
+
+    def ready(self) -> bool:
+        return self.synth.backend.is_open and self.in_hand < self.max_in_hand
 
     def summary(self) -> dict:
         m = self.synth.manifest
@@ -59,11 +76,18 @@ class Replica:
         """(uint8 ids [H,W], int32 instances [H,W] or None) from a request; UsageError if malformed."""
         kind = (content_type or "").split(";")[0].strip().lower()
         if kind == "image/png":
+            self._check_size(png_size(body), "the label PNG")
             return decode_label_map(body, self.synth.label_set, name="the label PNG", unknown=self.synth.unknown_colors,
                                     png_only=True), None
         if kind == LABELS_TYPE:
             return self._raw(headers, body)
         raise UsageError(f"Content-Type must be image/png or {LABELS_TYPE}, got {content_type or 'none'}")
+
+    def _check_size(self, size: tuple[int, int], what: str) -> None:
+        if tuple(size) != tuple(self.synth.resolution):
+            (h, w), (eh, ew) = size, self.synth.resolution
+            raise UsageError(f"{what} is {h}x{w}; this endpoint's artifact takes {eh}x{ew} label maps: resize it "
+                             "(nearest) before sending")
 
     def _raw(self, headers, body: bytes) -> tuple[np.ndarray, np.ndarray | None]:
         try:
@@ -72,6 +96,7 @@ class Replica:
             raise UsageError("raw label maps need the header X-Shape: H,W") from None
         if h < 1 or w < 1:
             raise UsageError(f"X-Shape must be positive, got {h},{w}")
+        self._check_size((h, w), "the raw label map")
         with_instances = headers.get("x-instances", "0") == "1"
         expected = h * w * (5 if with_instances else 1)
         if len(body) != expected:
@@ -106,6 +131,40 @@ class Replica:
         return results
 
 
+def body_cap(height: int, width: int) -> int:
+    """The largest body a replica reads: raw ids and int32 instance ids of its label size, or a PNG of them (a
+    colour PNG that does not compress stays under 4 bytes a pixel), plus 1 MiB."""
+    return 5 * height * width + (1 << 20)
+
+
+def png_size(body: bytes) -> tuple[int, int]:
+    """(height, width) from a PNG's IHDR chunk, without decoding it."""
+    if len(body) < 24 or not body.startswith(b"\x89PNG\r\n\x1a\n") or body[12:16] != b"IHDR":
+        raise UsageError("the label map is not a PNG (send it as a lossless PNG)")
+    width, height = struct.unpack(">II", body[16:24])
+    return height, width
+
+
+async def read_body(request, cap: int) -> bytes:
+    """The request's body, refused (``BodyTooLarge``) as soon as it passes ``cap`` bytes, never read whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise BodyTooLarge(int(declared), cap)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise BodyTooLarge(size, cap)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class BodyTooLarge(UsageError):
+    def __init__(self, size: int, cap: int) -> None:
+        super().__init__(f"the body has {'at least ' if size else ''}{size} bytes, over this endpoint's {cap}: "
+                         "send one label map of the artifact's size")
+
+
 def build_app(artifact: str, options: ServeOptions, gpus: float):
     """The Ray Serve application (a bound deployment) for ``artifact``."""
     from ray import serve
@@ -121,25 +180,37 @@ def build_app(artifact: str, options: ServeOptions, gpus: float):
                       health_check_period_s=2, health_check_timeout_s=30)
     class SynthesisDeployment:
         def __init__(self) -> None:
-            self.replica = Replica(artifact, device, options.threads)
+            self.replica = Replica(artifact, device, options.threads, options.max_body_bytes, options.max_in_hand)
 
         @serve.batch(max_batch_size=max(batch, 1), batch_wait_timeout_s=options.batch_wait_ms / 1000)
         async def paint(self, items: list) -> list:
-            return self.replica.paint(items)
+            return await asyncio.to_thread(self.replica.paint, items)  # off the event loop
 
         async def __call__(self, request) -> Response:
             route = request.url.path.rstrip("/").rsplit("/", 1)[-1]
             if route == "healthz":
                 return JSONResponse({"status": "ok"})
             if route == "ready":
-                return JSONResponse({"status": "ready", **self.replica.summary()})
+                ready = self.replica.ready()
+                return JSONResponse({"status": "ready" if ready else "busy", "in_hand": self.replica.in_hand,
+                                     **self.replica.summary()}, 200 if ready else 503)
             if route != "synthesize":
                 return PlainTextResponse("not found: use POST /synthesize, GET /healthz or GET /ready", 404)
             if request.method != "POST":
                 return PlainTextResponse("/synthesize takes POST", 405)
+            self.replica.in_hand += 1
             try:
-                item = self.replica.decode(request.headers.get("content-type", ""), request.headers,
-                                           await request.body())
+                return await self._synthesize(request)
+            finally:
+                self.replica.in_hand -= 1
+
+        async def _synthesize(self, request) -> Response:
+            try:
+                body = await read_body(request, self.replica.max_body_bytes)
+                item = await asyncio.to_thread(self.replica.decode, request.headers.get("content-type", ""),
+                                               request.headers, body)
+            except BodyTooLarge as e:
+                return PlainTextResponse(str(e), 413)
             except UsageError as e:
                 return PlainTextResponse(str(e), 415 if "Content-Type" in str(e) else 400)
             picture = await self.paint(item)
@@ -148,7 +219,7 @@ def build_app(artifact: str, options: ServeOptions, gpus: float):
             if RAW_TYPE in request.headers.get("accept", ""):
                 return Response(picture.tobytes(), media_type=RAW_TYPE,
                                 headers={"X-Shape": ",".join(map(str, picture.shape))})
-            return Response(encode_picture(picture), media_type="image/png")
+            return Response(await asyncio.to_thread(encode_picture, picture), media_type="image/png")
 
     return SynthesisDeployment.bind()
 
