@@ -4,6 +4,7 @@ exactly one picture) and the Ray Serve endpoint (responses equal direct runtime 
 4xx and the replica keeps serving, a replica killed mid-load is replaced without a silently lost request,
 clean shutdown). Bounded request counts; one Ray instance for the module."""
 
+import json
 import os
 import signal
 import threading
@@ -25,10 +26,33 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.
 
 from crn_deploy.scale import batch, serve  # noqa: E402
 from crn_deploy.scale.client import ServiceError, SynthesisClient  # noqa: E402
+from crn_deploy.errors import UsageError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def s3():
+    """An S3-compatible server on loopback (moto in server mode) with a bucket, and the standard environment
+    (AWS_ENDPOINT_URL, keys, region) pointing at it, set before Ray starts so that its workers see it too."""
+    moto_server = pytest.importorskip("moto.server", reason="moto is not installed: pip install -e '.[test]'")
+    import boto3
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="maps")
+    yield client
+    for key, value in saved.items():
+        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
@@ -227,7 +251,10 @@ def test_responses_equal_direct_runtime_calls(service, artifacts):
     colours = service.synthesize(synth.label_set.ids_to_colors(labels), raw=False)
     assert np.array_equal(colours, without)
     bigger = cv2.resize(labels, (128, 64), interpolation=cv2.INTER_NEAREST)
-    assert service.synthesize(bigger).shape == (64, 128, 3)
+    with pytest.raises(ServiceError, match=r"400: the raw label map is 64x128; this endpoint's artifact takes 32x64"):
+        service.synthesize(bigger)
+    with pytest.raises(ServiceError, match=r"400: the label PNG is 64x128; this endpoint's artifact takes 32x64"):
+        service.synthesize(bigger, raw=False)
     scenes = [cityscapes_scene(32, 64, seed=20 + i) for i in range(8)]
     with ThreadPoolExecutor(4) as pool:  # concurrent requests, batched by the replicas
         got = list(pool.map(lambda s: service.synthesize(*s), scenes))
@@ -242,6 +269,8 @@ def test_responses_equal_direct_runtime_calls(service, artifacts):
     (b"\x00" * 10, {"Content-Type": "application/x-crn-labels", "X-Shape": "4,4"}, 400, "needs 16"),
     (b"\x00" * 16, {"Content-Type": "application/x-crn-labels"}, 400, "X-Shape: H,W"),
     (b"{}", {"Content-Type": "application/json"}, 415, "Content-Type must be image/png"),
+    (b"\x00" * (5 * 32 * 64 + (1 << 20) + 1), {"Content-Type": "application/x-crn-labels", "X-Shape": "32,64"}, 413,
+     "over this endpoint's"),
 ])
 def test_bad_input_gets_a_4xx_with_one_line_and_the_replica_keeps_serving(service, body, headers, status, message):
     with pytest.raises(ServiceError) as failed:
@@ -318,3 +347,85 @@ def test_crn_serve_serves_until_sigterm_then_shuts_down(artifacts, tmp_path):
     assert process.returncode == 143, err[-2000:]
     assert "stopping" in out  # shut down, not aborted
     assert not client.healthy()
+
+
+def test_a_replica_says_it_is_not_ready_while_it_holds_its_limit(artifacts):
+    replica = serve.Replica(str(artifacts["small"]), "cpu", 1, max_in_hand=2)
+    assert replica.ready() and replica.max_body_bytes == serve.body_cap(32, 64)
+    replica.in_hand = 2
+    assert not replica.ready()
+    with pytest.raises(UsageError, match="is 16x16; this endpoint's artifact takes 32x64"):
+        replica.decode("image/png", {}, cv2.imencode(".png", np.zeros((16, 16), np.uint8))[1].tobytes())
+    assert serve.png_size(cv2.imencode(".png", np.zeros((7, 9), np.uint8))[1].tobytes()) == (7, 9)
+
+
+def test_the_client_retries_what_failed_for_want_of_a_replica_and_never_bad_input():
+    """A stand-in endpoint on loopback: two 503s (a replica being replaced), then an answer; a 400 at once."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append(self.path)
+            status = 400 if self.headers.get("X-Shape") == "1,1" else 503 if len(calls) <= 2 else 200
+            body = np.zeros((2, 2, 3), np.uint8).tobytes() if status == 200 else b"no replica"
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("X-Shape", "2,2,3")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = SynthesisClient(f"http://127.0.0.1:{server.server_port}", timeout=5, retries=3, backoff_s=0.01)
+        assert client.synthesize(np.zeros((2, 2), np.uint8)).shape == (2, 2, 3) and len(calls) == 3
+        with pytest.raises(ServiceError, match="400"):
+            client.synthesize(np.zeros((1, 1), np.uint8))
+        assert len(calls) == 4  # a 4xx is not retried
+        few = SynthesisClient(client.url, timeout=5, retries=0)
+        calls.clear()
+        with pytest.raises(ServiceError, match="503"):
+            few.synthesize(np.zeros((2, 2), np.uint8))
+    finally:
+        server.shutdown()
+
+
+def _objects(s3, prefix: str) -> dict[str, bytes]:
+    listed = s3.list_objects_v2(Bucket="maps", Prefix=prefix).get("Contents", [])
+    return {o["Key"][len(prefix):]: s3.get_object(Bucket="maps", Key=o["Key"])["Body"].read() for o in listed}
+
+
+def test_object_storage_in_and_out_byte_identical_with_a_killed_worker_and_a_rerun_that_skips(
+        cluster, s3, artifacts, tmp_path):
+    folder = _label_folder(tmp_path / "in", 16, (256, 512))
+    for path in folder.rglob("*.png"):
+        s3.upload_file(str(path), "maps", f"in/gtFine/{path.relative_to(folder)}")
+    expected = _single_process(artifacts["large"], folder, tmp_path / "single")
+    pattern, out = "s3://maps/in/gtFine/**/*_labelIds.png", "s3://maps/out"
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(summary=batch.synthesize_files(
+        artifacts["large"], pattern, out, batch.BatchOptions(workers=2, gpus_per_worker=0, batch_size=2))))
+    runner.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(k.endswith(".png") for k in _objects(s3, "out/")):
+        time.sleep(0.05)
+    victims = _actor_pids("Painter")
+    assert victims, "no Ray Data worker found to kill"
+    os.kill(sorted(victims)[0], signal.SIGKILL)
+    runner.join(300)
+    assert not runner.is_alive() and result["summary"].written == 16
+    pictures = {k: v for k, v in _objects(s3, "out/").items() if k.endswith(".png")}
+    assert pictures == expected  # each exactly once, byte-identical to single-process crn-run
+    record = json.loads(_objects(s3, "out/")["crn-run-record.json"])
+    assert len(record["written"]) == 16 and record["runs"][-1]["state"] == "finished"
+    again = batch.synthesize_files(artifacts["large"], pattern, out, batch.BatchOptions(workers=1, gpus_per_worker=0))
+    assert again.written == 0 and again.skipped == 16
+    record = json.loads(_objects(s3, "out/")["crn-run-record.json"])
+    assert len(record["runs"]) == 2 and {p["run"] for p in record["written"]} == {record["runs"][0]["run"]}

@@ -210,6 +210,7 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
     started = time.perf_counter()
     written = 0
     unknown = 0
+    state = "interrupted"
     try:
         if len(names) > len(done):
             painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest)
@@ -221,8 +222,9 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
                 run.add(row)
                 written += 1
                 unknown += int(row.get("unknown", 0))
+        state = "finished"
     finally:
-        run.finish(len(done), time.perf_counter() - started)
+        run.finish(len(done), time.perf_counter() - started, state)
     if unknown:
         log(f"warning: {unknown} pixels of colour label maps had colours outside the {manifest.label_set.name} "
             "palette (void)")
@@ -266,10 +268,9 @@ class RunRecord:
         if time.monotonic() - self.saved > 2.0:
             self.save()
 
-    def finish(self, skipped: int, seconds: float) -> None:
+    def finish(self, skipped: int, seconds: float, state: str = "finished") -> None:
         run = self.data["runs"][-1]
-        run.update(state="finished" if run["state"] == "running" else run["state"], skipped=skipped,
-                   seconds=round(seconds, 3),
+        run.update(state=state, skipped=skipped, seconds=round(seconds, 3),
                    written=sum(1 for p in self.pictures.values() if p["run"] == self.run_id))
         self.save()
 

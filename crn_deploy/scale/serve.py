@@ -96,12 +96,12 @@ class Replica:
             raise UsageError("raw label maps need the header X-Shape: H,W") from None
         if h < 1 or w < 1:
             raise UsageError(f"X-Shape must be positive, got {h},{w}")
-        self._check_size((h, w), "the raw label map")
         with_instances = headers.get("x-instances", "0") == "1"
         expected = h * w * (5 if with_instances else 1)
         if len(body) != expected:
             raise UsageError(f"the body holds {len(body)} bytes; X-Shape {h},{w} needs {expected} (uint8 ids"
                              f"{' + int32 instance ids' if with_instances else ''})")
+        self._check_size((h, w), "the raw label map")
         ids = np.frombuffer(body[: h * w], np.uint8).reshape(h, w)
         instances = np.frombuffer(body[h * w :], "<i4").reshape(h, w).astype(np.int32) if with_instances else None
         return ids, instances
