@@ -59,7 +59,7 @@ rows.append({"path": "crn-run, single process", "workers": 1, "nodes": 1, "secon
 def ray_run(name, workers, address=None, nodes=1):
     started = time.perf_counter()
     summary = batch.synthesize_files(artifact, pattern, fresh(name), batch.BatchOptions(
-        workers=workers, gpus_per_worker=0, address=address, batch_size=16), log=lambda line: None)
+        workers=workers, gpus_per_worker=0, address=address), log=lambda line: None)
     assert summary.written == count, summary
     total = time.perf_counter() - started
     rows.append({"path": f"--ray, {workers} worker(s)", "workers": workers, "nodes": nodes, "seconds": summary.seconds,

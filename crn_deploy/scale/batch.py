@@ -46,7 +46,7 @@ class BatchOptions:
     overwrite: bool = False
     threads: int | None = None  # ONNX Runtime intra-op threads per CPU worker (None: its CPU reservation)
     cpus_per_worker: float = 1.0  # CPUs each CPU actor reserves
-    batch_size: int = 4  # label maps per Ray Data batch handed to an actor
+    batch_size: int = 64  # label maps per Ray Data batch: larger ones amortise each task's and call's fixed cost
     strict_colors: bool = False
 
 
@@ -312,18 +312,17 @@ def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOp
     resources = ray.cluster_resources()
     if options.gpus_per_worker is None:
         options.gpus_per_worker = 1.0 if resources.get("GPU") else 0.0
-    stage_cpus = _stage_cpus(resources.get("CPU", 0.0), options)
-    decoded = dataset.map_batches(read_stage, batch_size=options.batch_size, num_cpus=stage_cpus,
-                                  batch_format="numpy",
+    stage = {"num_cpus": _stage_cpus(resources.get("CPU", 0.0), options), "batch_size": options.batch_size,
+             "batch_format": "numpy", "compute": ray.data.TaskPoolStrategy(size=max(2, options.workers))}
+    decoded = dataset.map_batches(read_stage, **stage,
                                   fn_kwargs={"label_set": manifest.label_set, "strict_colors": options.strict_colors})
-    painted = paint_with_pool(decoded, artifact, options)
-    return painted.map_batches(write_stage, batch_size=options.batch_size, num_cpus=stage_cpus, batch_format="numpy",
-                               fn_kwargs={"output": output})
+    return paint_with_pool(decoded, artifact, options).map_batches(write_stage, **stage, fn_kwargs={"output": output})
 
 
 def _stage_cpus(cluster_cpus: float, options: BatchOptions) -> float:
     """The CPUs each read or write task reserves: half a CPU where the actors leave CPUs free; where CPU actors
-    take them all, none (the tasks then share the actors' cores rather than wait for a CPU that never frees)."""
+    take them all, none (the tasks then share the actors' cores rather than wait for a CPU that never frees; their
+    pool is bounded either way)."""
     held = 0.0 if options.gpus_per_worker else options.workers * options.cpus_per_worker
     free = cluster_cpus - held
     return min(0.5, free / 2) if free > 0 else 0.0
@@ -338,9 +337,11 @@ def paint_with_pool(dataset, artifact: Path, options: BatchOptions):
         raise UsageError(f"{artifact} is a TensorRT engine: give each worker a GPU (--gpus-per-worker 1)")
     cpus = 0 if options.gpus_per_worker else options.cpus_per_worker
     threads = options.threads or (None if options.gpus_per_worker else max(1, int(options.cpus_per_worker)))
+    import ray
+
     return dataset.map_batches(
-        Painter, batch_size=options.batch_size, concurrency=options.workers, num_gpus=options.gpus_per_worker,
-        num_cpus=cpus, batch_format="numpy",
+        Painter, batch_size=options.batch_size, compute=ray.data.ActorPoolStrategy(size=options.workers),
+        num_gpus=options.gpus_per_worker, num_cpus=cpus, batch_format="numpy",
         fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "device": device, "threads": threads})
 
 
