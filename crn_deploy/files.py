@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import ArtifactError, UsageError
 
 _TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.crn(?P<pid>\d+)(?:@(?P<host>[A-Za-z0-9._-]+))?-[0-9a-f]{8}"
                         r"\.tmp(?:\.[A-Za-z0-9]+)?$")
@@ -184,6 +184,28 @@ def ensure_writable_dir(folder: Path) -> None:
         _swept_folders.add(key)
     if first:
         sweep_stale_temporaries(folder)
+
+
+_digests: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) -> SHA-256, this process
+
+
+def check_file_matches(path: Path, size_bytes: int, sha256: str | None, fix: str, data: bytes | None = None) -> None:
+    """Refuse ``path`` (in one line ending in ``fix``) unless it has the size and SHA-256 its manifest
+    recorded. The size is checked every time; the digest is taken from ``data`` where the caller read the
+    file whole anyway, else once per file per process (cached by size and modification time)."""
+    stat = path.stat()
+    if stat.st_size != size_bytes:
+        raise ArtifactError(f"{path} is {stat.st_size} bytes, its manifest says {size_bytes}: truncated or changed "
+                            f"since export; {fix}")
+    if not sha256:
+        return
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if data is not None:
+        _digests[key] = hashlib.sha256(data).hexdigest()
+    elif key not in _digests:
+        _digests[key] = sha256_file(path)
+    if _digests[key] != sha256:
+        raise ArtifactError(f"{path} does not have the SHA-256 its manifest records: changed since export; {fix}")
 
 
 def sha256_file(path: Path) -> str:

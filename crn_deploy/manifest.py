@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import ArtifactError, UsageError
 from .families import IMAGE, LABELS, Family, TensorSpec, family
-from .files import write_json_atomic
+from .files import check_file_matches, write_json_atomic
 from .labels import LabelSet
 from .precisions import Precision, precision
 from .records import EngineRecord, Parity, Source
@@ -103,6 +103,27 @@ class Manifest:
         if self.path is None:
             raise ArtifactError(f"manifest for {self.artifact} has not been written or read from disk")
         return self.path.parent / self.artifact
+
+    def reexport_command(self) -> str:
+        """The crn-export command that writes this artifact again (from its checkpoint, or seeded weights)."""
+        source = self.source_record
+        origin = (f"{source.path} --family {self.family_name}" if source.kind == "checkpoint" else
+                  f"--random-weights --preset {source.preset} --seed {source.seed}")
+        picture = format_resolution(self.output_resolution)
+        out = "" if self.output_resolution == self.resolution else f" --out-res {picture}"
+        return (f"crn-export {origin} --res {format_resolution(self.resolution)}{out} --precision {self.precision}"
+                f" --batch {self.batch} --name {self.name} --out {self.path.parent if self.path else 'engines'}")
+
+    def check_artifact(self, data: bytes | None = None) -> None:
+        """Refuse an ONNX file that is not the one exported (size always; SHA-256 from ``data`` or once per
+        file), naming the command that writes it again. Manifests without an onnx record pass."""
+        record = self.sections.get("onnx") or {}
+        path = self.artifact_path
+        fix = f"re-export it with: {self.reexport_command()}"
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing beside its manifest {self.path}; {fix}")
+        if "size_bytes" in record:
+            check_file_matches(path, record["size_bytes"], record.get("sha256"), fix, data)
 
     def to_dict(self) -> dict:
         return {

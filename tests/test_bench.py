@@ -1,3 +1,4 @@
+import hashlib
 import json
 import shutil
 
@@ -87,8 +88,8 @@ def _with_fake_engine(engines):
     manifest = Manifest.read(engines / "tiny-64x96-fp16.json")
     plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape)
     (engines / "tiny-64x96-fp16.engine").write_bytes(plan)
-    manifest.sections["engine"] = {"file": "tiny-64x96-fp16.engine", "sha256": "-", "size_bytes": len(plan),
-                                   "tensorrt_version": "11.4.0.106",
+    manifest.sections["engine"] = {"file": "tiny-64x96-fp16.engine", "sha256": hashlib.sha256(plan).hexdigest(),
+                                   "size_bytes": len(plan), "tensorrt_version": "11.4.0.106",
                                    "gpu": {"name": "Fake GPU", "compute_capability": "9.0"}}
     manifest.write(manifest.path)
 

@@ -22,6 +22,7 @@ from crn_deploy.cli.bench import main as bench_main
 from crn_deploy.cli.build import main as build_main
 from crn_deploy.cli.export import main as export_main
 from crn_deploy.families import FAMILIES, find_preset
+from crn_deploy.files import sha256_file
 from crn_deploy.manifest import Manifest
 from crn_deploy.precisions import FP16
 from crn_deploy.sizes import Sizes
@@ -111,6 +112,9 @@ def test_an_operator_tensorrt_rtx_refuses_gets_one_line_naming_the_node_and_noth
     first = model.graph.node[0].output[0]  # a side branch TensorRT-RTX has no importer for
     model.graph.node.append(helper.make_node("Det", [first], ["det_out"], name="refused_det_node"))
     onnx.save(model, str(manifest.artifact_path))
+    manifest.sections["onnx"].update(size_bytes=manifest.artifact_path.stat().st_size,
+                                     sha256=sha256_file(manifest.artifact_path))  # as if exported so
+    manifest.write(manifest.path)
     before = manifest.path.read_bytes()
     capsys.readouterr()
     assert build_main([str(manifest.artifact_path), "--target", "rtx"]) == 2

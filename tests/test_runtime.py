@@ -163,7 +163,13 @@ def test_missing_or_corrupt_artifacts(tmp_path, tiny_artifacts):
     copy = tmp_path / manifest.artifact
     copy.write_bytes(manifest.artifact_path.read_bytes()[:500])  # truncated
     (tmp_path / manifest.path.name).write_text(manifest.path.read_text())
-    with pytest.raises(ArtifactError, match="cannot load"):
+    with pytest.raises(ArtifactError, match=r"is 500 bytes, its manifest says \d+: truncated or changed since export; "
+                                             r"re-export it with: crn-export --random-weights"):
+        runtime.load(copy)
+    changed = bytearray(manifest.artifact_path.read_bytes())
+    changed[-1] ^= 1  # same size, one bit changed: only the digest tells
+    copy.write_bytes(bytes(changed))
+    with pytest.raises(ArtifactError, match="does not have the SHA-256 its manifest records: changed since export"):
         runtime.load(copy)
     copy.unlink()
     with pytest.raises(ArtifactError, match="missing beside its manifest"):

@@ -6,6 +6,8 @@ messages. They do not test TensorRT or a GPU: tests marked ``gpu`` do, where one
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import shutil
 from types import SimpleNamespace
@@ -37,8 +39,9 @@ def _engine_artifact(tmp_path, source: Manifest, *, version="11.4.0.106", cc="9.
                          instances=len(manifest.input_specs) > 1)
     engine = manifest.artifact_path.with_suffix(".engine")
     engine.write_bytes(plan)
-    manifest.sections["engine"] = {"file": engine.name, "sha256": "-", "size_bytes": size or len(plan),
-                                   "tensorrt_version": version, "gpu": {"name": "Fake GPU", "compute_capability": cc}}
+    manifest.sections["engine"] = {"file": engine.name, "sha256": hashlib.sha256(plan).hexdigest(),
+                                   "size_bytes": size or len(plan), "tensorrt_version": version,
+                                   "gpu": {"name": "Fake GPU", "compute_capability": cc}}
     manifest.write(manifest.path)
     return manifest, engine
 
@@ -169,7 +172,7 @@ def test_fake_other_tensorrt_version_or_gpu_is_refused_with_the_fix(tmp_path, ti
 
 
 @pytest.mark.parametrize("case, message", [
-    ("truncated", "truncated or replaced"),
+    ("truncated", "truncated or changed since export"),
     ("corrupt", "cannot deserialize"),
     ("no_context", "out of GPU memory"),
 ])
@@ -181,6 +184,19 @@ def test_fake_bad_engines_get_one_clear_error_and_free_everything(tmp_path, tiny
     trt = FakeTensorRT(cudart, context_fails=case == "no_context")
     backend = TensorRTBackend(engine, manifest, tensorrt_module=trt, cudart_module=cudart)
     with pytest.raises(CrnError, match=message):
+        backend.open()
+    assert cudart.live == set() and not backend.is_open
+
+
+def test_fake_engine_changed_since_build_is_refused_by_its_digest(tmp_path, tiny_artifacts):
+    cudart = FakeCudart()
+    manifest, engine = _engine_artifact(tmp_path, tiny_artifacts["fp16"])
+    plan = bytearray(engine.read_bytes())
+    plan[-1] ^= 1  # same size: only the SHA-256 in the manifest tells
+    engine.write_bytes(bytes(plan))
+    backend = TensorRTBackend(engine, manifest, tensorrt_module=FakeTensorRT(cudart), cudart_module=cudart)
+    with pytest.raises(ArtifactError, match=r"SHA-256 its manifest records: changed since export; rebuild it with: "
+                                            r"crn-build"):
         backend.open()
     assert cudart.live == set() and not backend.is_open
 
@@ -356,7 +372,8 @@ def _rtx_artifact(tmp_path, source: Manifest, *, version="1.7.1.116", ccs=("8.0"
     plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape)
     engine = tmp_path / RTX.engine_name(manifest.artifact_path.stem)
     engine.write_bytes(plan)
-    manifest.set_engine_record(RTX, EngineRecord(engine.name, "-", len(plan), version, "rtx", "TensorRT-RTX",
+    digest = hashlib.sha256(plan).hexdigest()
+    manifest.set_engine_record(RTX, EngineRecord(engine.name, digest, len(plan), version, "rtx", "TensorRT-RTX",
                                                  compute_capabilities=list(ccs)))
     manifest.write(manifest.path)
     return manifest, engine

@@ -61,8 +61,7 @@ def build_engine(manifest: Manifest, options: BuildOptions = BuildOptions(),
     target = options.target
     trt = import_engine_library(target)
     onnx_path = manifest.artifact_path
-    if not onnx_path.is_file():
-        raise ArtifactError(f"{onnx_path} is missing beside its manifest {manifest.path}; re-export it")
+    manifest.check_artifact()  # the parser reads it whole anyway
     gpu = gpu_properties() if target.build_needs_gpu else None
     logger = build_log(trt, log if options.verbose else None)
     builder = trt.Builder(logger)

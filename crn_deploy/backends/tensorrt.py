@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, CrnError, UsageError
-from ..files import write_bytes_atomic
+from ..files import check_file_matches, write_bytes_atomic
 from ..manifest import OUTPUT_NAME, Manifest
 from ..records import EngineRecord
 from ..targets import RTX, TENSORRT, EngineTarget, artifact_stem_of, serves
@@ -252,9 +252,7 @@ class TensorRTBackend(Backend):
         except FileNotFoundError:
             raise ArtifactError(f"{self.path} not found; build it with: "
                                 f"{rebuild_command(self.manifest, self.target)}") from None
-        if len(plan) != record.size_bytes:
-            raise ArtifactError(f"{self.path} is {len(plan)} bytes, its manifest says {record.size_bytes}: "
-                                f"truncated or replaced; {fix}")
+        check_file_matches(self.path, record.size_bytes, record.sha256, fix, data=plan)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         if self.target.header_check:

@@ -58,12 +58,10 @@ def open_backend(manifest: Manifest, kind: str, *, device: str = "auto", threads
                                cuda_graphs=cuda_graphs, slots=slots, device=gpu, timing=timing)
     if kind != "onnxruntime":
         raise UsageError(f"unknown backend '{kind}': choose {', '.join(TARGETS)} or onnxruntime")
-    artifact = manifest.artifact_path
-    if not artifact.is_file():
-        raise ArtifactError(f"{artifact} is missing beside its manifest {manifest.path}; re-export it with crn-export")
+    manifest.check_artifact()  # ONNX Runtime reads the file whole: its digest is taken once per file
     from ..backends.onnxruntime import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(artifact, device, threads=threads, gpu=gpu)
+    return OnnxRuntimeBackend(manifest.artifact_path, device, threads=threads, gpu=gpu)
 
 
 def _read_manifest(path) -> Manifest:
