@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import UsageError
 
-VOID_ID = 255  # any id >= num_classes is void; 255 is the conventional "ignore" id
+VOID_ID = 255  # any id >= num_classes lights nothing; 255 is the conventional "ignore" id, others are warned of
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,23 @@ class LabelSet:
                 unknown.add(rgb, outside, self.name)
         return ids
 
+    def check_ids(self, ids: np.ndarray, *, strict: bool = False, unknown: UnknownColors | None = None) -> None:
+        """Ids past the label set (other than VOID_ID) light nothing: counted into ``unknown`` (which warns
+        past 1% of a map's pixels), or refused with ``strict``. uint8 ids, any shape."""
+        ids = np.asarray(ids)
+        if ids.size == 0 or int(ids.max()) < self.num_classes:  # the common case costs one max()
+            return
+        counts = np.bincount(ids.ravel(), minlength=256)[: VOID_ID]
+        past = {i: int(n) for i in range(self.num_classes, VOID_ID) if (n := counts[i])}
+        if not past:
+            return
+        if strict:
+            raise UsageError(f"{sum(past.values())} label pixels hold ids past the '{self.name}' label set's "
+                             f"{self.num_classes} classes ({_ids_text(past)}): they would light nothing; map them "
+                             "into the label set (or to 255, void), or leave out --strict-labels")
+        if unknown is not None:
+            unknown.add_past_ids(past, ids.size, self)
+
     def _color_lut(self) -> np.ndarray:
         # One byte per 24-bit colour (16 MiB), built once: a single gather per frame.
         if "lut" not in self._lut:
@@ -84,7 +102,7 @@ class LabelSet:
             f"{counted.unknown} pixels ({counted.share:.1%}) have colours outside the '{self.name}' palette "
             f"(commonest: {counted.commonest_text()}); save label images losslessly (PNG, not JPEG) without "
             "anti-aliasing and resize them with nearest-neighbour, or allow unknown colours as void "
-            "(no --strict-colors)"
+            "(no --strict-labels)"
         )
 
     def to_dict(self) -> dict:
@@ -112,11 +130,14 @@ class UnknownColors:
 
     WARN_SHARE = 0.01  # a map with more than 1% unknown pixels is worth a warning
 
-    def __init__(self) -> None:
+    def __init__(self, notify: Callable[[str], None] | None = None) -> None:
+        self.notify = notify  # where the one-time notices go (a CLI's log); default: Python warnings
         self.pixels = 0
         self.unknown = 0
         self._colors: dict[int, int] = {}  # packed RGB -> pixels
         self.warned = False
+        self.past_ids: dict[int, int] = {}  # id past the label set -> pixels, for id maps
+        self.warned_ids = False
 
     def add(self, rgb: np.ndarray, outside: np.ndarray, palette: str | None = None) -> None:
         """Count one decoded map; the first one with more than WARN_SHARE unknown pixels is warned of
@@ -131,10 +152,10 @@ class UnknownColors:
             self._colors[color] = self._colors.get(color, 0) + n
         if palette is not None and not self.warned and count > self.WARN_SHARE * outside.size:
             self.warned = True
-            warnings.warn(UnknownColorsWarning(
+            self._tell(UnknownColorsWarning(
                 f"{count / outside.size:.1%} of a colour label map's pixels are outside the '{palette}' palette and "
                 f"become void (commonest: {self.commonest_text()}); was it saved as JPEG or anti-aliased? "
-                "Use lossless PNG, or strict=True / --strict-colors to refuse such maps"), stacklevel=3)
+                "Use lossless PNG, or strict=True / --strict-labels to refuse such maps"))
 
     @property
     def share(self) -> float:
@@ -147,15 +168,56 @@ class UnknownColors:
     def commonest_text(self) -> str:
         return ", ".join(f"{color} on {count} px" for color, count in self.commonest())
 
+    def add_past_ids(self, past: dict[int, int], pixels: int, label_set: LabelSet) -> None:
+        """Count one id map's ids past the label set (``past``: id -> pixels of ``pixels``); warn
+        (``IdsPastLabelSetWarning``) of the first map where they exceed WARN_SHARE."""
+        count = sum(past.values())
+        for i, n in past.items():
+            self.past_ids[i] = self.past_ids.get(i, 0) + n
+        if not self.warned_ids and count > self.WARN_SHARE * pixels:
+            self.warned_ids = True
+            self._tell(IdsPastLabelSetWarning(
+                f"{count / pixels:.1%} of a label map's pixels hold ids past the '{label_set.name}' label set's "
+                f"{label_set.num_classes} classes ({_ids_text(past)}) and light nothing; is the map in another "
+                "label space? Map the ids into the label set, or strict=True / --strict-labels to refuse such "
+                "maps"))
+
+    def _tell(self, warning: UserWarning) -> None:
+        if self.notify is not None:
+            self.notify(str(warning))
+        else:
+            warnings.warn(warning, stacklevel=5)  # the caller of the synthesizer or decoder
+
+    def summaries(self, palette: str, *, unwarned_only: bool = False) -> list[str]:
+        """One line per kind of fault seen (colours outside the palette, ids past the label set), over
+        every map counted; ``unwarned_only``: only those no warning has told of yet (each said once)."""
+        lines = []
+        if self.unknown and not (unwarned_only and self.warned):
+            lines.append(self.summary(palette))
+        if self.past_ids and not (unwarned_only and self.warned_ids):
+            lines.append(f"{sum(self.past_ids.values())} label pixels held ids past the '{palette}' label set "
+                         f"({_ids_text(self.past_ids)}) and lit nothing; map them into the label set, or "
+                         "--strict-labels (strict=True) to refuse such maps")
+        return lines
+
     def summary(self, palette: str) -> str:
         return (f"{self.share:.1%} of label pixels ({self.unknown} of {self.pixels}) had colours outside the "
                 f"'{palette}' palette and were synthesized as void (commonest: {self.commonest_text()}); "
-                "label images saved as JPEG or with anti-aliasing do this: use lossless PNG, or --strict-colors "
+                "label images saved as JPEG or with anti-aliasing do this: use lossless PNG, or --strict-labels "
                 "(strict=True) to refuse them")
 
 
 class UnknownColorsWarning(UserWarning):
     """Colour label maps with many pixels outside the palette."""
+
+
+class IdsPastLabelSetWarning(UserWarning):
+    """Id label maps with many pixels holding ids the model has no class for."""
+
+
+def _ids_text(past: dict[int, int], n: int = 3) -> str:
+    top = sorted(past.items(), key=lambda item: -item[1])[:n]
+    return ", ".join(f"id {i} on {count} px" for i, count in top) + (", ..." if len(past) > n else "")
 
 
 def _pack_rgb(rgb: np.ndarray) -> np.ndarray:

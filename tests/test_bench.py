@@ -193,3 +193,19 @@ def test_colour_label_images_outside_the_palette_warn_or_fail(engines, tmp_path,
     capsys.readouterr()
     assert bench_main([str(engines), "--labels", str(labels), "--strict-colors", *FAST]) == 2
     assert "saved-as-jpeg.png" in capsys.readouterr().err
+
+
+def test_label_ids_past_the_label_set_are_reported_once_or_refused(engines, tmp_path, capsys):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    ids = street_layout(64, 96, seed=9)
+    ids[:20] = 50  # no class 50 in a 19-class model
+    cv2.imwrite(str(labels / "other-space.png"), ids)
+    report = tmp_path / "r.json"
+    assert bench_main([str(engines), "--labels", str(labels), "--backend", "onnxruntime", *FAST,
+                       "--json", str(report)]) == 0
+    said = "".join(capsys.readouterr())
+    assert said.count("past the 'cityscapes' label set") == 1 and "id 50 on" in said
+    assert "id 50 on" in json.loads(report.read_text())["warnings"][0]
+    assert bench_main([str(engines), "--labels", str(labels), "--strict-labels", *FAST]) == 2
+    assert "other-space.png" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from crn_deploy import runtime
 from crn_deploy.measure.reference import load_reference
 from crn_deploy.data.synthetic import street_layout, street_layouts
 from crn_deploy.errors import ArtifactError, UsageError
-from crn_deploy.labels import CITYSCAPES, UnknownColorsWarning
+from crn_deploy.labels import CITYSCAPES, VOID_ID, IdsPastLabelSetWarning, UnknownColorsWarning
 
 from .conftest import TINY_RES, export_tiny
 
@@ -69,6 +69,28 @@ def test_arrays_shaped_like_images_are_taken_as_one_map(tiny_artifacts):
             assert out.shape == (*TINY_RES, 3) and np.array_equal(out, expected)
         assert np.array_equal(synth(np.stack([ids, ids])[..., None]), np.stack([expected, expected]))
         assert np.array_equal(synth(np.stack([rgba, rgba])), np.stack([expected, expected]))
+
+
+def test_ids_past_the_label_set_are_counted_warned_of_once_or_refused(tiny_artifacts):
+    ids = street_layout(*TINY_RES, seed=2)
+    past = ids.copy()
+    past[: TINY_RES[0] // 4] = 50  # a quarter of the map: id 50 has no class in a 19-class model
+    with runtime.load(tiny_artifacts["fp32"].artifact_path) as synth:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            synth(past)
+            synth(past[None])  # warned once per synthesizer, counted every time
+        assert [w.category for w in caught] == [IdsPastLabelSetWarning]
+        assert "id 50 on" in str(caught[0].message) and "'cityscapes' label set's 19 classes" in str(caught[0].message)
+        assert synth.unknown_colors.past_ids == {50: 2 * past[: TINY_RES[0] // 4].size}
+        with pytest.raises(UsageError, match=r"ids past the 'cityscapes' label set's 19 classes \(id 50 on"):
+            synth(past, strict=True)
+        void = ids.copy()
+        void[:4] = VOID_ID  # void is deliberate: neither warned of nor refused
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            synth(void, strict=True)
+            synth(ids, strict=True)
 
 
 def test_colours_outside_the_palette_are_counted_warned_of_or_refused(tiny_artifacts):

@@ -222,8 +222,24 @@ def test_jpeg_saved_colour_labels_are_counted_or_refused(tmp_path, tiny_artifact
     cv2.imwrite(str(folder / "a.png"), cv2.imdecode(cv2.imencode(".jpg", colors)[1], cv2.IMREAD_COLOR))
     artifact = str(tiny_artifacts["fp32"].artifact_path)
     assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "out")]) == 0
-    captured = capsys.readouterr()
-    assert "outside the 'cityscapes' palette" in captured.out and "commonest" in captured.out
+    said = "".join(capsys.readouterr())
+    assert said.count("outside the 'cityscapes' palette") == 1 and "commonest" in said  # said once
     assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "o2"), "--strict-colors"]) == 2
     err = capsys.readouterr().err
     assert "a.png" in err and "outside the 'cityscapes' palette" in err and len(err.strip().splitlines()) == 1
+
+
+def test_id_maps_with_ids_past_the_label_set_are_warned_of_once_or_refused(tmp_path, tiny_artifacts, capsys):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    for i in range(3):
+        ids = street_layout(*TINY_RES, seed=i)
+        ids[:, : TINY_RES[1] // 3] = 50  # a third of each map in another label space
+        cv2.imwrite(str(folder / f"{i}.png"), ids)
+    artifact = str(tiny_artifacts["fp32"].artifact_path)
+    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "out")]) == 0
+    said = "".join(capsys.readouterr())
+    assert said.count("past the 'cityscapes' label set") == 1 and "id 50 on" in said
+    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "o2"), "--strict-labels"]) == 2
+    err = capsys.readouterr().err
+    assert "0.png" in err and "ids past the 'cityscapes' label set" in err and len(err.strip().splitlines()) == 1

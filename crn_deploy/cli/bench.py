@@ -15,8 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
     p.add_argument("folder", nargs="?", type=Path, default=Path("engines"), help="artifacts folder (default engines/)")
     p.add_argument("--labels", type=Path, help="folder of label images (ids, colours, or Cityscapes *_labelIds.png)")
-    p.add_argument("--strict-colors", action="store_true",
-                   help="refuse colour label images with colours outside the palette (default: void, with a warning)")
+    p.add_argument("--strict-labels", "--strict-colors", dest="strict_colors", action="store_true",
+                   help="refuse label images with colours outside the palette or ids past the label set (default: "
+                        "they light nothing, with a warning)")
     p.add_argument("--samples", type=int, default=4, help="synthetic layouts for parity (default 4)")
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (at least one call; default 1)")
     p.add_argument("--iterations", type=int, default=10, help="minimum timed calls (default 10)")

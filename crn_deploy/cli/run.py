@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", choices=("stretch", "letterbox"), default="stretch",
                    help="maps of another aspect ratio: stretch, or letterbox with void padding")
     p.add_argument("--output-size", choices=("input", "engine"), default="input", help="picture size (default input)")
-    p.add_argument("--strict-colors", action="store_true",
-                   help="refuse colour label maps with colours outside the palette (default: void, with a warning)")
+    p.add_argument("--strict-labels", "--strict-colors", dest="strict_colors", action="store_true",
+                   help="refuse label maps with colours outside the palette or ids past the label set (default: "
+                        "they light nothing, with a warning)")
     p.add_argument("--no-skip-identical", action="store_true", help="synthesize repeated maps again")
     p.add_argument("--overlay-fps", action="store_true", help="draw the sustained frame rate on each frame")
     p.add_argument("--device", default="auto",
@@ -137,6 +138,7 @@ def _run(args) -> int:
     from ..runtime.stream import run_stream
 
     synth = _open(args)
+    synth.unknown_colors.notify = lambda notice: log(f"{PROG}: warning: {notice}")  # as it happens, once
     with synth:
         if synth.output_resolution != synth.resolution:
             log(f"{PROG}: {args.artifact.name} takes {format_resolution(synth.resolution)} label maps and paints "
@@ -152,8 +154,8 @@ def _run(args) -> int:
     if sys.stderr.isatty():
         print(file=sys.stderr)
     log(f"{PROG}: {stats.line()}")
-    if synth.unknown_colors.unknown:
-        log(f"{PROG}: warning: {synth.unknown_colors.summary(synth.label_set.name)}")
+    for line in synth.unknown_colors.summaries(synth.label_set.name, unwarned_only=True):  # each said once
+        log(f"{PROG}: warning: {line}")
     log(f"{PROG}: wrote {args.output}" + (" (interrupted: what was written is complete)" if stats.interrupted else ""))
     if stats.interruption is not None:
         raise stats.interruption  # ends the process with 130 / 143

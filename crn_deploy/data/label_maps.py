@@ -37,17 +37,25 @@ def decode_label_map(data: bytes, label_set: LabelSet, *, name: str = "the label
         raise UsageError(f"{name} has {image.dtype} pixels; save ids or colours as 8-bit PNG")
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
-    base = Path(name).name
     if image.ndim == 2:
-        if base.endswith("_labelIds.png") and label_set.name == CITYSCAPES.name:
-            return cityscapes_label_ids_to_train_ids(image)  # train-id label sets (CRN's) map label ids
-        if base.startswith("ADE_") and label_set.name == ADE20K.name:
-            return ade20k_annotation_to_ids(image)
-        return image
+        ids = _ids_of(image, Path(name).name, label_set)
+        try:
+            label_set.check_ids(ids, strict=strict_colors, unknown=unknown)
+        except UsageError as e:
+            raise UsageError(f"{name}: {e}") from None
+        return ids
     try:
         return label_set.colors_to_ids(np.ascontiguousarray(image[..., ::-1]), strict=strict_colors, unknown=unknown)
     except UsageError as e:
         raise UsageError(f"{name}: {e}") from None
+
+
+def _ids_of(image: np.ndarray, base: str, label_set: LabelSet) -> np.ndarray:
+    if base.endswith("_labelIds.png") and label_set.name == CITYSCAPES.name:
+        return cityscapes_label_ids_to_train_ids(image)  # train-id label sets (CRN's) map label ids
+    if base.startswith("ADE_") and label_set.name == ADE20K.name:
+        return ade20k_annotation_to_ids(image)
+    return image
 
 
 def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = False,

@@ -123,6 +123,7 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
               samples: dict | None = None) -> dict:
     """The report (JSON-ready). Pass a dict as ``samples`` to collect pictures for image grids."""
     ctx = _Context(options, log, manifests=list(manifests), torch=torch_available(), samples=samples)
+    ctx.unknown_colors.notify = lambda notice: None  # the report's warnings say it, once, with the totals
     if options.labels_dir is not None:  # bad label images stop the run before any row
         files = list_label_images(options.labels_dir)
         for label_set in {m.label_set.name: m.label_set for m in manifests}.values():
@@ -159,10 +160,8 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
                     make = lambda m=manifest, d=device, g=graphs: _torch(ctx, m, d, g)  # noqa: E731
                     rows.append(_row(ctx, manifest, _label(f"torch-{device}", graphs), make,
                                      artifact=f"{manifest.name} (PyTorch)", graphs=graphs))
-    if ctx.unknown_colors.unknown:
-        palettes = ", ".join(sorted({m.label_set.name for m in manifests}))
-        warnings.append(f"--labels {options.labels_dir}: {ctx.unknown_colors.summary(palettes)}")
-        log(f"warning: {warnings[-1]}")
+    palettes = ", ".join(sorted({m.label_set.name for m in manifests}))
+    warnings += [f"--labels {options.labels_dir}: {line}" for line in ctx.unknown_colors.summaries(palettes)]
     _add_speedups(rows)
     for row in rows:
         row.status = _status(row, options)

@@ -82,8 +82,9 @@ class Synthesizer:
                  output_size: OutputSize | str = OutputSize.INPUT, strict: bool = False) -> np.ndarray:
         """``instances``: instance ids shaped like the label maps (Cityscapes ``*_instanceIds.png``), used by
         artifacts that take them (the others leave them aside). ``z``: style vectors, for artifacts that take
-        them (default: ``style``). ``output_size``: ``OutputSize`` (or its value). ``strict``: colour maps
-        with colours outside the palette are an error."""
+        them (default: ``style``). ``output_size``: ``OutputSize`` (or its value). ``strict``: colours
+        outside the palette, or ids past the label set (other than 255, void), are an error; without it they
+        light nothing and are warned of past 1% of a map's pixels."""
         output_size = OutputSize.of(output_size)
         ids, single = self._as_id_batch(labels, label_set, strict)
         extra = self._instance_batch(instances, ids)
@@ -197,7 +198,8 @@ class Synthesizer:
 
     def _as_id_batch(self, labels, label_set: LabelSet | None, strict: bool) -> tuple[np.ndarray, bool]:
         array = np.asarray(labels)
-        if label_set is not None or _is_color_map(array):
+        colors = label_set is not None or _is_color_map(array)
+        if colors:
             array = (label_set or self.label_set).colors_to_ids(array, strict=strict, unknown=self.unknown_colors)
         if array.ndim == 3 and array.shape[-1] == 1:  # [H,W,1]: one id map, as images are read
             array = array[..., 0]
@@ -214,7 +216,10 @@ class Synthesizer:
                              f"map: pass {ACCEPTED_SHAPES}")
         if batch.size == 0:
             raise UsageError(f"label map is empty (shape {list(array.shape)})")
-        return _as_uint8_ids(batch), single
+        batch = _as_uint8_ids(batch)
+        if not colors:  # decoded colours are in the label set or void by construction
+            self.label_set.check_ids(batch, strict=strict, unknown=self.unknown_colors)
+        return batch, single
 
 
 ACCEPTED_SHAPES = ("class ids [H,W], [H,W,1], [N,H,W] or [N,1,H,W] (integers 0..255), or colour maps uint8 "
