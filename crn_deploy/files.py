@@ -166,10 +166,12 @@ def write_json_atomic(path: Path, data: dict) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
 
 
-def ensure_writable_dir(folder: Path) -> None:
+def ensure_writable_dir(folder: Path) -> list[Path]:
     """Create ``folder`` if needed and check it is writable; the first time a process writes there,
-    remove temporaries that killed runs left behind."""
+    remove temporaries that killed runs left behind. Returns the folders it created, deepest first (for
+    ``remove_empty_folders`` when nothing was written)."""
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -184,6 +186,16 @@ def ensure_writable_dir(folder: Path) -> None:
         _swept_folders.add(key)
     if first:
         sweep_stale_temporaries(folder)
+    return created
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) that are still empty: a run that wrote nothing leaves no trace."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or gone: leave it
+            return
 
 
 _digests: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) -> SHA-256, this process

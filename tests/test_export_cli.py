@@ -91,7 +91,10 @@ def test_failed_gate_keeps_nothing(tmp_path, capsys):
     assert export_main(["--preset", "tiny", "--random-weights", "--out", str(out), "--min-psnr", "200"]) == 1
     err = capsys.readouterr().err
     assert "gate 200 dB); not kept" in err and "--min-psnr" in err
-    assert list(out.iterdir()) == []  # no artifact, no manifest, no temporary file
+    assert not out.exists()  # no artifact, no manifest, no temporary file, not even the folder it made
+    out.mkdir()
+    assert export_main(["--preset", "tiny", "--random-weights", "--out", str(out), "--min-psnr", "200"]) == 1
+    assert list(out.iterdir()) == []  # a folder that was there stays
 
 
 @pytest.mark.slow

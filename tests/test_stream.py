@@ -240,6 +240,22 @@ def test_id_maps_with_ids_past_the_label_set_are_warned_of_once_or_refused(tmp_p
     assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "out")]) == 0
     said = "".join(capsys.readouterr())
     assert said.count("past the 'cityscapes' label set") == 1 and "id 50 on" in said
-    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "o2"), "--strict-labels"]) == 2
+    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "o2" / "nested"),
+                     "--strict-labels"]) == 2
     err = capsys.readouterr().err
     assert "0.png" in err and "ids past the 'cityscapes' label set" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o2").exists()  # the failed run leaves no empty folders it created
+
+
+def test_a_failed_run_leaves_folders_that_were_there_and_what_it_wrote(tmp_path, tiny_artifacts):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0.png"), street_layout(*TINY_RES, seed=1))
+    (folder / "1.png").write_bytes(b"not a picture")  # fails after the first picture is written
+    artifact = str(tiny_artifacts["fp32"].artifact_path)
+    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "out"), "--strict-labels"]) == 2
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["0.png"]
+    (tmp_path / "ready").mkdir()
+    (folder / "0.png").write_bytes(b"not a picture either")
+    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "ready")]) == 2
+    assert (tmp_path / "ready").is_dir()  # the user's own folder stays, empty as it was

@@ -24,7 +24,7 @@ from ..backends.torch_ref import TorchBackend
 from ..data.synthetic import scenes
 from ..errors import ValidationError
 from ..families import model_inputs
-from ..files import atomic_path, ensure_writable_dir, sha256_file
+from ..files import atomic_path, ensure_writable_dir, remove_empty_folders, sha256_file
 from ..graph import IR_VERSION, OPSET, write_model
 from ..manifest import Manifest, artifact_stem
 from ..measure.parity import compare_images
@@ -56,7 +56,15 @@ def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
     family = model_family(source.family)
     for sizes in options.sizes:
         family.contract.check_sizes(sizes, source.config)
-    ensure_writable_dir(options.out_dir)
+    created = ensure_writable_dir(options.out_dir)
+    try:
+        return _export_all(source, family, options, log)
+    except BaseException:  # a failed (or interrupted) export leaves no empty folder it created
+        remove_empty_folders(created)
+        raise
+
+
+def _export_all(source: LoadedCheckpoint, family, options: ExportOptions, log) -> list[Manifest]:
     weights = family.weights(source.model)
     written = []
     for sizes in options.sizes:

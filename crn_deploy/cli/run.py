@@ -147,7 +147,11 @@ def _run(args) -> int:
                              fps=args.fps, strict_colors=args.strict_colors, unknown=synth.unknown_colors)
         fps = args.fps or getattr(source, "fps", None) or 10.0
         sink = open_sink(args.output, fps)
-        check_no_overwrite(source, sink)
+        try:
+            check_no_overwrite(source, sink)
+        except BaseException:
+            sink.close()  # removes the output folder it created
+            raise
         progress = _Progress(len(source) if hasattr(source, "__len__") else None)
         progress.begin()
         stats = run_stream(synth, source, sink, args.options, progress)

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 
 from ..errors import UsageError
-from ..files import ensure_writable_dir, register_temporary, release_temporary, temporary_name
+from ..files import (ensure_writable_dir, register_temporary, release_temporary, remove_empty_folders,
+                     temporary_name)
 from ..labels import LabelSet, UnknownColors
 from .images import write_image
 from .label_maps import LABEL_SUFFIXES, is_label_image, read_instance_image, read_label_image
@@ -160,7 +161,7 @@ class VideoSink:
         fourcc = codec or VIDEO_SUFFIXES.get(self.path.suffix.lower())
         if fourcc is None:
             raise UsageError(f"unknown video type '{self.path.suffix}': use one of {', '.join(VIDEO_SUFFIXES)}")
-        ensure_writable_dir(self.path.parent)
+        self._created = ensure_writable_dir(self.path.parent)
         self.fps, self.fourcc = fps, fourcc
         self._tmp = temporary_name(self.path, self.path.suffix)  # OpenCV picks the container by extension
         self._writer = None
@@ -182,6 +183,8 @@ class VideoSink:
             self._writer = None
             os.replace(self._tmp, self.path)
             release_temporary(self._tmp)
+        if not self.frames:
+            remove_empty_folders(self._created)
 
 
 class FolderSink:
@@ -191,7 +194,7 @@ class FolderSink:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        ensure_writable_dir(self.folder)
+        self._created = ensure_writable_dir(self.folder)
         self.frames = 0
 
     def path_for(self, name: str | None) -> Path:
@@ -202,7 +205,8 @@ class FolderSink:
         self.frames += 1
 
     def close(self) -> None:
-        pass
+        if not self.frames:  # a run that failed before its first picture leaves no empty folder behind
+            remove_empty_folders(self._created)
 
 
 class CallbackSink:
