@@ -44,7 +44,24 @@ def test_a_signal_during_export_ends_it_at_once_and_leaves_no_file(tmp_path, sig
     assert process.returncode == code, stderr
     assert waited < 5, f"took {waited:.1f} s to act on the signal"  # it took the whole parity check before
     assert "interrupted" in stderr and "Traceback" not in stderr
-    assert list(out.iterdir()) == [], "an interrupted export must leave nothing, hidden files included"
+    left = list(out.iterdir()) if out.exists() else []
+    assert left == [], "an interrupted export must leave nothing, hidden files included"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_onnx_runtime_parity_phase_answers_within_about_a_second(tmp_path):
+    out = tmp_path / "engines"
+    process = _start("export", "--preset", "small-256p", "--random-weights", "--res", "512x1024", "--samples", "4",
+                     "--precision", "fp32", "--out", str(out))
+    _wait_for_line(process, "onnx.checker")  # ONNX Runtime's session and the parity forwards come next
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    waited = time.monotonic() - sent
+    assert process.returncode == 130, stderr
+    assert waited < 3, f"took {waited:.1f} s to act on Ctrl-C in the parity phase"  # 0.1-0.4 s measured
+    assert "interrupted (Ctrl-C)" in stderr and "Traceback" not in stderr
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 @pytest.mark.slow
