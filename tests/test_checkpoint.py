@@ -108,8 +108,23 @@ def test_bad_files_get_one_clear_line(tmp_path):
         load_checkpoint(tmp_path / "corrupt.pt")
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=rf"not a checkpoint of any family crn-deploy deploys \(tried "
-                                              rf"{', '.join(FAMILIES)}; the closest by its keys is none"):
+                                              rf"{', '.join(FAMILIES)}; no key matches any family's"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("forced", sorted(set(FAMILIES) - {"pix2pixhd"}))
+def test_a_checkpoint_forced_into_another_family_is_told_what_it_looks_like(tmp_path, forced):
+    from crn_deploy.models.checkpoint import random_model
+
+    model = random_model(find_preset("pix2pixhd-tiny")[1], seed=2).model
+    torch.save(model.state_dict(), tmp_path / "latest_net_G.pth")  # as the official trainer saves it
+    with pytest.raises(CheckpointError, match=rf"is not a checkpoint of family {forced} \(it looks like a pix2pixhd "
+                                              r"checkpoint; keys as stored: model\.1\.weight, model\.1\.bias"):
+        load_checkpoint(tmp_path / "latest_net_G.pth", family=forced)
+    partial = dict(list(model.state_dict().items())[:2]) | {"extra.weight": torch.zeros(1)}
+    torch.save(partial, tmp_path / "partial.pth")  # recognised by no family: the closest is named
+    with pytest.raises(CheckpointError, match=r"the closest by its keys is pix2pixhd, 67% of the file's keys match"):
+        load_checkpoint(tmp_path / "partial.pth")
 
 
 class _Payload:

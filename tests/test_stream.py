@@ -123,6 +123,11 @@ def test_usage_errors(tiny_artifacts, tmp_path, capsys):
     assert e.value.code == 2 and "needs a frame rate" in capsys.readouterr().err
     assert run_main([artifact, "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "o.mp4")]) == 2
     assert "no label images" in capsys.readouterr().err
+    cv2.imwrite(str(tmp_path / "label.jpg"), street_layout(*TINY_RES, seed=1))
+    assert run_main([artifact, "--input", str(tmp_path / "label.jpg"), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err  # the reason and the fix, in one line
+    assert "label.jpg cannot be label maps (lossy compression" in err and "save them as PNG" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
     with pytest.raises(SystemExit) as e:
         run_main([artifact, "--input", "synthetic", "--output", str(tmp_path / "o.mp4"), "--gpu", "-1"])
     assert e.value.code == 2 and "--gpu must be a CUDA device number" in capsys.readouterr().err

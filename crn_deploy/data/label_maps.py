@@ -110,8 +110,15 @@ def list_label_images(folder: Path) -> list[Path]:
         raise UsageError(f"--labels {folder} is not a folder of label images")
     found = sorted(p for p in folder.iterdir() if is_label_image(p))
     if not found:
-        lossy = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in LOSSY_SUFFIXES)
-        why = f" (JPEG/WebP files such as {lossy[0]} cannot be label maps: lossy compression changes their ids; " \
-              "save them as PNG)" if lossy else ""
-        raise UsageError(f"no label images ({', '.join(LABEL_SUFFIXES)}) in {folder}{why}")
+        raise no_label_images(folder, [p.name for p in folder.iterdir()])
     return found
+
+
+def no_label_images(where, names: list[str], fix: str = "pass a folder or a glob") -> UsageError:
+    """The error for a place with no label image, saying why where it holds JPEG/WebP files instead."""
+    lossy = sorted(str(name) for name in names if Path(str(name)).suffix.lower() in LOSSY_SUFFIXES)
+    if lossy:
+        return UsageError(f"no label images in {where}: JPEG/WebP files such as {Path(lossy[0]).name} cannot be "
+                          "label maps (lossy compression changes the ids and colours at every region border); save "
+                          "them as PNG")
+    return UsageError(f"no label images ({', '.join(LABEL_SUFFIXES)}) in {where}; {fix}")

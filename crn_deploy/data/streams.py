@@ -21,7 +21,7 @@ from ..files import (ensure_writable_dir, register_temporary, release_temporary,
                      temporary_name)
 from ..labels import LabelSet, UnknownColors
 from .images import write_image
-from .label_maps import LABEL_SUFFIXES, is_label_image, read_instance_image, read_label_image
+from .label_maps import is_label_image, no_label_images, read_instance_image, read_label_image
 from .synthetic import scenes
 
 class LabelFrame(NamedTuple):
@@ -44,12 +44,12 @@ class FolderSource:
                  strict_colors: bool = False, unknown: UnknownColors | None = None) -> None:
         path = Path(pattern)
         if path.is_dir():
-            root, files = path, sorted(p for p in path.iterdir() if is_label_image(p))
+            root, candidates = path, list(path.iterdir())
         else:
-            root = _glob_root(str(pattern))
-            files = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if is_label_image(Path(p)))
+            root, candidates = _glob_root(str(pattern)), [Path(p) for p in glob.glob(str(pattern), recursive=True)]
+        files = sorted(p for p in candidates if is_label_image(p))
         if not files:
-            raise UsageError(f"no label images in {pattern} ({', '.join(LABEL_SUFFIXES)}); pass a folder or a glob")
+            raise no_label_images(pattern, candidates)
         self.files, self.label_set, self.fps = files, label_set, fps
         self.names = [str(p.relative_to(root).with_suffix("")) for p in files]
         self.strict_colors, self.unknown = strict_colors, unknown

@@ -91,7 +91,7 @@ def recognise(state: dict, path: Path | str = "checkpoint") -> ModelFamily:
         raise CheckpointError(f"{path} looks like a checkpoint of {' and '.join(f.name for f in matches)}; say which "
                               f"with --family")
     raise CheckpointError(f"{path} is not a checkpoint of any family crn-deploy deploys (tried "
-                          f"{', '.join(model_families())}; the closest by its keys is {closest(state)}); for the "
+                          f"{', '.join(model_families())}; {closest(state)}); for the "
                           "authors' TensorFlow CRN checkpoints use crn-import")
 
 
@@ -100,9 +100,8 @@ def check_recognised(fam: ModelFamily, state: dict, path: Path | str) -> None:
     if fam.recognises(state):
         return
     others = [f.name for f in model_families().values() if f is not fam and f.recognises(state)]
-    looks = f"it looks like a {others[0]} checkpoint" if len(others) == 1 else \
-        f"the closest by keys is {closest(state)}"
-    raise CheckpointError(f"{path} is not a {fam.name} checkpoint ({looks}; keys as stored: "
+    looks = f"it looks like a {others[0]} checkpoint" if len(others) == 1 else closest(state)
+    raise CheckpointError(f"{path} is not a checkpoint of family {fam.name} ({looks}; keys as stored: "
                           f"{', '.join(list(state)[:3])}); drop --family, or name the family it is")
 
 
@@ -111,7 +110,8 @@ def closest(state: dict) -> str:
     keys = {_pattern(strip_prefixes(k)) for k in state}
     scored = [(len(keys & _key_patterns(name)) / max(1, len(keys)), name) for name in model_families()]
     share, name = max(scored)
-    return f"{name} ({share:.0%} of the file's keys match)" if share else "none (no key matches any family's)"
+    return (f"the closest by its keys is {name}, {share:.0%} of the file's keys match" if share else
+            "no key matches any family's")
 
 
 def _pattern(key: str) -> str:
@@ -123,4 +123,4 @@ def _key_patterns(name: str) -> frozenset[str]:
     """A family's state_dict keys with numbers generalised, from its test preset's model."""
     fam = model_families()[name]
     config = find_preset(fam.contract.test_preset)[1]
-    return frozenset(_pattern(k) for k in fam.build(config).state_dict())
+    return frozenset(_pattern(strip_prefixes(k)) for k in fam.build(config).state_dict())  # as files' keys are

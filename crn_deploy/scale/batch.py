@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import encode_picture
-from ..data.label_maps import INSTANCE_SUFFIX, decode_instance_map, decode_label_map, is_label_image
+from ..data.label_maps import (INSTANCE_SUFFIX, decode_instance_map, decode_label_map, is_label_image,
+                               no_label_images)
 from ..data.storage import Store, is_uri, matching, split_pattern
 from ..errors import UsageError
 from ..labels import UnknownColors
@@ -296,7 +297,7 @@ def _inputs(ray, pattern: str, manifest: Manifest):
         return rows, [r["name"] for r in rows]
     labels = [f for f in files if is_label_image(Path(f))]
     if not labels:
-        raise UsageError(f"no label images in {pattern}; pass a folder, a glob, NumPy shards or Parquet")
+        raise no_label_images(pattern, files, "pass a folder, a glob, NumPy shards or Parquet")
     present = set(every)  # the *_instanceIds.png beside each *_labelIds.png, which the glob may not match
     rows = []
     for f in labels:
