@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import cv2
 import pytest
@@ -10,11 +11,13 @@ from crn_deploy.cli.export import main as export_main
 @pytest.mark.slow
 def test_demo_exports_synthesizes_and_benchmarks(tmp_path):
     assert demo_main(["--preset", "tiny", "--engines", str(tmp_path / "e"), "--out", str(tmp_path / "o")]) == 0
-    video = cv2.VideoCapture(str(tmp_path / "o" / "demo.mp4"))
+    stem = tmp_path / "o" / "demo-random-tiny-seed0"  # random weights: beside the trained demo's files, not over
+    video = cv2.VideoCapture(f"{stem}.mp4")
     assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 30 and video.get(cv2.CAP_PROP_FRAME_WIDTH) == 128  # side by side
-    picture = cv2.imread(str(tmp_path / "o" / "demo.png"))
+    picture = cv2.imread(f"{stem}.png")
     assert picture.shape == (32, 128, 3)  # label map | synthesized, at tiny's native 32x64
-    rows = json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]
+    assert not (tmp_path / "o" / "demo.png").exists()
+    rows = json.loads(Path(f"{stem}-bench.json").read_text())["rows"]
     assert {r["backend"] for r in rows} == {"onnxruntime-cpu", "torch-cpu"}
     assert all(r["status"] == "ok" for r in rows)
 
@@ -33,9 +36,10 @@ def test_recipes_are_argument_files(tmp_path):
 def test_the_demo_runs_with_any_familys_preset(tmp_path, preset):
     assert demo_main(["--preset", preset, "--frames", "3", "--engines", str(tmp_path / "e"),
                       "--out", str(tmp_path / "o")]) == 0
-    rows = json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]
+    stem = tmp_path / "o" / f"demo-random-{preset}-seed0"
+    rows = json.loads(Path(f"{stem}-bench.json").read_text())["rows"]
     assert {r["precision"] for r in rows if r["backend"] == "onnxruntime-cpu"} == {"fp32", "fp16"}
-    assert cv2.imread(str(tmp_path / "o" / "demo.png")).shape[1] == 2 * 64  # label map | picture, at 32x64
+    assert cv2.imread(f"{stem}.png").shape[1] == 2 * 64  # label map | picture, at 32x64
 
 
 @pytest.mark.slow

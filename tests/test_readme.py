@@ -29,3 +29,39 @@ def test_the_readme_snippet_and_example_command_run_after_crn_demo(tmp_path):
                              text=True, timeout=300)
     assert example.returncode == 0, example.stderr
     assert "frames" in example.stdout
+
+
+def _shown_commands() -> list[tuple[str, str]]:
+    """Every crn-* command line shown in a code block (four-space indent or fenced) of README and docs."""
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        joined = re.sub(r"\\\n\s*", " ", page.read_text())  # continued lines as one
+        for line in joined.splitlines():
+            text = line.strip()
+            if line.startswith("    ") and text.startswith(("crn-", ".venv/bin/crn-")):
+                found.append((page.name, text))
+    return found
+
+
+def _as_argv(text: str) -> list[str]:
+    text = re.sub(r"\s+#\s.*$", "", text)  # a comment after the command
+    while re.search(r"\[[^\[\]]*\]", text):  # [optional] parts, nested ones too
+        text = re.sub(r"\s*\[[^\[\]]*\]", "", text)
+    return [token for token in shlex.split(text.split("&&")[0]) if not token.startswith("@")]  # @recipe files
+
+
+def test_every_command_shown_in_readme_and_docs_parses():
+    import importlib
+
+    scripts = dict(re.findall(r'^(crn-[a-z]+) = "([\w.:]+)"$', (ROOT / "pyproject.toml").read_text(), re.M))
+    shown = _shown_commands()
+    assert len(shown) > 20  # the README's command list alone holds more
+    for page, text in shown:
+        argv = _as_argv(text)
+        prog = Path(argv[0]).name
+        assert prog in scripts, f"{page}: {text!r} names no crn-deploy command"
+        module = importlib.import_module(scripts[prog].split(":")[0])
+        try:
+            module.build_parser().parse_args(argv[1:])
+        except SystemExit:
+            pytest.fail(f"{page}: {text!r} does not parse as {prog}'s arguments")

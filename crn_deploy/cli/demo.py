@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip())
     p.add_argument("--checkpoint", type=Path, default=DEMO_MODEL,
                    help="model to export (default: the shipped demo model, trained on the synthetic dataset)")
-    p.add_argument("--preset", help="use this architecture with seeded random weights instead of a checkpoint")
+    p.add_argument("--preset", help="random weights: this architecture with seeded random weights instead of a "
+                                    "trained model (pictures follow the layout but show nothing real; for speed "
+                                    "tests); written beside, not over, the trained demo's files")
     p.add_argument("--res", help="resolution HxW (default: the model's native one)")
     p.add_argument("--seed", type=int, default=0, help="weights seed with --preset (default 0)")
     p.add_argument("--layout-seed", type=int, default=7, help="synthetic street layout seed (default 7)")
@@ -77,24 +79,34 @@ def _demo(args) -> int:
     with load(fp16.artifact_path) as synth:
         images = synth(labels, instances=None if instances is None else instances[0, 0])
     pictures = images if images.ndim == 4 else images[None]
-    picture = args.out / "demo.png"
+    stem = f"demo-random-{name}" if args.preset else "demo"  # random weights never replace the trained demo's files
+    picture = args.out / f"{stem}.png"
     write_image(picture, np.concatenate([synth.label_set.ids_to_colors(labels), *pictures], axis=1))
-    note = ("random weights paint textures that merely follow the layout" if args.preset else
-            "the shipped small CRN trained on the synthetic street dataset" if args.checkpoint == DEMO_MODEL else
-            f"{fam.name} from {args.checkpoint.name}")
-    log(f"{PROG}: wrote {picture} (label map | synthesized; {note})")
+    log(f"{PROG}: wrote {picture} (label map | synthesized): {_what_it_shows(args, fam)}")
     with load(fp16.artifact_path) as synth:
         stats = run_stream(synth, SyntheticSource(*args.resolution, frames=args.frames,
                                                   label_set_name=source.label_set),
-                           VideoSink(args.out / "demo.mp4", fps=10), StreamOptions(side_by_side=True))
-    log(f"{PROG}: wrote {args.out / 'demo.mp4'}: {stats.line()}")
+                           VideoSink(args.out / f"{stem}.mp4", fps=10), StreamOptions(side_by_side=True))
+    log(f"{PROG}: wrote {args.out / f'{stem}.mp4'}: {stats.line()}")
 
     log(f"{PROG}: 3/3 benchmark them against the PyTorch reference")
     report = run_bench(manifests, BenchOptions(samples=2, warmup_s=0.5, iterations=5, duration_s=1.0), log)
     log(format_table(report))
-    write_json(report, args.out / "bench.json")
-    log(f"{PROG}: wrote {args.out / 'bench.json'}. Next: crn-export YOUR_CHECKPOINT.pt --res 1024x2048")
+    write_json(report, args.out / f"{stem}-bench.json" if args.preset else args.out / "bench.json")
+    log(f"{PROG}: wrote {args.out / (f'{stem}-bench.json' if args.preset else 'bench.json')}. "
+        "Next: crn-export YOUR_CHECKPOINT.pt --res 1024x2048")
     return 0
+
+
+def _what_it_shows(args, fam) -> str:
+    if args.preset:
+        return "random weights: textures that merely follow the layout, for speed tests, not pictures"
+    if args.checkpoint == DEMO_MODEL:
+        return ("the shipped small CRN, trained for 16 CPU minutes on crn-deploy's own synthetic street scenes (no "
+                "photographs can ship with the package): flat, soft streets that follow the layout. A CRN, "
+                "pix2pixHD, SPADE or OASIS checkpoint trained on Cityscapes paints photographic streets: "
+                "crn-export YOUR_CHECKPOINT.pt")
+    return f"{fam.name} from {args.checkpoint.name}"
 
 
 if __name__ == "__main__":
