@@ -65,3 +65,11 @@ def test_every_command_shown_in_readme_and_docs_parses():
             module.build_parser().parse_args(argv[1:])
         except SystemExit:
             pytest.fail(f"{page}: {text!r} does not parse as {prog}'s arguments")
+
+
+def test_every_relative_link_in_readme_and_docs_resolves():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = [f"{page.relative_to(ROOT)}: {link}" for page in pages
+              for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text())
+              if not (page.parent / link).exists()]
+    assert broken == []

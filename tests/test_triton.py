@@ -1,6 +1,6 @@
 """Triton model repositories: every config.pbtxt parses as Triton's own ModelConfig protobuf
 (tritonclient's model_config_pb2) with the artifact's platform, tensors and instance groups, and the
-model files are the artifacts'. No Triton server runs here (see the README's "Scaling out")."""
+model files are the artifacts'. No Triton server runs here (see docs/scaling-out.md)."""
 
 import json
 import shutil
