@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -90,11 +91,26 @@ def test_failed_gate_keeps_nothing(tmp_path, capsys):
     out = tmp_path / "e"
     assert export_main(["--preset", "tiny", "--random-weights", "--out", str(out), "--min-psnr", "200"]) == 1
     err = capsys.readouterr().err
-    assert "gate 200 dB); not kept" in err and "--min-psnr" in err
+    refusal = [line for line in err.splitlines() if "not kept" in line]
+    assert len(refusal) == 1 and "(floor 200 dB, 4 levels); worst class " in refusal[0]
+    assert re.search(r"worst class [\w ]+ \((\d+\.\d dB|identical), up to \d+ levels\)", refusal[0])
+    assert "accept it with --min-psnr" in refusal[0] and "--option" not in refusal[0]  # CRN has no FP32 knob
     assert not out.exists()  # no artifact, no manifest, no temporary file, not even the folder it made
     out.mkdir()
     assert export_main(["--preset", "tiny", "--random-weights", "--out", str(out), "--min-psnr", "200"]) == 1
     assert list(out.iterdir()) == []  # a folder that was there stays
+
+
+def test_an_fp16_posgen_below_the_floor_names_its_worst_class_and_the_fp32_knob(tmp_path, capsys):
+    """On a picture larger than its label map too: the worst class is read at the picture's size."""
+    out = tmp_path / "e"
+    assert export_main(["--preset", "posgen-tiny", "--random-weights", "--res", "32x64", "--out-res", "64x128",
+                        "--precision", "fp16", "--option", "fp32_tail_blocks=2", "--max-abs", "0", "--out",
+                        str(out)]) == 1
+    refusal = [line for line in capsys.readouterr().err.splitlines() if "not kept" in line]
+    assert len(refusal) == 1 and "(floor 55 dB, 0 levels); worst class " in refusal[0]
+    assert "Keep more in FP32 with --option fp32_tail_blocks=3, export fp32" in refusal[0]
+    assert not out.exists()
 
 
 @pytest.mark.slow

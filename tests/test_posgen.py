@@ -108,6 +108,33 @@ def test_fp16_graph_keeps_the_fourier_argument_in_fp32_and_no_constant_grows_wit
     assert max(grown) <= 8 * (512 + 256)  # only the per-axis coordinate vectors grow, not an [H', W'] grid
 
 
+@pytest.mark.parametrize("tail", [0, 2, 4])
+def test_fp16_graph_computes_the_trunks_last_blocks_in_fp32_marked_as_an_island(tail):
+    config = TINY.with_options({"fp32_tail_blocks": tail})
+    model = _model(config)
+    graph = _graph(config, model, "fp16", out=(64, 128))
+    types = graph_dtypes(graph)
+    blocks = list(config.trunk.widths())
+    fp32_blocks = set(blocks[len(blocks) - tail:]) if tail else set()
+    for node in graph.graph.node:
+        if node.op_type != "Conv" or node.input[1].startswith(("pixel_mlp.", "fourier.")):
+            continue
+        kept = node.input[1].split(".")[0] in fp32_blocks
+        assert types[node.input[0]] == (TensorProto.FLOAT if kept else TensorProto.FLOAT16), node.input[1]
+        assert ("fp32island" in node.name) == kept, node.name
+    resize = [n for n in graph.graph.node
+              if n.op_type == "Resize" and onnx.helper.get_node_attr_value(n, "mode") == b"linear"]
+    assert len(resize) == 1 and types[resize[0].input[0]] == (TensorProto.FLOAT if tail else TensorProto.FLOAT16)
+    # the FP16 PyTorch reference keeps the same blocks FP32, and so runs
+    from crn_deploy.backends.torch_ref import TorchBackend
+
+    with TorchBackend(model, "fp16", "cpu", picture_size=(64, 128)) as half:
+        kept = {name for name in blocks if getattr(half._live, name).conv_0.weight.dtype == torch.float32}
+        assert kept == fp32_blocks and half._live.pixel_mlp[0].weight.dtype == torch.float16
+        arrays = _scene(config)
+        assert compare_images(half.run(*arrays), _reference(model, arrays, (64, 128))).psnr_db >= 40
+
+
 def test_the_fp16_fourier_argument_would_lose_its_phase_in_fp16():
     """Why the projection stays FP32: at the arguments a trained B gives, FP16 rounding moves sin visibly."""
     argument = np.linspace(50, 200, 1001)

@@ -7,6 +7,7 @@ only once it passes the parity gate.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 
@@ -27,7 +29,7 @@ from ..families import model_inputs
 from ..files import atomic_path, ensure_writable_dir, remove_empty_folders, sha256_file
 from ..graph import IR_VERSION, OPSET, write_model
 from ..manifest import Manifest, artifact_stem
-from ..measure.parity import compare_images
+from ..measure.parity import compare_images, per_class
 from ..models.checkpoint import LoadedCheckpoint
 from ..models.registry import model_family
 from ..precisions import FP16, FP32, Precision
@@ -46,8 +48,9 @@ class ExportOptions:
     name: str = "crn"
     batch: int = 1
     samples: int = 2  # synthetic layouts the parity check runs
-    max_abs_fp32: float = FP32.gate_default  # levels: FP32 matches the reference to rounding
-    min_psnr_fp16: float = FP16.gate_default  # dB against the FP32 reference
+    max_abs_fp32: float = FP32.max_levels  # levels: FP32 matches the reference to rounding
+    min_psnr_fp16: float = FP16.min_psnr_db  # the FP16 floor against the FP32 reference: dB ...
+    max_abs_fp16: float = FP16.max_levels  # ... and levels
 
 
 def export_artifacts(source: LoadedCheckpoint, options: ExportOptions,
@@ -97,7 +100,8 @@ def _export_one(source: LoadedCheckpoint, weights: dict, sizes: Sizes, precision
             images = _timed(log, f"{stem}: ONNX Runtime parity on {len(ids)} layouts", synth.run_ids, ids, *extra)
         parity = compare_images(images, reference, reference="torch-fp32", samples=len(ids),
                                 inputs=f"synthetic street layouts, seed {VALIDATION_SEED}")
-        _gate(stem, precision, parity, options)
+        _gate(stem, precision, parity, options, lambda: _worst_class(images, reference, ids, source, sizes),
+              family.contract.fp16_remedy(source.config))
         manifest.sections = _sections(tmp, final, parity, options, time.perf_counter() - started)
     manifest.write(final.with_suffix(".json"))
     log(f"{stem}: wrote {final} ({final.stat().st_size / 2**20:.1f} MiB) — {_parity_text(parity)}")
@@ -109,19 +113,35 @@ def _reference_images(source: LoadedCheckpoint, layouts: tuple, sizes: Sizes) ->
         return np.concatenate([ref.run(*(a[i : i + 1] for a in layouts)) for i in range(len(layouts[0]))])
 
 
-def _gate(stem: str, precision: Precision, parity: Parity, options: ExportOptions) -> None:
-    gate = precision.gate
-    if gate == "max_abs" and not parity.passes(max_abs=options.max_abs_fp32):
+def _gate(stem: str, precision: Precision, parity: Parity, options: ExportOptions,
+          worst_class: Callable[[], str], remedy: str | None) -> None:
+    if not precision.reduced:
+        if not parity.passes(max_abs=options.max_abs_fp32):
+            raise ValidationError(
+                f"{stem}: ONNX Runtime differs from the PyTorch reference by up to {parity.max_abs:.0f} levels "
+                f"(gate {options.max_abs_fp32:g}); not kept. This is a bug: please report it with the checkpoint's "
+                "config")
+        return
+    if not parity.passes(max_abs=options.max_abs_fp16, min_psnr=options.min_psnr_fp16):
+        psnr = "no finite PSNR" if parity.nonfinite else f"{parity.psnr_db:.1f} dB"
+        accept = f"--min-psnr {math.floor(parity.psnr_db or 0)} --max-abs {math.ceil(parity.max_abs)}"
         raise ValidationError(
-            f"{stem}: ONNX Runtime differs from the PyTorch reference by up to {parity.max_abs:.0f} levels "
-            f"(gate {options.max_abs_fp32:g}); not kept. This is a bug: please report it with the checkpoint's config"
-        )
-    if gate == "min_psnr" and not parity.passes(min_psnr=options.min_psnr_fp16):
-        raise ValidationError(
-            f"{stem}: FP16 reaches {parity.psnr_db:.1f} dB against the FP32 reference (gate "
-            f"{options.min_psnr_fp16:g} dB); not kept. Export fp32, or accept it with "
-            f"--min-psnr {int(parity.psnr_db)}"
-        )
+            f"{stem}: {precision.name.upper()} reaches {psnr}, up to {parity.max_abs:.0f} levels off the FP32 "
+            f"reference (floor {options.min_psnr_fp16:g} dB, {options.max_abs_fp16:g} levels); worst class "
+            f"{worst_class()}; not kept. " + (f"Keep more in FP32 with {remedy}, e" if remedy else "E")
+            + f"xport fp32, or accept it with {accept}")
+
+
+def _worst_class(images: np.ndarray, reference: np.ndarray, ids: np.ndarray, source: LoadedCheckpoint,
+                 sizes: Sizes) -> str:
+    """The class whose pixels have the lowest PSNR, as '<name> (<dB> dB, up to <n> levels)'."""
+    if sizes.decoupled:  # the picture is larger: each pixel takes its label map pixel's class (nearest)
+        h, w = sizes.picture
+        ids = np.stack([cv2.resize(m[0], (w, h), interpolation=cv2.INTER_NEAREST)[None] for m in ids])
+    classes = per_class(images, reference, ids, source.label_set.names)
+    name, worst = min(classes.items(), key=lambda item: item[1]["psnr_db"] or math.inf)
+    psnr = "identical" if worst["psnr_db"] is None else f"{worst['psnr_db']:.1f} dB"
+    return f"{name} ({psnr}, up to {worst['max_abs']:.0f} levels)"
 
 
 def _sections(tmp: Path, final: Path, parity: Parity, options: ExportOptions, seconds: float) -> dict:
@@ -129,7 +149,8 @@ def _sections(tmp: Path, final: Path, parity: Parity, options: ExportOptions, se
         "onnx": {"file": final.name, "sha256": sha256_file(tmp), "size_bytes": tmp.stat().st_size,
                  "opset": OPSET, "ir_version": IR_VERSION},
         "parity": parity.to_dict(),
-        "gates": {"fp32_max_abs": options.max_abs_fp32, "fp16_min_psnr_db": options.min_psnr_fp16},
+        "gates": {"fp32_max_abs": options.max_abs_fp32, "fp16_min_psnr_db": options.min_psnr_fp16,
+                  "fp16_max_abs": options.max_abs_fp16},
         "export": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 2)},
         "versions": tool_versions(),
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..sizes import Sizes, parse_resolution
 from ..errors import UsageError
 from ..families import FAMILIES, config_fields_from_options, family, find_preset
+from ..precisions import FP16
 from ..precisions import NAMES as PRECISIONS
 from ..precisions import precision
 from ._main import log, parse_or_exit, require, run_command
@@ -47,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("engines"), help="output folder (default engines/)")
     p.add_argument("--name", help="artifact name prefix (default: checkpoint stem, or <preset>-seed<N>)")
     p.add_argument("--samples", type=int, default=2, help="synthetic layouts for the parity check (default 2)")
-    p.add_argument("--min-psnr", type=float, default=40.0, help="FP16 parity gate in dB (default 40)")
+    p.add_argument("--min-psnr", type=float, default=FP16.min_psnr_db,
+                   help=f"FP16 floor: the least PSNR against PyTorch FP32, in dB (default {FP16.min_psnr_db:g})")
+    p.add_argument("--max-abs", type=float, default=FP16.max_levels,
+                   help=f"FP16 floor: the most any value may differ from PyTorch FP32, in levels "
+                        f"(default {FP16.max_levels:g})")
     p.add_argument("--no-engine", action="store_true",
                    help="export ONNX only, even where an engine builder (TensorRT and a GPU, or TensorRT-RTX) is here")
     add_builder_options(p)
@@ -119,7 +124,7 @@ def _export(args) -> int:
     log(f"{PROG}: {name}: {fam.describe(config)} -> {', '.join(map(str, sizes))} x "
         f"{', '.join(p.name for p in args.precisions)}")
     options = ExportOptions(sizes, args.precisions, args.out, name, args.batch, args.samples,
-                            min_psnr_fp16=args.min_psnr)
+                            min_psnr_fp16=args.min_psnr, max_abs_fp16=args.max_abs)
     manifests = export_artifacts(source, options, log)
     _build_engines(args, manifests, chosen)
     write_triton(args, manifests, ("onnxruntime", "tensorrt"), PROG)

@@ -67,6 +67,7 @@ class Family:
     config_type: type
     presets: dict  # preset name -> (config, native resolution)
     test_preset: str  # a tiny preset of this family, for tests (the conformance suite runs it)
+    full_preset: str  # a released, full-width preset (the FP16 floor is tested on it at 256x512)
     label_set: LabelSet
     # How label maps are resized on the host: "nearest" (OpenCV, source pixel floor(y * in / out)) or
     # "nearest-exact" (PIL's NEAREST, floor((y + 0.5) * in / out), as pix2pixHD's loaders resize).
@@ -104,6 +105,11 @@ class Family:
 
     def images_per_map(self, config) -> int:
         return 1
+
+    def fp16_remedy(self, config) -> str | None:
+        """Command-line options that keep more of this model in FP32 in its FP16 graph, where it has such a
+        knob (named when an FP16 export falls below the floor)."""
+        return None
 
     def inputs(self, config, resolution: tuple[int, int], batch: int) -> tuple[TensorSpec, ...]:
         h, w = resolution

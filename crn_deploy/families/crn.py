@@ -133,6 +133,7 @@ class CRNFamily(Family):
     config_type = CRNConfig
     presets = {name: (config, config.native_resolution) for name, config in PRESETS.items()}
     test_preset = "tiny"
+    full_preset = "cityscapes-256p"
     label_set = CITYSCAPES
 
     def check_resolution(self, resolution, config: CRNConfig) -> None:

@@ -122,6 +122,7 @@ class OASISFamily(Family):
     }
     presets = {name: (config, config.native_resolution) for name, config in presets.items()}
     test_preset = "oasis-tiny"
+    full_preset = "oasis_cityscapes"
     label_set = CITYSCAPES_LABEL_IDS
     label_resize = "nearest-exact"  # the official loaders resize label maps with PIL's NEAREST
 

@@ -55,6 +55,7 @@ class Pix2PixHDFamily(Family):
                                            n_blocks_local=1), (32, 64)),
     }
     test_preset = "pix2pixhd-tiny"
+    full_preset = "label2city_512p"
     label_set = CITYSCAPES_LABEL_IDS
     label_resize = "nearest-exact"
 

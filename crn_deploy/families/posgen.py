@@ -36,6 +36,9 @@ class PosGenConfig(ConfigRecord):
     - the MLP: three 1x1 layers, input -> mlp_width -> mlp_width -> 3, LeakyReLU 0.2 between, tanh after;
     - a picture larger than the label map: the features bilinearly interpolated to it (half-pixel
       centres, torch's ``align_corners=False``) and the coordinate grid enlarged;
+    - in FP16 models the trunk's last ``fp32_tail_blocks`` residual blocks, the features' resize and the
+      Fourier projection compute in FP32 (an FP32 island; the head's MLP is FP16): the features' FP16
+      rounding, multiplied by B, moves sin/cos by up to 0.1 rad (docs/families/posgen.md has the figures);
     - no style VAE (``trunk.use_vae`` False), and norm_G without spectral norm by default (trained with
       regression losses here; spectral-normed checkpoints are folded at load as SPADE's)."""
 
@@ -45,6 +48,7 @@ class PosGenConfig(ConfigRecord):
     mlp_width: int = 256
     coordinate_encoding: str = "xy"
     coordinate_octaves: int = 4
+    fp32_tail_blocks: int = 4
 
     def __post_init__(self) -> None:
         if self.trunk.use_vae:
@@ -52,7 +56,8 @@ class PosGenConfig(ConfigRecord):
         if self.coordinate_encoding not in COORDINATE_ENCODINGS:
             raise UsageError(f"coordinate_encoding must be one of {', '.join(COORDINATE_ENCODINGS)}, got "
                              f"{self.coordinate_encoding!r}")
-        if min(self.fourier_features, self.mlp_width) < 1 or self.fourier_scale <= 0 or self.coordinate_octaves < 0:
+        if (min(self.fourier_features, self.mlp_width) < 1 or self.fourier_scale <= 0
+                or min(self.coordinate_octaves, self.fp32_tail_blocks) < 0):
             raise UsageError(f"malformed PosGen config {self}")
 
     def to_dict(self) -> dict:
@@ -120,6 +125,7 @@ class PosGenFamily(SPADEFamily):
     }
     presets = {name: (config, config.native_resolution) for name, config in presets.items()}
     test_preset = "posgen-tiny"
+    full_preset = "posgen_cityscapes"
 
     def label_set_for(self, config: PosGenConfig) -> LabelSet:
         if config.trunk.label_nc == CITYSCAPES.num_classes:
@@ -134,6 +140,11 @@ class PosGenFamily(SPADEFamily):
 
     def style_size(self, config: PosGenConfig) -> int | None:
         return None
+
+    def fp16_remedy(self, config: PosGenConfig) -> str | None:
+        if config.fp32_tail_blocks >= len(config.trunk.widths()):
+            return None
+        return f"--option fp32_tail_blocks={config.fp32_tail_blocks + 1}"
 
     def describe(self, config: PosGenConfig) -> str:
         return (f"PosGen: {super().describe(config.trunk)} trunk; pixel-wise MLP {config.head_inputs}->"

@@ -114,6 +114,7 @@ class SPADEFamily(Family):
     }
     presets = {name: (config, config.native_resolution) for name, config in presets.items()}
     test_preset = "spade-tiny"
+    full_preset = "spade_cityscapes"
     label_set = CITYSCAPES_LABEL_IDS
     label_resize = "nearest-exact"  # on the host, as SPADE's loaders resize (PIL NEAREST); inside the graph
     # each block's resize is torch's legacy nearest, as the generator's F.interpolate

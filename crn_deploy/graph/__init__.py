@@ -10,6 +10,8 @@ weights arrive as a name -> array dict.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -25,6 +27,8 @@ FLOAT = TensorProto.FLOAT
 def compute_types(precision: Precision) -> tuple[int, type]:
     """The ONNX element type and the NumPy scalar type a graph of ``precision`` computes in."""
     return precision.onnx_type, np.dtype(precision.numpy_type).type
+
+
 ONNX_DTYPES = {"uint8": TensorProto.UINT8, "int32": TensorProto.INT32, "float32": TensorProto.FLOAT}
 
 
@@ -36,6 +40,16 @@ class GraphBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
         self._constants: dict[str, np.ndarray] = {}
+        self._in_island = False
+
+    @contextmanager
+    def fp32_island(self):
+        """Every node made inside computes in FP32 by design, whatever the graph's precision."""
+        outer, self._in_island = self._in_island, True
+        try:
+            yield
+        finally:
+            self._in_island = outer
 
     def const(self, name: str, value: np.ndarray) -> str:
         """An initializer; a name already given returns the same one (it must hold the same value)."""
@@ -49,11 +63,13 @@ class GraphBuilder:
 
     def op(self, op_type: str, inputs: list[str], name: str | None = None, fp32_island: bool = False,
            **attrs) -> str:
-        """A node; ``name`` names its output. ``fp32_island``: it computes in FP32 by design in every precision,
-        and its node name says so (the engine builder's precision check reads it)."""
+        """A node; ``name`` names its output. ``fp32_island`` (or a node made inside ``with g.fp32_island()``):
+        it computes in FP32 by design in every precision, and its node name says so (the engine builder's
+        precision check reads it)."""
         self._count += 1
         out = name or f"{op_type.lower()}_{self._count}"
-        node_name = f"{op_type}_{self._count}" + (f"_{FP32_ISLAND}" if fp32_island else "")
+        island = fp32_island or self._in_island
+        node_name = f"{op_type}_{self._count}" + (f"_{FP32_ISLAND}" if island else "")
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=node_name, **attrs))
         return out
 

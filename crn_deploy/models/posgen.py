@@ -11,6 +11,7 @@ are bilinearly interpolated to it (``Resize`` linear, half-pixel: torch's ``alig
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 import onnx
@@ -77,6 +78,12 @@ class PosGenGenerator(SPADEGenerator):
             nn.Conv2d(config.head_inputs, config.mlp_width, 1), nn.LeakyReLU(LEAK),
             nn.Conv2d(config.mlp_width, config.mlp_width, 1), nn.LeakyReLU(LEAK),
             nn.Conv2d(config.mlp_width, 3, 1), nn.Tanh())
+        for name in self._fp32_tail():  # as the FP16 graph's island: these blocks stay FP32 in an FP16 model
+            getattr(self, name).keep_fp32 = True
+
+    def _fp32_tail(self) -> list[str]:
+        names = list(self.config.trunk.widths())
+        return names[len(names) - min(self.config.fp32_tail_blocks, len(names)):]
 
     def semantic_features(self, seg: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """The trunk's features [N, C, H, W] (after the LeakyReLU), interpolated to ``size`` if given."""
@@ -88,11 +95,12 @@ class PosGenGenerator(SPADEGenerator):
     def render(self, features: torch.Tensor, coordinates: torch.Tensor | None = None) -> torch.Tensor:
         """The pixel-wise head: features [N, C, H, W] (+ coordinates [N or 1, cc, H, W], default the grid of
         this size) -> tanh image [N, 3, H, W]. Each output pixel reads its own pixel only."""
+        head = self.pixel_mlp[0].weight.dtype  # the features may be FP32 (the FP32 tail) in an FP16 model
         if coordinates is None:
             grid = coordinate_grid(self.config, tuple(features.shape[2:]))
             coordinates = torch.from_numpy(grid)[None].to(features)
-        coordinates = coordinates.to(features.dtype).expand(features.shape[0], -1, -1, -1)
-        return self.pixel_mlp(torch.cat([features, self.fourier(features), coordinates], dim=1))
+        coordinates = coordinates.to(head).expand(features.shape[0], -1, -1, -1)
+        return self.pixel_mlp(torch.cat([features.to(head), self.fourier(features).to(head), coordinates], dim=1))
 
     def generate(self, seg: torch.Tensor, z: torch.Tensor | None = None,
                  picture_size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -149,12 +157,14 @@ def graph_parts(config: PosGenConfig, weights: dict, sizes: Sizes, precision: Pr
     resolution, out = sizes.labels, sizes.picture
     g = GraphBuilder()
     w = GraphWeights(g, weights, precision)
-    features = g.op("LeakyRelu", [trunk_graph(g, w, config.trunk, resolution, batch)], alpha=LEAK)
-    if sizes.decoupled:
-        target = g.const("output_size", np.array([batch, config.feature_channels, *out], np.int64))
-        features = g.op("Resize", [features, "", "", target], mode="linear",
-                        coordinate_transformation_mode="half_pixel")
-    x = g.op("Concat", [features, _fourier(g, w, features), _coordinates(g, w, config, out, batch)], axis=1)
+    tail = config.fp32_tail_blocks if w.compute != FLOAT else 0
+    trunk = trunk_graph(g, w, config.trunk, resolution, batch, fp32_tail=tail)
+    with g.fp32_island() if tail else nullcontext():  # the features stay FP32 up to the head where the tail is
+        features = _features(g, trunk, config, sizes, batch)
+        fourier = _fourier(g, w, features, from_fp32=bool(tail))
+        if tail:
+            features = g.op("Cast", [features], to=w.compute)
+    x = g.op("Concat", [features, fourier, _coordinates(g, w, config, out, batch)], axis=1)
     x = _mlp_conv(g, w, x) if head == "conv" else _mlp_matmul(g, w, x, config, out, batch)
     tensor2im_graph(g, x, w.compute)
     name = f"posgen_{resolution[0]}x{resolution[1]}_to_{out[0]}x{out[1]}_{precision.name}"
@@ -162,9 +172,18 @@ def graph_parts(config: PosGenConfig, weights: dict, sizes: Sizes, precision: Pr
         g.initializers
 
 
-def _fourier(g: GraphBuilder, w: GraphWeights, features: str) -> str:
+def _features(g: GraphBuilder, trunk: str, config: PosGenConfig, sizes: Sizes, batch: int) -> str:
+    """The trunk's output after the LeakyReLU, bilinearly resized to the picture's size where that differs."""
+    features = g.op("LeakyRelu", [trunk], alpha=LEAK)
+    if not sizes.decoupled:
+        return features
+    target = g.const("output_size", np.array([batch, config.feature_channels, *sizes.picture], np.int64))
+    return g.op("Resize", [features, "", "", target], mode="linear", coordinate_transformation_mode="half_pixel")
+
+
+def _fourier(g: GraphBuilder, w: GraphWeights, features: str, from_fp32: bool) -> str:
     """sin and cos of B f, with B f in FP32 (an argument of 100 has an FP16 spacing of 0.06 rad)."""
-    x = g.op("Cast", [features], to=FLOAT) if w.compute != FLOAT else features
+    x = g.op("Cast", [features], to=FLOAT) if w.compute != FLOAT and not from_fp32 else features
     weight = g.const("fourier.weight", np.asarray(w.weights["fourier.weight"], np.float32))
     projected = g.op("Conv", [x, weight], kernel_shape=[1, 1], fp32_island=True)
     y = g.op("Concat", [g.op("Sin", [projected]), g.op("Cos", [projected])], axis=1)

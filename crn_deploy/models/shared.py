@@ -11,7 +11,7 @@ from torch import nn
 
 from ..families import IMAGE, INSTANCES
 from ..graph import FLOAT, GraphBuilder, compute_types
-from ..precisions import Precision
+from ..precisions import FP32, Precision
 
 INSTANCE_NORM_EPS = 1e-5  # nn.InstanceNorm2d's default, as the official get_norm_layer('instance') uses it
 NORM_EPS = 1e-5  # BatchNorm2d / SynchronizedBatchNorm2d / InstanceNorm2d defaults, as the official code builds them
@@ -26,6 +26,11 @@ class GraphWeights:
 
     def __call__(self, name: str) -> str:
         return self.g.const(name, np.asarray(self.weights[name]).astype(self.np_type))
+
+    def in_fp32(self) -> GraphWeights:
+        """The same weights as FP32 constants, for an FP32 island (each weight is used in one place only,
+        so no constant is wanted in both types)."""
+        return GraphWeights(self.g, self.weights, FP32)
 
     def conv(self, x: str, prefix: str, stride: int = 1, pad: int = 0, transpose: bool = False) -> str:
         kernel = list(np.shape(self.weights[f"{prefix}.weight"])[-2:])

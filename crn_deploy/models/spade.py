@@ -127,7 +127,9 @@ class SPADEGenerator(nn.Module):
         for name in config.widths():
             if name in upsampled:
                 x = F.interpolate(x, scale_factor=2)
-            x = getattr(self, name)(x, seg)
+            block = getattr(self, name)
+            dtype = block.conv_0.weight.dtype  # FP32 for a block kept FP32 in an FP16 model (PosGen's tail)
+            x = block(x.to(dtype), seg.to(dtype))
         return x
 
     def encode(self, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
@@ -300,10 +302,14 @@ def graph_parts(config: SPADEConfig, weights: dict, sizes: Sizes, precision: Pre
 
 
 def trunk_graph(g: GraphBuilder, w: GraphWeights, config: SPADEConfig, resolution: tuple[int, int],
-                batch: int) -> str:
-    """From the inputs to the last residual block's output, in the compute type (PosGen's trunk too)."""
+                batch: int, fp32_tail: int = 0) -> str:
+    """From the inputs to the last residual block's output, in the compute type (PosGen's trunk too).
+
+    ``fp32_tail``: the last so many residual blocks compute in FP32 whatever the precision, as an FP32 island
+    (the output is then FP32)."""
     compute = w.compute
-    seg = Segmentation(g, _encode(g, config, compute), resolution, batch, config.semantic_nc)
+    encoded = _encode(g, config, compute)
+    seg = Segmentation(g, encoded, resolution, batch, config.semantic_nc)
     start = config.start_size(resolution)
     if config.use_vae:
         z = g.op("Cast", [STYLE], to=compute) if compute != FLOAT else STYLE
@@ -311,14 +317,26 @@ def trunk_graph(g: GraphBuilder, w: GraphWeights, config: SPADEConfig, resolutio
         x = g.op("Reshape", [x, g.const("start_shape", np.array([batch, 16 * config.ngf, *start], np.int64))])
     else:
         x = w.conv(seg.at(start), "fc", pad=1)
-    size = start
+    names = list(config.widths())
+    split = max(0, len(names) - fp32_tail) if compute != FLOAT else len(names)
+    x, size = _blocks(g, w, x, seg, names[:split], start, config)
+    if split < len(names):
+        with g.fp32_island():  # the one-hot map is exact in any type: its FP16 form is cast
+            seg = Segmentation(g, g.op("Cast", [encoded], to=FLOAT), resolution, batch, config.semantic_nc)
+            x, size = _blocks(g, w.in_fp32(), g.op("Cast", [x], to=FLOAT), seg, names[split:], size, config)
+    return x
+
+
+def _blocks(g: GraphBuilder, w: GraphWeights, x: str, seg: Segmentation, names: list[str], size: tuple[int, int],
+            config: SPADEConfig) -> tuple[str, tuple[int, int]]:
+    """These residual blocks in order, each after its x2 upsampling where it has one; the output and its size."""
     upsampled = upsampled_after(config)
-    for name in config.widths():
+    for name in names:
         if name in upsampled:
             size = (size[0] * 2, size[1] * 2)
             x = g.op("Resize", [x, "", g.const("twice", np.array([1, 1, 2, 2], np.float32))], **LEGACY_NEAREST)
         x = _resblock(g, w, x, seg.at(size), name, config)
-    return x
+    return x, size
 
 
 def _encode(g: GraphBuilder, config: SPADEConfig, compute: int) -> str:
