@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.reference_pix2pixhd_numpy import conv, instance_norm
-from tests.reference_spade_numpy import lrelu, nearest, spectral_weight
+from tests.reference_pix2pixhd_numpy import conv
+from tests.reference_spade_numpy import lrelu, nearest, resblock
 
-EPS = 1e-5
 
 
 def loader_ids(labels: np.ndarray, dataset: str) -> np.ndarray:
@@ -30,34 +29,6 @@ def preprocess(ids: np.ndarray, semantic_nc: int) -> np.ndarray:
     return (ids[None] == np.arange(semantic_nc)[:, None, None]).astype(np.float64)
 
 
-def spade(x, seg, p, prefix, norm):
-    if norm == "instance":
-        normalized = instance_norm(x)
-    else:
-        mean = p[prefix + ".first_norm.running_mean"][:, None, None]
-        var = p[prefix + ".first_norm.running_var"][:, None, None]
-        normalized = (x - mean) / np.sqrt(var + EPS)
-    seg = nearest(seg, x.shape[1:])  # F.interpolate(segmap, size=x.size()[2:], mode='nearest')
-    ks = p[prefix + ".mlp_shared.0.weight"].shape[-1]
-    actv = np.maximum(conv(seg, p[prefix + ".mlp_shared.0.weight"], p[prefix + ".mlp_shared.0.bias"], pad=ks // 2), 0)
-    gamma = conv(actv, p[prefix + ".mlp_gamma.weight"], p[prefix + ".mlp_gamma.bias"], pad=ks // 2)
-    beta = conv(actv, p[prefix + ".mlp_beta.weight"], p[prefix + ".mlp_beta.bias"], pad=ks // 2)
-    return normalized * (1 + gamma) + beta
-
-
-def resblock(x, seg, p, name, norm):
-    def sn_conv(y, conv_name, pad):
-        weight = spectral_weight(p, f"{name}.{conv_name}")
-        bias = p.get(f"{name}.{conv_name}.bias", np.zeros(weight.shape[0]))
-        return conv(y, weight, bias, pad=pad)
-
-    learned = f"{name}.conv_s.weight_orig" in p or f"{name}.conv_s.weight" in p
-    x_s = sn_conv(spade(x, seg, p, f"{name}.norm_s", norm), "conv_s", 0) if learned else x
-    dx = sn_conv(lrelu(spade(x, seg, p, f"{name}.norm_0", norm)), "conv_0", 1)
-    dx = sn_conv(lrelu(spade(dx, seg, p, f"{name}.norm_1", norm)), "conv_1", 1)
-    return x_s + dx
-
-
 def generator(seg, p, *, crop_size, aspect_ratio, num_res_blocks=6, norm="batch", z=None):
     """The official forward on one [C,H,W] one-hot: the noise concatenated first, the first resize to
     compute_latent_vector_size's (h, w) — returned as (h, w), stored as (init_W, init_H), passed as
@@ -69,7 +40,7 @@ def generator(seg, p, *, crop_size, aspect_ratio, num_res_blocks=6, norm="batch"
     init_W, init_H = h, w  # noqa: N806 - the official names, swapped as the official code swaps them
     x = conv(nearest(seg, (init_W, init_H)), p["fc.weight"], p["fc.bias"], pad=1)
     for i in range(num_res_blocks):
-        x = resblock(x, seg, p, f"body.{i}", norm)
+        x = resblock(x, seg, p, f"body.{i}", norm, norm_key="first_norm")
         if i < num_res_blocks - 1:
             x = x.repeat(2, axis=1).repeat(2, axis=2)  # nn.Upsample(scale_factor=2), nearest
     return np.tanh(conv(lrelu(x), p["conv_img.weight"], p["conv_img.bias"], pad=1))

@@ -34,14 +34,15 @@ def lrelu(x):
     return np.where(x > 0, x, 0.2 * x)
 
 
-def spade(x, seg, p, prefix, norm):
+def spade(x, seg, p, prefix, norm, norm_key="param_free_norm"):
+    """The SPADE module; ``norm_key``: where its norm's statistics are (OASIS names it ``first_norm``)."""
     if norm == "instance":
         normalized = instance_norm(x)
     else:
-        mean = p[prefix + ".param_free_norm.running_mean"][:, None, None]
-        var = p[prefix + ".param_free_norm.running_var"][:, None, None]
+        mean = p[f"{prefix}.{norm_key}.running_mean"][:, None, None]
+        var = p[f"{prefix}.{norm_key}.running_var"][:, None, None]
         normalized = (x - mean) / np.sqrt(var + EPS)
-    seg = nearest(seg, x.shape[1:])
+    seg = nearest(seg, x.shape[1:])  # F.interpolate(segmap, size=x.size()[2:], mode='nearest')
     ks = p[prefix + ".mlp_shared.0.weight"].shape[-1]
     actv = np.maximum(conv(seg, p[prefix + ".mlp_shared.0.weight"], p[prefix + ".mlp_shared.0.bias"], pad=ks // 2), 0)
     gamma = conv(actv, p[prefix + ".mlp_gamma.weight"], p[prefix + ".mlp_gamma.bias"], pad=ks // 2)
@@ -49,18 +50,20 @@ def spade(x, seg, p, prefix, norm):
     return normalized * (1 + gamma) + beta
 
 
-def resblock(x, seg, p, name, norm):
+def resblock(x, seg, p, name, norm, norm_key="param_free_norm"):
+    """SPADEResnetBlock (and OASIS's ResnetBlock_with_SPADE, with ``norm_key`` "first_norm")."""
     def sn_conv(y, conv_name, pad):
         bias = p.get(f"{name}.{conv_name}.bias")
         weight = spectral_weight(p, f"{name}.{conv_name}")
         return conv(y, weight, np.zeros(weight.shape[0]) if bias is None else bias, pad=pad)
 
-    if f"{name}.conv_s.weight_orig" in p or f"{name}.conv_s.weight" in p:
-        shortcut = sn_conv(spade(x, seg, p, f"{name}.norm_s", norm), "conv_s", 0)
-    else:
-        shortcut = x
-    dx = sn_conv(lrelu(spade(x, seg, p, f"{name}.norm_0", norm)), "conv_0", 1)
-    dx = sn_conv(lrelu(spade(dx, seg, p, f"{name}.norm_1", norm)), "conv_1", 1)
+    def modulated(y, which):
+        return spade(y, seg, p, f"{name}.{which}", norm, norm_key)
+
+    shortcut = sn_conv(modulated(x, "norm_s"), "conv_s", 0) if (
+        f"{name}.conv_s.weight_orig" in p or f"{name}.conv_s.weight" in p) else x
+    dx = sn_conv(lrelu(modulated(x, "norm_0")), "conv_0", 1)
+    dx = sn_conv(lrelu(modulated(dx, "norm_1")), "conv_1", 1)
     return shortcut + dx
 
 

@@ -93,7 +93,7 @@ def test_the_first_resize_keeps_the_official_height_and_width_order():
     def trunk_from(start):
         x = ref.conv(ref.nearest(seg, start), state["fc.weight"], state["fc.bias"], pad=1)
         for i in range(6):
-            x = ref.resblock(x, seg, state, f"body.{i}", "batch")
+            x = ref.resblock(x, seg, state, f"body.{i}", "batch", norm_key="first_norm")
             x = x.repeat(2, axis=1).repeat(2, axis=2) if i < 5 else x
         return x
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,54 +40,22 @@ from ..precisions import Precision
 from ..sizes import Sizes
 from .registry import LoadRequest, ModelFamily
 from .shared import (
-    LEGACY_NEAREST, NORM_EPS, BatchNormFP32, GraphWeights, InstanceNormFP32, Segmentation, spade_modulation,
-    tensor2im_graph, to_uint8_images,
+    LEGACY_NEAREST, SPADE_LEAK, GraphWeights, Segmentation, SPADEModule, SPADEResidualBlock, parameter_free_norm,
+    spade_modulation, tensor2im_graph, to_uint8_images,
 )
 from .spade import fold_spectral_norm
 from .state import check_fits, read_opt_file
 
-LEAK = 0.2
+LEAK = SPADE_LEAK
 UNKNOWN = 255  # the loaders' unknown id (COCO-Stuff files)
 
 
 # reference model ------------------------------------------------------------------------------
-class SPADE(nn.Module):
-    """The official ``norms.SPADE``: ``first_norm(x) * (1 + gamma(seg)) + beta(seg)``, ``seg`` resized (legacy
-    nearest) to ``x``'s size."""
-
-    def __init__(self, config: OASISConfig, channels: int) -> None:
-        super().__init__()
-        norm = InstanceNormFP32 if config.param_free_norm == "instance" else BatchNormFP32
-        self.first_norm = norm(channels, affine=False, eps=NORM_EPS)
-        ks, inputs = config.spade_ks, config.semantic_nc + config.noise_channels
-        self.mlp_shared = nn.Sequential(nn.Conv2d(inputs, config.nhidden, ks, padding=ks // 2), nn.ReLU())
-        self.mlp_gamma = nn.Conv2d(config.nhidden, channels, ks, padding=ks // 2)
-        self.mlp_beta = nn.Conv2d(config.nhidden, channels, ks, padding=ks // 2)
-
-    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        actv = self.mlp_shared(F.interpolate(seg, size=x.shape[2:], mode="nearest"))
-        return self.first_norm(x) * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
-
-
-class ResnetBlock(nn.Module):
-    """The official ``ResnetBlock_with_SPADE``, its convs holding spectral-norm-folded weights."""
-
-    def __init__(self, config: OASISConfig, fin: int, fout: int) -> None:
-        super().__init__()
-        self.learned_shortcut = fin != fout
-        middle = min(fin, fout)
-        self.conv_0 = nn.Conv2d(fin, middle, 3, padding=1)
-        self.conv_1 = nn.Conv2d(middle, fout, 3, padding=1)
-        if self.learned_shortcut:
-            self.conv_s = nn.Conv2d(fin, fout, 1, bias=False)
-            self.norm_s = SPADE(config, fin)
-        self.norm_0 = SPADE(config, fin)
-        self.norm_1 = SPADE(config, middle)
-
-    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), LEAK))
-        return shortcut + self.conv_1(F.leaky_relu(self.norm_1(dx, seg), LEAK))
+def spade_module(config: OASISConfig, channels: int) -> SPADEModule:
+    """The official ``norms.SPADE`` of this config (its norm named ``first_norm``; the map it reads holds the
+    3D noise channels too)."""
+    return SPADEModule(parameter_free_norm(config.param_free_norm, channels), "first_norm",
+                       config.semantic_nc + config.noise_channels, config.nhidden, channels, config.spade_ks)
 
 
 class OASISGenerator(nn.Module):
@@ -98,7 +67,8 @@ class OASISGenerator(nn.Module):
         self.config = config
         ch = config.channels_G
         self.fc = nn.Conv2d(config.semantic_nc + config.noise_channels, 16 * ch, 3, padding=1)
-        self.body = nn.ModuleList(ResnetBlock(config, fin, fout) for fin, fout in config.widths())
+        self.body = nn.ModuleList(SPADEResidualBlock(fin, fout, partial(spade_module, config))
+                                  for fin, fout in config.widths())
         self.conv_img = nn.Conv2d(ch, 3, 3, padding=1)
 
     def encode(self, labels: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,11 @@ clip, truncate); and weights as graph constants in the compute type."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from onnx import TensorProto
 from torch import nn
 
@@ -14,6 +17,7 @@ from ..graph import FLOAT, GraphBuilder, compute_types
 from ..precisions import FP32, Precision
 
 INSTANCE_NORM_EPS = 1e-5  # nn.InstanceNorm2d's default, as the official get_norm_layer('instance') uses it
+SPADE_LEAK = 0.2  # the LeakyReLU slope of SPADE's and OASIS's residual blocks
 NORM_EPS = 1e-5  # BatchNorm2d / SynchronizedBatchNorm2d / InstanceNorm2d defaults, as the official code builds them
 
 
@@ -147,6 +151,54 @@ class InstanceNormFP32(nn.InstanceNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.float()).to(x.dtype)
+
+
+def parameter_free_norm(kind: str, channels: int) -> nn.Module:
+    """``kind`` "instance", else batch norm with running statistics ("batch", "syncbatch": the same at
+    inference); without affine parameters, FP32 statistics."""
+    norm = InstanceNormFP32 if kind == "instance" else BatchNormFP32
+    return norm(channels, affine=False, eps=NORM_EPS)
+
+
+class SPADEModule(nn.Module):
+    """The SPADE module (SPADE, PosGen's trunk, OASIS): ``norm(x) * (1 + gamma(seg)) + beta(seg)``, ``seg``
+    resized (legacy nearest) to ``x``'s size; the norm held under the name its official code gives it
+    (``param_free_norm``, OASIS's ``first_norm``), so that state_dict keys are the official ones."""
+
+    def __init__(self, norm: nn.Module, norm_key: str, inputs: int, hidden: int, channels: int, ks: int) -> None:
+        super().__init__()
+        self.norm_key = norm_key
+        setattr(self, norm_key, norm)
+        self.mlp_shared = nn.Sequential(nn.Conv2d(inputs, hidden, ks, padding=ks // 2), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(hidden, channels, ks, padding=ks // 2)
+        self.mlp_beta = nn.Conv2d(hidden, channels, ks, padding=ks // 2)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        actv = self.mlp_shared(F.interpolate(seg, size=x.shape[2:], mode="nearest"))
+        return getattr(self, self.norm_key)(x) * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+
+class SPADEResidualBlock(nn.Module):
+    """SPADE's ``SPADEResnetBlock`` and OASIS's ``ResnetBlock_with_SPADE``: shortcut (learned where the width
+    changes: ``conv_s(norm_s(x))``, 1x1, no bias) plus ``conv_1(lrelu(norm_1(conv_0(lrelu(norm_0(x))))))``,
+    LeakyReLU 0.2; ``modulation(channels)`` makes each SPADE module; the convs hold spectral-norm-folded weights."""
+
+    def __init__(self, fin: int, fout: int, modulation: Callable[[int], nn.Module]) -> None:
+        super().__init__()
+        self.learned_shortcut = fin != fout
+        middle = min(fin, fout)
+        self.conv_0 = nn.Conv2d(fin, middle, 3, padding=1)
+        self.conv_1 = nn.Conv2d(middle, fout, 3, padding=1)
+        if self.learned_shortcut:
+            self.conv_s = nn.Conv2d(fin, fout, 1, bias=False)
+            self.norm_s = modulation(fin)
+        self.norm_0 = modulation(fin)
+        self.norm_1 = modulation(middle)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), SPADE_LEAK))
+        return shortcut + self.conv_1(F.leaky_relu(self.norm_1(dx, seg), SPADE_LEAK))
 
 
 def instance_edges(instances: torch.Tensor) -> torch.Tensor:

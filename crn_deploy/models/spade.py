@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,54 +38,20 @@ from ..precisions import Precision
 from ..sizes import Sizes
 from .registry import LoadRequest, ModelFamily
 from .shared import (
-    LEGACY_NEAREST, NORM_EPS, BatchNormFP32, GraphWeights, InstanceNormFP32, Segmentation, instance_edges,
-    instance_edges_graph, spade_modulation, tensor2im_graph, to_uint8_images,
+    LEGACY_NEAREST, SPADE_LEAK, GraphWeights, Segmentation, SPADEModule, SPADEResidualBlock, instance_edges,
+    instance_edges_graph, parameter_free_norm, spade_modulation, tensor2im_graph, to_uint8_images,
 )
 from .state import check_fits, read_opt_file
 VOID = 255  # the loader's "unknown" label, which it maps to label_nc (the don't-care channel)
-LEAK = 0.2
+LEAK = SPADE_LEAK
 OFFICIAL_CROP_SIZE, OFFICIAL_ASPECT_RATIO = 512, 1.0  # options/base_options.py defaults
 
 
 # reference model ------------------------------------------------------------------------------
-class SPADENorm(nn.Module):
-    """The official ``SPADE`` module: ``param_free_norm(x) * (1 + gamma(seg)) + beta(seg)``, with
-    ``seg`` resized (legacy nearest) to ``x``'s size."""
-
-    def __init__(self, config: SPADEConfig, channels: int) -> None:
-        super().__init__()
-        norm = BatchNormFP32 if config.param_free_norm == "batch" else InstanceNormFP32
-        self.param_free_norm = norm(channels, affine=False, eps=NORM_EPS)
-        ks = config.kernel_size
-        self.mlp_shared = nn.Sequential(nn.Conv2d(config.semantic_nc, config.nhidden, ks, padding=ks // 2), nn.ReLU())
-        self.mlp_gamma = nn.Conv2d(config.nhidden, channels, ks, padding=ks // 2)
-        self.mlp_beta = nn.Conv2d(config.nhidden, channels, ks, padding=ks // 2)
-
-    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        actv = self.mlp_shared(F.interpolate(seg, size=x.shape[2:], mode="nearest"))
-        return self.param_free_norm(x) * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
-
-
-class SPADEResnetBlock(nn.Module):
-    """Shortcut (learned where the width changes: ``conv_s(norm_s(x))``, 1x1, no bias) plus
-    ``conv_1(lrelu(norm_1(conv_0(lrelu(norm_0(x))))))``; the convs hold spectral-norm-folded weights."""
-
-    def __init__(self, config: SPADEConfig, fin: int, fout: int) -> None:
-        super().__init__()
-        self.learned_shortcut = fin != fout
-        middle = min(fin, fout)
-        self.conv_0 = nn.Conv2d(fin, middle, 3, padding=1)
-        self.conv_1 = nn.Conv2d(middle, fout, 3, padding=1)
-        if self.learned_shortcut:
-            self.conv_s = nn.Conv2d(fin, fout, 1, bias=False)
-            self.norm_s = SPADENorm(config, fin)
-        self.norm_0 = SPADENorm(config, fin)
-        self.norm_1 = SPADENorm(config, middle)
-
-    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), LEAK))
-        return shortcut + self.conv_1(F.leaky_relu(self.norm_1(dx, seg), LEAK))
+def spade_module(config: SPADEConfig, channels: int) -> SPADEModule:
+    """The official ``SPADE`` module of this config, for ``channels`` channels."""
+    return SPADEModule(parameter_free_norm(config.param_free_norm, channels), "param_free_norm", config.semantic_nc,
+                       config.nhidden, channels, config.kernel_size)
 
 
 def upsampled_after(config: SPADEConfig) -> set[str]:
@@ -108,7 +75,7 @@ class SPADEGenerator(nn.Module):
         else:
             self.fc = nn.Conv2d(config.semantic_nc, 16 * nf, 3, padding=1)
         for name, (fin, fout) in config.widths().items():
-            setattr(self, name, SPADEResnetBlock(config, fin, fout))
+            setattr(self, name, SPADEResidualBlock(fin, fout, partial(spade_module, config)))
         self.conv_img = nn.Conv2d(nf // 2 if config.num_upsampling_layers == "most" else nf, 3, 3, padding=1)
 
     def generate(self, seg: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:

@@ -46,7 +46,7 @@ class BatchOptions:
     address: str | None = None  # None: a local Ray instance; "auto" or host:port: an existing cluster
     overwrite: bool = False
     threads: int | None = None  # ONNX Runtime intra-op threads per CPU worker (None: its CPU reservation)
-    cpus_per_worker: float = 1.0  # CPUs each CPU actor reserves
+    cpus_per_worker: float | None = None  # CPUs each CPU actor reserves (None: an even share, see worker_cpus)
     batch_size: int = 64  # label maps per Ray Data batch: larger ones amortise each task's and call's fixed cost
     strict_colors: bool = False
 
@@ -313,11 +313,22 @@ def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOp
     resources = ray.cluster_resources()
     if options.gpus_per_worker is None:
         options.gpus_per_worker = 1.0 if resources.get("GPU") else 0.0
+    if options.cpus_per_worker is None:
+        nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+        options.cpus_per_worker = worker_cpus(nodes, ray.available_resources().get("CPU", 0.0), options.workers)
     stage = {"num_cpus": _stage_cpus(resources.get("CPU", 0.0), options), "batch_size": options.batch_size,
              "batch_format": "numpy", "compute": ray.data.TaskPoolStrategy(size=max(2, options.workers))}
     decoded = dataset.map_batches(read_stage, **stage,
                                   fn_kwargs={"label_set": manifest.label_set, "strict_colors": options.strict_colors})
     return paint_with_pool(decoded, artifact, options).map_batches(write_stage, **stage, fn_kwargs={"output": output})
+
+
+def worker_cpus(node_cpus: list[float], available: float, workers: int) -> float:
+    """What each CPU painter reserves by default (its ONNX Runtime threads follow): the cluster's free CPUs
+    shared evenly among the painters, whole CPUs, at least one and at most one node's. One painter on one
+    machine so uses the machine as single-process crn-run does; the reading and writing tasks share its cores."""
+    share = int(min(sum(node_cpus), available) // max(1, workers))
+    return float(max(1, min(share, int(max(node_cpus, default=1)))))
 
 
 def _stage_cpus(cluster_cpus: float, options: BatchOptions) -> float:
@@ -336,8 +347,9 @@ def paint_with_pool(dataset, artifact: Path, options: BatchOptions):
     device = "auto" if options.gpus_per_worker else "cpu"
     if Path(artifact).suffix == ".engine" and not options.gpus_per_worker:
         raise UsageError(f"{artifact} is a TensorRT engine: give each worker a GPU (--gpus-per-worker 1)")
-    cpus = 0 if options.gpus_per_worker else options.cpus_per_worker
-    threads = options.threads or (None if options.gpus_per_worker else max(1, int(options.cpus_per_worker)))
+    reserved = 1.0 if options.cpus_per_worker is None else options.cpus_per_worker
+    cpus = 0 if options.gpus_per_worker else reserved
+    threads = options.threads or (None if options.gpus_per_worker else max(1, int(reserved)))
     import ray
 
     return dataset.map_batches(

@@ -1,0 +1,26 @@
+"""How crn-run --ray shares a cluster's CPUs by default, without starting Ray: each CPU painter reserves an
+even share of the free CPUs (whole, at least one, never more than one node has), and the reading and writing
+tasks reserve what the painters leave, or share their cores where they leave none."""
+
+import pytest
+
+from crn_deploy.scale.batch import BatchOptions, _stage_cpus, worker_cpus
+
+
+@pytest.mark.parametrize(("nodes", "available", "workers", "expected"), [
+    ([2.0], 2.0, 1, 2.0),  # one painter on one machine uses the machine, as single-process crn-run does
+    ([2.0], 2.0, 2, 1.0),
+    ([16.0], 16.0, 3, 5.0),  # whole CPUs
+    ([1.0, 1.0], 2.0, 1, 1.0),  # never more than one node has: it could not be placed
+    ([8.0, 8.0], 16.0, 2, 8.0),
+    ([4.0], 2.0, 1, 2.0),  # CPUs held by others (Serve replicas) are not counted
+    ([2.0], 2.0, 4, 1.0),  # at least one
+])
+def test_each_cpu_painter_reserves_an_even_share_of_the_free_cpus(nodes, available, workers, expected):
+    assert worker_cpus(nodes, available, workers) == expected
+
+
+def test_reading_and_writing_tasks_take_what_the_painters_leave():
+    assert _stage_cpus(2.0, BatchOptions(workers=1, gpus_per_worker=0, cpus_per_worker=2.0)) == 0.0
+    assert _stage_cpus(4.0, BatchOptions(workers=1, gpus_per_worker=0, cpus_per_worker=2.0)) == 0.5
+    assert _stage_cpus(2.0, BatchOptions(workers=2, gpus_per_worker=1, cpus_per_worker=1.0)) == 0.5
