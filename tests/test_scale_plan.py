@@ -1,10 +1,11 @@
 """How crn-run --ray shares a cluster's CPUs by default, without starting Ray: each CPU painter reserves an
 even share of the free CPUs (whole, at least one, never more than one node has), and the reading and writing
-tasks reserve what the painters leave, or share their cores where they leave none."""
+tasks reserve what the painters leave, or share their cores where they leave none; a painter paints small maps
+one per CPU at once, large ones one at a time on every CPU."""
 
 import pytest
 
-from crn_deploy.scale.batch import BatchOptions, _stage_cpus, worker_cpus
+from crn_deploy.scale.batch import BatchOptions, _stage_cpus, cpu_painting, worker_cpus
 
 
 @pytest.mark.parametrize(("nodes", "available", "workers", "expected"), [
@@ -24,3 +25,15 @@ def test_reading_and_writing_tasks_take_what_the_painters_leave():
     assert _stage_cpus(2.0, BatchOptions(workers=1, gpus_per_worker=0, cpus_per_worker=2.0)) == 0.0
     assert _stage_cpus(4.0, BatchOptions(workers=1, gpus_per_worker=0, cpus_per_worker=2.0)) == 0.5
     assert _stage_cpus(2.0, BatchOptions(workers=2, gpus_per_worker=1, cpus_per_worker=1.0)) == 0.5
+
+
+@pytest.mark.parametrize(("cpus", "pixels", "threads", "expected"), [
+    (2, 64 * 128, None, (1, 2)),  # small maps: one per CPU at once, one thread each
+    (2, 256 * 512, None, (1, 2)),
+    (8, 1024 * 2048, None, (8, 1)),  # large maps: one at a time on every CPU (their activations take GBs)
+    (8, 64 * 128, 2, (2, 4)),  # threads given: that many per map, as many maps as fit
+    (2, 64 * 128, 4, (4, 1)),
+    (0, 64 * 128, None, (1, 1)),
+])
+def test_a_cpu_painter_paints_small_maps_one_per_cpu_and_large_ones_on_every_cpu(cpus, pixels, threads, expected):
+    assert cpu_painting(cpus, pixels, threads) == expected

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,7 +46,7 @@ class BatchOptions:
     gpus_per_worker: float | None = None  # 0: CPU workers (ONNX Runtime threads); None: 1 where the cluster has GPUs
     address: str | None = None  # None: a local Ray instance; "auto" or host:port: an existing cluster
     overwrite: bool = False
-    threads: int | None = None  # ONNX Runtime intra-op threads per CPU worker (None: its CPU reservation)
+    threads: int | None = None  # ONNX Runtime intra-op threads per map a CPU worker paints (None: see cpu_painting)
     cpus_per_worker: float | None = None  # CPUs each CPU actor reserves (None: an even share, see worker_cpus)
     batch_size: int = 64  # label maps per Ray Data batch: larger ones amortise each task's and call's fixed cost
     strict_colors: bool = False
@@ -70,17 +71,25 @@ class BatchSummary:
 
 class Painter:
     """The synthesis stage: a Ray Data actor that opens the artifact once, then paints batches of rows holding
-    ``labels`` arrays [H,W] (and ``instances`` where the row has them); the rows come back with ``image``."""
+    ``labels`` arrays [H,W] (and ``instances`` where the row has them); the rows come back with ``image``.
+    ``at_once``: maps painted at the same time, from threads sharing the one session (ONNX Runtime runs them
+    concurrently, outside the GIL, each on its own thread where ``threads`` is 1)."""
 
-    def __init__(self, artifact: str, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, artifact: str, device: str = "auto", threads: int | None = None, at_once: int = 1) -> None:
         from .. import runtime
 
         self.synth = runtime.load(artifact, device=device, threads=threads)
+        self.pool = ThreadPoolExecutor(at_once) if at_once > 1 else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         instances = batch.get("instances")
-        images = [self.synth(_array(labels, np.uint8), instances=None if instances is None else
-                             _array(instances[i], np.int32)) for i, labels in enumerate(batch["labels"])]
+
+        def paint(i: int) -> np.ndarray:
+            return self.synth(_array(batch["labels"][i], np.uint8),
+                              instances=None if instances is None else _array(instances[i], np.int32))
+
+        rows = range(len(batch["labels"]))
+        images = list(self.pool.map(paint, rows)) if self.pool else [paint(i) for i in rows]
         out = {k: v for k, v in batch.items() if k not in ("labels", "instances")}
         return {**out, "image": _column(images)}
 
@@ -348,14 +357,32 @@ def paint_with_pool(dataset, artifact: Path, options: BatchOptions):
     if Path(artifact).suffix == ".engine" and not options.gpus_per_worker:
         raise UsageError(f"{artifact} is a TensorRT engine: give each worker a GPU (--gpus-per-worker 1)")
     reserved = 1.0 if options.cpus_per_worker is None else options.cpus_per_worker
-    cpus = 0 if options.gpus_per_worker else reserved
-    threads = options.threads or (None if options.gpus_per_worker else max(1, int(reserved)))
+    if options.gpus_per_worker:
+        cpus, threads, at_once = 0, options.threads, 1
+    else:
+        h, w = Manifest.read(manifest_for(Path(artifact))).resolution
+        cpus, (threads, at_once) = reserved, cpu_painting(int(reserved), h * w, options.threads)
     import ray
 
     return dataset.map_batches(
         Painter, batch_size=options.batch_size, compute=ray.data.ActorPoolStrategy(size=options.workers),
         num_gpus=options.gpus_per_worker, num_cpus=cpus, batch_format="numpy",
-        fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "device": device, "threads": threads})
+        fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "device": device, "threads": threads,
+                               "at_once": at_once})
+
+
+SMALL_MAP_PIXELS = 256 * 512
+
+
+def cpu_painting(cpus: int, map_pixels: int, threads: int | None) -> tuple[int, int]:
+    """(ONNX Runtime threads per map, maps painted at once) for a CPU painter holding ``cpus`` CPUs. Maps up to
+    256x512 are painted one per CPU at once, one thread each: on small maps that beats one map on every thread
+    (benchmarks/README.md, the pipelined Ray path). Larger maps, whose activations take gigabytes at 1024x2048,
+    are painted one at a time on every CPU. ``threads`` given: that many per map, as many maps as fit."""
+    cpus = max(1, cpus)
+    if threads:
+        return threads, max(1, cpus // threads)
+    return (1, cpus) if map_pixels <= SMALL_MAP_PIXELS else (cpus, 1)
 
 
 def check_shared(ray, store: Store, log: Callable[[str], None] = print) -> None:
