@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import onnx
 import pytest
 
 from crn_deploy import runtime
@@ -47,6 +48,21 @@ def test_training_writes_a_posgen_checkpoint_that_resumes(trained):
     assert train_main(["--resume", str(trained / "checkpoint.pt"), "--steps", "4", "--out", str(trained / "more"),
                        "--save-every", "1"]) == 0
     assert load_checkpoint(trained / "more" / "final.safetensors").family == "posgen"
+
+
+def test_an_option_over_a_checkpoints_stored_config_sets_its_fp32_tail_and_a_shape_change_is_refused(
+        trained, tmp_path, capsys):
+    checkpoint = str(trained / "final.safetensors")
+    assert export_main([checkpoint, "--res", "32x64", "--precision", "fp16", "--option", "fp32_tail_blocks=2",
+                        "--out", str(tmp_path), "--name", "tail2", "--no-engine"]) == 0
+    manifest = Manifest.read(tmp_path / "tail2-32x64-fp16.json")
+    assert manifest.config.fp32_tail_blocks == 2
+    graph = onnx.load(str(tmp_path / "tail2-32x64-fp16.onnx"), load_external_data=False)
+    islands = {n.input[1].split(".")[0] for n in graph.graph.node if n.op_type == "Conv" and "fp32island" in n.name}
+    assert islands == {*list(manifest.config.trunk.widths())[-2:], "fourier"}
+    assert export_main([checkpoint, "--res", "32x64", "--option", "mlp_width=8", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err  # an option that changes the architecture meets the weights' shapes
+    assert "does not fit the PosGen config" in err and "pixel_mlp.0.weight [64, 82, 1, 1] != [8, 82, 1, 1]" in err
 
 
 def test_export_records_both_resolutions(engines):

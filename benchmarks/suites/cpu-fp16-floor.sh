@@ -2,11 +2,12 @@
 # CPU suite: the FP16 floor at full width. Each family's full preset (random weights, seed 0) at 256x512 is
 # exported in FP16 as users export it (crn-export: ONNX Runtime against the PyTorch FP32 reference on the
 # export's two synthetic layouts, then a TensorRT-RTX engine built on this CPU); PosGen also without its FP32
-# tail (--option fp32_tail_blocks=0, the graph before the island, floor lifted so that it is kept); then the
-# trained demo models: the shipped CRN demo at 256x512 and, when POSGEN_DEMO names a crn-train checkpoint of
-# posgen-demo, that one at 128x256 with and without its tail. Finally every FP16 graph is timed on ONNX
-# Runtime CPU (median of 3 calls after one) and one table is written from the manifests (floor.md).
-# About 15 minutes on 2 cores.
+# tail (--option fp32_tail_blocks=0, the graph before the island) and with one block less than the default
+# (4), the floor lifted so that they are kept; then the trained demo models: the shipped CRN demo at 256x512
+# and, when POSGEN_DEMO names a crn-train checkpoint of posgen-demo, that one at 128x256 with and without
+# its tail (a checkpoint keeps the tail it was trained with unless --option sets it). Finally every FP16
+# graph is timed on ONNX Runtime CPU (median of 3 calls after one) and one table is written from the
+# manifests (floor.md). About 15 minutes on 2 cores.
 # Usage: [POSGEN_DEMO=ckpt.pt] benchmarks/suites/cpu-fp16-floor.sh RESULTS_DIR [ENGINES_DIR]
 set -euo pipefail
 results=${1:?results folder}
@@ -23,9 +24,11 @@ for preset in cityscapes-256p label2city_512p spade_cityscapes oasis_cityscapes 
 done
 export_fp16 --preset posgen_cityscapes --random-weights --seed 0 --res 256x512 --name posgen_cityscapes-tail0 \
     "${lifted[@]}"
+export_fp16 --preset posgen_cityscapes --random-weights --seed 0 --res 256x512 --name posgen_cityscapes-tail4 \
+    --option fp32_tail_blocks=4 --min-psnr 0 --max-abs 255  # one block less than the default
 export_fp16 crn_deploy/assets/demo-small-256p.safetensors --res 256x512 --name crn-demo
 if [[ -n "${POSGEN_DEMO:-}" ]]; then
-    export_fp16 "$POSGEN_DEMO" --res 128x256 --name posgen-demo
+    export_fp16 "$POSGEN_DEMO" --res 128x256 --name posgen-demo --option fp32_tail_blocks=5  # today's default
     export_fp16 "$POSGEN_DEMO" --res 128x256 --name posgen-demo-tail0 "${lifted[@]}"
 fi
 "$py" - "$engines" <<'PY' | tee "$results/floor.md"

@@ -48,7 +48,7 @@ class PosGenConfig(ConfigRecord):
     mlp_width: int = 256
     coordinate_encoding: str = "xy"
     coordinate_octaves: int = 4
-    fp32_tail_blocks: int = 4
+    fp32_tail_blocks: int = 5
 
     def __post_init__(self) -> None:
         if self.trunk.use_vae:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
+from ..families import config_fields_from_options
 from ..families.posgen import POSGEN, PosGenConfig
 from ..graph import FLOAT, GraphBuilder, model_of
 from ..precisions import Precision
@@ -132,6 +133,8 @@ def load_state(state: dict[str, torch.Tensor], config: PosGenConfig | None, requ
     if config is None:
         raise CheckpointError(f"{path} is a PosGen state_dict without its config; save it with crn-train (or "
                               "save_checkpoint), or pass --preset NAME")
+    if request.options:  # over the stored config: a deployment choice (fp32_tail_blocks); weights are checked below
+        config = config.with_options(config_fields_from_options(type(config), request.options, "--option"))
     folded = fold_spectral_norm({k.removeprefix("module."): v for k, v in state.items()})
     check_fits(folded, PosGenGenerator(config), f"the PosGen config {config.to_dict()}", path,
                "Pick the matching --preset")
