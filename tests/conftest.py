@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-import pytest
-
-from crn_deploy.families import find_preset
-
-TINY_RES = (64, 96)
-
 # Ray starts a local instance by itself when one of its APIs is called while none runs. After a test module's
 # ray.shutdown(), a Ray Data or Serve thread still winding down would start one that nothing stops, and its
 # driver exits the whole test process when that instance's GCS goes away. Ray reads this once, at import.
 os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+
+import pytest  # noqa: E402
+
+from crn_deploy.families import find_preset
+
+TINY_RES = (64, 96)
 
 
 @pytest.fixture(scope="session")

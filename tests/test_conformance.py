@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from crn_deploy import runtime
 from crn_deploy.cli.run import main as run_main
@@ -52,7 +53,9 @@ def test_the_family_is_complete_and_its_test_preset_is_tiny(name):
     assert sum(p.numel() for p in model.build(config).parameters()) < 2_000_000
     specs = fam.inputs(config, fam.native_resolution(config), 2)
     assert specs[0].role == Role.LABELS and all(s.role in vars(Role).values() for s in specs)
-    assert sum(p.numel() for p in model.build(find_preset(fam.full_preset)[1]).parameters()) > 10_000_000
+    with torch.device("meta"):  # shapes only: the full presets hold hundreds of millions of weights
+        full = model.build(find_preset(fam.full_preset)[1])
+    assert sum(p.numel() for p in full.parameters()) > 10_000_000
 
 
 @pytest.mark.slow

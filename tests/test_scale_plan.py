@@ -16,6 +16,8 @@ from crn_deploy.scale.batch import BatchOptions, _stage_cpus, cpu_painting, work
     ([8.0, 8.0], 16.0, 2, 8.0),
     ([4.0], 2.0, 1, 2.0),  # CPUs held by others (Serve replicas) are not counted
     ([2.0], 2.0, 4, 1.0),  # at least one
+    ([8.0, 2.0], 10.0, 2, 4.0),  # every painter must fit on some node: not 5 and 5
+    ([4.0, 4.0, 4.0], 12.0, 2, 4.0),
 ])
 def test_each_cpu_painter_reserves_an_even_share_of_the_free_cpus(nodes, available, workers, expected):
     assert worker_cpus(nodes, available, workers) == expected
@@ -37,3 +39,15 @@ def test_reading_and_writing_tasks_take_what_the_painters_leave():
 ])
 def test_a_cpu_painter_paints_small_maps_one_per_cpu_and_large_ones_on_every_cpu(cpus, pixels, threads, expected):
     assert cpu_painting(cpus, pixels, threads) == expected
+
+
+def test_cpus_per_worker_is_a_ray_option_of_at_least_one_cpu(tmp_path, capsys):
+    from crn_deploy.cli.run import main as run_main
+
+    base = [str(tmp_path / "a.onnx"), "--input", str(tmp_path), "--output", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main([*base, "--cpus-per-worker", "2"])
+    assert exit_info.value.code == 2 and "--cpus-per-worker" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run_main([*base, "--ray", "--cpus-per-worker", "0.5"])
+    assert exit_info.value.code == 2 and "--cpus-per-worker must be at least 1, got 0.5" in capsys.readouterr().err

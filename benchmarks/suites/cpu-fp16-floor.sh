@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # CPU suite: the FP16 floor at full width. Each family's full preset (random weights, seed 0) at 256x512 is
 # exported in FP16 as users export it (crn-export: ONNX Runtime against the PyTorch FP32 reference on the
-# export's two synthetic layouts, then a TensorRT-RTX engine built on this CPU); PosGen also without its FP32
-# tail (--option fp32_tail_blocks=0, the graph before the island) and with one block less than the default
-# (4), the floor lifted so that they are kept; then the trained demo models: the shipped CRN demo at 256x512
-# and, when POSGEN_DEMO names a crn-train checkpoint of posgen-demo, that one at 128x256 with and without
-# its tail (a checkpoint keeps the tail it was trained with unless --option sets it). Finally every FP16
-# graph is timed on ONNX Runtime CPU (median of 3 calls after one) and one table is written from the
-# manifests (floor.md). About 15 minutes on 2 cores.
+# export's two synthetic layouts, PosGen keeping one more trunk block in FP32 at a time until it holds the
+# floor, then a TensorRT-RTX engine built on this CPU); PosGen also with no FP32 tail (--option
+# fp32_tail_blocks=0 with the floor lifted: the graph before the island) and with a tail of 5; then the
+# trained demo models: the shipped CRN demo at 256x512 and, when POSGEN_DEMO names a crn-train checkpoint
+# of posgen-demo, that one at 128x256 as exported and with a tail of 5. Finally every FP16 graph is timed
+# on ONNX Runtime CPU (median of 3 calls after one) and one table is written from the manifests
+# (floor.md). About 15 minutes on 2 cores.
 # Usage: [POSGEN_DEMO=ckpt.pt] benchmarks/suites/cpu-fp16-floor.sh RESULTS_DIR [ENGINES_DIR]
 set -euo pipefail
 results=${1:?results folder}
@@ -18,18 +18,18 @@ mkdir -p "$results"
 export_fp16() {
     "$py" -m crn_deploy.cli.export "$@" --precision fp16 --out "$engines" --target rtx 2>&1 | tee -a "$results/export.log"
 }
-lifted=(--option fp32_tail_blocks=0 --min-psnr 0 --max-abs 255)
+lifted=(--min-psnr 0 --max-abs 255)
 for preset in cityscapes-256p label2city_512p spade_cityscapes oasis_cityscapes posgen_cityscapes; do
     export_fp16 --preset "$preset" --random-weights --seed 0 --res 256x512
 done
 export_fp16 --preset posgen_cityscapes --random-weights --seed 0 --res 256x512 --name posgen_cityscapes-tail0 \
-    "${lifted[@]}"
-export_fp16 --preset posgen_cityscapes --random-weights --seed 0 --res 256x512 --name posgen_cityscapes-tail4 \
-    --option fp32_tail_blocks=4 --min-psnr 0 --max-abs 255  # one block less than the default
+    --option fp32_tail_blocks=0 "${lifted[@]}"
+export_fp16 --preset posgen_cityscapes --random-weights --seed 0 --res 256x512 --name posgen_cityscapes-tail5 \
+    --option fp32_tail_blocks=5
 export_fp16 crn_deploy/assets/demo-small-256p.safetensors --res 256x512 --name crn-demo
 if [[ -n "${POSGEN_DEMO:-}" ]]; then
-    export_fp16 "$POSGEN_DEMO" --res 128x256 --name posgen-demo --option fp32_tail_blocks=5  # today's default
-    export_fp16 "$POSGEN_DEMO" --res 128x256 --name posgen-demo-tail0 "${lifted[@]}"
+    export_fp16 "$POSGEN_DEMO" --res 128x256 --name posgen-demo --option fp32_tail_blocks=0  # as trained today
+    export_fp16 "$POSGEN_DEMO" --res 128x256 --name posgen-demo-tail5 --option fp32_tail_blocks=5
 fi
 "$py" - "$engines" <<'PY' | tee "$results/floor.md"
 """One row per FP16 artifact: its parity as the export measured it, ONNX Runtime CPU time, the sizes."""

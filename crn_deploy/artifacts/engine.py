@@ -34,7 +34,7 @@ class BuildOptions:
     optimization_level: int = 3  # 0..5; TensorRT's default is 3
     timing_cache: Path | None = None  # None: <engines folder>/timing.cache
     detailed_profiling: bool = False  # ProfilingVerbosity.DETAILED: per-layer info in the engine inspector
-    tf32: bool = False  # FP32 engines: allow TF32 convolutions (off: an fp32 engine computes in FP32)
+    tf32: bool = False  # allow TF32 convolutions (off: FP32 engines and FP32 islands compute in FP32)
     target: EngineTarget = TENSORRT
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets ("8.6", ...); empty: its default
     verbose: bool = False  # print the library's log (info and above), not only a count of its warnings
@@ -201,8 +201,8 @@ def _config(trt, builder, manifest: Manifest, options: BuildOptions):
     config.builder_optimization_level = options.optimization_level
     if options.detailed_profiling:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if not manifest.precision.reduced and not options.tf32:
-        config.clear_flag(trt.BuilderFlag.TF32)  # TF32 is on by default and would round FP32 convolutions
+    if not options.tf32:  # TF32 is on by default and would round FP32 convolutions: an FP32 engine's, and the
+        config.clear_flag(trt.BuilderFlag.TF32)  # FP32 islands of a reduced-precision one (PosGen's tail)
     if options.compute_capabilities:
         config.num_compute_capabilities = len(options.compute_capabilities)
         for i, cc in enumerate(options.compute_capabilities):

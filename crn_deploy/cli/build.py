@@ -72,7 +72,8 @@ def add_builder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0..5 (default 3)")
     g.add_argument("--timing-cache", type=Path, help="timing cache file (default: timing.cache in the engines folder)")
     g.add_argument("--detailed-profiling", action="store_true", help="per-layer detail for the engine inspector")
-    g.add_argument("--tf32", action="store_true", help="let fp32 engines use TF32 convolutions (faster, rounder)")
+    g.add_argument("--tf32", action="store_true",
+                   help="let FP32 convolutions (fp32 engines, FP32 islands of fp16 ones) use TF32: faster, rounder")
     g.add_argument("--verbose", action="store_true", help="print the builder's log (default: its warnings in one line)")
 
 

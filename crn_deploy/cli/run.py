@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=1, help="with --ray: actors, each opening the artifact once")
     g.add_argument("--gpus-per-worker", type=float, help="with --ray: GPUs per actor (default 1 where the cluster "
                                                            "has GPUs, else 0: CPU actors)")
+    g.add_argument("--cpus-per-worker", type=float,
+                   help="with --ray: CPUs each CPU actor reserves (default: the cluster's free CPUs shared evenly, "
+                        "whole, as many as a node holds)")
     g.add_argument("--overwrite", action="store_true", help="with --ray: repaint pictures already written")
     g.add_argument("--threads", type=int,
                    help="with --ray: ONNX Runtime threads per map a CPU worker paints (default: 1 for maps up to "
@@ -62,8 +65,9 @@ def _check(args) -> None:
         raise UsageError("--frames and --fps must be positive")
     if args.gpu < 0:
         raise UsageError(f"--gpu must be a CUDA device number >= 0, got {args.gpu}")
-    if args.ray is None and (args.workers != 1 or args.gpus_per_worker is not None or args.overwrite or args.threads):
-        raise UsageError("--workers, --gpus-per-worker, --overwrite and --threads apply with --ray")
+    if args.ray is None and (args.workers != 1 or args.gpus_per_worker is not None or args.overwrite or args.threads
+                             or args.cpus_per_worker is not None):
+        raise UsageError("--workers, --gpus-per-worker, --cpus-per-worker, --overwrite and --threads apply with --ray")
     if args.ray is not None:
         _check_ray(args)
     args.options = StreamOptions(policy=args.policy, fps=args.fps, resize=args.resize, output_size=args.output_size,
@@ -74,6 +78,8 @@ def _check(args) -> None:
 def _check_ray(args) -> None:
     if args.workers < 1 or (args.gpus_per_worker is not None and args.gpus_per_worker < 0):
         raise UsageError("--workers must be at least 1 and --gpus-per-worker at least 0")
+    if args.cpus_per_worker is not None and args.cpus_per_worker < 1:
+        raise UsageError(f"--cpus-per-worker must be at least 1, got {args.cpus_per_worker:g}")
     if args.input.startswith("synthetic") or Path(args.input).suffix.lower() in (".mp4", ".avi", ".mkv", ".mov"):
         raise UsageError("--ray synthesizes folders or globs of label images or NumPy shards, or Parquet; give "
                          "--input DIR, 'DIR/**/*.png', 'runs/*.npy' or data.parquet")
@@ -97,7 +103,8 @@ def _run_ray(args) -> int:
 
     options = BatchOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                            address=None if args.ray == "local" else args.ray, overwrite=args.overwrite,
-                           threads=args.threads, strict_colors=args.strict_colors)
+                           threads=args.threads, cpus_per_worker=args.cpus_per_worker,
+                           strict_colors=args.strict_colors)
     summary = synthesize_files(args.artifact, args.input, str(args.output), options, log)
     log(f"{PROG}: {summary.line()}")
     log(f"{PROG}: wrote {args.output} (record: {summary.record})")

@@ -106,9 +106,10 @@ class Family:
     def images_per_map(self, config) -> int:
         return 1
 
-    def fp16_remedy(self, config) -> str | None:
-        """Command-line options that keep more of this model in FP32 in its FP16 graph, where it has such a
-        knob (named when an FP16 export falls below the floor)."""
+    def more_fp32(self, config) -> tuple[object, str] | None:
+        """(the config with one more part of the model kept in FP32 in reduced-precision graphs, what is then
+        FP32), where the family has such a knob and it can go further; else None. An FP16 export below the
+        floor tries again with it, so each model gets the smallest FP32 island that holds the floor."""
         return None
 
     def inputs(self, config, resolution: tuple[int, int], batch: int) -> tuple[TensorSpec, ...]:

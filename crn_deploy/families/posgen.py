@@ -4,7 +4,7 @@ may be larger than the label map. The torch side is ``crn_deploy/models/posgen.p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import UsageError
 from ..labels import CITYSCAPES, LabelSet
@@ -38,7 +38,8 @@ class PosGenConfig(ConfigRecord):
       centres, torch's ``align_corners=False``) and the coordinate grid enlarged;
     - in FP16 models the trunk's last ``fp32_tail_blocks`` residual blocks, the features' resize and the
       Fourier projection compute in FP32 (an FP32 island; the head's MLP is FP16): the features' FP16
-      rounding, multiplied by B, moves sin/cos by up to 0.1 rad (docs/families/posgen.md has the figures);
+      rounding, multiplied by B, can move sin/cos by 0.1 rad. crn-export raises it from 0 one block at a
+      time until the FP16 graph holds the floor (docs/families/posgen.md has the figures);
     - no style VAE (``trunk.use_vae`` False), and norm_G without spectral norm by default (trained with
       regression losses here; spectral-normed checkpoints are folded at load as SPADE's)."""
 
@@ -48,7 +49,7 @@ class PosGenConfig(ConfigRecord):
     mlp_width: int = 256
     coordinate_encoding: str = "xy"
     coordinate_octaves: int = 4
-    fp32_tail_blocks: int = 5
+    fp32_tail_blocks: int = 0
 
     def __post_init__(self) -> None:
         if self.trunk.use_vae:
@@ -141,10 +142,11 @@ class PosGenFamily(SPADEFamily):
     def style_size(self, config: PosGenConfig) -> int | None:
         return None
 
-    def fp16_remedy(self, config: PosGenConfig) -> str | None:
-        if config.fp32_tail_blocks >= len(config.trunk.widths()):
+    def more_fp32(self, config: PosGenConfig) -> tuple[PosGenConfig, str] | None:
+        blocks = config.fp32_tail_blocks + 1
+        if blocks > len(config.trunk.widths()):
             return None
-        return f"--option fp32_tail_blocks={config.fp32_tail_blocks + 1}"
+        return replace(config, fp32_tail_blocks=blocks), f"the trunk's last {blocks} block(s) in FP32"
 
     def describe(self, config: PosGenConfig) -> str:
         return (f"PosGen: {super().describe(config.trunk)} trunk; pixel-wise MLP {config.head_inputs}->"

@@ -152,8 +152,9 @@ def graph_parts(config: PosGenConfig, weights: dict, sizes: Sizes, precision: Pr
                 head: str = "conv") -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
     """uint8 ``labels`` [N,1,H,W] (+ int32 ``instances``) in, uint8 RGB ``image`` [N,H',W',3] out.
 
-    The trunk as SPADE's graph at (H, W); the features bilinearly resized to (H', W') in the compute
-    type; the Fourier projection and its sin/cos in FP32; the coordinate grid from two tiny per-axis
+    The trunk as SPADE's graph at (H, W), its last ``fp32_tail_blocks`` blocks in FP32 in reduced
+    precisions; the features bilinearly resized to (H', W') in the trunk's output type; the Fourier
+    projection and its sin/cos in FP32; the coordinate grid from two tiny per-axis
     constants expanded in the graph (no [H',W'] constant); the pixel-wise MLP as 1x1 convolutions
     (``head="conv"``, the default: NCHW throughout, bias and activation fused by TensorRT into its
     convolution kernels) or MatMuls on [N, H'W', C] (``head="matmul"``: two more transposes)."""

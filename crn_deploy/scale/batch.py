@@ -322,7 +322,7 @@ def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOp
     resources = ray.cluster_resources()
     if options.gpus_per_worker is None:
         options.gpus_per_worker = 1.0 if resources.get("GPU") else 0.0
-    if options.cpus_per_worker is None:
+    if options.cpus_per_worker is None and not options.gpus_per_worker:
         nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
         options.cpus_per_worker = worker_cpus(nodes, ray.available_resources().get("CPU", 0.0), options.workers)
     stage = {"num_cpus": _stage_cpus(resources.get("CPU", 0.0), options), "batch_size": options.batch_size,
@@ -334,10 +334,15 @@ def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOp
 
 def worker_cpus(node_cpus: list[float], available: float, workers: int) -> float:
     """What each CPU painter reserves by default (its ONNX Runtime threads follow): the cluster's free CPUs
-    shared evenly among the painters, whole CPUs, at least one and at most one node's. One painter on one
-    machine so uses the machine as single-process crn-run does; the reading and writing tasks share its cores."""
-    share = int(min(sum(node_cpus), available) // max(1, workers))
-    return float(max(1, min(share, int(max(node_cpus, default=1)))))
+    shared evenly among the painters, in whole CPUs, at least one, and no more than lets every painter be
+    placed on some node. One painter on one machine so uses the machine as single-process crn-run does;
+    the reading and writing tasks share its cores. (Nodes are counted whole: on a cluster busy with other
+    work, give cpus_per_worker, --cpus-per-worker.)"""
+    workers = max(1, workers)
+    share = int(min(sum(node_cpus), available) // workers)
+    while share > 1 and sum(int(n // share) for n in node_cpus) < workers:
+        share -= 1
+    return float(max(1, share))
 
 
 def _stage_cpus(cluster_cpus: float, options: BatchOptions) -> float:
@@ -360,8 +365,9 @@ def paint_with_pool(dataset, artifact: Path, options: BatchOptions):
     if options.gpus_per_worker:
         cpus, threads, at_once = 0, options.threads, 1
     else:
-        h, w = Manifest.read(manifest_for(Path(artifact))).resolution
-        cpus, (threads, at_once) = reserved, cpu_painting(int(reserved), h * w, options.threads)
+        manifest = Manifest.read(manifest_for(Path(artifact)))
+        pixels = max(np.prod(manifest.resolution), np.prod(manifest.output_resolution))  # PosGen paints larger
+        cpus, (threads, at_once) = reserved, cpu_painting(int(reserved), int(pixels), options.threads)
     import ray
 
     return dataset.map_batches(
