@@ -108,14 +108,14 @@ def test_fp16_graph_keeps_the_fourier_argument_in_fp32_and_no_constant_grows_wit
     assert max(grown) <= 8 * (512 + 256)  # only the per-axis coordinate vectors grow, not an [H', W'] grid
 
 
-@pytest.mark.parametrize("tail", [0, 2, 4])
+@pytest.mark.parametrize("tail", [0, 2, 4, 9])
 def test_fp16_graph_computes_the_trunks_last_blocks_in_fp32_marked_as_an_island(tail):
     config = TINY.with_options({"fp32_tail_blocks": tail})
     model = _model(config)
     graph = _graph(config, model, "fp16", out=(64, 128))
     types = graph_dtypes(graph)
     blocks = list(config.trunk.widths())
-    fp32_blocks = set(blocks[len(blocks) - tail:]) if tail else set()
+    fp32_blocks = set(blocks[max(0, len(blocks) - tail):]) if tail else set()  # 9 > 7 blocks: all of them
     for node in graph.graph.node:
         if node.op_type != "Conv" or node.input[1].startswith(("pixel_mlp.", "fourier.")):
             continue
@@ -133,6 +133,14 @@ def test_fp16_graph_computes_the_trunks_last_blocks_in_fp32_marked_as_an_island(
         assert kept == fp32_blocks and half._live.pixel_mlp[0].weight.dtype == torch.float16
         arrays = _scene(config)
         assert compare_images(half.run(*arrays), _reference(model, arrays, (64, 128))).psnr_db >= 40
+
+
+def test_an_fp32_graph_has_no_island_whatever_the_tail():
+    config = TINY.with_options({"fp32_tail_blocks": 4})
+    graph = _graph(config, _model(config), "fp32")
+    assert [n.name for n in graph.graph.node if "fp32island" in n.name and n.op_type == "Conv"] == \
+        [n.name for n in graph.graph.node if n.op_type == "Conv" and n.input[1] == "fourier.weight"]
+    assert not [n for n in graph.graph.node if n.op_type == "Cast" and "fp32island" in n.name]
 
 
 def test_the_fp16_fourier_argument_would_lose_its_phase_in_fp16():

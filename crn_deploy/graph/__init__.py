@@ -55,7 +55,8 @@ class GraphBuilder:
         """An initializer; a name already given returns the same one (it must hold the same value)."""
         value = np.ascontiguousarray(value)
         if name in self._constants:
-            assert np.array_equal(self._constants[name], value), f"two different constants named {name}"
+            known = self._constants[name]
+            assert known.dtype == value.dtype and np.array_equal(known, value), f"two different constants named {name}"
             return name
         self._constants[name] = value
         self.initializers.append(numpy_helper.from_array(value, name))

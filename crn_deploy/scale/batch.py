@@ -79,7 +79,8 @@ class Painter:
         from .. import runtime
 
         self.synth = runtime.load(artifact, device=device, threads=threads)
-        self.pool = ThreadPoolExecutor(at_once) if at_once > 1 else None
+        concurrent = at_once > 1 and device == "cpu"  # ONNX Runtime CPU sessions take concurrent runs; engines not
+        self.pool = ThreadPoolExecutor(at_once) if concurrent else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         instances = batch.get("instances")
