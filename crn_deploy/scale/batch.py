@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -224,7 +224,9 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
     state = "interrupted"
     try:
         if len(names) > len(done):
-            painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest)
+            # Ray Data's own Parquet readers and writers each take a CPU: leave them one where they run
+            ray_io = to_parquet or not isinstance(rows, list)
+            painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest, ray_io)
             if to_parquet:
                 painted = painted.materialize()
                 painted.select_columns(["name", "image_png"]).write_parquet(output)
@@ -318,14 +320,16 @@ def _inputs(ray, pattern: str, manifest: Manifest):
     return rows, [r["name"] for r in rows]
 
 
-def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOptions, manifest: Manifest):
+def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOptions, manifest: Manifest,
+              ray_io: bool = False):
     """Read and decode (CPU tasks) -> synthesis (actor pool) -> encode and write (CPU tasks), overlapping."""
     resources = ray.cluster_resources()
-    if options.gpus_per_worker is None:
-        options.gpus_per_worker = 1.0 if resources.get("GPU") else 0.0
+    if options.gpus_per_worker is None:  # settled for this run only: the caller's options stay as given
+        options = replace(options, gpus_per_worker=1.0 if resources.get("GPU") else 0.0)
     if options.cpus_per_worker is None and not options.gpus_per_worker:
         nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-        options.cpus_per_worker = worker_cpus(nodes, ray.available_resources().get("CPU", 0.0), options.workers)
+        free = ray.available_resources().get("CPU", 0.0) - (1.0 if ray_io else 0.0)
+        options = replace(options, cpus_per_worker=worker_cpus(nodes, free, options.workers))
     stage = {"num_cpus": _stage_cpus(resources.get("CPU", 0.0), options), "batch_size": options.batch_size,
              "batch_format": "numpy", "compute": ray.data.TaskPoolStrategy(size=max(2, options.workers))}
     decoded = dataset.map_batches(read_stage, **stage,
