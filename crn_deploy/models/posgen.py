@@ -27,7 +27,7 @@ from ..precisions import Precision
 from ..sizes import Sizes
 from .registry import LoadRequest, ModelFamily
 from .shared import GraphWeights, tensor2im_graph, to_uint8_images
-from .spade import LEAK, SPADEGenerator, fold_spectral_norm, trunk_graph
+from .spade import LEAK, SPADEGenerator, fold_spectral_norm, last_blocks, trunk_graph
 from .spade import random_init as spade_random_init
 from .state import check_fits
 HEAD = ("pixel_mlp.0", "pixel_mlp.2", "pixel_mlp.4")  # the three shared layers, as 1x1 convolutions
@@ -79,12 +79,8 @@ class PosGenGenerator(SPADEGenerator):
             nn.Conv2d(config.head_inputs, config.mlp_width, 1), nn.LeakyReLU(LEAK),
             nn.Conv2d(config.mlp_width, config.mlp_width, 1), nn.LeakyReLU(LEAK),
             nn.Conv2d(config.mlp_width, 3, 1), nn.Tanh())
-        for name in self._fp32_tail():  # as the FP16 graph's island: these blocks stay FP32 in an FP16 model
-            getattr(self, name).keep_fp32 = True
-
-    def _fp32_tail(self) -> list[str]:
-        names = list(self.config.trunk.widths())
-        return names[len(names) - min(self.config.fp32_tail_blocks, len(names)):]
+        for name in last_blocks(config.trunk, config.fp32_tail_blocks):  # as the FP16 graph's island: these
+            getattr(self, name).keep_fp32 = True  # blocks stay FP32 in an FP16 model
 
     def semantic_features(self, seg: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """The trunk's features [N, C, H, W] (after the LeakyReLU), interpolated to ``size`` if given."""

@@ -285,13 +285,19 @@ def trunk_graph(g: GraphBuilder, w: GraphWeights, config: SPADEConfig, resolutio
     else:
         x = w.conv(seg.at(start), "fc", pad=1)
     names = list(config.widths())
-    split = max(0, len(names) - fp32_tail) if compute != FLOAT else len(names)
+    split = len(names) - len(last_blocks(config, fp32_tail if compute != FLOAT else 0))
     x, size = _blocks(g, w, x, seg, names[:split], start, config)
     if split < len(names):
         with g.fp32_island():  # the one-hot map is exact in any type: its FP16 form is cast
             seg = Segmentation(g, g.op("Cast", [encoded], to=FLOAT), resolution, batch, config.semantic_nc)
             x, size = _blocks(g, w.in_fp32(), g.op("Cast", [x], to=FLOAT), seg, names[split:], size, config)
     return x
+
+
+def last_blocks(config: SPADEConfig, count: int) -> list[str]:
+    """The names of the trunk's last ``count`` residual blocks (every block where it has fewer)."""
+    names = list(config.widths())
+    return names[max(0, len(names) - count):]
 
 
 def _blocks(g: GraphBuilder, w: GraphWeights, x: str, seg: Segmentation, names: list[str], size: tuple[int, int],
