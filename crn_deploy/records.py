@@ -28,6 +28,8 @@ class Source:
     preset: str | None = None
     seed: int | None = None
     config: dict | None = None
+    options_file: str | None = None  # the training run's opt.txt the architecture was read from, where one was
+    options_sha256: str | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

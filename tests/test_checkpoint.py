@@ -112,6 +112,21 @@ def test_bad_files_get_one_clear_line(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
+def test_a_truncated_safetensors_file_is_told_truncated_and_a_renamed_one_renamed(tmp_path, tiny_config):
+    from crn_deploy.models.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "whole.safetensors", random_init(CRN(tiny_config), 0))
+    data = (tmp_path / "whole.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"a truncated \.safetensors file \({len(data) // 2:,} of its "
+                                              rf"{len(data):,} bytes\)") as refused:
+        load_checkpoint(tmp_path / "cut.safetensors")
+    assert "another suffix" not in str(refused.value)
+    (tmp_path / "renamed.pt").write_bytes(data)
+    with pytest.raises(CheckpointError, match="a .safetensors file with another suffix"):
+        load_checkpoint(tmp_path / "renamed.pt")
+
+
 @pytest.mark.parametrize("forced", sorted(set(FAMILIES) - {"pix2pixhd"}))
 def test_a_checkpoint_forced_into_another_family_is_told_what_it_looks_like(tmp_path, forced):
     from crn_deploy.models.checkpoint import random_model

@@ -132,6 +132,7 @@ def test_fp32_graph_matches_the_reference_to_one_level(name, batch):
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
 
+@pytest.mark.numerics
 def test_fp16_graph_reaches_45_db_with_fp32_instance_norm_statistics():
     config = find_preset("pix2pixhd-tiny")[1]
     model = _model(config, seed=4)
@@ -174,14 +175,21 @@ def _numpy(model):
 
 
 def test_opt_txt_beside_the_checkpoint_says_no_instance_and_the_feature_encoder_is_refused(tmp_path):
-    state = _official_state(CONFIGS["no-instances"])
+    from crn_deploy.models.checkpoint import load_checkpoint
+    from crn_deploy.files import sha256_file
+
+    checkpoint = tmp_path / "latest_net_G.pth"
+    torch.save(_official_state(CONFIGS["no-instances"]), checkpoint)
     (tmp_path / "opt.txt").write_text("------------ Options -------------\nlabel_nc: 35\nno_instance: True\n"
                                       "instance_feat: False\n-------------- End ----------------\n")
-    model = p2p.load_state(state, None, LoadRequest(tmp_path / "latest_net_G.pth"))
-    assert model.config.instances is False and model.config.label_nc == 35  # not 34 labels + an edge channel
+    loaded = load_checkpoint(checkpoint)
+    assert loaded.config.instances is False and loaded.config.label_nc == 35  # not 34 labels + an edge channel
+    assert loaded.source["options_file"] == str((tmp_path / "opt.txt").resolve())  # the manifest says what it read
+    assert loaded.source["options_sha256"] == sha256_file(tmp_path / "opt.txt")
     (tmp_path / "opt.txt").write_text("instance_feat: True\nno_instance: False\n")
     with pytest.raises(CheckpointError, match="feature encoder \\(--instance_feat\\)"):
-        p2p.load_state(_official_state(GLOBAL), None, LoadRequest(tmp_path / "latest_net_G.pth"))
+        p2p.load_state(_official_state(GLOBAL), None, LoadRequest(tmp_path / "latest_net_G.pth",
+                                                                    {"instance_feat": "True"}))
     (tmp_path / "opt.txt").unlink()
     (tmp_path / "latest_net_E.pth").write_bytes(b"")
     with pytest.raises(CheckpointError, match="latest_net_E.pth lies beside it"):

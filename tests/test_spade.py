@@ -110,6 +110,7 @@ def _reference(model, arrays):
 
 @pytest.mark.parametrize("name, batch", [("normal", 2), ("more-dontcare", 1), ("most-instance-5x5", 1),
                                          ("vae", 2), ("vae-more", 1)])
+@pytest.mark.numerics
 def test_fp32_graph_matches_the_reference_to_one_level_and_fp16_reaches_45_db(name, batch):
     config = CONFIGS[name]
     model = spade.load_state(official_state(config, seed=4), config, REQUEST)

@@ -16,6 +16,8 @@ from crn_deploy.data.synthetic import street_layout
 from crn_deploy.errors import CheckpointError, UsageError
 from crn_deploy.labels import CITYSCAPES
 
+pytestmark = pytest.mark.numerics  # float rounding could move these verdicts: CI reruns them (pyproject)
+
 TINY = (32, 64)
 
 
@@ -161,7 +163,8 @@ def test_cli_trains_resumes_grows_and_exports(tmp_path, capsys):
     assert grown.config.widths == (16, 16, 12, 8, 4)
     from crn_deploy.cli.export import main as export_main
 
-    assert export_main([str(run / "final.safetensors"), "--precision", "fp16", "--out", str(tmp_path / "e")]) == 0
+    # FP32: the trained weights differ between CPU kernels, and an FP16 floor on them would too
+    assert export_main([str(run / "final.safetensors"), "--precision", "fp32", "--out", str(tmp_path / "e")]) == 0
     with pytest.raises(SystemExit):
         train_main(["--resume", str(run / "checkpoint.pt"), "--width", "3"])
 

@@ -126,7 +126,7 @@ def _train(args) -> int:
     if hasattr(dataset, "held_out_seed"):
         log(f"{PROG}: held-out synthetic PSNR {held_out_psnr(state.model, dataset, resolution):.2f} dB")
     log(f"{PROG}: wrote {final} and {args.out / 'checkpoint.pt'}. Next: crn-export {final} "
-        f"--res {format_resolution(fam.contract.native_resolution(config))}")
+        f"--res {format_resolution(resolution)}")  # the size it learned at
     return 0
 
 

@@ -44,7 +44,7 @@ from .shared import (
     spade_modulation, tensor2im_graph, to_uint8_images,
 )
 from .spade import fold_spectral_norm
-from .state import check_fits, read_opt_file
+from .state import check_fits, opt_txt_near
 
 LEAK = SPADE_LEAK
 UNKNOWN = 255  # the loaders' unknown id (COCO-Stuff files)
@@ -167,12 +167,9 @@ def config_from(state: dict[str, torch.Tensor], options: dict, path: str) -> OAS
     return config
 
 
-def run_options(path: Path) -> dict[str, str]:
+def run_options_file(path: Path) -> Path | None:
     """The training run's opt.txt: OASIS keeps it in ``checkpoints/<name>/``, its weights in ``models/`` below."""
-    for folder in (path.parent, path.parent.parent):
-        if (folder / "opt.txt").is_file():
-            return read_opt_file(folder / "opt.txt")
-    return {}
+    return opt_txt_near(path, levels_up=1)
 
 
 def load_state(raw: dict[str, torch.Tensor], config: OASISConfig | None, request: LoadRequest) -> OASISGenerator:
@@ -181,9 +178,8 @@ def load_state(raw: dict[str, torch.Tensor], config: OASISConfig | None, request
     path = str(request.path)
     state = {k.removeprefix("module."): v for k, v in raw.items()}
     if config is None:
-        options = request.options if request.options is not None else run_options(Path(path))
-        config = config_from(state, config_fields_from_options(OASISConfig, _official(options), "--opt/--option"),
-                             path)
+        options = config_fields_from_options(OASISConfig, _official(request.options), "opt.txt/--opt/--option")
+        config = config_from(state, options, path)
     folded = fold_spectral_norm(state)
     check_fits(folded, OASISGenerator(config), f"the OASIS config {config.to_dict()}", path,
                "Check the --preset / --opt / --option values against the run that trained it")
@@ -263,4 +259,4 @@ def _resblock(w: GraphWeights, x: str, seg: str, name: str, config: OASISConfig)
     return g.op("Add", [shortcut, dx])
 
 
-MODEL = ModelFamily(OASIS, OASISGenerator, random_init, graph_parts, recognises, load_state)
+MODEL = ModelFamily(OASIS, OASISGenerator, random_init, graph_parts, recognises, load_state, run_options_file)

@@ -27,12 +27,11 @@ from .state import strip_prefixes
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """What a family's loader knows besides the state dict: the file (for messages and the ``opt.txt`` beside
-    it), the training run's options by their official names (an ``opt.txt`` the caller read, ``--option``
-    flags; None: read the one beside the file where there is one)."""
+    """What a family's loader knows besides the state dict: the file (for messages) and the training run's
+    options by their official names (its ``opt.txt``, ``--option`` flags; empty where none was found)."""
 
     path: Path
-    options: dict[str, str] | None = None
+    options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,8 @@ class ModelFamily:
     recognises: Callable[[dict], bool]  # whether a state_dict (wrapper prefixes not yet stripped) is this family's
     # (state_dict as saved, config or None, request) -> reference model in eval mode; infers the config if None
     load_state: Callable[[dict, object, LoadRequest], torch.nn.Module]
+    # checkpoint path -> the training run's options file (opt.txt) where the family's official runs keep one
+    run_options_file: Callable[[Path], Path | None] = lambda path: None
     key_patterns: frozenset = field(default=frozenset(), compare=False)  # filled by the registry
 
     @property

@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from dataclasses import asdict
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -41,7 +40,7 @@ from .shared import (
     LEGACY_NEAREST, SPADE_LEAK, GraphWeights, Segmentation, SPADEModule, SPADEResidualBlock, instance_edges,
     instance_edges_graph, parameter_free_norm, spade_modulation, tensor2im_graph, to_uint8_images,
 )
-from .state import check_fits, read_opt_file
+from .state import check_fits, opt_txt_near
 VOID = 255  # the loader's "unknown" label, which it maps to label_nc (the don't-care channel)
 LEAK = SPADE_LEAK
 OFFICIAL_CROP_SIZE, OFFICIAL_ASPECT_RATIO = 512, 1.0  # options/base_options.py defaults
@@ -224,15 +223,12 @@ def check_state(state: dict[str, torch.Tensor], config: SPADEConfig, path: str =
 
 def load_state(state: dict[str, torch.Tensor], config: SPADEConfig | None, request: LoadRequest) -> SPADEGenerator:
     """The reference model (eval, float32) from an official generator state_dict (``module.`` stripped).
-    ``request.options``: official option names and values (``--opt`` file, ``--option`` flags); without any,
-    the ``opt.txt`` beside the checkpoint where there is one."""
-    path, options = str(request.path), request.options
+    ``request.options``: official option names and values (the run's ``opt.txt``, ``--option`` flags)."""
+    path = str(request.path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if config is None:
-        beside = Path(path).parent / "opt.txt"
-        raw = options if options is not None else read_opt_file(beside) if beside.is_file() else {}
-        origin = str(beside) if options is None else "--opt/--option"
-        config = config_from(state, config_fields_from_options(SPADEConfig, raw, origin), path)
+        options = config_fields_from_options(SPADEConfig, request.options, "opt.txt/--opt/--option")
+        config = config_from(state, options, path)
     folded = fold_spectral_norm(state)
     check_state(folded, config, path)
     model = SPADEGenerator(config)
@@ -344,4 +340,4 @@ def _resblock(g: GraphBuilder, w: GraphWeights, x: str, seg: str, name: str, con
     return g.op("Add", [shortcut, dx])
 
 
-MODEL = ModelFamily(SPADE, SPADEGenerator, random_init, graph_parts, recognises, load_state)
+MODEL = ModelFamily(SPADE, SPADEGenerator, random_init, graph_parts, recognises, load_state, opt_txt_near)
