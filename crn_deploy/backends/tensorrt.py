@@ -500,10 +500,10 @@ class TensorRTBackend(Backend):
         return bool(slot.context.execute_async_v3(self._compute_handle))
 
     def _count_capture(self, slot: _Slot) -> None:
-        """After each run of a context while TensorRT-RTX captures its own graphs. It reports no count of them, but
-        says how it decides: a context runs once eagerly, then keys its graph on the bound addresses and shapes
-        and captures again when they change. The key is read back from the context, so a rebinding anywhere
-        counts."""
+        """After each run of a context while TensorRT-RTX captures its own graphs, which it does not count for us.
+        NVIDIA describes its rule: a context's graph is keyed on the bound addresses and shapes and captured again
+        when either changes. A context's first run is taken as eager (the library asks for a warm-up run before it
+        captures). The key is read back from the context, so a rebinding from anywhere counts."""
         if self.graph_captures is None:
             return
         context, slot.runs = slot.context, slot.runs + 1
