@@ -93,7 +93,9 @@ class BenchRow:
     throughput_fps: float | None = None
     ms_per_megapixel: float | None = None
     breakdown_ms: dict | None = None  # engines: h2d, compute, d2h, enqueue, each like latency_ms
-    device_memory_mib: float | None = None
+    graph_captures: int | None = None  # TensorRT-RTX with its own graphs: captures during the timed frames
+    device_memory_mib: float | None = None  # engines: weights, scratch and I/O buffers
+    device_memory_measured_mib: float | None = None  # engines: what opening took, as cudaMemGetInfo saw it
     host_rss_mib: float | None = None
     host_peak_rss_mib: float | None = None
     speedup_vs_torch: float | None = None
@@ -236,6 +238,8 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
         (inputs, *extra), reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
             row.device = _memory_device(synth.backend.device)
+            if graphs is not None:  # what ran: a library may run without the graphs asked for
+                row.cuda_graphs = bool(getattr(synth.backend, "graphs_active", graphs))
             outputs = synth.run_ids(inputs, *extra)
             if reference is not None and reference[0] != f"{manifest.artifact} ({backend_name})":  # not itself
                 name, images = reference
@@ -246,21 +250,26 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
                 _keep_sample(ctx, manifest, row, classes, images, outputs)
             one_batch = [_one_batch(a, manifest.batch) for a in (inputs, *extra)]
             breakdown: list[dict] = []
+            captures = [getattr(synth.backend, "graph_captures", None)]  # before each frame, then after the last
 
             def one_frame():
                 pending = synth.backend.submit(*one_batch)
                 pending.result()
                 if getattr(pending, "timings", None):
                     breakdown.append(pending.timings)
+                captures.append(synth.backend.graph_captures if captures[0] is not None else None)
 
             stats = measure_latency(one_frame, warmup_s=ctx.options.warmup_s, iterations=ctx.options.iterations,
                                     duration_s=ctx.options.duration_s, frames_per_call=manifest.batch)
             if breakdown:  # the first calls were warm-up: keep the timed ones
                 timed = breakdown[-stats.count:]
                 row.breakdown_ms = {part: _stats_dict([t[part] for t in timed]) for part in timed[0]}
+            if captures[0] is not None:
+                row.graph_captures = captures[-1] - captures[-1 - stats.count]
             row.throughput_fps = (_throughput(synth.backend, one_batch, max(ctx.options.iterations, 8))
                                   if synth.backend.pipelined else stats.fps)  # serial backends: the same
             row.device_memory_mib = _mib(synth.backend.device_memory_bytes())
+            row.device_memory_measured_mib = _mib(getattr(synth.backend, "opened_device_bytes", None))
         row.host_rss_mib, row.host_peak_rss_mib = host_memory_mib()
         row.latency_ms = {k: v for k, v in stats.to_dict().items() if k != "fps"}
         row.fps = stats.fps
