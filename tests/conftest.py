@@ -73,3 +73,25 @@ class DLPackOnly:
 
     def __dlpack_device__(self):
         return self.array.__dlpack_device__()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3-compatible server on loopback (moto in server mode) with a bucket, and the standard environment
+    (AWS_ENDPOINT_URL, keys, region) pointing at it, set before Ray starts so that its workers see it too."""
+    moto_server = pytest.importorskip("moto.server", reason="moto is not installed: pip install -e '.[test]'")
+    import boto3
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="maps")
+    yield client
+    for key, value in saved.items():
+        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    server.stop()

@@ -194,3 +194,49 @@ def test_crn_train_takes_any_familys_preset_and_refuses_one_it_cannot_train(tmp_
     with pytest.raises(SystemExit) as usage:
         train_main(["--preset", "nosuch-preset", "--steps", "1", "--out", str(tmp_path / "n")])
     assert usage.value.code == 2 and "posgen-demo" in capsys.readouterr().err  # every family's presets listed
+
+
+def _own_data(root, kind: str) -> str:
+    """Two label maps with their photographs in the layout ``--data pairs:DIR`` or ``cityscapes:ROOT`` takes."""
+    import cv2
+
+    from crn_deploy.data.synthetic import cityscapes_scene
+
+    for i in range(2):
+        ids = street_layout(64, 128, seed=30 + i)
+        photo = street_photo(ids)[..., ::-1]
+        if kind == "pairs":  # one map as train ids, one colour-coded; photographs as JPEG and PNG
+            (root / "labels").mkdir(parents=True, exist_ok=True)
+            (root / "images").mkdir(exist_ok=True)
+            label = ids if i == 0 else CITYSCAPES.ids_to_colors(ids)[..., ::-1]
+            cv2.imwrite(str(root / "labels" / f"m{i}.png"), label)
+            cv2.imwrite(str(root / "images" / f"m{i}.{'jpg' if i == 0 else 'png'}"), photo)
+        else:  # Cityscapes' own layout: label ids, the official file names
+            for folder in ("gtFine", "leftImg8bit"):
+                (root / folder / "train" / "aachen").mkdir(parents=True, exist_ok=True)
+            label_ids = cityscapes_scene(64, 128, seed=30 + i)[0]
+            cv2.imwrite(str(root / "gtFine" / "train" / "aachen" / f"aachen_{i:06d}_000019_gtFine_labelIds.png"),
+                        label_ids)
+            cv2.imwrite(str(root / "leftImg8bit" / "train" / "aachen" / f"aachen_{i:06d}_000019_leftImg8bit.png"),
+                        photo)
+    return f"{kind}:{root}"
+
+
+@pytest.mark.parametrize("kind", ["pairs", "cityscapes"])
+def test_training_on_your_own_data_trains_resumes_exports_and_runs(tmp_path, capsys, kind):
+    from crn_deploy.cli.export import main as export_main
+    from crn_deploy.cli.run import main as run_main
+
+    data, run = _own_data(tmp_path / "data", kind), tmp_path / "run"
+    assert train_main(["--data", data, "--preset", "tiny", "--res", "64x128", "--steps", "2", "--out", str(run),
+                       "--save-every", "2", "--preview-every", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 pairs" in out and f"Next: crn-export {run / 'final.safetensors'} --res 64x128" in out  # the size it learned at
+    assert train_main(["--data", data, "--resume", str(run / "checkpoint.pt"), "--steps", "3", "--out", str(run)]) == 0
+    assert "from step 2 to 3" in capsys.readouterr().out
+    assert export_main([str(run / "final.safetensors"), "--res", "64x128", "--precision", "fp32", "--out",
+                        str(tmp_path / "engines"), "--no-engine"]) == 0
+    labels = tmp_path / "data" / ("labels" if kind == "pairs" else "gtFine/train/aachen")
+    assert run_main([str(tmp_path / "engines" / "final-64x128-fp32.onnx"), "--input", str(labels), "--output",
+                     str(tmp_path / "pictures")]) == 0
+    assert len(list((tmp_path / "pictures").glob("*.png"))) == 2

@@ -9,17 +9,21 @@ refused, ``strict_colors``). JPEG is refused: its compression changes colours at
 
 from __future__ import annotations
 
+import glob
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UnreadableInput, UsageError
 from ..labels import (ADE20K, CITYSCAPES, LabelSet, UnknownColors, ade20k_annotation_to_ids,
                       cityscapes_label_ids_to_train_ids)
+from .storage import Store, matching, split_pattern
 
 LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
+CITYSCAPES_LABEL_SUFFIX = "_labelIds.png"
 INSTANCE_SUFFIX = "_instanceIds.png"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -30,9 +34,7 @@ def decode_label_map(data: bytes, label_set: LabelSet, *, name: str = "the label
     Cityscapes label ids or ADE20K annotations, and names it in errors)."""
     if png_only and not data.startswith(PNG_SIGNATURE):
         raise UsageError(f"{name} is not a PNG (send the label map as a lossless PNG)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise UsageError(f"cannot read {name}: not an image OpenCV can decode")
+    image = _decode(data, name)
     if image.dtype != np.uint8:
         raise UsageError(f"{name} has {image.dtype} pixels; save ids or colours as 8-bit PNG")
     if image.ndim == 3 and image.shape[2] == 4:
@@ -50,8 +52,20 @@ def decode_label_map(data: bytes, label_set: LabelSet, *, name: str = "the label
         raise UsageError(f"{name}: {e}") from None
 
 
+def _decode(data: bytes, name: str) -> np.ndarray:
+    if not data:
+        raise UnreadableInput(f"cannot read {name}: the file is empty (0 bytes)")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
+    if image is None:
+        raise UnreadableInput(f"cannot read {name}: not an image OpenCV can decode (damaged or cut short?)")
+    return image
+
+
 def _ids_of(image: np.ndarray, base: str, label_set: LabelSet) -> np.ndarray:
-    if base.endswith("_labelIds.png") and label_set.name == CITYSCAPES.name:
+    if base.endswith(CITYSCAPES_LABEL_SUFFIX) and label_set.name == CITYSCAPES.name:
         return cityscapes_label_ids_to_train_ids(image)  # train-id label sets (CRN's) map label ids
     if base.startswith("ADE_") and label_set.name == ADE20K.name:
         return ade20k_annotation_to_ids(image)
@@ -66,7 +80,7 @@ def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = F
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise UsageError(f"cannot read label image {path}: {e.strerror or e}") from None
+        raise UnreadableInput(f"cannot read label image {path}: {e.strerror or e}") from None
     return decode_label_map(data, label_set, name=str(path), strict_colors=strict_colors, unknown=unknown)
 
 
@@ -79,19 +93,24 @@ def refuse_lossy(path: Path) -> None:
 def decode_instance_map(data: bytes, name: str = "the instance map") -> np.ndarray:
     """int32 [H, W] instance ids from an encoded single-channel image (Cityscapes' 16-bit PNGs:
     ``label_id * 1000 + k`` for objects, the label id elsewhere)."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.ndim != 2:
+    image = _decode(data, name)
+    if image.ndim != 2:
         raise UsageError(f"{name} is not a single-channel image; it must hold instance ids")
     return image.astype(np.int32)
 
 
+def instance_name(label_name: str) -> str | None:
+    """The one rule for instance maps: Cityscapes' ``*_instanceIds.png`` beside its ``*_labelIds.png``."""
+    if not label_name.endswith(CITYSCAPES_LABEL_SUFFIX):
+        return None
+    return label_name[: -len(CITYSCAPES_LABEL_SUFFIX)] + INSTANCE_SUFFIX
+
+
 def instance_path(label_path: Path) -> Path | None:
     """Cityscapes' instance map beside a ``*_labelIds.png``, where there is one."""
-    name = Path(label_path).name
-    if not name.endswith("_labelIds.png"):
-        return None
-    candidate = Path(label_path).with_name(name[: -len("_labelIds.png")] + INSTANCE_SUFFIX)
-    return candidate if candidate.is_file() else None
+    name = instance_name(Path(label_path).name)
+    candidate = Path(label_path).with_name(name) if name else None
+    return candidate if candidate is not None and candidate.is_file() else None
 
 
 def read_instance_image(label_path: Path) -> np.ndarray | None:
@@ -102,6 +121,49 @@ def read_instance_image(label_path: Path) -> np.ndarray | None:
 
 def is_label_image(path: Path) -> bool:
     return path.suffix.lower() in LABEL_SUFFIXES and not path.name.endswith(INSTANCE_SUFFIX)
+
+
+@dataclass(frozen=True)
+class LabelFiles:
+    """The label images a folder, object-store prefix, glob or file names: their names relative to ``store``, in
+    order, with the instance map beside each where one lies there."""
+
+    store: Store
+    names: tuple[str, ...]
+    instances: dict[str, str]
+
+    def read(self, name: str, label_set: LabelSet, *, strict_colors: bool = False,
+             unknown: UnknownColors | None = None) -> np.ndarray:
+        uri = self.store.uri(name)
+        refuse_lossy(Path(name))
+        return decode_label_map(self.store.read(name), label_set, name=uri, strict_colors=strict_colors,
+                                unknown=unknown)
+
+    def read_instances(self, name: str) -> np.ndarray | None:
+        beside = self.instances.get(name)
+        return None if beside is None else decode_instance_map(self.store.read(beside), self.store.uri(beside))
+
+
+def find_label_files(pattern: str | Path) -> LabelFiles:
+    """The label images of a folder or prefix (those directly in it), a glob (``**`` across folders) or one file,
+    local or in object storage; refused in one line where there is none."""
+    store, glob_part = split_pattern(str(pattern))
+    every = store.files()
+    return label_files_among(store, every, matching(every, glob_part), pattern)
+
+
+def label_files_among(store: Store, every: list[str], matched: list[str], pattern) -> LabelFiles:
+    """``matched`` names of ``store`` (whose files are ``every``) that are label images, with their instance maps."""
+    labels = [name for name in matched if is_label_image(Path(name))]
+    if not labels:
+        deeper = [name for name in every if "/" in name and is_label_image(Path(name))]
+        if deeper and not glob.has_magic(str(pattern)):
+            raise UsageError(f"no label images directly in {pattern}; {len(deeper)} lie in folders below it: pass "
+                             f"a glob such as '{str(pattern).rstrip('/')}/**/*.png'")
+        raise no_label_images(pattern, matched or every)
+    present = set(every)
+    instances = {name: beside for name in labels if (beside := instance_name(name)) in present}
+    return LabelFiles(store, tuple(labels), instances)
 
 
 def list_label_images(folder: Path) -> list[Path]:
