@@ -231,7 +231,8 @@ def test_training_on_your_own_data_trains_resumes_exports_and_runs(tmp_path, cap
     assert train_main(["--data", data, "--preset", "tiny", "--res", "64x128", "--steps", "2", "--out", str(run),
                        "--save-every", "2", "--preview-every", "2"]) == 0
     out = capsys.readouterr().out
-    assert "2 pairs" in out and f"Next: crn-export {run / 'final.safetensors'} --res 64x128" in out  # the size it learned at
+    assert "2 pairs" in out
+    assert f"Next: crn-export {run / 'final.safetensors'} --res 64x128" in out  # the size it learned at
     assert train_main(["--data", data, "--resume", str(run / "checkpoint.pt"), "--steps", "3", "--out", str(run)]) == 0
     assert "from step 2 to 3" in capsys.readouterr().out
     assert export_main([str(run / "final.safetensors"), "--res", "64x128", "--precision", "fp32", "--out",
