@@ -73,3 +73,30 @@ def test_every_relative_link_in_readme_and_docs_resolves():
               for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text())
               if not (page.parent / link).exists()]
     assert broken == []
+
+
+def test_committed_results_and_docs_name_no_scratch_path_of_the_machine_that_made_them():
+    """Results and docs name paths relative to their own folder (the suites rewrite theirs as their last step,
+    benchmarks/suites/relative_paths.py): an absolute path under /tmp, /root, /home or /work is some machine's."""
+    scratch = re.compile(r"(?<![\w.])/(tmp|root|home|work)/")
+    places = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *(ROOT / "docs").rglob("*.md"),
+              *(p for p in (ROOT / "benchmarks" / "results").rglob("*") if p.is_file())]
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in places for n, line in enumerate(
+        p.read_text(errors="replace").splitlines(), 1) if scratch.search(line)]
+    assert found == []
+
+
+def test_relative_paths_rewrites_a_results_folder_and_leaves_other_words_alone(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("relative_paths", ROOT / "benchmarks/suites/relative_paths.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results, work = tmp_path / "results" / "suite", tmp_path / "engines" / "suite"
+    results.mkdir(parents=True)
+    (results / "run.log").write_text(f"wrote {work}/a.onnx and {results}/bench.json; suite-wide suites/x\n")
+    (results / "picture.png").write_bytes(b"\x89PNG" + str(work).encode())  # not text: left alone
+    module.rewrite(results, {**module.spellings(str(results)), **module.spellings(str(work))})
+    expected = "wrote ../../engines/suite/a.onnx and ./bench.json; suite-wide suites/x\n"
+    assert (results / "run.log").read_text() == expected
+    assert str(work).encode() in (results / "picture.png").read_bytes()

@@ -68,3 +68,5 @@ for path in sorted(Path(sys.argv[1]).glob("*-fp16.json")):
           + (f"{plan.stat().st_size / 2**20:.1f} |" if plan.exists() else "not built |"))
 PY
 ls -l "$engines" | tee "$results/sizes.txt"
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$engines"

@@ -115,3 +115,5 @@ print(f"Ray's own fixed cost (fresh process: import, ray.init, one task, ray.shu
 (results / "fixed-costs.json").write_text(json.dumps({"rows": rows, "bare_ray_s": bare, "maps": count,
                                                        "load_average": load}, indent=1))
 PY
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$work"

@@ -82,3 +82,5 @@ for (family, resolution, precision), r in sorted(by_key.items()):
 Path(sys.argv[1], "rtx-build.json").write_text(json.dumps(rows, indent=1))
 PY
 cp "$engines/rtx-build.json" "$results/"
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$engines"

@@ -119,3 +119,5 @@ serve.shutdown()
 ray.shutdown()
 (results / "scale.json").write_text(json.dumps(report, indent=2))
 PY
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$work"

@@ -78,5 +78,6 @@ echo "benchmark suite exit status $?"
 step "engine checks: re-captures after warm-up, a second GPU, memory against cudaMemGetInfo (limit 45 s)"
 timeout 45 "$py" benchmarks/suites/gpu_engine_checks.py "$results/bench.json" "$engines" "$results/engine-checks.json"
 echo "engine checks exit status $?"
+"$py" benchmarks/suites/relative_paths.py "$results" "$engines"  # committed results: paths relative to their folder
 step "done; results in $results"
 ls -la "$results"
