@@ -46,7 +46,7 @@ class ExportOptions:
     sizes: list[Sizes]  # label map and picture sizes, one artifact per entry and precision (checked by the caller)
     precisions: list[Precision] = field(default_factory=lambda: [FP16])
     out_dir: Path = Path("engines")
-    name: str = "crn"
+    name: str = "model"  # artifacts: <name>-<H>x<W>-<precision>.onnx
     batch: int = 1
     samples: int = 2  # synthetic layouts the parity check runs
     max_abs_fp32: float = FP32.max_levels  # levels: FP32 matches the reference to rounding

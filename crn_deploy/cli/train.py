@@ -1,5 +1,5 @@
-"""crn-train: train or fine-tune a model of a family that can be trained here (CRN, PosGen) on paired label maps
-and photos (synthetic, Cityscapes, folder)."""
+"""crn-train: train or fine-tune a model of a family that declares a trainer (today CRN and PosGen) on paired label
+maps and photos (synthetic, Cityscapes, folder)."""
 
 from __future__ import annotations
 
@@ -48,10 +48,8 @@ def _check(args) -> None:
     if args.preset:
         find_preset(args.preset)
     if args.widths:
-        from ..families.crn import CRNConfig
-
         try:
-            args.custom = CRNConfig(19, tuple(int(w) for w in args.widths.split(",")), k=args.k)
+            args.width_list = tuple(int(w) for w in args.widths.split(","))
         except ValueError:
             raise UsageError(f"--widths '{args.widths}' is not a comma-separated list of integers") from None
     if args.width is not None and not args.init_from:
@@ -66,21 +64,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def _start(args, dataset):
     from ..models.checkpoint import load_checkpoint
-    from ..models.registry import family_of_config
-    from ..models.crn import grow_by_one
+    from ..models.registry import model_family, model_family_of, trainable_families
     from ..training.train import new_state, resume
 
     if args.resume:
         return resume(args.resume, args.lr)
     if args.init_from:
-        lower = load_checkpoint(args.init_from).model
-        return new_state(grow_by_one(lower, args.width, args.seed), dataset.label_set, args.lr)
-    config = args.custom if args.widths else find_preset(args.preset or DEFAULT_PRESET)[1]
-    fam = family_of_config(config)
+        lower = load_checkpoint(args.init_from)
+        training = model_family(lower.family).training
+        grow = training.grow if training else None
+        if grow is None:
+            raise UsageError(f"--init-from grows a model by one module; {lower.family} models do not grow (families "
+                             f"that do: {', '.join(n for n, f in trainable_families().items() if f.training.grow)})")
+        return new_state(grow(lower.model, args.width, args.seed), dataset.label_set, args.lr)
+    config = _custom_config(args) if args.widths else find_preset(args.preset or DEFAULT_PRESET)[1]
+    fam = model_family_of(config)
+    if fam.training is None:
+        raise UsageError(f"crn-train has no trainer for {fam.name} models (it trains "
+                         f"{' and '.join(trainable_families())} presets); deploy their official checkpoints with "
+                         "crn-export")
     model = fam.random_model(config, args.seed)
-    if not hasattr(model, "train_images"):  # the families with a trainer here say so by having this method
-        raise UsageError(f"crn-train has no trainer for {fam.name} models (it trains CRN and PosGen presets); "
-                         "deploy their official checkpoints with crn-export")
     classes = fam.contract.label_set_for(config).num_classes
     if classes != dataset.label_set.num_classes:
         raise UsageError(f"{args.preset or 'the model'} takes {classes} classes, the dataset's label set "
@@ -92,19 +95,30 @@ def _start(args, dataset):
 DEFAULT_PRESET = "small-256p"
 
 
+def _custom_config(args):
+    """--widths (and --k): the architecture of the family whose trainer takes module widths."""
+    from ..models.registry import trainable_families
+
+    takers = [f for f in trainable_families().values() if f.training.custom_config]
+    if not takers:
+        raise UsageError("--widths: no family here takes a custom architecture of module widths; give --preset")
+    return takers[0].training.custom_config(args.width_list, args.k)
+
+
+
 def _train(args) -> int:
     require(PROG, ("torch",))
     from ..models.checkpoint import save_checkpoint
     from ..training.train import TrainOptions, held_out_psnr, train, write_preview
     from ..training.vgg import load_vgg19
-    from ..models.registry import family_of_config
+    from ..models.registry import model_family_of
     from ..data.paired import open_dataset
     from ..files import ensure_writable_dir
 
     dataset = open_dataset(args.data)
     state = _start(args, dataset)
     config = state.model.config
-    fam = family_of_config(config)
+    fam = model_family_of(config)
     resolution = args.resolution or fam.contract.native_resolution(config)
     fam.contract.check_resolution(resolution, config)
     vgg = load_vgg19(args.vgg) if args.vgg else None

@@ -1,8 +1,9 @@
 """The generator families as plugins, torch-free side: one module a family (``crn.py``, ``pix2pixhd.py``,
-``spade.py``, ``posgen.py``, ...) holding its config, presets, inputs, label set and size rules, registered
-in ``FAMILIES`` when this package is imported. The torch side of a family is ``crn_deploy/models/<name>.py``.
+``spade.py``, ``oasis.py``, ``posgen.py``, ...) holding its config, presets, inputs, label set and size rules,
+registered in ``FAMILIES`` when this package is imported. The torch side of a family is ``crn_deploy/models/<name>.py``.
 
-Adding a family takes its two files and its tests: every module here but ``base`` is imported, in name order.
+Adding a family takes its two files and its tests: every module here but ``base`` is imported, in name order; a
+module several families build on (``spade_trunk``) registers none.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from ..errors import CheckpointError
 from ..files import atomic_path, sha256_file
 from ..labels import CITYSCAPES, LabelSet
 from ..records import Source
-from .registry import LoadRequest, check_recognised, family_of_config, model_family, recognise
+from .registry import LoadRequest, check_recognised, model_family, model_family_of, recognise
 from .state import maybe_json, read_opt_file, read_raw
 
 FORMAT = "crn-deploy/checkpoint-1"
@@ -27,7 +27,7 @@ class LoadedCheckpoint:
     model: torch.nn.Module  # the family's reference model: uint8 ids (+ further inputs) -> uint8 RGB
     label_set: LabelSet
     source: dict  # what the manifest records as the model's origin
-    family: str = "crn"
+    family: str  # the family's name
 
     @property
     def config(self):
@@ -55,7 +55,7 @@ def load_checkpoint(path: Path, config=None, family: str | None = None, *,
         fam = model_family(named)
         check_recognised(fam, raw, path)
     else:
-        fam = family_of_config(config) if config is not None else recognise(raw, path)
+        fam = model_family_of(config) if config is not None else recognise(raw, path)
     if config is None and stored_config is not None:
         config = fam.contract.config_from_dict(stored_config)
     if options is None and (options_file := fam.run_options_file(path)) is not None:
@@ -71,7 +71,7 @@ def load_checkpoint(path: Path, config=None, family: str | None = None, *,
 
 def random_model(config, seed: int, preset_name: str | None = None) -> LoadedCheckpoint:
     """The reference model of ``config`` with seeded random weights (a preset's, for benchmarks and tests)."""
-    fam = family_of_config(config)
+    fam = model_family_of(config)
     source = {"kind": "random", "preset": preset_name, "seed": seed, "config": config.to_dict()}
     return LoadedCheckpoint(fam.random_model(config, seed), fam.contract.label_set_for(config), source, fam.name)
 
@@ -80,7 +80,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, label_set: LabelSet = CI
     """Write state_dict + family + config + label set; ``.safetensors`` keeps the rest as metadata."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "family": family_of_config(model.config).name, "config": model.config.to_dict(),
+    meta = {"format": FORMAT, "family": model_family_of(model.config).name, "config": model.config.to_dict(),
             "label_set": label_set.to_dict()}
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":  # bytes into our file: save_file would replace it with a 0600 one

@@ -41,9 +41,8 @@ from ..sizes import Sizes
 from .registry import LoadRequest, ModelFamily
 from .shared import (
     LEGACY_NEAREST, SPADE_LEAK, GraphWeights, Segmentation, SPADEModule, SPADEResidualBlock, parameter_free_norm,
-    spade_modulation, tensor2im_graph, to_uint8_images,
+    fold_spectral_norm, spade_modulation, spade_random_init, tensor2im_graph, to_uint8_images,
 )
-from .spade import fold_spectral_norm
 from .state import check_fits, opt_txt_near
 
 LEAK = SPADE_LEAK
@@ -102,21 +101,8 @@ class OASISGenerator(nn.Module):
 
 
 def random_init(model: OASISGenerator, seed: int) -> OASISGenerator:
-    """Seeded weights that keep activations in range (kaiming-scaled convs, small gamma and beta so that the
-    modulation stays near 1), non-zero biases, and running statistics that differ from the identity."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, nn.Conv2d):
-                gain = 0.5 if name.endswith(("mlp_gamma", "mlp_beta")) else 2.0
-                module.weight.normal_(0.0, (gain / module.weight[0].numel()) ** 0.5, generator=generator)
-                if module.bias is not None:
-                    module.bias.normal_(0.0, 0.05, generator=generator)
-            elif isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.5, generator=generator)
-                module.running_var.uniform_(0.5, 4.0, generator=generator)
-                module.num_batches_tracked.fill_(1000)
-    return model
+    """Seeded weights as SPADE's (``spade_random_init``), with smaller biases."""
+    return spade_random_init(model, seed, bias_std=0.05)
 
 
 # checkpoints ----------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ class ServeOptions:
     address: str | None = None  # None: a local Ray instance
     max_body_bytes: int | None = None  # None: from the artifact's label size (room for raw ids and instance ids)
     max_in_hand: int | None = None  # requests a replica holds at once before /ready says 503 (None: 4 batches)
-    name: str = "crn"
+    name: str = "synthesis"  # the Ray Serve application's name
 
 
 class Replica:

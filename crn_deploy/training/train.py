@@ -21,7 +21,7 @@ from ..labels import LabelSet
 from ..measure.parity import psnr
 from ..models.checkpoint import FORMAT, load_checkpoint
 from ..models.state import read_raw
-from ..models.registry import family_of_config
+from ..models.registry import model_family_of
 from .losses import perceptual_loss
 from .vgg import VGG19Features
 
@@ -54,7 +54,7 @@ def new_state(model: torch.nn.Module, label_set: LabelSet, lr: float) -> TrainSt
 
 def save_training_checkpoint(path: Path, state: TrainState, options: TrainOptions) -> None:
     """Weights, config and label set (loadable by crn-export), plus optimizer state and step."""
-    payload = {"format": FORMAT, "family": family_of_config(state.model.config).name,
+    payload = {"format": FORMAT, "family": model_family_of(state.model.config).name,
                "config": state.model.config.to_dict(), "label_set": state.label_set.to_dict(),
                "state_dict": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
                "optimizer": state.optimizer.state_dict(), "step": state.step,
