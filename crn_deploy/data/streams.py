@@ -20,7 +20,7 @@ from ..files import (ensure_writable_dir, register_temporary, release_temporary,
 from ..labels import LabelSet, UnknownColors
 from .images import encode_picture
 from .storage import Store, is_uri
-from .label_maps import find_label_files
+from .label_maps import find_label_files, label_ids
 from .synthetic import scenes
 
 class LabelFrame(NamedTuple):
@@ -102,8 +102,8 @@ class VideoSource:
                 ok, bgr = capture.read()
                 if not ok:
                     return
-                yield self.label_set.colors_to_ids(np.ascontiguousarray(bgr[..., ::-1]), strict=self.strict_colors,
-                                                   unknown=self.unknown)
+                yield label_ids(np.ascontiguousarray(bgr[..., ::-1]), self.label_set, colors=True,
+                                strict=self.strict_colors, unknown=self.unknown)
         finally:
             capture.release()
 
