@@ -7,7 +7,6 @@ only once it passes the parity gate.
 
 from __future__ import annotations
 
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 
@@ -29,15 +27,13 @@ from ..families import model_inputs
 from ..files import atomic_path, ensure_writable_dir, remove_empty_folders, sha256_file
 from ..graph import IR_VERSION, OPSET, write_model
 from ..manifest import Manifest, artifact_stem
-from ..measure.parity import compare_images, per_class
+from ..measure.parity import VALIDATION_SEED, accept_options, compare_images, worst_class
 from ..models.checkpoint import LoadedCheckpoint
 from ..models.registry import model_family
 from ..precisions import FP16, FP32, Precision
 from ..records import Parity
 from ..runtime.synthesizer import Synthesizer
 from ..sizes import Sizes
-
-VALIDATION_SEED = 1000  # synthetic layouts for validation; benchmarks use other seeds
 
 
 @dataclass
@@ -100,8 +96,8 @@ def _export_one(source: LoadedCheckpoint, weights: dict, sizes: Sizes, precision
                 break
             manifest.config, what = step
             log(f"{stem}: {_parity_text(parity)}: below the floor; again with {what}")
-        _gate(stem, precision, parity, options, lambda: _worst_class(images, reference, ids, source, sizes, parity,
-                                                                     options))
+        _gate(stem, precision, parity, options, lambda: worst_class(images, reference, ids, source.label_set.names,
+                                                                    parity, options.max_abs_fp16))
         manifest.sections = _sections(tmp, final, parity, options, time.perf_counter() - started)
     manifest.write(final.with_suffix(".json"))
     log(f"{stem}: wrote {final} ({final.stat().st_size / 2**20:.1f} MiB) — {_parity_text(parity)}")
@@ -139,34 +135,8 @@ def _gate(stem: str, precision: Precision, parity: Parity, options: ExportOption
         raise ValidationError(
             f"{stem}: {precision.name.upper()} reaches {psnr}, up to {parity.max_abs:.0f} levels off the FP32 "
             f"reference (floor {options.min_psnr_fp16:g} dB, {options.max_abs_fp16:g} levels); worst class "
-            f"{worst_class()}; not kept. Export fp32, or accept it with {_accept(parity, options)}")
-
-
-def _accept(parity: Parity, options: ExportOptions) -> str:
-    """The options that would keep this artifact: only the limits it missed."""
-    missed = []
-    if parity.nonfinite or (parity.psnr_db is not None and parity.psnr_db < options.min_psnr_fp16):
-        missed.append(f"--min-psnr {math.floor(parity.psnr_db or 0)}")
-    if parity.max_abs > options.max_abs_fp16:
-        missed.append(f"--max-abs {math.ceil(parity.max_abs)}")
-    return " ".join(missed)
-
-
-def _worst_class(images: np.ndarray, reference: np.ndarray, ids: np.ndarray, source: LoadedCheckpoint,
-                 sizes: Sizes, parity: Parity, options: ExportOptions) -> str:
-    """The class that fared worst, as '<name> (<dB> dB, up to <n> levels)': by its largest difference where the
-    export missed the levels limit, else by its PSNR."""
-    if sizes.decoupled:  # the picture is larger: each pixel takes its label map pixel's class (nearest)
-        h, w = sizes.picture
-        ids = np.stack([cv2.resize(m[0], (w, h), interpolation=cv2.INTER_NEAREST)[None] for m in ids])
-    classes = per_class(images, reference, ids, source.label_set.names)
-    if parity.max_abs > options.max_abs_fp16:
-        name, worst = max(classes.items(), key=lambda item: item[1]["max_abs"])
-    else:
-        name, worst = min(classes.items(), key=lambda item: math.inf if item[1]["psnr_db"] is None
-                          else item[1]["psnr_db"])
-    psnr = "identical" if worst["psnr_db"] is None else f"{worst['psnr_db']:.1f} dB"
-    return f"{name} ({psnr}, up to {worst['max_abs']:.0f} levels)"
+            f"{worst_class()}; not kept. Export fp32, or accept it with "
+            f"{accept_options(parity, options.min_psnr_fp16, options.max_abs_fp16)}")
 
 
 def _sections(tmp: Path, final: Path, parity: Parity, options: ExportOptions, seconds: float) -> dict:
