@@ -128,7 +128,7 @@ def test_crn_build_makes_rtx_engines_without_torch_or_a_gpu(thin, engines, tmp_p
 
     probe = thin("-c", "import tensorrt_rtx")
     if probe.returncode != 0:
-        message = f"no TensorRT-RTX in {THIN_PYTHON}: .venv-thin/bin/pip install -e '.[ort,rtx]'"
+        message = f"no TensorRT-RTX in {THIN_PYTHON}: .venv-thin/bin/pip install -e '.[ort,rtx,openvino]'"
         if os.environ.get("CRN_REQUIRE_THIN"):
             pytest.fail(message)
         pytest.skip(message)
