@@ -122,7 +122,10 @@ def check_engine_compatible(manifest: Manifest, target: EngineTarget, version: s
             f"{version} (an engine runs only on the version that built it); rebuild it here with: "
             f"{rebuild_command(manifest, target, _precision_name(record))}")
     computes_in = record.inference_precision
-    missing = missing_cpu_feature(computes_in, core) if computes_in is not None else None
+    if computes_in is None:
+        raise ArtifactError(f"{manifest.path}'s {target.runtime} engine record names no inference precision; rebuild "
+                            f"it with: {rebuild_command(manifest, target)}")
+    missing = missing_cpu_feature(computes_in, core)
     if missing:
         raise ArtifactError(
             f"{record.file} computes in {computes_in.name.upper()} and this CPU "
