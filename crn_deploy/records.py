@@ -1,13 +1,14 @@
 """Typed records of the manifest's sections that several layers read back: where the weights came
 from (``source``) and the engines built from the artifact (``engine`` for TensorRT, ``rtx_engine`` for
-TensorRT-RTX). Older manifests read as they were written; these classes are how code reads and writes
-them. Stdlib only."""
+TensorRT-RTX, ``openvino_engine`` for OpenVINO). Older manifests read as they were written; these classes are
+how code reads and writes them. Stdlib only."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import ArtifactError
+from .precisions import Precision, precision
 
 
 def _from_dict(cls, data: dict, where: str):
@@ -47,10 +48,22 @@ class GpuRecord:
 
 
 @dataclass(frozen=True)
+class CpuRecord:
+    """The CPU a CPU engine was built on: its name, the instruction-set extensions that matter to inference
+    (``isa``, from the kernel's CPU flags) and what the library reports it can compute in (``capabilities``)."""
+
+    name: str
+    isa: list[str] = field(default_factory=list)
+    capabilities: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class EngineRecord:
     """An engine built from the artifact, as ``crn-build`` records it: which library made it (``target``,
     ``runtime``, ``runtime_version``), for which GPUs (TensorRT: the ``gpu`` it was built on, the only one
-    it runs on; TensorRT-RTX: the ``compute_capabilities`` it was compiled for), the file and the build."""
+    it runs on; TensorRT-RTX: the ``compute_capabilities`` it was compiled for) or CPU (OpenVINO: the ``cpu``,
+    the ``inference_precision`` chosen at build, the ``threads`` it was checked with, the graph's FP32 islands
+    kept in FP32 and its ``parity`` against the reference), the file and the build."""
 
     file: str
     sha256: str
@@ -64,19 +77,35 @@ class EngineRecord:
     builder: dict = field(default_factory=dict)
     builder_warnings: list[str] = field(default_factory=list)
     convolution_weights: dict | None = None  # per weight type, from the engine inspector; None unless detailed
+    inference_precision: Precision | None = None  # CPU engines: what the FP32 artifact computes in (fp32, bf16)
+    threads: int | None = None  # CPU engines: the inference threads the build compiled and checked it with
+    cpu: CpuRecord | None = None
+    fp32_islands: list[str] | None = None  # the graph's FP32-island nodes the engine keeps in FP32
+    parity: Parity | None = None  # CPU engines: against the reference on the export's label maps
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        data = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.inference_precision is not None:
+            data["inference_precision"] = self.inference_precision.name
+        if self.parity is not None:
+            data["parity"] = self.parity.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> EngineRecord:
         if "tensorrt_version" in data and "runtime_version" not in data:  # manifests before TensorRT-RTX
             data = {**data, "runtime_version": data["tensorrt_version"]}
         record = _from_dict(cls, data, "engine")
-        gpu = record.gpu
-        if gpu is not None and not isinstance(gpu, GpuRecord):
-            gpu = _from_dict(GpuRecord, gpu, "gpu")
-        return EngineRecord(**{**asdict(record), "gpu": gpu})
+        typed = {"gpu": _typed(record.gpu, GpuRecord, "gpu"), "cpu": _typed(record.cpu, CpuRecord, "cpu"),
+                 "parity": _typed(record.parity, Parity, "parity")}
+        if record.inference_precision is not None:
+            typed["inference_precision"] = precision(record.inference_precision)
+        return replace(record, **typed)
+
+
+def _typed(value, cls, where: str):
+    """A nested record as its class (it reads from JSON as a dict)."""
+    return _from_dict(cls, value, where) if isinstance(value, dict) else value
 
 
 @dataclass(frozen=True)

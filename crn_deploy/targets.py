@@ -1,10 +1,11 @@
-"""Engine targets as one table: TensorRT (built on the GPU that runs it) and TensorRT for RTX (built
-ahead of time on any machine, GPU or not, for the GeForce RTX / RTX PRO / A100 generations it names).
+"""Engine targets as one table: TensorRT (built on the GPU that runs it), TensorRT for RTX (built
+ahead of time on any machine, GPU or not, for the GeForce RTX / RTX PRO / A100 generations it names) and
+OpenVINO (CPU engines, FP32 or BF16, built on a CPU of the kind that runs them).
 
-Both libraries share the network, ONNX parser, builder and runtime API; what differs is data here:
-the module to import, the engine file's name, where the manifest keeps its record, whether a build
-needs a GPU, and which runtime features (compute-capability targets, runtime cache, the library's own
-CUDA-graph capture) apply. Stdlib only.
+What differs between them is data here: the module to import, the engine file's name, where the manifest
+keeps its record, whether a build needs a GPU, which runtime features (compute-capability targets, runtime
+cache, the library's own CUDA-graph capture) apply, which crn-deploy modules build and run its engines, and
+where those run. Stdlib only.
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ class EngineTarget:
     runtime_cache: str | None  # suffix of the JIT kernel cache kept beside the engine, where there is one
     own_cuda_graphs: bool  # the library captures CUDA graphs itself (we do not capture around it)
     header_check: bool  # IRuntime.get_engine_validity reads the plan's header before it is deserialized
-    triton_backend: bool  # Triton's TensorRT backend loads these engines
     gpus: tuple[str, ...] | None = None  # compute capabilities it can target at all ("12.x": every 12 minor); None: any
+    backend: str = "tensorrt"  # the crn_deploy.backends module that runs its engines
+    builder: str = "engine"  # the crn_deploy.artifacts module that builds them
+    device: str = "cuda"  # where its engines run: cuda or cpu
+    artifacts: tuple[str, ...] = ("fp32", "fp16")  # the precisions of the ONNX artifacts it builds from
+    precisions: tuple[str, ...] = ()  # the precisions a build may compute in (--precision); empty: the graph's own
+    triton: str | None = None  # the Triton model kind (crn_deploy.artifacts.triton) serving it; None: Triton has none
 
     def engine_name(self, artifact_stem: str) -> str:
         return f"{artifact_stem}{self.suffix}"
@@ -39,15 +45,27 @@ class EngineTarget:
         """The engine and what is kept beside it (TensorRT-RTX's kernel cache)."""
         return [self.engine_name(artifact_stem), *([artifact_stem + self.runtime_cache] if self.runtime_cache else [])]
 
+    @property
+    def label(self) -> str:
+        """The backend's name in reports: tensorrt, tensorrt-rtx, openvino."""
+        return self.backend if self.name == self.backend else f"{self.backend}-{self.name}"
+
 
 TENSORRT = EngineTarget("tensorrt", "TensorRT", "tensorrt", "tensorrt", ".engine", "engine", (10, 12),
                         build_needs_gpu=True, timing_cache=True, compute_capabilities=False, runtime_cache=None,
-                        own_cuda_graphs=False, header_check=False, triton_backend=True)
+                        own_cuda_graphs=False, header_check=False, triton="tensorrt")
 RTX = EngineTarget("rtx", "TensorRT-RTX", "tensorrt_rtx", "rtx", ".rtx.engine", "rtx_engine", (1, 0),
                    build_needs_gpu=False, timing_cache=False, compute_capabilities=True,
-                   runtime_cache=".rtx.runtime-cache", own_cuda_graphs=True, header_check=True, triton_backend=False,
+                   runtime_cache=".rtx.runtime-cache", own_cuda_graphs=True, header_check=True,
                    gpus=("7.5", "8.0", "8.6", "8.9", "12.x"))
-TARGETS: dict[str, EngineTarget] = {t.name: t for t in (TENSORRT, RTX)}
+# OpenVINO compiles the FP32 artifact for this CPU in FP32 or BF16 and exports the compiled model (export_model);
+# Triton's OpenVINO backend serves the model itself (OpenVINO IR), not that export.
+OPENVINO = EngineTarget("openvino", "OpenVINO", "openvino", "openvino", ".openvino.engine", "openvino_engine",
+                        (2026, 4), build_needs_gpu=False, timing_cache=False, compute_capabilities=False,
+                        runtime_cache=None, own_cuda_graphs=False, header_check=False, backend="openvino",
+                        builder="openvino_build", device="cpu", artifacts=("fp32",), precisions=("bf16", "fp32"),
+                        triton="openvino")
+TARGETS: dict[str, EngineTarget] = {t.name: t for t in (TENSORRT, RTX, OPENVINO)}
 
 # The GPUs TensorRT-RTX can build for, by compute capability (its ComputeCapability.SM<nn> names).
 RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
@@ -71,7 +89,7 @@ def target_of_engine_file(path_name: str) -> EngineTarget | None:
 
 
 def artifact_stem_of(path_name: str) -> str:
-    """``x.rtx.engine`` and ``x.engine`` -> ``x``; other names lose their last suffix."""
+    """``x.rtx.engine``, ``x.openvino.engine`` and ``x.engine`` -> ``x``; other names lose their last suffix."""
     found = target_of_engine_file(path_name)
     if found is not None:
         return path_name[: -len(found.suffix)]

@@ -107,7 +107,6 @@ def test_engines_are_skipped_with_the_reason_where_tensorrt_is_absent(engines, t
 def test_fake_engine_rows_are_measured_like_the_others(engines, tmp_path, monkeypatch):
     from crn_deploy.backends import cuda as cuda_module
     from crn_deploy.backends import tensorrt as trt_module
-    from crn_deploy.measure import bench
 
     from .fake_gpu import FakeCudart, FakeTensorRT
 
@@ -115,7 +114,7 @@ def test_fake_engine_rows_are_measured_like_the_others(engines, tmp_path, monkey
     cudart = FakeCudart()
     monkeypatch.setattr(trt_module, "import_engine_library", lambda target=None: FakeTensorRT(cudart))
     monkeypatch.setattr(cuda_module, "import_cudart", lambda: cudart)
-    monkeypatch.setattr(bench, "why_engine_cannot_run_here", lambda manifest, target: None)
+    monkeypatch.setattr(trt_module, "why_engine_cannot_run_here", lambda manifest, target: None)  # via the table
     out = tmp_path / "r.json"
     assert bench_main([str(engines), *FAST, "--backend", "tensorrt", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]

@@ -79,9 +79,12 @@ def test_bad_resolutions_say_what_is_wrong(text, message):
 def test_the_precision_table_names_the_types_each_tool_uses():
     from onnx import TensorProto
 
-    from crn_deploy.precisions import TABLE, precision
+    from crn_deploy.precisions import NAMES, TABLE, precision
 
     assert TABLE["fp32"].onnx_type == TensorProto.FLOAT and TABLE["fp16"].onnx_type == TensorProto.FLOAT16
     assert (precision("FP16").numpy_type, precision("fp16").tensorrt_type) == ("float16", "HALF")
-    with pytest.raises(UsageError, match="unknown precision 'bf16': choose one of fp32, fp16"):
-        precision("bf16")
+    # BF16 is what a CPU engine computes an FP32 artifact in (OpenVINO's hint), never an ONNX artifact's precision
+    assert precision("bf16").onnx_type == TensorProto.BFLOAT16 and not precision("bf16").graph
+    assert NAMES == ("fp32", "fp16") and (TABLE["bf16"].openvino_hint, TABLE["fp32"].openvino_hint) == ("bf16", "f32")
+    with pytest.raises(UsageError, match="unknown precision 'int8': choose one of fp32, fp16, bf16"):
+        precision("int8")

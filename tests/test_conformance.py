@@ -2,8 +2,8 @@
 registry, each family's test preset with random weights goes through checkpoint recognition and a save/load
 round trip, export to FP32 and FP16 (ONNX Runtime against its PyTorch reference, the export's own gates and
 the tighter ones here), the manifest round trip, the runtime and crn-run on two frames fed by role, a Triton
-config Triton's own protobuf parses, and an engine build where a builder is installed (TensorRT-RTX here);
-and its full-width preset holds the FP16 floor (slow).
+config Triton's own protobuf parses, an engine build where a builder is installed (TensorRT-RTX here), and an
+OpenVINO FP32 and BF16 CPU engine built and run; and its full-width preset holds the FP16 floor (slow).
 
 A new family that registers its two files is tested here without touching this file."""
 
@@ -154,3 +154,35 @@ def test_an_engine_builds_where_a_builder_is_installed(exported, tmp_path):
                                 log=lambda _: None)
         record = manifest.engine_record(RTX)
         assert record.builder_warnings == [] and (tmp_path / record.file).stat().st_size == record.size_bytes
+
+
+def test_openvino_fp32_and_bf16_engines_build_and_run(exported, tmp_path):
+    """The FP32 engine within FP32's floor (1 level); the BF16 engine with the floor lifted (tiny random weights
+    sit below 55 dB in BF16, as in FP16) and still within 30 dB of the reference, which a broken engine misses."""
+    ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[test]'")
+    import shutil
+
+    from crn_deploy.artifacts.openvino_build import OpenVINOBuildOptions, build_engine
+    from crn_deploy.backends.openvino import cpu_capabilities
+    from crn_deploy.precisions import BF16, FP32
+    from crn_deploy.targets import OPENVINO
+
+    _, source, manifests = exported
+    manifest = manifests["fp32"]
+    ids, instances = scenes(source.label_set, 2, *manifest.resolution, seed=77)
+    feeds = model_inputs(manifest.input_specs, ids, instances, style_seed=5)
+    with load_reference(manifest.path) as reference:
+        expected = reference.run_ids(*feeds)
+    builds = [(FP32, OpenVINOBuildOptions(FP32), 1.0, None)]
+    if "BF16" in cpu_capabilities(ov.Core()):
+        builds.append((BF16, OpenVINOBuildOptions(BF16, min_psnr=0, max_abs=255), 255.0, 30.0))
+    for precision, options, max_abs, min_psnr in builds:
+        folder = tmp_path / precision.name
+        folder.mkdir()
+        for path in (manifest.artifact_path, manifest.path):
+            shutil.copy(path, folder)
+        record = build_engine(Manifest.read(folder / manifest.path.name), options, log=lambda _: None) \
+            .engine_record(OPENVINO)
+        assert record.inference_precision is precision
+        with runtime.load(folder / record.file) as synth:
+            assert compare_images(synth.run_ids(*feeds), expected).passes(max_abs=max_abs, min_psnr=min_psnr)

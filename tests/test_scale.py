@@ -145,6 +145,30 @@ def test_a_bad_label_file_among_good_ones_is_named_skipped_and_recorded_on_ray(c
     assert run["state"] == "finished" and run["written"] == 2 and len(run["unreadable"]) == 1
 
 
+def test_an_openvino_engine_paints_on_cpu_workers_as_a_single_process_run_does(cluster, artifacts, tmp_path):
+    """A CPU engine takes the CPU painters' path: no GPU asked for, maps painted at once on its own streams."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[test]'")
+    import shutil
+
+    from crn_deploy.artifacts.openvino_build import OpenVINOBuildOptions, build_engine
+    from crn_deploy.manifest import Manifest
+    from crn_deploy.precisions import FP32
+    from crn_deploy.targets import OPENVINO
+
+    engines = tmp_path / "engines"
+    engines.mkdir()
+    for path in (artifacts["small"], artifacts["small"].with_suffix(".json")):
+        shutil.copy(path, engines)
+    manifest = build_engine(Manifest.read(engines / artifacts["small"].with_suffix(".json").name),
+                            OpenVINOBuildOptions(FP32), log=lambda _: None)
+    engine = engines / manifest.engine_record(OPENVINO).file
+    folder = _label_folder(tmp_path / "in", 6, (32, 64))
+    expected = _single_process(engine, folder, tmp_path / "single")
+    out = tmp_path / "ray"
+    summary = batch.synthesize_files(engine, str(folder / "**" / "*_labelIds.png"), out, batch.BatchOptions(workers=1))
+    assert summary.written == 6 and _written(out) == expected
+
+
 def test_numpy_shards_and_parquet_in_parquet_out(cluster, artifacts, tmp_path):
     pyarrow = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

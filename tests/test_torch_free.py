@@ -1,6 +1,7 @@
-"""A deployment box installed with ``pip install '.[ort,rtx]'`` (no torch) runs artifacts exported by the
-full environment: the runtime, crn-run and crn-bench work there, crn-build makes TensorRT-RTX engines
-there, and every command that needs torch says so in one line and exits 2.
+"""A deployment box installed with ``pip install '.[ort,rtx,openvino]'`` (no torch) runs artifacts exported by
+the full environment: the runtime, crn-run and crn-bench work there, crn-build makes TensorRT-RTX engines and
+OpenVINO CPU engines there (checked against the FP32 artifact on ONNX Runtime), and every command that needs
+torch says so in one line and exits 2.
 
 The torch-free environment is ``.venv-thin/`` at the repository root (the README's test command makes
 it) or the Python named by CRN_THIN_PYTHON. CI sets CRN_REQUIRE_THIN=1, so there a missing one fails.
@@ -23,7 +24,7 @@ THIN_PYTHON = Path(os.environ.get("CRN_THIN_PYTHON", ROOT / ".venv-thin" / "bin"
 def thin():
     if not THIN_PYTHON.is_file():
         message = (f"no torch-free environment at {THIN_PYTHON}: "
-                   "python3 -m venv .venv-thin && .venv-thin/bin/pip install -e '.[ort,rtx]'")
+                   "python3 -m venv .venv-thin && .venv-thin/bin/pip install -e '.[ort,rtx,openvino]'")
         if os.environ.get("CRN_REQUIRE_THIN"):
             pytest.fail(message)
         pytest.skip(message)
@@ -127,7 +128,7 @@ def test_crn_build_makes_rtx_engines_without_torch_or_a_gpu(thin, engines, tmp_p
 
     probe = thin("-c", "import tensorrt_rtx")
     if probe.returncode != 0:
-        message = f"no TensorRT-RTX in {THIN_PYTHON}: .venv-thin/bin/pip install -e '.[ort,rtx]'"
+        message = f"no TensorRT-RTX in {THIN_PYTHON}: .venv-thin/bin/pip install -e '.[ort,rtx,openvino]'"
         if os.environ.get("CRN_REQUIRE_THIN"):
             pytest.fail(message)
         pytest.skip(message)
@@ -139,6 +140,30 @@ def test_crn_build_makes_rtx_engines_without_torch_or_a_gpu(thin, engines, tmp_p
     record = json.loads((tmp_path / "tiny-64x96-fp16.json").read_text())["rtx_engine"]
     assert record["runtime"] == "TensorRT-RTX" and record["compute_capabilities"] == ["8.6", "8.9"]
     assert (tmp_path / "tiny-64x96-fp16.rtx.engine").stat().st_size == record["size_bytes"]
+
+
+def test_crn_build_makes_openvino_engines_without_torch_checked_against_the_fp32_artifact(thin, engines, tmp_path):
+    import shutil
+
+    probe = thin("-c", "import openvino")
+    if probe.returncode != 0:
+        message = f"no OpenVINO in {THIN_PYTHON}: .venv-thin/bin/pip install -e '.[ort,rtx,openvino]'"
+        if os.environ.get("CRN_REQUIRE_THIN"):
+            pytest.fail(message)
+        pytest.skip(message)
+    for name in ("tiny-64x96-fp32.onnx", "tiny-64x96-fp32.json"):
+        shutil.copy(engines / name, tmp_path)
+    result = thin("-m", "crn_deploy.cli.build", str(tmp_path / "tiny-64x96-fp32.onnx"), "--target", "openvino",
+                  "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "tiny-64x96-fp32.json").read_text())["openvino_engine"]
+    assert record["parity"]["reference"] == "tiny-64x96-fp32.onnx (onnxruntime-cpu)"
+    assert record["parity"]["max_abs"] <= 1 and record["inference_precision"] == "fp32"
+    engine = tmp_path / "tiny-64x96-fp32.openvino.engine"
+    code = ("from crn_deploy import runtime; from crn_deploy.data.synthetic import street_layout\n"
+            f"s = runtime.load({str(engine)!r}); print(s.backend.name, s(street_layout(120, 200, seed=1)).shape)")
+    result = thin("-c", code)
+    assert result.returncode == 0 and result.stdout.strip() == "openvino (120, 200, 3)", result.stderr
 
 
 @pytest.mark.parametrize("command", [

@@ -7,7 +7,6 @@ only once it passes the parity gate.
 
 from __future__ import annotations
 
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 
@@ -29,7 +27,7 @@ from ..families import model_inputs
 from ..files import atomic_path, ensure_writable_dir, remove_empty_folders, sha256_file
 from ..graph import IR_VERSION, OPSET, write_model
 from ..manifest import Manifest, artifact_stem
-from ..measure.parity import compare_images, per_class
+from ..measure.parity import VALIDATION_SEED, accept_options, compare_images, worst_class
 from ..models.checkpoint import LoadedCheckpoint
 from ..models.registry import model_family
 from ..precisions import FP16, FP32, Precision
@@ -37,8 +35,6 @@ from ..records import Parity
 from ..runtime.synthesizer import Synthesizer
 from ..sizes import Sizes
 from ..targets import artifact_stem_of
-
-VALIDATION_SEED = 1000  # synthetic layouts for validation; benchmarks use other seeds
 
 
 @dataclass
@@ -104,7 +100,8 @@ def _export_one(source: LoadedCheckpoint, weights: dict, sizes: Sizes, precision
             log(f"{stem}: {_parity_text(parity)}: below the floor" + (f"; again with {step[1]}" if step else ""))
             if step is None:
                 best = max(tries, key=_Try.rank)
-                worst = _worst_class(best.images, reference, ids, source, sizes, best.parity, options)
+                worst = worst_class(best.images, reference, ids, source.label_set.names, best.parity,
+                                    options.max_abs_fp16)
                 _refuse(stem, precision, best, options, worst, len(tries))
             manifest.config, kept = step
         _gate(stem, precision, parity, options)
@@ -184,35 +181,8 @@ def _refuse(stem: str, precision: Precision, best: _Try, options: ExportOptions,
     raise ValidationError(
         f"{stem}: {precision.name.upper()} reaches{' at best' if tries > 1 else ''} {psnr}, up to "
         f"{parity.max_abs:.0f} levels off the FP32 reference ({which}floor {options.min_psnr_fp16:g} dB, "
-        f"{options.max_abs_fp16:g} levels); worst class "
-        f"{worst_class}; not kept. Export fp32, or accept it with {_accept(parity, options)}")
-
-
-def _accept(parity: Parity, options: ExportOptions) -> str:
-    """The options that would keep this artifact: only the limits it missed."""
-    missed = []
-    if parity.nonfinite or (parity.psnr_db is not None and parity.psnr_db < options.min_psnr_fp16):
-        missed.append(f"--min-psnr {math.floor(parity.psnr_db or 0)}")
-    if parity.max_abs > options.max_abs_fp16:
-        missed.append(f"--max-abs {math.ceil(parity.max_abs)}")
-    return " ".join(missed)
-
-
-def _worst_class(images: np.ndarray, reference: np.ndarray, ids: np.ndarray, source: LoadedCheckpoint,
-                 sizes: Sizes, parity: Parity, options: ExportOptions) -> str:
-    """The class that fared worst, as '<name> (<dB> dB, up to <n> levels)': by its largest difference where the
-    export missed the levels limit, else by its PSNR."""
-    if sizes.decoupled:  # the picture is larger: each pixel takes its label map pixel's class (nearest)
-        h, w = sizes.picture
-        ids = np.stack([cv2.resize(m[0], (w, h), interpolation=cv2.INTER_NEAREST)[None] for m in ids])
-    classes = per_class(images, reference, ids, source.label_set.names)
-    if parity.max_abs > options.max_abs_fp16:
-        name, worst = max(classes.items(), key=lambda item: item[1]["max_abs"])
-    else:
-        name, worst = min(classes.items(), key=lambda item: math.inf if item[1]["psnr_db"] is None
-                          else item[1]["psnr_db"])
-    psnr = "identical" if worst["psnr_db"] is None else f"{worst['psnr_db']:.1f} dB"
-    return f"{name} ({psnr}, up to {worst['max_abs']:.0f} levels)"
+        f"{options.max_abs_fp16:g} levels); worst class {worst_class}; not kept. Export fp32, or accept it with "
+        f"{accept_options(parity, options.min_psnr_fp16, options.max_abs_fp16)}")
 
 
 def _sections(tmp: Path, final: Path, parity: Parity, options: ExportOptions, seconds: float) -> dict:

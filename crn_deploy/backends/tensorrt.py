@@ -544,3 +544,10 @@ class TensorRTBackend(Backend):
             raise UsageError(f"device label map is not in GPU {self.device_index}'s memory (host memory or another "
                              f"GPU); move it there, or pass a NumPy array to run()")
         return array.ptr, array.stream, array.keep_alive
+
+
+def open_engine(manifest: Manifest, target: EngineTarget, record: EngineRecord, *, cuda_graphs: bool = True,
+                slots: int = 2, gpu: int = 0, timing: bool = False, **_) -> TensorRTBackend:
+    """The backend (not yet opened) for ``manifest``'s ``target`` engine. CPU threading options do not apply."""
+    return TensorRTBackend(manifest.path.parent / record.file, manifest, target=target, cuda_graphs=cuda_graphs,
+                           slots=slots, device=gpu, timing=timing)

@@ -22,12 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (at least one call; default 1)")
     p.add_argument("--iterations", type=int, default=10, help="minimum timed calls (default 10)")
     p.add_argument("--duration", type=float, default=3.0, help="minimum timed seconds (default 3)")
-    p.add_argument("--backend", action="append", choices=("tensorrt", "onnxruntime", "torch"),
-                   help="repeatable (default: all)")
+    p.add_argument("--backend", action="append", choices=("tensorrt", "openvino", "onnxruntime", "torch"),
+                   help="repeatable (default: all); tensorrt: TensorRT and TensorRT-RTX engines, openvino: OpenVINO "
+                        "CPU engines")
     p.add_argument("--device", action="append", choices=("cpu", "cuda"), help="repeatable (default: all present)")
     p.add_argument("--torch-cpu-fp16", action="store_true",
                    help="also time PyTorch FP16 on the CPU (no fast kernels there: very slow)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own choice)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads per map: ONNX Runtime's intra-op threads, OpenVINO's inference threads "
+                        "(default: each library's own choice)")
     p.add_argument("--checkpoint", type=Path, help="the source checkpoint, if it moved since export")
     p.add_argument("--max-abs", type=float, help="gate: FAILED if any row's max |Δ| exceeds this (levels)")
     p.add_argument("--min-psnr", type=float, help="gate: FAILED if any row's PSNR is below this (dB)")

@@ -13,8 +13,9 @@ from ..precisions import FP16
 from ..precisions import NAMES as PRECISIONS
 from ..precisions import precision
 from ._main import log, parse_or_exit, require, run_command
+from ..targets import target
 from .build import add_builder_options, add_triton_options, build_target, builder_options, check_builder_options, \
-    write_triton
+    engine_builder, write_triton
 
 PROG = "crn-export"
 
@@ -81,6 +82,10 @@ def _check(args) -> None:
     if args.batch < 1 or args.samples < 1:
         raise UsageError("--batch and --samples must be at least 1")
     check_builder_options(args)
+    builds_from = target(args.target).artifacts if args.target else None
+    if builds_from and not set(builds_from) & {p.name for p in args.precisions}:
+        raise UsageError(f"--target {args.target} builds its engines from {' or '.join(builds_from)} artifacts: add "
+                         f"--precision {builds_from[0]}")
 
 
 def _options(pairs: list[str]) -> dict[str, str]:
@@ -130,7 +135,7 @@ def _export(args) -> int:
                             min_psnr_fp16=args.min_psnr, max_abs_fp16=args.max_abs)
     manifests = export_artifacts(source, options, log)
     _build_engines(args, manifests, chosen)
-    write_triton(args, manifests, ("onnxruntime", "tensorrt"), PROG)
+    write_triton(args, manifests, ("onnxruntime", *([chosen.triton] if chosen and chosen.triton else [])), PROG)
     log(f"{PROG}: {len(manifests)} artifact(s) in {args.out}/. Next: crn-bench {args.out}")
     return 0
 
@@ -154,16 +159,19 @@ def _engine_target(args):
 
 
 def _build_engines(args, manifests, chosen) -> None:
-    from ..artifacts.engine import build_engine
-
     if chosen is None:
         reason = "--no-engine" if args.no_engine else args.no_engine_reason
         log(f"{PROG}: no engines built ({reason}); to build them later: crn-build {args.out}/*.onnx "
-            "(TensorRT on the GPU machine, or --target rtx anywhere)")
+            "(TensorRT on the GPU machine, --target rtx anywhere, or --target openvino for CPUs)")
         return
     options = builder_options(args, chosen)
+    build_engine = engine_builder(chosen)
     for manifest in manifests:
-        build_engine(manifest, options, log)
+        if manifest.precision.name in chosen.artifacts:
+            build_engine(manifest, options, log)
+        else:
+            log(f"{PROG}: {manifest.artifact}: no {chosen.runtime} engine ({chosen.runtime} engines are built from "
+                f"the {' or '.join(chosen.artifacts)} artifact)")
 
 
 if __name__ == "__main__":

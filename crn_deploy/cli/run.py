@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "whole, as many as a node holds)")
     g.add_argument("--overwrite", action="store_true", help="with --ray: repaint pictures already written")
     g.add_argument("--threads", type=int,
-                   help="with --ray: ONNX Runtime threads per map a CPU worker paints (default: 1 for maps up to "
-                        "256x512, painted one per CPU at once; else all its CPUs)")
+                   help="with --ray: threads per map a CPU worker paints, on ONNX Runtime or an OpenVINO engine "
+                        "(default: 1 for maps up to 256x512, painted one per CPU at once; else all its CPUs)")
     p.add_argument("--style-seed", type=int, default=0,
                    help="for models with a style input (SPADE with a VAE): the seed of the style every frame "
                         "gets (default 0)")

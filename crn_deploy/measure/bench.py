@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..backends import engine_module
 from ..backends.base import Backend
-from ..backends.tensorrt import engines_unavailable_reason, rebuild_command, why_engine_cannot_run_here
 from ..sizes import format_resolution
 from ..data.images import resize_labels
 from ..data.label_maps import list_label_images, read_instance_image, read_label_image
@@ -32,13 +32,13 @@ from ..runtime import open_backend
 from ..runtime.synthesizer import Synthesizer
 from ..precisions import FP32
 from ..records import EngineRecord, Parity
-from ..targets import TENSORRT, EngineTarget
+from ..targets import EngineTarget
 from .parity import compare_images, per_class
 from .reference import reference_backend, reference_model
 from ..runtime.timing import measure_latency, summarize
 
 BENCH_SEED = 2000  # synthetic layouts for benchmarks (export validation uses another seed)
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
+BACKENDS = ("tensorrt", "openvino", "onnxruntime", "torch")  # --backend tensorrt: TensorRT and TensorRT-RTX engines
 
 
 @dataclass
@@ -143,8 +143,8 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
         log(f"note: {NO_TORCH_NOTE}")
     done_torch: set = set()
     for manifest in sorted(manifests, key=lambda m: (m.name, m.resolution, m.precision.name)):
-        if "tensorrt" in options.backends:
-            for engine_target, record in manifest.engine_records().items():
+        for engine_target, record in manifest.engine_records().items():
+            if engine_target.backend in options.backends:
                 rows.extend(_engine_rows(ctx, manifest, engine_target, record, skipped))
         if "onnxruntime" in options.backends:
             for provider in ort_providers(options, skipped):
@@ -204,14 +204,15 @@ def _check_loads(manifest: Manifest, options: BenchOptions) -> None:
     if "onnxruntime" in options.backends and importlib.util.find_spec("onnxruntime") is not None:
         with open_backend(manifest, "onnxruntime", device="cpu", threads=1):
             pass
-    if "tensorrt" not in options.backends:
-        return
     for engine_target, engine in manifest.engine_records().items():
+        if engine_target.backend not in options.backends:
+            continue
         engine_path = path.parent / engine.file
         size = engine_path.stat().st_size if engine_path.is_file() else None
         if size != engine.size_bytes:
             state = "missing" if size is None else f"{size} bytes, its manifest says {engine.size_bytes}"
-            raise ArtifactError(f"{engine_path} is {state}; rebuild it with {rebuild_command(manifest, engine_target)}")
+            raise ArtifactError(f"{engine_path} is {state}; rebuild it with "
+                                f"{engine_module(engine_target).rebuild_command(manifest, engine_target)}")
 
 
 def _label(backend: str, graphs: bool | None) -> str:
@@ -222,8 +223,9 @@ def _engine_row(manifest: Manifest, backend_name: str, record: EngineRecord | No
                 graphs: bool | None = None, artifact: str | None = None) -> BenchRow:
     out = manifest.output_resolution
     size = format_resolution(manifest.resolution) + ("" if out == manifest.resolution else f">{format_resolution(out)}")
+    computes_in = (record.inference_precision if record else None) or manifest.precision  # a CPU engine's own
     row = BenchRow(artifact or (record.file if record else manifest.artifact), manifest.name, backend_name,
-                   manifest.precision.name, size, manifest.batch, out[0] * out[1] / 1e6, graphs)  # picture megapixels
+                   computes_in.name, size, manifest.batch, out[0] * out[1] / 1e6, graphs)  # picture megapixels
     if record is not None:
         row.engine = {"runtime": record.runtime, "version": record.runtime_version, "size_bytes": record.size_bytes,
                       "build_seconds": record.build_seconds, "compute_capabilities": record.compute_capabilities}
@@ -231,9 +233,9 @@ def _engine_row(manifest: Manifest, backend_name: str, record: EngineRecord | No
 
 
 def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[], Backend],
-         artifact: str | None = None, graphs: bool | None = None) -> BenchRow:
+         artifact: str | None = None, graphs: bool | None = None, record: EngineRecord | None = None) -> BenchRow:
     out = manifest.output_resolution
-    row = _engine_row(manifest, backend_name, graphs=graphs, artifact=artifact)
+    row = _engine_row(manifest, backend_name, record, graphs=graphs, artifact=artifact)
     try:
         (inputs, *extra), reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
@@ -282,20 +284,23 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
 
 def _engine_rows(ctx: _Context, manifest: Manifest, engine_target: EngineTarget, record: EngineRecord,
                  skipped: list[str]) -> list[BenchRow]:
-    """An engine's rows, with CUDA graphs and without, where it can run here. Where it cannot, a line in
-    ``skipped`` says why; and a TensorRT-RTX engine (built anywhere) on a machine without its library or a
-    GPU also gets a row saying it was built and needs a GPU to run, which is not an error."""
-    label = "tensorrt" if engine_target is TENSORRT else f"tensorrt-{engine_target.name}"
-    reason = why_engine_cannot_run_here(manifest, engine_target)
+    """An engine's rows where it can run here: a GPU engine's with CUDA graphs and without, a CPU engine's on
+    --threads. Where it cannot, a line in ``skipped`` says why; and an engine built anywhere (TensorRT-RTX's) on a
+    machine without its library or a GPU also gets a row saying it was built and needs a GPU to run, which is not
+    an error."""
+    label, runner = engine_target.label, engine_module(engine_target)
+    reason = runner.why_engine_cannot_run_here(manifest, engine_target)
     if reason is None:
         return [_row(ctx, manifest, _label(label, graphs),
-                     lambda g=graphs: open_backend(manifest, engine_target.name, cuda_graphs=g, timing=True),
-                     artifact=record.file, graphs=graphs) for graphs in (True, False)]
+                     lambda g=graphs: open_backend(manifest, engine_target.name, cuda_graphs=bool(g), timing=True,
+                                                   threads=ctx.options.threads),
+                     artifact=record.file, graphs=graphs, record=record)
+                for graphs in ((True, False) if engine_target.device == "cuda" else (None,))]
     skipped.append(f"{record.file}: {reason}")
-    if engine_target.build_needs_gpu or engines_unavailable_reason(engine_target) is None:
-        return []  # built on its GPU, or here is a GPU it was not built for: the skipped line says why
+    if engine_target.build_needs_gpu or runner.engines_unavailable_reason(engine_target) is None:
+        return []  # built on its GPU, or here is a GPU (or a CPU) it was not built for: the skipped line says why
     row = _engine_row(manifest, label, record)
-    library_here = engines_unavailable_reason(engine_target, to_build=True) is None
+    library_here = runner.engines_unavailable_reason(engine_target, to_build=True) is None
     row.status = BUILT_NEEDS_GPU if library_here else f"built; {reason}"
     ctx.log(f"  {record.file} [{label}]: {row.status} ({reason})")
     return [row]

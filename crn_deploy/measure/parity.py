@@ -10,6 +10,7 @@ import numpy as np
 from ..records import Parity
 
 OFF_LEVELS = 2  # a pixel channel "off" by more than this many levels counts against parity
+VALIDATION_SEED = 1000  # the export's synthetic layouts, and a CPU engine build's; benchmarks use other seeds
 SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW = 0.01, 0.03, 1.5, 11  # Wang et al. 2004
 
 
@@ -69,3 +70,31 @@ def per_class(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, 
             "psnr_db": psnr(float(np.mean(errors**2))),
         }
     return result
+
+
+def worst_class(images: np.ndarray, reference: np.ndarray, ids: np.ndarray, names: tuple[str, ...],
+                parity: Parity, max_abs: float) -> str:
+    """The class that fared worst, as '<name> (<dB> dB, up to <n> levels)': by its largest difference where
+    ``parity`` missed the levels limit ``max_abs``, else by its PSNR. ``ids``: [N,1,h,w] label maps, resized
+    (nearest) to the pictures' size where those are larger, each pixel taking its label map pixel's class."""
+    h, w = images.shape[-3:-1]
+    if ids.shape[-2:] != (h, w):
+        ids = np.stack([cv2.resize(m[0], (w, h), interpolation=cv2.INTER_NEAREST)[None] for m in ids])
+    classes = per_class(images, reference, ids, names)
+    if parity.max_abs > max_abs:
+        name, worst = max(classes.items(), key=lambda item: item[1]["max_abs"])
+    else:
+        name, worst = min(classes.items(), key=lambda item: math.inf if item[1]["psnr_db"] is None
+                          else item[1]["psnr_db"])
+    psnr_text = "identical" if worst["psnr_db"] is None else f"{worst['psnr_db']:.1f} dB"
+    return f"{name} ({psnr_text}, up to {worst['max_abs']:.0f} levels)"
+
+
+def accept_options(parity: Parity, min_psnr: float | None, max_abs: float) -> str:
+    """The options that would keep what fell below the floor: only the limits it missed."""
+    missed = []
+    if min_psnr is not None and (parity.nonfinite or (parity.psnr_db is not None and parity.psnr_db < min_psnr)):
+        missed.append(f"--min-psnr {math.floor(parity.psnr_db or 0)}")
+    if parity.max_abs > max_abs:
+        missed.append(f"--max-abs {math.ceil(parity.max_abs)}")
+    return " ".join(missed)

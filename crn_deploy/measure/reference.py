@@ -5,10 +5,13 @@ model side, so the runtime and its backends never import it."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from ..backends.torch_ref import TorchBackend
-from ..errors import UsageError
+from ..errors import CheckpointError, UsageError
 from ..manifest import Manifest, manifest_for
 from ..precisions import FP32, Precision
 from ..runtime.synthesizer import Synthesizer
@@ -49,3 +52,33 @@ def load_reference(path, *, precision: Precision | str | None = None, device: st
         precision = FP32 if device == "cpu" else manifest.precision
     backend = reference_backend(manifest, reference_model(manifest, checkpoint), precision, device)
     return Synthesizer(backend, manifest, style_seed=style_seed).open()
+
+
+TORCH_FP32 = "torch-fp32"
+
+
+def fp32_pictures(manifest: Manifest, inputs: tuple[np.ndarray, ...], *, threads: int | None = None,
+                  log: Callable[[str], None] = print) -> tuple[str, np.ndarray]:
+    """(what painted them, the pictures) ``manifest``'s model paints from ``inputs`` at full precision: the
+    PyTorch FP32 reference where torch and the weights are here; else, on a box without them, the artifact's
+    own FP32 ONNX on ONNX Runtime's CPU provider (which the export checked against that reference)."""
+    if importlib.util.find_spec("torch") is not None:
+        try:
+            model = reference_model(manifest)
+        except CheckpointError as e:
+            log(f"the PyTorch reference is not here ({e}); comparing with the FP32 artifact instead")
+        else:
+            with reference_backend(manifest, model) as ref:
+                return TORCH_FP32, np.concatenate([ref.run(*(a[i : i + 1] for a in inputs))
+                                                   for i in range(len(inputs[0]))])
+    if manifest.precision != FP32:
+        raise UsageError(f"{manifest.artifact} is {manifest.precision}: without torch, the reference is an FP32 "
+                         "artifact; pass the FP32 one")
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise UsageError("a parity check needs a reference: torch (pip install 'crn-deploy[export]') or ONNX Runtime "
+                         "(pip install 'crn-deploy[ort]')")
+    from ..backends.onnxruntime import OnnxRuntimeBackend
+
+    manifest.check_artifact()
+    with Synthesizer(OnnxRuntimeBackend(manifest.artifact_path, "cpu", threads=threads), manifest) as synth:
+        return f"{manifest.artifact} (onnxruntime-cpu)", synth.run_ids(*inputs)

@@ -4,7 +4,8 @@
     with runtime.load("engines/cityscapes-1024p-seed0-1024x2048-fp16.engine") as synth:
         rgb = synth(ids)                  # uint8 [H,W] ids -> uint8 [H,W,3]
 
-``.engine`` files run on TensorRT, ``.rtx.engine`` files on TensorRT-RTX, ``.onnx`` files on ONNX Runtime.
+``.engine`` files run on TensorRT, ``.rtx.engine`` files on TensorRT-RTX, ``.openvino.engine`` files on OpenVINO
+(CPU), ``.onnx`` files on ONNX Runtime: the engine targets' table names each file's backend.
 
 Imports neither torch nor any backend library until an artifact is opened. The PyTorch reference behind
 an artifact is ``crn_deploy.measure.reference.load_reference`` (it needs torch).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..backends import engine_module
 from ..backends.base import Backend
 from ..errors import ArtifactError, UsageError
 from ..manifest import Manifest, manifest_for
@@ -26,36 +28,37 @@ ARTIFACT_SUFFIXES = (".onnx", ".engine")  # every engine target's file ends in .
 
 
 def load(path, *, device: str = "auto", threads: int | None = None, cuda_graphs: bool = True,
-         slots: int = 2, gpu: int = 0, style_seed: int = 0) -> Synthesizer:
+         slots: int = 2, gpu: int = 0, style_seed: int = 0, concurrent: int = 1) -> Synthesizer:
     """Open an artifact: ``x.engine`` with TensorRT, ``x.rtx.engine`` with TensorRT-RTX (``cuda_graphs``,
-    ``slots`` frames in flight),
+    ``slots`` frames in flight), ``x.openvino.engine`` with OpenVINO on the CPU (``threads`` per map),
     ``x.onnx`` (or its ``x.json`` manifest) with ONNX Runtime on ``device`` (cpu, cuda, tensorrt, auto).
     ``gpu`` picks the CUDA device (as numbered under CUDA_VISIBLE_DEVICES); ``style_seed`` the style of
-    models with a style input (SPADE with a VAE)."""
+    models with a style input (SPADE with a VAE); ``concurrent``: maps the caller runs at once from threads
+    sharing the synthesizer (an OpenVINO engine gives each its own stream)."""
     path = Path(path)
     manifest = _read_manifest(path)
     engine_target = target_of_engine_file(path.name)
     kind = engine_target.name if engine_target else "onnxruntime"
     backend = open_backend(manifest, kind, device=device, threads=threads, cuda_graphs=cuda_graphs, slots=slots,
-                           gpu=gpu)
+                           gpu=gpu, concurrent=concurrent)
     return Synthesizer(backend, manifest, style_seed=style_seed).open()
 
 
 def open_backend(manifest: Manifest, kind: str, *, device: str = "auto", threads: int | None = None,
-                 cuda_graphs: bool = True, slots: int = 2, gpu: int = 0, timing: bool = False) -> Backend:
+                 cuda_graphs: bool = True, slots: int = 2, gpu: int = 0, timing: bool = False,
+                 concurrent: int = 1) -> Backend:
     """The backend (not yet opened) that runs ``manifest``'s artifact: ``kind`` an engine target ("tensorrt",
-    "rtx": its engine) or "onnxruntime" (its ONNX, on ``device``). The one factory: ``load`` and ``crn-bench``
-    both use it."""
+    "rtx", "openvino": its engine, run by the backend module the targets' table names) or "onnxruntime" (its
+    ONNX, on ``device``). The one factory: ``load`` and ``crn-bench`` both use it."""
     if kind in TARGETS:
-        from ..backends.tensorrt import TensorRTBackend, rebuild_command
-
         engine_target = TARGETS[kind]
+        runner = engine_module(engine_target)
         record = manifest.engine_record(engine_target)
         if record is None:
             raise ArtifactError(f"{manifest.path} records no {engine_target.runtime} engine; build one with "
-                                f"{rebuild_command(manifest, engine_target)}")
-        return TensorRTBackend(manifest.path.parent / record.file, manifest, target=engine_target,
-                               cuda_graphs=cuda_graphs, slots=slots, device=gpu, timing=timing)
+                                f"{runner.rebuild_command(manifest, engine_target)}")
+        return runner.open_engine(manifest, engine_target, record, threads=threads, concurrent=concurrent,
+                                  cuda_graphs=cuda_graphs, slots=slots, gpu=gpu, timing=timing)
     if kind != "onnxruntime":
         raise UsageError(f"unknown backend '{kind}': choose {', '.join(TARGETS)} or onnxruntime")
     manifest.check_artifact()  # ONNX Runtime reads the file whole: its digest is taken once per file

@@ -33,6 +33,7 @@ from ..data.storage import Store, is_uri, matching, split_pattern
 from ..errors import UnreadableInput, UsageError
 from ..labels import UnknownColors
 from ..manifest import Manifest, manifest_for
+from ..targets import target_of_engine_file
 from .cluster import connected
 
 RECORD_NAME = "crn-run-record.json"
@@ -72,13 +73,14 @@ class Painter:
     """The synthesis stage: a Ray Data actor that opens the artifact once, then paints batches of rows holding
     ``labels`` arrays [H,W] (and ``instances`` where the row has them); the rows come back with ``image``.
     ``at_once``: maps painted at the same time, from threads sharing the one session (ONNX Runtime runs them
-    concurrently, outside the GIL, each on its own thread where ``threads`` is 1)."""
+    concurrently, outside the GIL, each on its own thread where ``threads`` is 1; an OpenVINO CPU engine gives
+    each its own stream of ``threads`` threads)."""
 
     def __init__(self, artifact: str, device: str = "auto", threads: int | None = None, at_once: int = 1) -> None:
         from .. import runtime
 
-        self.synth = runtime.load(artifact, device=device, threads=threads)
-        concurrent = at_once > 1 and device == "cpu"  # ONNX Runtime CPU sessions take concurrent runs; engines not
+        concurrent = at_once > 1 and device == "cpu"  # CPU backends take concurrent runs; GPU engines not
+        self.synth = runtime.load(artifact, device=device, threads=threads, concurrent=at_once if concurrent else 1)
         self.pool = ThreadPoolExecutor(at_once) if concurrent else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -340,7 +342,7 @@ def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOp
     """Read and decode (CPU tasks) -> synthesis (actor pool) -> encode and write (CPU tasks), overlapping."""
     resources = ray.cluster_resources()
     if options.gpus_per_worker is None:  # settled for this run only: the caller's options stay as given
-        options = replace(options, gpus_per_worker=1.0 if resources.get("GPU") else 0.0)
+        options = replace(options, gpus_per_worker=1.0 if resources.get("GPU") and not runs_on_cpu(artifact) else 0.0)
     if options.cpus_per_worker is None and not options.gpus_per_worker:
         nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
         free = ray.available_resources().get("CPU", 0.0) - (1.0 if ray_io else 0.0)
@@ -379,8 +381,9 @@ def paint_with_pool(dataset, artifact: Path, options: BatchOptions):
     ``options.workers`` painters, each with a GPU or ``cpus_per_worker`` CPUs (ONNX Runtime threads default to
     that reservation): a lazy Ray Dataset with an ``image`` column."""
     device = "auto" if options.gpus_per_worker else "cpu"
-    if Path(artifact).suffix == ".engine" and not options.gpus_per_worker:
-        raise UsageError(f"{artifact} is a TensorRT engine: give each worker a GPU (--gpus-per-worker 1)")
+    engine = target_of_engine_file(Path(artifact).name)
+    if engine is not None and engine.device == "cuda" and not options.gpus_per_worker:
+        raise UsageError(f"{artifact} is a {engine.runtime} engine: give each worker a GPU (--gpus-per-worker 1)")
     reserved = 1.0 if options.cpus_per_worker is None else options.cpus_per_worker
     if options.gpus_per_worker:
         cpus, threads, at_once = 0, options.threads, 1
@@ -400,8 +403,15 @@ def paint_with_pool(dataset, artifact: Path, options: BatchOptions):
 SMALL_MAP_PIXELS = 256 * 512
 
 
+def runs_on_cpu(artifact) -> bool:
+    """Whether ``artifact`` is an engine that runs on the CPU only (OpenVINO's): its workers take no GPU."""
+    engine = target_of_engine_file(Path(artifact).name)
+    return engine is not None and engine.device == "cpu"
+
+
 def cpu_painting(cpus: int, map_pixels: int, threads: int | None) -> tuple[int, int]:
-    """(ONNX Runtime threads per map, maps painted at once) for a CPU painter holding ``cpus`` CPUs. Maps up to
+    """(threads per map, maps painted at once) for a CPU painter holding ``cpus`` CPUs, on ONNX Runtime or an
+    OpenVINO engine alike. Maps up to
     256x512 are painted one per CPU at once, one thread each: on small maps that beats one map on every thread
     (benchmarks/README.md, the pipelined Ray path). Larger maps, whose activations take gigabytes at 1024x2048,
     are painted one at a time on every CPU. ``threads`` given: that many per map, as many maps as fit."""

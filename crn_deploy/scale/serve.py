@@ -229,12 +229,13 @@ def start(artifact: str, options: ServeOptions, log=print):
     """Start (or update) the application on a local Ray instance or an existing cluster; returns its URL."""
     from ray import serve
 
+    from .batch import runs_on_cpu
     from .cluster import connect
 
     ray = connect(options.address, log)
     gpus = options.gpus_per_replica
     if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU") else 0.0
+        gpus = 1.0 if ray.cluster_resources().get("GPU") and not runs_on_cpu(artifact) else 0.0
     serve.start(http_options={"host": options.host, "port": options.port})
     _started.set()
     serve.run(build_app(str(artifact), options, gpus), name=options.name, route_prefix="/")
