@@ -7,6 +7,7 @@ only once it passes the parity gate.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable
