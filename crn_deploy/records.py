@@ -117,8 +117,8 @@ class Parity:
     max_abs: float
     mean_abs: float
     psnr_db: float | None
-    ssim: float
-    frac_off_gt2: float
+    ssim: float | None = None  # the first manifests did not measure it
+    frac_off_gt2: float = 0.0
     nonfinite: int = 0
     reference: str | None = None
     inputs: str | None = None
@@ -136,7 +136,8 @@ class Parity:
         """As manifests and reports hold it (where it was measured first, then the figures)."""
         where = {k: getattr(self, k) for k in ("reference", "inputs", "samples") if getattr(self, k) is not None}
         figures = {k: v for k, v in asdict(self).items() if k not in where and k not in ("reference", "inputs",
-                                                                                           "samples", "per_class")}
+                                                                                           "samples", "per_class")
+                   and not (k == "ssim" and v is None)}
         return {**where, **figures, **({"per_class": self.per_class} if self.per_class is not None else {})}
 
     @classmethod

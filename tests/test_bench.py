@@ -9,6 +9,8 @@ import pytest
 from crn_deploy.cli.bench import main as bench_main
 from crn_deploy.data.synthetic import street_layout
 from crn_deploy.labels import CITYSCAPES
+from crn_deploy.records import EngineRecord
+from crn_deploy.targets import TENSORRT
 
 FAST = ["--warmup", "0", "--iterations", "2", "--duration", "0", "--samples", "2"]
 
@@ -88,9 +90,9 @@ def _with_fake_engine(engines):
     manifest = Manifest.read(engines / "tiny-64x96-fp16.json")
     plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape)
     (engines / "tiny-64x96-fp16.engine").write_bytes(plan)
-    manifest.sections["engine"] = {"file": "tiny-64x96-fp16.engine", "sha256": hashlib.sha256(plan).hexdigest(),
-                                   "size_bytes": len(plan), "tensorrt_version": "11.4.0.106",
-                                   "gpu": {"name": "Fake GPU", "compute_capability": "9.0"}}
+    manifest.set_engine_record(TENSORRT, EngineRecord.from_dict({
+        "file": "tiny-64x96-fp16.engine", "sha256": hashlib.sha256(plan).hexdigest(), "size_bytes": len(plan),
+        "tensorrt_version": "11.4.0.106", "gpu": {"name": "Fake GPU", "compute_capability": "9.0"}}))
     manifest.write(manifest.path)
 
 
@@ -134,7 +136,6 @@ def test_fake_rtx_engine_rows_count_graph_captures_and_memory_with_the_weights(e
     from crn_deploy.backends import cuda as cuda_module
     from crn_deploy.backends import tensorrt as trt_module
     from crn_deploy.manifest import Manifest
-    from crn_deploy.measure import bench
     from crn_deploy.records import EngineRecord
     from crn_deploy.targets import RTX
 
@@ -151,7 +152,7 @@ def test_fake_rtx_engine_rows_count_graph_captures_and_memory_with_the_weights(e
     monkeypatch.setattr(trt_module, "import_engine_library",
                         lambda target=None: FakeTensorRTRTX(cudart, capturable=capturable))
     monkeypatch.setattr(cuda_module, "import_cudart", lambda: cudart)
-    monkeypatch.setattr(bench, "why_engine_cannot_run_here", lambda manifest, target: None)
+    monkeypatch.setattr(trt_module, "why_engine_cannot_run_here", lambda manifest, target: None)
     out = tmp_path / "r.json"
     assert bench_main([str(engines), *FAST, "--backend", "tensorrt", "--json", str(out)]) == 0
     graphs, plain = json.loads(out.read_text())["rows"]

@@ -50,7 +50,7 @@ def test_checkpoints_load_in_every_layout_people_save(tmp_path, tiny_config, lay
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
     assert loaded.source["kind"] == "checkpoint" and len(loaded.source["sha256"]) == 64
     manifest = export_tiny(loaded, tmp_path / "e", precisions=["fp32"], resolutions=[(32, 64)])[0]
-    assert manifest.sections["parity"]["max_abs"] <= 1
+    assert manifest.parity.max_abs <= 1
 
 
 def test_safetensors_plain_and_with_metadata(tmp_path, tiny_config):

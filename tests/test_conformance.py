@@ -71,7 +71,7 @@ def test_fp16_holds_the_floor_at_full_width(name, tmp_path):
     fam = FAMILIES[name]
     source = random_model(find_preset(fam.full_preset)[1], seed=0, preset_name=fam.full_preset)
     [manifest] = export_tiny(source, tmp_path, precisions=("fp16",), resolutions=((256, 512),), name=fam.full_preset)
-    parity = manifest.sections["parity"]
+    parity = manifest.parity.to_dict()
     assert parity["psnr_db"] >= 55 and parity["max_abs"] <= 4, parity
 
 

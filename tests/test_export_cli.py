@@ -41,7 +41,7 @@ def test_export_from_a_checkpoint_records_its_hash(tmp_path, tiny_config):
     torch.save({"model": random_init(CRN(tiny_config), 1).state_dict()}, tmp_path / "gen.pt")
     assert export_main([str(tmp_path / "gen.pt"), "--res", "32x64", "--out", str(tmp_path / "e"), "--batch", "2"]) == 0
     manifest = Manifest.read(tmp_path / "e" / "gen-32x64-fp16.json")
-    assert manifest.batch == 2 and manifest.source["kind"] == "checkpoint"
+    assert manifest.batch == 2 and manifest.source.kind == "checkpoint"
     assert manifest.input_spec.shape == (2, 1, 32, 64)
 
 
@@ -132,7 +132,7 @@ def test_every_released_preset_exports_in_both_precisions(tmp_path, name):
     config = find_preset(name)[1]
     smallest = (config.scale, config.scale)  # base 1x1: the cheapest valid size
     manifests = export_tiny(random_model(config, 0, name), tmp_path, resolutions=[smallest], name=name)
-    by_precision = {m.precision: m.sections["parity"] for m in manifests}
+    by_precision = {m.precision: m.parity.to_dict() for m in manifests}
     assert by_precision["fp32"]["max_abs"] <= 1
     assert by_precision["fp16"]["psnr_db"] >= 55 and by_precision["fp16"]["max_abs"] <= 4
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.errors import UsageError
 from crn_deploy.measure.parity import compare_images
+from crn_deploy.targets import TENSORRT
 
 from .conftest import TINY_RES, CudaArrayOnly, DLPackOnly, export_tiny
 
@@ -195,7 +198,8 @@ def test_real_engine_of_another_tensorrt_version_is_refused(real_fp16_engine, tm
     manifest = Manifest.read(manifest_for(real_fp16_engine))
     for path in (real_fp16_engine, manifest.artifact_path):
         shutil.copy(path, tmp_path / path.name)
-    manifest.sections["engine"]["runtime_version"] = "10.12.0.1"
+    manifest.set_engine_record(TENSORRT, dataclasses.replace(manifest.engine_record(TENSORRT),
+                                                             runtime_version="10.12.0.1"))
     manifest.write(tmp_path / manifest.path.name)
     with pytest.raises(ArtifactError, match=r"TensorRT 10\.12\.0\.1 and this is TensorRT .*crn-build"):
         runtime.load(tmp_path / real_fp16_engine.name)

@@ -99,7 +99,7 @@ def test_export_records_both_resolutions(engines):
     assert {s.shape for s in two.input_specs} == {(1, 1, 32, 64)} and two.output_spec.shape == (1, 64, 128, 3)
     data = json.loads((engines / "demo-32x64-out64x128-fp32.json").read_text())
     assert data["output_resolution"] == [64, 128] and data["parity"]["max_abs"] <= 1
-    assert two.sections["parity"]["psnr_db"] >= 45
+    assert two.parity.psnr_db >= 45
 
 
 def test_the_runtime_paints_at_the_output_resolution(engines):

@@ -64,10 +64,10 @@ def test_export_recognises_spade_records_its_inputs_and_passes_the_gates(exporte
     assert tuple(fp16.resolution) == (res or config.native_resolution)
     names = [(s.name, s.dtype) for s in fp16.input_specs]
     assert names == [("labels", "uint8"), ("instances", "int32"), *([("z", "float32")] if config.use_vae else [])]
-    assert fp32.sections["parity"]["max_abs"] <= 1  # against the PyTorch FP32 reference
-    assert fp16.sections["parity"]["psnr_db"] >= 45
+    assert fp32.parity.max_abs <= 1  # against the PyTorch FP32 reference
+    assert fp16.parity.psnr_db >= 45
     options = exported[name][0].parent / "opt.txt"  # read by itself, and recorded as what the export read
-    assert fp16.source_record.options_file == str(options.resolve())
+    assert fp16.source.options_file == str(options.resolve())
 
 
 def test_the_runtime_holds_a_style_across_frames_and_takes_one_per_call(exported):

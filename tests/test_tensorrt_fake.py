@@ -41,9 +41,9 @@ def _engine_artifact(tmp_path, source: Manifest, *, version="11.4.0.106", cc="9.
                          instances=len(manifest.input_specs) > 1)
     engine = manifest.artifact_path.with_suffix(".engine")
     engine.write_bytes(plan)
-    manifest.sections["engine"] = {"file": engine.name, "sha256": hashlib.sha256(plan).hexdigest(),
-                                   "size_bytes": size or len(plan), "tensorrt_version": version,
-                                   "gpu": {"name": "Fake GPU", "compute_capability": cc}}
+    manifest.set_engine_record(TENSORRT, EngineRecord.from_dict({
+        "file": engine.name, "sha256": hashlib.sha256(plan).hexdigest(), "size_bytes": size or len(plan),
+        "tensorrt_version": version, "gpu": {"name": "Fake GPU", "compute_capability": cc}}))
     manifest.write(manifest.path)
     return manifest, engine
 

@@ -182,7 +182,7 @@ def test_the_shipped_demo_model_reaches_20_db_and_exports_within_the_parity_bar(
     assert loaded.model.config == find_preset("small-256p")[1]
     assert held_out_psnr(loaded.model, SyntheticPairs(), (256, 512), count=4) >= 20.0
     fp16 = export_tiny(loaded, tmp_path, precisions=["fp16"], resolutions=[(256, 512)])[0]
-    assert fp16.sections["parity"]["psnr_db"] >= 60 and fp16.sections["parity"]["max_abs"] <= 1  # 66.6 dB measured
+    assert fp16.parity.psnr_db >= 60 and fp16.parity.max_abs <= 1  # 66.6 dB measured
 
 
 def test_crn_train_takes_any_familys_preset_and_refuses_one_it_cannot_train(tmp_path, capsys):

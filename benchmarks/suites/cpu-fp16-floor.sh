@@ -49,7 +49,7 @@ print("| artifact | FP32 tail blocks | PSNR dB | max levels | mean levels | ORT 
 print("|---|---|---|---|---|---|---|---|")
 for path in sorted(Path(sys.argv[1]).glob("*-fp16.json")):
     manifest = Manifest.read(path)
-    parity = manifest.sections["parity"]
+    parity = manifest.parity.to_dict()
     onnx_path = path.with_suffix(".onnx")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     h, w = manifest.resolution

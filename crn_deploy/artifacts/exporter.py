@@ -32,7 +32,7 @@ from ..measure.parity import VALIDATION_SEED, accept_options, compare_images, wo
 from ..models.checkpoint import LoadedCheckpoint
 from ..models.registry import model_family
 from ..precisions import FP16, FP32, Precision
-from ..records import Parity
+from ..records import Parity, Source
 from ..runtime.synthesizer import Synthesizer
 from ..sizes import Sizes
 from ..targets import artifact_stem_of
@@ -81,11 +81,11 @@ def _export_all(source: LoadedCheckpoint, family, options: ExportOptions, log) -
 
 def _export_one(source: LoadedCheckpoint, weights: dict, sizes: Sizes, precision: Precision, options: ExportOptions,
                 layouts: tuple, reference: np.ndarray, log) -> Manifest:
-    stem = artifact_stem(options.name, sizes.labels, precision.name, sizes.picture)
+    stem = artifact_stem(options.name, sizes, precision.name)
     final = options.out_dir / f"{stem}.onnx"
-    manifest = Manifest(options.name, final.name, sizes.labels, precision, options.batch, source.config,
-                        source.label_set, source.source, family_name=source.family, output_resolution=sizes.picture)
     family = model_family(source.family)
+    manifest = Manifest(options.name, final.name, sizes, precision, options.batch, family.contract, source.config,
+                        source.label_set, Source.from_dict(source.source))
     started = time.perf_counter()
     ids = layouts[0]
     with atomic_path(final) as tmp:
@@ -106,7 +106,8 @@ def _export_one(source: LoadedCheckpoint, weights: dict, sizes: Sizes, precision
                 _refuse(stem, precision, best, options, worst, len(tries))
             manifest.config, kept = step
         _gate(stem, precision, parity, options)
-        manifest.sections = _sections(tmp, final, parity, options, time.perf_counter() - started)
+        manifest.parity = parity
+        manifest.sections = _sections(tmp, final, options, time.perf_counter() - started)
         _settle_engines(final.with_suffix(".json"), manifest, log)
     manifest.write(final.with_suffix(".json"))
     log(f"{stem}: wrote {final} ({final.stat().st_size / 2**20:.1f} MiB) — {_parity_text(parity)}")
@@ -186,11 +187,10 @@ def _refuse(stem: str, precision: Precision, best: _Try, options: ExportOptions,
         f"{accept_options(parity, options.min_psnr_fp16, options.max_abs_fp16)}")
 
 
-def _sections(tmp: Path, final: Path, parity: Parity, options: ExportOptions, seconds: float) -> dict:
+def _sections(tmp: Path, final: Path, options: ExportOptions, seconds: float) -> dict:
     return {
         "onnx": {"file": final.name, "sha256": sha256_file(tmp), "size_bytes": tmp.stat().st_size,
                  "opset": OPSET, "ir_version": IR_VERSION},
-        "parity": parity.to_dict(),
         "gates": {"fp32_max_abs": options.max_abs_fp32, "fp16_min_psnr_db": options.min_psnr_fp16,
                   "fp16_max_abs": options.max_abs_fp16},
         "export": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": round(seconds, 2)},

@@ -155,7 +155,7 @@ def _run(args) -> int:
     synth = _open(args)
     synth.unknown_colors.notify = lambda notice: log(f"{PROG}: warning: {notice}")  # as it happens, once
     with synth:
-        if synth.output_resolution != synth.resolution:
+        if synth.manifest.sizes.decoupled:
             log(f"{PROG}: {args.artifact.name} takes {format_resolution(synth.resolution)} label maps and paints "
                 f"{format_resolution(synth.output_resolution)} pictures (--output-size input scales them alike)")
         source = open_source(args.input, synth.label_set, resolution=synth.resolution, frames=args.frames,

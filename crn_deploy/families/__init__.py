@@ -13,11 +13,12 @@ import pkgutil
 
 from .base import (
     FAMILIES, IMAGE, INSTANCES, LABELS, STYLE, ConfigRecord, Family, Role, TensorSpec, config_fields_from_options,
-    draw_styles, family, family_of_config, find_preset, model_inputs, register,
+    draw_styles, family, family_of_config, family_of_config_dict, find_preset, model_inputs, register,
 )
 
 __all__ = ["FAMILIES", "IMAGE", "INSTANCES", "LABELS", "STYLE", "ConfigRecord", "Family", "Role", "TensorSpec",
-           "config_fields_from_options", "draw_styles", "family", "family_of_config", "find_preset", "model_inputs",
+           "config_fields_from_options", "draw_styles", "family", "family_of_config", "family_of_config_dict",
+           "find_preset", "model_inputs",
            "register"]
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
