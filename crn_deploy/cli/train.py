@@ -27,15 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--resume", type=Path, help="continue a crn-train checkpoint exactly where it stopped")
     p.add_argument("--width", type=int, help="with --init-from: the new module's width (default: the last one's)")
     p.add_argument("--k", type=int, default=1, help="with --widths: images per label map (default 1)")
-    p.add_argument("--res", help="training resolution HxW (default: the model's native one)")
+    p.add_argument("--res", help="training resolution HxW (default: the model's native one; with --resume, the "
+                                 "run's)")
     p.add_argument("--steps", type=int, default=1000, help="train until this step (default 1000)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, as the authors)")
     p.add_argument("--vgg", type=Path, help="VGG-19 weights (torchvision .pth or MatConvNet .mat) for the perceptual "
                                             "loss; without it: an image-space L1 loss")
-    p.add_argument("--out", type=Path, default=Path("runs/crn"), help="run folder (default runs/crn)")
+    p.add_argument("--out", type=Path, help="run folder (default runs/crn; with --resume, the folder of the checkpoint "
+                                            "it continues)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="weights and sample order (default 0; with --resume, the run's)")
     p.add_argument("--preview-every", type=int, default=100, help="write a preview picture every N steps")
     p.add_argument("--save-every", type=int, default=500, help="write checkpoint.pt every N steps")
     p.add_argument("--log-every", type=int, default=10)
@@ -57,6 +59,8 @@ def _check(args) -> None:
     if args.width is not None and not args.init_from:
         raise UsageError("--width only applies with --init-from")
     args.resolution = parse_resolution(args.res) if args.res else None
+    if args.out is None:  # a resumed run goes on writing where it stopped
+        args.out = args.resume.parent if args.resume else Path("runs/crn")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,10 +78,10 @@ def _start(args, dataset):
         return resume(args.resume, args.lr)
     if args.init_from:
         lower = load_checkpoint(args.init_from).model
-        return new_state(grow_by_one(lower, args.width, args.seed), dataset.label_set, args.lr)
+        return new_state(grow_by_one(lower, args.width, args.seed or 0), dataset.label_set, args.lr)
     config = args.custom if args.widths else find_preset(args.preset or DEFAULT_PRESET)[1]
     fam = family_of_config(config)
-    model = fam.random_model(config, args.seed)
+    model = fam.random_model(config, args.seed or 0)
     if not hasattr(model, "train_images"):  # the families with a trainer here say so by having this method
         raise UsageError(f"crn-train has no trainer for {fam.name} models (it trains CRN and PosGen presets); "
                          "deploy their official checkpoints with crn-export")
@@ -105,10 +109,12 @@ def _train(args) -> int:
     state = _start(args, dataset)
     config = state.model.config
     fam = family_of_config(config)
-    resolution = args.resolution or fam.contract.native_resolution(config)
+    trained_with = state.trained_with  # a resumed run goes on at its own size and sample order
+    resolution = args.resolution or tuple(trained_with.get("resolution") or fam.contract.native_resolution(config))
+    seed = args.seed if args.seed is not None else trained_with.get("seed", 0)
     fam.contract.check_resolution(resolution, config)
     vgg = load_vgg19(args.vgg) if args.vgg else None
-    options = TrainOptions(args.steps, resolution, args.out, args.lr, args.seed, args.device, args.amp,
+    options = TrainOptions(args.steps, resolution, args.out, args.lr, seed, args.device, args.amp,
                            args.preview_every, args.save_every, args.log_every)
     ensure_writable_dir(args.out)
     diversity = getattr(config, "k", 1) > 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ class TrainState:
     label_set: LabelSet
     optimizer: torch.optim.Optimizer
     step: int = 0
+    trained_with: dict = field(default_factory=dict)  # a resumed run's options as its checkpoint records them
 
 
 def new_state(model: torch.nn.Module, label_set: LabelSet, lr: float) -> TrainState:
@@ -74,6 +75,7 @@ def resume(path: Path, lr: float) -> TrainState:
     state = new_state(loaded.model, loaded.label_set, lr)
     state.optimizer.load_state_dict(raw["optimizer"])
     state.step = int(raw["step"])
+    state.trained_with = dict(raw.get("train") or {})
     return state
 
 
