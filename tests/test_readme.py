@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from .shown_commands import pages, shown_commands, without_optional_parts
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,22 +33,8 @@ def test_the_readme_snippet_and_example_command_run_after_crn_demo(tmp_path):
     assert "frames" in example.stdout
 
 
-def _shown_commands() -> list[tuple[str, str]]:
-    """Every crn-* command line shown in a code block (four-space indent or fenced) of README and docs."""
-    found = []
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
-        joined = re.sub(r"\\\n\s*", " ", page.read_text())  # continued lines as one
-        for line in joined.splitlines():
-            text = line.strip()
-            if line.startswith("    ") and text.startswith(("crn-", ".venv/bin/crn-")):
-                found.append((page.name, text))
-    return found
-
-
 def _as_argv(text: str) -> list[str]:
-    text = re.sub(r"\s+#\s.*$", "", text)  # a comment after the command
-    while re.search(r"\[[^\[\]]*\]", text):  # [optional] parts, nested ones too
-        text = re.sub(r"\s*\[[^\[\]]*\]", "", text)
+    text = without_optional_parts(text)
     return [token for token in shlex.split(text.split("&&")[0]) if not token.startswith("@")]  # @recipe files
 
 
@@ -54,7 +42,7 @@ def test_every_command_shown_in_readme_and_docs_parses():
     import importlib
 
     scripts = dict(re.findall(r'^(crn-[a-z]+) = "([\w.:]+)"$', (ROOT / "pyproject.toml").read_text(), re.M))
-    shown = _shown_commands()
+    shown = shown_commands()
     assert len(shown) > 20  # the README's command list alone holds more
     for page, text in shown:
         argv = _as_argv(text)
@@ -68,8 +56,7 @@ def test_every_command_shown_in_readme_and_docs_parses():
 
 
 def test_every_relative_link_in_readme_and_docs_resolves():
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-    broken = [f"{page.relative_to(ROOT)}: {link}" for page in pages
+    broken = [f"{page.relative_to(ROOT)}: {link}" for page in pages()
               for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text())
               if not (page.parent / link).exists()]
     assert broken == []

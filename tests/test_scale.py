@@ -390,8 +390,9 @@ def test_crn_serve_serves_until_sigterm_then_shuts_down(artifacts, tmp_path):
 
 def test_crn_run_ray_on_one_machine_listens_on_loopback_only_says_only_its_own_lines_and_stops_ray(
         artifacts, tmp_path):
-    """A local Ray for one machine: every process of it listens on 127.0.0.1, Ray's own output stays out of the
-    terminal, and the command leaves no Ray process behind."""
+    """A local Ray for one machine, its own even where RAY_ADDRESS (or another Ray on the machine) names another
+    cluster: every process of it listens on 127.0.0.1, Ray's own output stays out of the terminal, and the command
+    leaves no Ray process behind."""
     import subprocess
     import sys
 
@@ -399,7 +400,8 @@ def test_crn_run_ray_on_one_machine_listens_on_loopback_only_says_only_its_own_l
     folder = _label_folder(tmp_path / "in", 40, (32, 64))
     process = subprocess.Popen([sys.executable, "-m", "crn_deploy.cli.run", str(artifacts["small"]), "--input",
                                 str(folder / "**" / "*_labelIds.png"), "--output", str(tmp_path / "out"), "--ray"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"})  # nothing listens there
     seen, descendants = set(), set()
     while process.poll() is None:
         seen.update(_listening(process.pid))

@@ -211,6 +211,16 @@ def test_folders_and_globs_of_label_images_keep_their_names(tmp_path, tiny_artif
     assert sorted(p.name for p in folder_out.iterdir()) == ["aachen_000000_gtFine_labelIds.png", "colour.png"]
 
 
+def test_a_double_star_takes_any_number_of_folders_as_the_object_store_tools_do():
+    from crn_deploy.data.storage import matching
+
+    names = ["a_labelIds.png", "aachen/b_labelIds.png", "val/aachen/c_labelIds.png", "val/aachen/c_instanceIds.png"]
+    assert matching(names, "**/*_labelIds.png") == names[:3]  # Cityscapes' gtFine/<split>/<city>/ included
+    assert matching(names, "val/**/*_labelIds.png") == ["val/aachen/c_labelIds.png"]
+    assert matching(names, "*/*_labelIds.png") == ["aachen/b_labelIds.png"]  # one * stays within a folder
+    assert matching(names, "*") == names[:1]
+
+
 def test_writing_pictures_over_the_label_images_is_refused(tmp_path, tiny_artifacts, capsys):
     _label_tree(tmp_path / "data")
     folder = tmp_path / "data" / "bonn"

@@ -135,11 +135,19 @@ def split_pattern(pattern: str) -> tuple[Store, str]:
 
 
 def matching(names: list[str], pattern: str) -> list[str]:
-    """The names a glob pattern (``*``, ``?``, ``[...]``, ``**`` across folders) matches, in order."""
-    if pattern == "*":
-        return [n for n in names if "/" not in n]
-    regex = re.compile(fnmatch.translate(pattern).replace(".*", "[^/]*").replace("[^/]*[^/]*/", "(?:.*/)?"))
-    return [n for n in names if regex.fullmatch(n)]
+    """The names a glob pattern (``*``, ``?``, ``[...]`` within a folder name; ``**`` any number of folders,
+    none included) matches, in order."""
+    parts = pattern.split("/")
+    return [n for n in names if _matches(n.split("/"), parts)]
+
+
+def _matches(folders: list[str], parts: list[str]) -> bool:
+    """Whether a name's parts match a pattern's, one part at a time (``**`` takes zero or more of them)."""
+    if not parts:
+        return not folders
+    if parts[0] == "**":
+        return any(_matches(folders[skip:], parts[1:]) for skip in range(len(folders) + 1))
+    return bool(folders) and fnmatch.fnmatchcase(folders[0], parts[0]) and _matches(folders[1:], parts[1:])
 
 
 def _filesystem(uri: str):

@@ -113,7 +113,9 @@ def _init(ray, address: str | None, log: Callable[[str], None]) -> None:
     # ray.init sets a SIGTERM handler that exits at once (code 15): keep the caller's, which shuts down
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main_thread else None
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # "local": a new instance even where another Ray runs on this machine (ray.init without an address would join
+    # the one named by RAY_ADDRESS or the last one `ray start` or any other process started here)
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
     ray.data.DataContext.get_current().enable_progress_bars = False

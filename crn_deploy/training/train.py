@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class TrainOptions:
     preview_every: int = 100
     save_every: int = 500
     log_every: int = 10
+    data: str = "synthetic"  # the dataset (open_dataset's spec), recorded so that a resumed run goes on with it
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TrainState:
     label_set: LabelSet
     optimizer: torch.optim.Optimizer
     step: int = 0
+    trained_with: dict = field(default_factory=dict)  # a resumed run's options as its checkpoint records them
 
 
 def new_state(model: torch.nn.Module, label_set: LabelSet, lr: float) -> TrainState:
@@ -74,6 +76,7 @@ def resume(path: Path, lr: float) -> TrainState:
     state = new_state(loaded.model, loaded.label_set, lr)
     state.optimizer.load_state_dict(raw["optimizer"])
     state.step = int(raw["step"])
+    state.trained_with = dict(raw.get("train") or {})
     return state
 
 
