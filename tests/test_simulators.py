@@ -441,3 +441,28 @@ def test_the_carla_example_refuses_in_one_line_without_the_client_or_a_server(tm
                           text=True, timeout=120, env=env)
     assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1
     assert "no CARLA server answers at 127.0.0.1:2999 (time-out of 5000ms" in down.stderr
+
+
+# Serve's replica (the Ray-free body of one; tests/test_scale.py runs the real endpoint) ----------------------------
+def test_a_serve_replica_reads_png_and_raw_bodies_through_its_label_mapping(tiny_artifacts):
+    from crn_deploy.scale.serve import Replica
+
+    artifact = str(tiny_artifacts["fp32"].artifact_path)
+    scene = street_layout(*TINY_RES, seed=8)
+    tags = _tags_of(scene)
+    raw = Replica(artifact, "cpu", 1, label_map="carla")
+    png = cv2.imencode(".png", _bgra(tags))[1].tobytes()
+    ids = np.ascontiguousarray(tags).tobytes()
+    for kind, headers, body in (("image/png", {}, png),
+                                ("application/x-crn-labels", {"x-shape": f"{tags.shape[0]},{tags.shape[1]}"}, ids)):
+        decoded, _ = raw.decode(kind, headers, body)
+        assert np.array_equal(decoded, scene)
+    values, id_to_labels = _replicator_frame(scene, seed=3, colorize=False)
+    frame, _ = raw.decode("image/png", {"x-frame-labels": json.dumps(id_to_labels)},
+                          cv2.imencode(".png", values)[1].tobytes())
+    assert np.array_equal(frame, scene)
+    palette = Replica(artifact, "cpu", 1, label_map="carla-palette")
+    colours, _ = palette.decode("image/png", {}, cv2.imencode(".png", _palette_of(tags)[..., ::-1])[1].tobytes())
+    assert np.array_equal(colours, scene)
+    expected = raw.synth(scene, mapped=True)
+    assert all(np.array_equal(p, expected) for p in raw.paint([(decoded, None), (frame, None), (colours, None)]))

@@ -336,7 +336,8 @@ def _inputs(ray, pattern: str, manifest: Manifest):
     every = store.files()
     files = matching(every, glob_part)
     present = set(every)
-    shards = [f for f in files if f.endswith(SHARD_SUFFIXES) and frame_labels_name(f) not in present]
+    replicator = any(frame_labels_name(f) in present for f in files)  # its folders hold depth .npy files too
+    shards = [] if replicator else [f for f in files if f.endswith(SHARD_SUFFIXES)]
     if shards and not is_uri(pattern):
         rows = [{"shard": store._path(s), "index": i, "name": f"{Path(s).stem}/{i:06d}", "input": f"{s}[{i}]"}
                 for s in shards for i in range(len(open_shard(store._path(s))[0]))]
