@@ -18,11 +18,11 @@ from crn_deploy.cli.run import main as run_main
 from crn_deploy.data.label_mapping import load_label_map, resolve_label_map
 from crn_deploy.data.label_maps import decode_label_map, find_label_files, label_batch
 from crn_deploy.data.simulator_labels import CARLA_0_9_13_TAGS, CARLA_TAGS
-from crn_deploy.data.streams import CallbackSink, CarlaSource, carla_tags
+from crn_deploy.data.streams import CallbackSink, CarlaSource, IterableSource, carla_tags
 from crn_deploy.data.synthetic import street_layout
 from crn_deploy.errors import UsageError
 from crn_deploy.labels import ADE20K, CITYSCAPES, CITYSCAPES_LABEL_IDS, VOID_ID, UnknownColors
-from crn_deploy.runtime.stream import run_stream
+from crn_deploy.runtime.stream import StreamOptions, run_stream
 
 from .conftest import TINY_RES
 
@@ -303,6 +303,11 @@ def test_three_simulator_formats_of_one_scene_paint_the_train_id_maps_picture(ti
         streamed = []
         run_stream(raw, source, CallbackSink(streamed.append))
         assert all(np.array_equal(a, plain(s)) for a, s in zip(streamed, scenes, strict=True))
+        side_by_side = []  # a simulator's own arrays: the loop reads them through the synthesizer's mapping
+        run_stream(raw, IterableSource([_tags_of(s) for s in scenes]), CallbackSink(side_by_side.append),
+                   StreamOptions(side_by_side=True))
+        assert all(np.array_equal(a, np.concatenate([CITYSCAPES.ids_to_colors(s), plain(s)], axis=1))
+                   for a, s in zip(side_by_side, scenes, strict=True))
         for synth in (plain, raw, palette):
             assert synth.unknown_colors.unknown == 0 and not synth.unknown_colors.unmapped
 
