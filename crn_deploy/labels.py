@@ -78,7 +78,7 @@ class LabelSet:
             raise UsageError(f"a colour label map must be uint8 [..., H, W, 3] RGB (or RGBA), got {rgb.dtype} "
                              f"{list(rgb.shape)}")
         rgb = rgb[..., :3]
-        ids = self._color_lut()[_pack_rgb(rgb)]
+        ids = self._color_lut()[pack_rgb(rgb)]
         if strict or unknown is not None:
             outside = (ids == VOID_ID) & np.any(rgb != self.void_color, axis=-1)
             if strict and outside.any():
@@ -109,7 +109,7 @@ class LabelSet:
         if "lut" not in self._lut:
             lut = np.full(1 << 24, VOID_ID, np.uint8)
             # reversed: where classes share a colour, the lowest id is written last and wins
-            lut[_pack_rgb(np.array(self.colors[::-1], np.uint8))] = np.arange(self.num_classes, dtype=np.uint8)[::-1]
+            lut[pack_rgb(np.array(self.colors[::-1], np.uint8))] = np.arange(self.num_classes, dtype=np.uint8)[::-1]
             self._lut["lut"] = lut
         return self._lut["lut"]
 
@@ -159,6 +159,9 @@ class UnknownColors:
         self.warned = False
         self.past_ids: dict[int, int] = {}  # id past the label set -> pixels, for id maps
         self.warned_ids = False
+        self.unmapped: dict[str, int] = {}  # a value a label mapping does not name ("tag 29") -> pixels
+        self.unmapped_by = ""  # the mapping that named none of them
+        self.warned_unmapped = False
 
     def add(self, rgb: np.ndarray, outside: np.ndarray, palette: str | None = None) -> None:
         """Count one decoded map; the first one with more than WARN_SHARE unknown pixels is warned of
@@ -168,7 +171,7 @@ class UnknownColors:
         if not count:
             return
         self.unknown += count
-        colors, counts = np.unique(_pack_rgb(rgb[outside]), return_counts=True)
+        colors, counts = np.unique(pack_rgb(rgb[outside]), return_counts=True)
         for color, n in zip(colors.tolist(), counts.tolist(), strict=True):
             self._colors[color] = self._colors.get(color, 0) + n
         if palette is not None and not self.warned and count > self.WARN_SHARE * outside.size:
@@ -203,6 +206,21 @@ class UnknownColors:
                 "label space? Map the ids into the label set, or strict=True / --strict-labels to refuse such "
                 "maps"))
 
+    def add_unmapped(self, values: dict[str, int], pixels: int, mapping: str) -> None:
+        """Count one map's pixels whose values (``values``: "tag 29" -> pixels of ``pixels``) the label mapping
+        ``mapping`` does not name (they become void); warn (``UnmappedLabelsWarning``) of the first map where they
+        exceed WARN_SHARE."""
+        count = sum(values.values())
+        for value, n in values.items():
+            self.unmapped[value] = self.unmapped.get(value, 0) + n
+        self.unmapped_by = mapping
+        if not self.warned_unmapped and count > self.WARN_SHARE * pixels:
+            self.warned_unmapped = True
+            self._tell(UnmappedLabelsWarning(
+                f"{count / pixels:.1%} of a label map's pixels hold values the '{mapping}' label mapping does not "
+                f"name ({_values_text(values)}) and become void; name them in a mapping file (--label-map FILE), "
+                "or strict=True / --strict-labels to refuse such maps"))
+
     def _tell(self, warning: UserWarning) -> None:
         if self.notify is not None:
             self.notify(str(warning))
@@ -219,6 +237,10 @@ class UnknownColors:
             lines.append(f"{sum(self.past_ids.values())} label pixels held ids past the '{palette}' label set "
                          f"({_ids_text(self.past_ids)}) and lit nothing; map them into the label set, or "
                          "--strict-labels (strict=True) to refuse such maps")
+        if self.unmapped and not (unwarned_only and self.warned_unmapped):
+            lines.append(f"{sum(self.unmapped.values())} label pixels held values the '{self.unmapped_by}' label "
+                         f"mapping does not name ({_values_text(self.unmapped)}) and were synthesized as void; name "
+                         "them in a mapping file (--label-map FILE), or --strict-labels (strict=True) to refuse them")
         return lines
 
     def summary(self, palette: str) -> str:
@@ -236,12 +258,21 @@ class IdsPastLabelSetWarning(UserWarning):
     """Id label maps with many pixels holding ids the model has no class for."""
 
 
+class UnmappedLabelsWarning(UserWarning):
+    """Label maps read through a label mapping with many pixels holding values the mapping does not name."""
+
+
 def _ids_text(past: dict[int, int], n: int = 3) -> str:
     top = sorted(past.items(), key=lambda item: -item[1])[:n]
     return ", ".join(f"id {i} on {count} px" for i, count in top) + (", ..." if len(past) > n else "")
 
 
-def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
+def _values_text(values: dict[str, int], n: int = 3) -> str:
+    top = sorted(values.items(), key=lambda item: -item[1])[:n]
+    return ", ".join(f"{value} on {count} px" for value, count in top) + (", ..." if len(values) > n else "")
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     rgb = rgb.astype(np.int32, copy=False)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 

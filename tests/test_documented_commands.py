@@ -41,6 +41,7 @@ from crn_deploy.models.checkpoint import random_model, save_checkpoint
 
 from . import oasis_official, spade_official
 from .pix2pixhd_official import write_checkpoint as write_pix2pixhd
+from .simulator_frames import bgra, palette_of, replicator_folder, tags_of, write_png
 from .shown_commands import ROOT, pages, shown_commands, without_optional_parts
 from .vgg_files import random_vgg_weights, write_matconvnet
 
@@ -195,6 +196,25 @@ def recipe(name: str, swaps: tuple[tuple[str, str], ...]) -> Given:
     return place
 
 
+def carla_frames(folder: str, palette: bool) -> Given:
+    """Two frames of CARLA's semantic camera as saved to disk: raw tags (BGRA, the tag in red), or colours after its
+    CityScapesPalette converter."""
+    def place(walk: Walk) -> None:
+        (walk.folder / folder).mkdir()
+        for i in range(2):
+            tags = tags_of(street_layout(32, 64, seed=60 + i))
+            write_png(walk.folder / folder / f"{i:06d}.png", palette_of(tags) if palette else bgra(tags, seed=i)[
+                ..., [2, 1, 0, 3]])  # raw bytes are BGRA; the PNG writer takes RGBA
+    return place
+
+
+def replicator_output(folder: str) -> Given:
+    """Replicator's BasicWriter output folder: three semantic frames (ids, colours, NumPy ids) with their labels."""
+    def place(walk: Walk) -> None:
+        replicator_folder(walk.folder / folder, [street_layout(32, 64, seed=70 + i) for i in range(3)])
+    return place
+
+
 def demo_checkpoint(path: str) -> Given:
     """The shipped demo model (a trained small CRN) at ``path``, saved in that path's format."""
     def place(walk: Walk) -> None:
@@ -336,17 +356,21 @@ ADAPTATIONS: dict[str, Adaptation] = {
                    swaps=(("engines/x-256x512-fp32.onnx", "engines/CKPT-32x64-fp32.onnx"),)),
     "crn-bench engines/ --backend openvino --backend onnxruntime --threads 2   # CPU engines beside ONNX Runtime":
         Adaptation("timing cut to two calls per row", (benched, printed("openvino")), extra=QUICK_BENCH),
+    "crn-run engines/x.onnx --input carla_frames/ --output out/ --label-map carla   # a simulator's label space":
+        Adaptation("x: the tiny CRN exported above; two raw CARLA tag frames (BGRA PNGs, the tag in red) placed",
+                   (pictures("out"),), given=(carla_frames("carla_frames", palette=False),),
+                   swaps=(("engines/x.onnx", "engines/tiny-seed0-32x64-fp16.onnx"),)),
     "crn-run engines/x.onnx --input 'gtFine/**/*_labelIds.png' --output out/ --ray [auto|ADDRESS] --workers 4":
         Adaptation("x: the tiny CRN exported above; Cityscapes label files placed; optional parts dropped (a local "
                    "Ray instance); one worker on this 2-core machine", (pictures("out"),),
                    given=(cityscapes("", "val"),),
                    swaps=(("engines/x.onnx", "engines/tiny-seed0-32x64-fp16.onnx"), ("--workers 4", "--workers 1"))),
-    "crn-serve engines/x.engine --port 8000 --replicas 2 [--max-batch B --batch-wait-ms T]   # see scaling-out.md":
+    "crn-serve engines/x.engine --port 8000 --replicas 2 [--max-batch B --batch-wait-ms T] [--label-map carla]":
         Adaptation(f"x: the tiny CRN exported above ({NO_GPU}); a free port; optional parts dropped",
                    (served,),
                    swaps=(("engines/x.engine", "engines/tiny-seed0-32x64-fp16.onnx"),
                           ("--port 8000", "--port {port}"))),
-    "crn-bench engines/ [--labels DIR] [--json r.json] [--csv r.csv] [--report DIR] [--min-psnr 40] [--max-abs 2]":
+    "crn-bench engines/ [--labels DIR [--label-map NAME|FILE]] [--json r.json] [--csv r.csv] [--min-psnr 40]":
         replace(BENCH, why=f"optional parts dropped; {BENCH.why}"),
     "crn-import result_1024p/model.ckpt -o crn_1024p.pt        # the authors' TensorFlow weights":
         Adaptation("a TensorFlow CRN checkpoint in the authors' format (4 modules) at result_1024p/",
@@ -435,6 +459,16 @@ ADAPTATIONS: dict[str, Adaptation] = {
                    "page's 1500 steps give 65.5 dB), and 32x64 would leave 2 pixels to its first instance norms",
                    (wrote("engines/final-64x128-out128x256-fp16.onnx", "engines/final-64x128-out128x256-fp32.onnx"),),
                    swaps=(("128x256", "64x128"), ("256x512", "128x256")), extra=("--min-psnr", "50", "--max-abs", "8")),
+    # docs/streaming.md
+    "crn-run engines/x.onnx --input carla_out/ --output pictures/ --label-map carla-palette":
+        Adaptation("x: the tiny CRN artifact; two palette-converted CARLA frames placed", (pictures("pictures"),),
+                   given=(tiny_artifact, carla_frames("carla_out", palette=True)),
+                   swaps=(("engines/x.onnx", "engines/tiny-64x96-fp16.onnx"),)),
+    "crn-run engines/x.onnx --input replicator_out/ --output pictures/ [--label-map synonyms.toml]":
+        Adaptation("x: the tiny CRN artifact; a Replicator output folder placed; the optional mapping dropped (the "
+                   "frames' own labels name Cityscapes' classes)", (pictures("pictures", 3),),
+                   given=(replicator_output("replicator_out"),),
+                   swaps=(("engines/x.onnx", "engines/tiny-64x96-fp16.onnx"),)),
     "crn-run engines/final-128x256-out256x512-fp16.onnx --input synthetic --output out.mp4   # says the picture size":
         Adaptation("the artifact exported above; 10 frames of the synthetic scene, not 100",
                    (video("out.mp4", 10, (128, 256)), printed("128x256 pictures")),

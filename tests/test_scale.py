@@ -356,6 +356,61 @@ def test_shutdown_is_clean(cluster, service, artifacts):
     assert not _actor_pids("ServeReplica:crn")
 
 
+def test_serve_reads_simulator_frames_through_its_label_mapping(cluster, service, tiny_artifacts):
+    """CARLA's raw frames (a PNG of the sensor's BGRA buffer, or the tags as raw ids), a Replicator frame with its
+    labels (X-Frame-Labels) and CARLA's palette-converted frame of one scene: the train-id map's picture, byte for
+    byte, from an endpoint started with --label-map (after the module's own endpoint was shut down)."""
+    from crn_deploy.data.synthetic import street_layout
+
+    from .test_simulators import _bgra, _palette_of, _replicator_frame, _tags_of
+
+    artifact = tiny_artifacts["fp32"].artifact_path
+    scene = street_layout(64, 96, seed=6)
+    tags = _tags_of(scene)
+    with runtime.load(artifact, device="cpu") as synth:
+        expected = synth(scene)
+    values, id_to_labels = _replicator_frame(scene, seed=2, colorize=True)
+    port = int(service.url.rsplit(":", 1)[1])  # Serve's proxy keeps the port it started on
+    for label_map, requests in (
+            ("carla", [(_bgra(tags)[..., [2, 1, 0, 3]], {"raw": False}), (tags, {}),
+                       (values, {"frame_labels": id_to_labels})]),
+            ("carla-palette", [(_palette_of(tags), {"raw": False})])):
+        options = serve.ServeOptions(port=port, replicas=1, gpus_per_replica=0, label_map=label_map)
+        client = SynthesisClient(serve.start(artifact, options, log=lambda line: None), timeout=60)
+        try:
+            deadline = time.time() + 120
+            while not client.healthy() and time.time() < deadline:
+                time.sleep(0.2)
+            for labels, how in requests:
+                assert np.array_equal(client.synthesize(labels, **how), expected), (label_map, how)
+        finally:
+            serve.shutdown()
+
+
+def test_crn_run_ray_reads_simulator_frames_through_a_label_mapping(cluster, tiny_artifacts, tmp_path):
+    """The reading stage decodes with the mapping: CARLA's raw frames and a Replicator output folder on Ray give
+    what plain crn-run gives for the train-id maps."""
+    from crn_deploy.cli.run import main as run_main
+    from crn_deploy.data.synthetic import street_layout
+
+    from .test_simulators import _bgra, _replicator_folder, _tags_of
+
+    artifact = str(tiny_artifacts["fp32"].artifact_path)
+    scenes = [street_layout(64, 96, seed=s) for s in (1, 2, 3)]
+    for folder in ("train", "raw"):
+        (tmp_path / folder).mkdir()
+    for i, scene in enumerate(scenes):
+        cv2.imwrite(str(tmp_path / "train" / f"f{i}.png"), scene)
+        cv2.imwrite(str(tmp_path / "raw" / f"f{i}.png"), _bgra(_tags_of(scene), seed=i))
+    _replicator_folder(tmp_path / "replicator", scenes)
+    assert run_main([artifact, "--input", str(tmp_path / "train"), "--output", str(tmp_path / "single")]) == 0
+    expected = [p.read_bytes() for p in sorted((tmp_path / "single").glob("*.png"))]
+    for folder, extra in (("raw", ["--label-map", "carla"]), ("replicator", [])):
+        out = tmp_path / f"ray-{folder}"
+        assert run_main([artifact, "--input", str(tmp_path / folder), "--output", str(out), "--ray", *extra]) == 0
+        assert [p.read_bytes() for p in sorted(out.glob("*.png"))] == expected and len(expected) == 3
+
+
 def test_crn_serve_serves_until_sigterm_then_shuts_down(artifacts, tmp_path):
     import subprocess
     import sys

@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict-labels", "--strict-colors", dest="strict_colors", action="store_true",
                    help="refuse label images with colours outside the palette or ids past the label set (default: "
                         "they light nothing, with a warning)")
+    p.add_argument("--label-map", metavar="NAME|FILE",
+                   help="with --labels: read them in another label space (carla, carla-palette, carla-0.9.13, "
+                        "carla-0.9.13-palette, or a .toml/.json mapping file; see docs/streaming.md)")
     p.add_argument("--samples", type=int, default=4, help="synthetic layouts for parity (default 4)")
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (at least one call; default 1)")
     p.add_argument("--iterations", type=int, default=10, help="minimum timed calls (default 10)")
@@ -41,8 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args) -> None:
+    from ..data.label_mapping import load_label_map
+
     if args.samples < 1 or args.iterations < 1 or args.warmup < 0 or args.duration < 0:
         raise UsageError("--samples and --iterations must be >= 1, --warmup and --duration >= 0")
+    if args.label_map is not None:
+        if args.labels is None:
+            raise UsageError("--label-map reads the label images of --labels DIR: give both, or neither")
+        args.label_map = load_label_map(args.label_map)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +65,8 @@ def _bench(args) -> int:
     from ..measure.report import format_table, write_json
 
     options = BenchOptions(
-        labels_dir=args.labels, strict_colors=args.strict_colors, samples=args.samples, warmup_s=args.warmup,
+        labels_dir=args.labels, strict_colors=args.strict_colors, label_map=args.label_map, samples=args.samples,
+        warmup_s=args.warmup,
         iterations=args.iterations,
         duration_s=args.duration, backends=tuple(args.backend or BACKENDS), devices=tuple(args.device or ()),
         torch_cpu_fp16=args.torch_cpu_fp16, checkpoint=args.checkpoint, threads=args.threads,

@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict-labels", "--strict-colors", dest="strict_colors", action="store_true",
                    help="refuse label maps with colours outside the palette or ids past the label set (default: "
                         "they light nothing, with a warning)")
+    p.add_argument("--label-map", metavar="NAME|FILE",
+                   help="read the label maps in another label space: carla (CARLA 0.9.14+ raw tag frames), "
+                        "carla-palette (its CityScapesPalette frames), carla-0.9.13, carla-0.9.13-palette, or a "
+                        ".toml/.json mapping file naming the artifact's classes (docs/streaming.md)")
     p.add_argument("--no-skip-identical", action="store_true", help="synthesize repeated maps again")
     p.add_argument("--overlay-fps", action="store_true", help="draw the sustained frame rate on each frame")
     p.add_argument("--device", default="auto",
@@ -59,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args) -> None:
+    from ..data.label_mapping import load_label_map
     from ..runtime.stream import StreamOptions
 
+    if args.label_map is not None:
+        args.label_map = load_label_map(args.label_map)  # a file that is no mapping is a usage error, before loading
     if args.frames < 1 or (args.fps is not None and args.fps <= 0):
         raise UsageError("--frames and --fps must be positive")
     if args.gpu < 0:
@@ -106,7 +113,7 @@ def _run_ray(args) -> int:
     options = BatchOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                            address=None if args.ray == "local" else args.ray, overwrite=args.overwrite,
                            threads=args.threads, cpus_per_worker=args.cpus_per_worker,
-                           strict_colors=args.strict_colors)
+                           strict_colors=args.strict_colors, label_map=args.label_map)
     with quiet_ray():
         summary = synthesize_files(args.artifact, args.input, str(args.output), options, log)
     log(f"{PROG}: {summary.line()}")
@@ -144,8 +151,9 @@ def _open(args):
     if args.reference:
         require(PROG, ("torch",), why=" --reference")
         return load_reference(args.artifact, device="cpu" if args.device == "auto" else args.device,
-                              checkpoint=args.checkpoint, style_seed=args.style_seed)
-    return load(args.artifact, device=args.device, gpu=args.gpu, style_seed=args.style_seed)  # device: .onnx only
+                              checkpoint=args.checkpoint, style_seed=args.style_seed, label_map=args.label_map)
+    return load(args.artifact, device=args.device, gpu=args.gpu, style_seed=args.style_seed,  # device: .onnx only
+                label_map=args.label_map)
 
 
 def _run(args) -> int:
@@ -160,7 +168,7 @@ def _run(args) -> int:
                 f"{format_resolution(synth.output_resolution)} pictures (--output-size input scales them alike)")
         source = open_source(args.input, synth.label_set, resolution=synth.resolution, frames=args.frames,
                              fps=args.fps, strict_colors=args.strict_colors, unknown=synth.unknown_colors,
-                             on_unreadable=lambda line: log(f"{PROG}: warning: {line}"))
+                             on_unreadable=lambda line: log(f"{PROG}: warning: {line}"), label_map=synth.label_map)
         fps = args.fps or getattr(source, "fps", None) or 10.0
         sink = open_sink(args.output, fps)
         try:

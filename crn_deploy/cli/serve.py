@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per CPU replica")
     p.add_argument("--max-body", metavar="SIZE", help="largest request body, e.g. 8M (default: from the artifact's "
                                                     "label size); a larger one is a 413 before it is read whole")
+    p.add_argument("--label-map", metavar="NAME|FILE",
+                   help="read request bodies in another label space (carla, carla-palette, carla-0.9.13, "
+                        "carla-0.9.13-palette, or a .toml/.json mapping file; see docs/streaming.md)")
     p.add_argument("--ray", metavar="auto|ADDRESS", help="an existing Ray cluster (default: a local instance)")
     return p
 
@@ -38,6 +41,10 @@ def _check(args) -> None:
     if args.artifact.suffix not in (".onnx", ".engine") or not args.artifact.is_file():
         raise UsageError(f"{args.artifact}: pass an exported .onnx or a built .engine that exists")
     args.max_body_bytes = parse_size(args.max_body) if args.max_body else None
+    if args.label_map is not None:
+        from ..data.label_mapping import load_label_map
+
+        args.label_map = load_label_map(args.label_map)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +60,7 @@ def _serve(args) -> int:
     options = ServeOptions(port=args.port, host=args.host, replicas=args.replicas,
                            gpus_per_replica=args.gpus_per_replica, max_batch=args.max_batch,
                            batch_wait_ms=args.batch_wait_ms, threads=args.threads, address=args.ray,
-                           max_body_bytes=args.max_body_bytes)
+                           max_body_bytes=args.max_body_bytes, label_map=args.label_map)
     with quiet_ray(), connected(args.ray, log):  # Ray ends with the command where the command started it
         try:
             url = start(args.artifact, options, log)

@@ -6,13 +6,19 @@ Id maps hold ids; a label file in another id space is known by its name and mapp
 (``LabelSet.raw_ids``: Cityscapes ``*_labelIds.png`` to train ids for train-id sets, ADE20K's annotation PNGs
 ``ADE_*.png`` to SPADE's ids, as its loader does); ids past the set are void and counted. Colour maps are matched
 to the label set's palette exactly, pixels of other colours void and counted (or refused, ``strict_colors``).
-JPEG is refused: its compression changes colours at every region edge.
+A label mapping (``label_map``, resolved once against the set: ``label_mapping``) reads another space instead: its
+ids (from one channel of colour images where it says so: CARLA's raw frames), its colours, or, for a Replicator
+frame (``semantic_segmentation_<N>.png|.npy`` with ``semantic_segmentation_labels_<N>.json`` beside), the class
+names its own labels file gives its values. JPEG is refused: its compression changes colours at every region edge.
 """
 
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
+import io
+import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -20,6 +26,7 @@ import numpy as np
 
 from ..errors import UnreadableInput, UsageError
 from ..labels import LabelSet, UnknownColors
+from .label_mapping import BY_NAME, ResolvedMapping
 from .storage import Store, matching, split_pattern
 
 LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
@@ -27,32 +34,83 @@ LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
 CITYSCAPES_LABEL_SUFFIX = "_labelIds.png"
 INSTANCE_SUFFIX = "_instanceIds.png"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Omniverse Replicator's BasicWriter: semantic_segmentation_<N>.png (or .npy), its labels beside (see frame_labels_name)
+REPLICATOR_FRAME = re.compile(r"semantic_segmentation_(?!labels_)(.+)\.(png|npy)")
 
 
 def decode_label_map(data: bytes, label_set: LabelSet, *, name: str = "the label map", strict_colors: bool = False,
-                     unknown: UnknownColors | None = None, png_only: bool = False) -> np.ndarray:
+                     unknown: UnknownColors | None = None, png_only: bool = False,
+                     label_map: ResolvedMapping | None = None, frame_labels: bytes | dict | None = None) -> np.ndarray:
     """uint8 [H, W] class ids from an encoded label image (``name``: its file name, which says whether it holds
-    Cityscapes label ids or ADE20K annotations, and names it in errors)."""
+    Cityscapes label ids or ADE20K annotations, and names it in errors), through ``label_map`` where given;
+    ``frame_labels``: a Replicator frame's own labels file (its idToLabels, as bytes or parsed)."""
     if png_only and not data.startswith(PNG_SIGNATURE):
         raise UsageError(f"{name} is not a PNG (send the label map as a lossless PNG)")
+    if frame_labels is not None:
+        return _decode_frame(data, frame_labels, label_set, name, label_map, strict_colors, unknown)
     image = _decode(data, name)
     if image.dtype != np.uint8:
         raise UsageError(f"{name} has {image.dtype} pixels; save ids or colours as 8-bit PNG")
-    colors = image.ndim == 3
-    if colors:  # OpenCV's BGR(A) -> RGB
-        image = np.ascontiguousarray(image[..., 2::-1])
     try:
+        if image.ndim == 3 and label_map is not None and label_map.reads_colors_by_channel():
+            return label_map.map_channel(image, strict=strict_colors, unknown=unknown, bgr=True)  # no RGB copy
+        colors = image.ndim == 3
+        if colors:  # OpenCV's BGR(A) -> RGB
+            image = np.ascontiguousarray(image[..., 2::-1])
         return label_ids(image, label_set, colors=colors, file_name=Path(name).name, strict=strict_colors,
-                         unknown=unknown)
+                         unknown=unknown, label_map=label_map)
     except UsageError as e:
         raise UsageError(f"{name}: {e}") from None
 
 
+def _decode_frame(data: bytes, frame_labels: bytes | dict, label_set: LabelSet, name: str,
+                  label_map: ResolvedMapping | None, strict: bool, unknown: UnknownColors | None) -> np.ndarray:
+    """A Replicator frame: ids (8- or 16-bit PNG, or a NumPy array) or RGBA colours (its colourised PNG), each
+    value named by the frame's labels."""
+    try:
+        return _frame_ids(data, frame_labels, label_set, name, label_map, strict, unknown)
+    except UnreadableInput:
+        raise
+    except UsageError as e:
+        raise UsageError(f"{name}: {e}") from None
+
+
+def _frame_ids(data: bytes, frame_labels: bytes | dict, label_set: LabelSet, name: str,
+               label_map: ResolvedMapping | None, strict: bool, unknown: UnknownColors | None) -> np.ndarray:
+    if data.startswith(b"\x93NUMPY"):
+        try:
+            values = np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as e:
+            raise UnreadableInput(f"cannot read {name}: {e}") from None
+        values = values[..., 0] if values.ndim == 3 and values.shape[-1] == 1 else values
+        bgra = False
+    else:
+        values, bgra = _decode(data, name), True
+    if isinstance(frame_labels, bytes):
+        try:
+            frame_labels = json.loads(frame_labels)
+        except ValueError as e:
+            raise UnreadableInput(f"cannot read the labels of {name}: not JSON ({e})") from None
+    if not isinstance(frame_labels, dict):
+        raise UsageError("its labels file must map ids (or RGBA colours) to labels, as Replicator's idToLabels")
+    mapping = label_map if label_map is not None else BY_NAME.resolve(label_set)
+    return mapping.map_frame(values, frame_labels, bgra=bgra, strict=strict, unknown=unknown)
+
+
 def label_ids(array: np.ndarray, label_set: LabelSet, *, colors: bool, file_name: str | None = None,
-              strict: bool = False, unknown: UnknownColors | None = None) -> np.ndarray:
+              strict: bool = False, unknown: UnknownColors | None = None,
+              label_map: ResolvedMapping | None = None) -> np.ndarray:
     """uint8 class ids of the label set from a decoded label map: colours ``[..., H, W, 3|4]`` RGB(A), matched to
     the palette; or ids ``[..., H, W]``, through the set's table where ``file_name`` says they are in another
-    id space. Unknown colours and ids past the set are void and counted into ``unknown``, or refused (``strict``)."""
+    id space. With ``label_map``, its tables instead (colours, or the channel it names, or ids). Unknown colours,
+    ids past the set and values the mapping does not name are void and counted into ``unknown``, or refused
+    (``strict``)."""
+    if label_map is not None:
+        if colors and label_map.reads_colors_by_channel():
+            return label_map.map_channel(array, strict=strict, unknown=unknown)
+        if colors:
+            return label_map.map_colors(array, strict=strict, unknown=unknown)
+        return label_map.map_ids(_as_uint8_ids(np.asarray(array)), strict=strict, unknown=unknown)
     if colors:
         return label_set.colors_to_ids(array, strict=strict, unknown=unknown)
     ids = _as_uint8_ids(np.asarray(array))
@@ -64,13 +122,23 @@ def label_ids(array: np.ndarray, label_set: LabelSet, *, colors: bool, file_name
 
 
 def label_batch(labels, label_set: LabelSet, *, palette: LabelSet | None = None, strict: bool = False,
-                unknown: UnknownColors | None = None) -> tuple[np.ndarray, bool]:
+                unknown: UnknownColors | None = None, label_map: ResolvedMapping | None = None,
+                frame_labels: dict | None = None) -> tuple[np.ndarray, bool]:
     """(uint8 ids [N,1,H,W], whether one map was given) from the arrays a caller passes: ids [H,W], [H,W,1],
-    [N,H,W], [N,1,H,W]; colours [H,W,3|4] or [N,H,W,3|4] (in ``palette`` where given, else the label set's)."""
+    [N,H,W], [N,1,H,W]; colours [H,W,3|4] or [N,H,W,3|4] (in ``palette`` where given, else the label set's, or
+    through ``label_map``); with ``frame_labels`` (a Replicator frame's idToLabels), one frame: ids [H,W] or RGBA
+    colours [H,W,4], named by it."""
     array = np.asarray(labels)
+    if frame_labels is not None:
+        if array.ndim not in (2, 3):
+            raise UsageError(f"a frame named by its labels is one map, ids [H,W] or RGBA [H,W,4], got "
+                             f"{list(array.shape)}")
+        mapping = label_map if label_map is not None else BY_NAME.resolve(label_set)
+        return mapping.map_frame(array, frame_labels, strict=strict, unknown=unknown)[None, None], True
     colors = palette is not None or _is_color_map(array)
     if colors:
-        array = label_ids(array, palette or label_set, colors=True, strict=strict, unknown=unknown)
+        array = label_ids(array, palette or label_set, colors=True, strict=strict, unknown=unknown,
+                          label_map=None if palette is not None else label_map)
     if array.ndim == 3 and array.shape[-1] == 1:  # [H,W,1]: one id map, as images are read
         array = array[..., 0]
     elif array.ndim == 4 and array.shape[1] != 1 and array.shape[-1] == 1:  # [N,H,W,1]
@@ -87,7 +155,7 @@ def label_batch(labels, label_set: LabelSet, *, palette: LabelSet | None = None,
     if batch.size == 0:
         raise UsageError(f"label map is empty (shape {list(array.shape)})")
     if not colors:  # decoded colours are in the label set or void by construction
-        batch = label_ids(batch, label_set, colors=False, strict=strict, unknown=unknown)
+        batch = label_ids(batch, label_set, colors=False, strict=strict, unknown=unknown, label_map=label_map)
     return batch, single
 
 
@@ -128,15 +196,19 @@ def _decode(data: bytes, name: str) -> np.ndarray:
 
 
 def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = False,
-                     unknown: UnknownColors | None = None) -> np.ndarray:
-    """A label image file as uint8 [H, W] class ids (see ``decode_label_map``)."""
+                     unknown: UnknownColors | None = None, label_map: ResolvedMapping | None = None) -> np.ndarray:
+    """A label image file (or a Replicator frame, its labels beside) as uint8 [H, W] class ids (see
+    ``decode_label_map``)."""
     path = Path(path)
     refuse_lossy(path)
+    beside = frame_labels_name(path.name)
     try:
         data = path.read_bytes()
+        frame = path.with_name(beside).read_bytes() if beside and path.with_name(beside).is_file() else None
     except OSError as e:
         raise UnreadableInput(f"cannot read label image {path}: {e.strerror or e}") from None
-    return decode_label_map(data, label_set, name=str(path), strict_colors=strict_colors, unknown=unknown)
+    return decode_label_map(data, label_set, name=str(path), strict_colors=strict_colors, unknown=unknown,
+                            label_map=label_map, frame_labels=frame)
 
 
 def refuse_lossy(path: Path) -> None:
@@ -178,21 +250,32 @@ def is_label_image(path: Path) -> bool:
     return path.suffix.lower() in LABEL_SUFFIXES and not path.name.endswith(INSTANCE_SUFFIX)
 
 
+def frame_labels_name(label_name: str) -> str | None:
+    """The one rule for Replicator frames: ``semantic_segmentation_<N>.png`` (or ``.npy``) has its labels in
+    ``semantic_segmentation_labels_<N>.json`` beside it (the name, in the same folder), where one lies there."""
+    folder, slash, file = label_name.rpartition("/")
+    match = REPLICATOR_FRAME.fullmatch(file)
+    return f"{folder}{slash}semantic_segmentation_labels_{match.group(1)}.json" if match else None
+
+
 @dataclass(frozen=True)
 class LabelFiles:
     """The label images a folder, object-store prefix, glob or file names: their names relative to ``store``, in
-    order, with the instance map beside each where one lies there."""
+    order, with the instance map beside each where one lies there, and each Replicator frame's labels file."""
 
     store: Store
     names: tuple[str, ...]
     instances: dict[str, str]
+    frame_labels: dict[str, str] = field(default_factory=dict)
 
     def read(self, name: str, label_set: LabelSet, *, strict_colors: bool = False,
-             unknown: UnknownColors | None = None) -> np.ndarray:
+             unknown: UnknownColors | None = None, label_map: ResolvedMapping | None = None) -> np.ndarray:
         uri = self.store.uri(name)
         refuse_lossy(Path(name))
+        beside = self.frame_labels.get(name)
         return decode_label_map(self.store.read(name), label_set, name=uri, strict_colors=strict_colors,
-                                unknown=unknown)
+                                unknown=unknown, label_map=label_map,
+                                frame_labels=None if beside is None else self.store.read(beside))
 
     def read_instances(self, name: str) -> np.ndarray | None:
         beside = self.instances.get(name)
@@ -208,24 +291,29 @@ def find_label_files(pattern: str | Path) -> LabelFiles:
 
 
 def label_files_among(store: Store, every: list[str], matched: list[str], pattern) -> LabelFiles:
-    """``matched`` names of ``store`` (whose files are ``every``) that are label images, with their instance maps."""
-    labels = [name for name in matched if is_label_image(Path(name))]
+    """``matched`` names of ``store`` (whose files are ``every``) that are label images, with their instance maps;
+    where Replicator frames are among them, those frames alone (its output folders hold rgb_, depth... files too)."""
+    present = set(every)
+    frames = {name: beside for name in matched if (beside := frame_labels_name(name)) in present}
+    labels = [name for name in matched if name in frames] if frames else [
+        name for name in matched if is_label_image(Path(name))]
     if not labels:
         deeper = [name for name in every if "/" in name and is_label_image(Path(name))]
         if deeper and not glob.has_magic(str(pattern)):
             raise UsageError(f"no label images directly in {pattern}; {len(deeper)} lie in folders below it: pass "
                              f"a glob such as '{str(pattern).rstrip('/')}/**/*.png'")
         raise no_label_images(pattern, matched or every)
-    present = set(every)
     instances = {name: beside for name in labels if (beside := instance_name(name)) in present}
-    return LabelFiles(store, tuple(labels), instances)
+    return LabelFiles(store, tuple(labels), instances, frames)
 
 
 def list_label_images(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"--labels {folder} is not a folder of label images")
-    found = sorted(p for p in folder.iterdir() if is_label_image(p))
+    frames = sorted(p for p in folder.iterdir() if (beside := frame_labels_name(p.name))
+                    and p.with_name(beside).is_file())
+    found = frames or sorted(p for p in folder.iterdir() if is_label_image(p))
     if not found:
         raise no_label_images(folder, [p.name for p in folder.iterdir()])
     return found

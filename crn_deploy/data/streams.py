@@ -1,12 +1,17 @@
 """Where label maps come from and where pictures go, for the streaming loop.
 
 A source is an iterable of label maps (uint8 ids [H,W], or objects on the GPU for device input)
-with an optional ``fps``; a sink takes RGB frames and is always finalised by ``close()``.
+with an optional ``fps``; a sink takes RGB frames and is always finalised by ``close()``. Sources that
+decode files or frames themselves (``yields_label_ids``) give class ids of the label set, through a label
+mapping where they have one; the maps of any other source are read by the loop as the synthesizer reads a
+caller's.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -19,8 +24,9 @@ from ..files import (ensure_writable_dir, register_temporary, release_temporary,
                      temporary_name)
 from ..labels import LabelSet, UnknownColors
 from .images import encode_picture
-from .storage import Store, is_uri
+from .label_mapping import ResolvedMapping, resolve_label_map
 from .label_maps import find_label_files, label_ids
+from .storage import Store, is_uri
 from .synthetic import scenes
 
 class LabelFrame(NamedTuple):
@@ -46,13 +52,17 @@ class FolderSource:
 
     Yields ``Named(name, map)``: each file's path below the folder (or the glob's fixed leading folders, or the
     prefix) without suffix, so that a folder sink writes each picture under its label file's name. A file that
-    cannot be read is skipped: it is said (``on_unreadable``) and listed in ``unreadable``."""
+    cannot be read is skipped: it is said (``on_unreadable``) and listed in ``unreadable``. A Replicator output
+    folder gives its semantic frames, each read by its own labels file; ``label_map`` reads another label space."""
+
+    yields_label_ids = True
 
     def __init__(self, pattern: str | Path, label_set: LabelSet, fps: float | None = None, *,
                  strict_colors: bool = False, unknown: UnknownColors | None = None,
-                 on_unreadable: Callable[[str], None] | None = None) -> None:
+                 on_unreadable: Callable[[str], None] | None = None, label_map=None) -> None:
         self.labels = find_label_files(pattern)
         self.label_set, self.fps = label_set, fps
+        self.label_map = resolve_label_map(label_map, label_set)
         self.names = [name.rsplit(".", 1)[0] for name in self.labels.names]
         self.strict_colors, self.unknown = strict_colors, unknown
         self.on_unreadable = on_unreadable
@@ -64,7 +74,8 @@ class FolderSource:
     def __iter__(self) -> Iterator[Named]:
         for file, name in zip(self.labels.names, self.names, strict=True):
             try:
-                ids = self.labels.read(file, self.label_set, strict_colors=self.strict_colors, unknown=self.unknown)
+                ids = self.labels.read(file, self.label_set, strict_colors=self.strict_colors, unknown=self.unknown,
+                                       label_map=self.label_map)
                 instances = self.labels.read_instances(file)
             except UnreadableInput as e:
                 self._skip(str(e))
@@ -80,9 +91,12 @@ class FolderSource:
 class VideoSource:
     """A video of colour-coded label maps (decoded by OpenCV; use a lossless codec such as FFV1)."""
 
+    yields_label_ids = True
+
     def __init__(self, path: str | Path, label_set: LabelSet, *, strict_colors: bool = False,
-                 unknown: UnknownColors | None = None) -> None:
+                 unknown: UnknownColors | None = None, label_map=None) -> None:
         self.path, self.label_set = Path(path), label_set
+        self.label_map = resolve_label_map(label_map, label_set)
         self.strict_colors, self.unknown = strict_colors, unknown
         capture = cv2.VideoCapture(str(self.path))
         if not capture.isOpened():
@@ -103,13 +117,15 @@ class VideoSource:
                 if not ok:
                     return
                 yield label_ids(np.ascontiguousarray(bgr[..., ::-1]), self.label_set, colors=True,
-                                strict=self.strict_colors, unknown=self.unknown)
+                                strict=self.strict_colors, unknown=self.unknown, label_map=self.label_map)
         finally:
             capture.release()
 
 
 class SyntheticSource:
     """The synthetic street scene, animated: cars and people move from frame to frame."""
+
+    yields_label_ids = True
 
     def __init__(self, height: int, width: int, frames: int, seed: int = 0, fps: float = 10.0,
                  label_set_name: LabelSet | str = "cityscapes") -> None:
@@ -139,13 +155,96 @@ class IterableSource:
             yield from self.maps
 
 
+class CarlaSource:
+    """CARLA's semantic segmentation camera as a source. ``push`` is the sensor's callback
+    (``camera.listen(source.push)``): it keeps the frame (a ``carla.Image``, BGRA bytes with ``width`` and
+    ``height``, or an H x W x 4 BGRA array) and returns at once; where the loop falls behind, the oldest waiting
+    frame is dropped (counted in ``dropped``), so the simulator's tick never waits on painting. ``frames``: an
+    iterable of such frames instead. The loop's decode stage reads each frame's tags (``carla_tags``: a strided
+    view, no copy) through the label mapping's table (``"carla"`` for 0.9.14+, ``"carla-0.9.13"``): class ids of
+    the label set, named ``frame_<CARLA's frame number>``. ``close()`` ends the stream after the frames pushed."""
+
+    yields_label_ids = True
+
+    def __init__(self, label_set: LabelSet, label_map="carla", *, frames: Iterable | None = None,
+                 queue_size: int = 4, fps: float | None = None, strict: bool = False,
+                 unknown: UnknownColors | None = None) -> None:
+        self.label_map: ResolvedMapping = resolve_label_map(label_map, label_set)
+        if self.label_map.id_table is None:
+            raise UsageError(f"CARLA's raw frames hold tags: give a mapping of tag ids (carla, carla-0.9.13), not "
+                             f"'{self.label_map.name}'")
+        if queue_size < 1:
+            raise UsageError("queue size must be at least 1")
+        self.frames, self.queue_size, self.fps, self.strict, self.unknown = frames, queue_size, fps, strict, unknown
+        self._waiting: deque = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+        self.pushed = self.dropped = 0
+
+    def push(self, image, width: int | None = None, height: int | None = None) -> None:
+        """Keep one frame for the loop (never blocks; drops the oldest waiting one where the queue is full)."""
+        with self._changed:
+            if self._closed:
+                return
+            if len(self._waiting) >= self.queue_size:
+                self._waiting.popleft()
+                self.dropped += 1
+            self._waiting.append((image, width, height))
+            self.pushed += 1
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def __iter__(self) -> Iterator[Named]:
+        frames = self.frames if self.frames is not None else self._pushed()
+        for index, frame in enumerate(frames):
+            image, width, height = frame if isinstance(frame, tuple) else (frame, None, None)
+            ids = self.label_map.map_ids(carla_tags(image, width, height), strict=self.strict, unknown=self.unknown)
+            yield Named(f"frame_{getattr(image, 'frame', index):06d}", ids)
+
+    def _pushed(self) -> Iterator[tuple]:
+        while True:
+            with self._changed:
+                while not self._waiting and not self._closed:
+                    self._changed.wait(0.1)
+                if not self._waiting:
+                    return
+                frame = self._waiting.popleft()
+            yield frame
+
+
+def carla_tags(image, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """The tags of a CARLA semantic camera frame (its red channel: byte 2 of each BGRA pixel) as a strided uint8
+    [H,W] view of the frame's own buffer, no copy. ``image``: a ``carla.Image`` (``raw_data``, ``width``,
+    ``height``), BGRA bytes (any buffer) with ``width`` and ``height``, or an H x W x 4 uint8 BGRA array."""
+    if hasattr(image, "raw_data"):
+        image, width, height = image.raw_data, image.width, image.height
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 4:
+            raise UsageError(f"a CARLA frame as an array is uint8 H x W x 4 (BGRA), got {image.dtype} "
+                             f"{list(image.shape)}")
+        return image[..., 2]
+    if width is None or height is None:
+        raise UsageError("CARLA's raw bytes need the frame's width and height")
+    pixels = np.frombuffer(image, np.uint8)
+    if pixels.size != width * height * 4:
+        raise UsageError(f"a {width}x{height} CARLA frame has {width * height * 4} bytes (BGRA), got {pixels.size}")
+    return pixels.reshape(height, width, 4)[..., 2]
+
+
 def open_source(spec: str, label_set: LabelSet, *, resolution: tuple[int, int], frames: int = 100,
                 fps: float | None = None, strict_colors: bool = False, unknown: UnknownColors | None = None,
-                on_unreadable: Callable[[str], None] | None = None):
+                on_unreadable: Callable[[str], None] | None = None, label_map=None):
     """``synthetic[:HxW]``, a label video file, a folder (or object-store prefix) of label images, a glob, or one
-    file. Colour maps' pixels outside the palette are counted into ``unknown``, or refused with
-    ``strict_colors``; a label file that cannot be read is skipped and said to ``on_unreadable``."""
+    file (Replicator output folders too), read through ``label_map`` where given. Colour maps' pixels outside the
+    palette are counted into ``unknown``, or refused with ``strict_colors``; a label file that cannot be read is
+    skipped and said to ``on_unreadable``."""
     if spec.startswith("synthetic"):
+        if label_map is not None:
+            raise UsageError("the synthetic scene is in the artifact's own label set: drop --label-map")
         size = spec.partition(":")[2]
         from ..sizes import parse_resolution
 
@@ -157,8 +256,9 @@ def open_source(spec: str, label_set: LabelSet, *, resolution: tuple[int, int], 
             raise UsageError(f"{spec}: label videos are read from local files; copy it here first")
         if not path.is_file():
             raise UsageError(f"label video {path} not found")
-        return VideoSource(path, label_set, strict_colors=strict_colors, unknown=unknown)
-    return FolderSource(spec, label_set, fps, strict_colors=strict_colors, unknown=unknown, on_unreadable=on_unreadable)
+        return VideoSource(path, label_set, strict_colors=strict_colors, unknown=unknown, label_map=label_map)
+    return FolderSource(spec, label_set, fps, strict_colors=strict_colors, unknown=unknown, on_unreadable=on_unreadable,
+                        label_map=label_map)
 
 
 # sinks ------------------------------------------------------------------------------------------

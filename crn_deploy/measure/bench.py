@@ -22,6 +22,7 @@ from ..backends import engine_module
 from ..backends.base import Backend
 from ..sizes import Sizes, format_resolution
 from ..data.images import resize_labels
+from ..data.label_mapping import load_label_map, resolve_label_map
 from ..data.label_maps import list_label_images, read_instance_image, read_label_image
 from ..data.synthetic import scenes
 from ..errors import ArtifactError, CrnError, UsageError
@@ -44,6 +45,7 @@ BACKENDS = ("tensorrt", "openvino", "onnxruntime", "torch")  # --backend tensorr
 @dataclass
 class BenchOptions:
     labels_dir: Path | None = None
+    label_map: object = None  # the label mapping --labels are read through (a name, file or LabelMapping)
     strict_colors: bool = False  # colour label images with colours outside the palette: an error, not void
     samples: int = 4
     warmup_s: float = 1.0
@@ -143,9 +145,10 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
     if options.labels_dir is not None:  # bad label images stop the run before any row
         files = list_label_images(options.labels_dir)
         for label_set in {m.label_set.name: m.label_set for m in manifests}.values():
+            label_map = resolve_label_map(options.label_map, label_set)  # one the set cannot take stops here
             ctx.label_maps[label_set.name] = [
-                (read_label_image(p, label_set, strict_colors=options.strict_colors, unknown=ctx.unknown_colors),
-                 read_instance_image(p)) for p in files]
+                (read_label_image(p, label_set, strict_colors=options.strict_colors, unknown=ctx.unknown_colors,
+                                  label_map=label_map), read_instance_image(p)) for p in files]
     check_artifacts_load(manifests, options)  # a broken artifact stops the run before anything is timed
     rows: list[BenchRow] = []
     skipped: list[str] = []
@@ -537,6 +540,8 @@ def _versions() -> dict:
 def _settings(manifests: list[Manifest], options: BenchOptions) -> dict:
     inputs = (f"label images in {options.labels_dir}" if options.labels_dir else
               f"synthetic street layouts, seed {BENCH_SEED}, {options.samples} samples")
+    if options.labels_dir and options.label_map is not None:
+        inputs += f", read through the '{load_label_map(options.label_map).name}' label mapping"
     return {"artifacts": [str(m.artifact_path) for m in manifests], "inputs": inputs,
             "warmup_s": options.warmup_s, "min_iterations": options.iterations, "min_duration_s": options.duration_s,
             "threads": options.threads, "torch_cpu_fp16": options.torch_cpu_fp16,

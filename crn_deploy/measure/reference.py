@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backends.torch_ref import TorchBackend
+from ..data.label_mapping import resolve_label_map
 from ..errors import CheckpointError, UsageError
 from ..manifest import Manifest, manifest_for
 from ..precisions import FP32, Precision
@@ -42,16 +43,17 @@ def reference_backend(manifest: Manifest, model, precision: Precision = FP32, de
 
 
 def load_reference(path, *, precision: Precision | str | None = None, device: str = "cpu", checkpoint=None,
-                   style_seed: int = 0) -> Synthesizer:
+                   style_seed: int = 0, label_map=None) -> Synthesizer:
     """The PyTorch reference model behind an artifact (``x.onnx``, ``x.engine`` or ``x.json``), as a
     synthesizer like ``runtime.load`` gives. ``precision`` defaults to the artifact's on CUDA and to fp32 on
     the CPU, where PyTorch has no fast FP16 kernels (a hundred times slower)."""
     require_torch()
     manifest = Manifest.read(manifest_for(Path(path)))
+    label_map = resolve_label_map(label_map, manifest.label_set)
     if precision is None:
         precision = FP32 if device == "cpu" else manifest.precision
     backend = reference_backend(manifest, reference_model(manifest, checkpoint), precision, device)
-    return Synthesizer(backend, manifest, style_seed=style_seed).open()
+    return Synthesizer(backend, manifest, style_seed=style_seed, label_map=label_map).open()
 
 
 TORCH_FP32 = "torch-fp32"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..backends import engine_module
 from ..backends.base import Backend
+from ..data.label_mapping import resolve_label_map
 from ..errors import ArtifactError, UsageError
 from ..manifest import Manifest, manifest_for
 from ..targets import EngineTarget, target_of_engine_file
@@ -28,18 +29,21 @@ ARTIFACT_SUFFIXES = (".onnx", ".engine")  # every engine target's file ends in .
 
 
 def load(path, *, device: str = "auto", threads: int | None = None, cuda_graphs: bool = True,
-         slots: int = 2, gpu: int = 0, style_seed: int = 0, concurrent: int = 1) -> Synthesizer:
+         slots: int = 2, gpu: int = 0, style_seed: int = 0, concurrent: int = 1, label_map=None) -> Synthesizer:
     """Open an artifact: ``x.engine`` with TensorRT, ``x.rtx.engine`` with TensorRT-RTX (``cuda_graphs``,
     ``slots`` frames in flight), ``x.openvino.engine`` with OpenVINO on the CPU (``threads`` per map),
     ``x.onnx`` (or its ``x.json`` manifest) with ONNX Runtime on ``device`` (cpu, cuda, tensorrt, auto).
     ``gpu`` picks the CUDA device (as numbered under CUDA_VISIBLE_DEVICES); ``style_seed`` the style of
     models with a style input (SPADE with a VAE); ``concurrent``: maps the caller runs at once from threads
-    sharing the synthesizer (an OpenVINO engine gives each its own stream)."""
+    sharing the synthesizer (an OpenVINO engine gives each its own stream); ``label_map`` the label mapping the
+    maps passed in are read through (``"carla"``, ``"carla-palette"``, a .toml/.json file: docs/streaming.md),
+    checked against the artifact's label set before anything is opened."""
     path = Path(path)
     manifest = _read_manifest(path)
+    label_map = resolve_label_map(label_map, manifest.label_set)  # a mapping the set cannot take stops here
     backend = open_backend(manifest, target_of_engine_file(path.name), device=device, threads=threads,
                            cuda_graphs=cuda_graphs, slots=slots, gpu=gpu, concurrent=concurrent)
-    return Synthesizer(backend, manifest, style_seed=style_seed).open()
+    return Synthesizer(backend, manifest, style_seed=style_seed, label_map=label_map).open()
 
 
 def open_backend(manifest: Manifest, engine_target: EngineTarget | None, *, device: str = "auto",

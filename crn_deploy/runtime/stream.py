@@ -6,6 +6,10 @@ inference falls behind, the oldest waiting map is dropped and counted). A map id
 previous one is not synthesized again (simulators at rest). Shutdown is clean at the end of the
 stream, on an error in any stage (re-raised naming the stage) and on Ctrl-C; the sink is always
 finalised.
+
+The decode stage hands on class ids of the artifact's label set: sources that decode files or frames
+(``yields_label_ids``) map them themselves; the arrays of any other source (a simulator's) are read
+there as the synthesizer reads a caller's maps, through its label mapping.
 """
 
 from __future__ import annotations
@@ -206,6 +210,8 @@ class _Stream:
             self.stats.stage_ms["decode"] += (time.perf_counter() - t0) * 1000
             self.stats.frames_in += 1
             name, labels = labels if isinstance(labels, Named) else (None, labels)
+            if not getattr(self.source, "yields_label_ids", False):
+                labels = self._label_ids(labels)
             item = _Item(index, labels, time.perf_counter(), name)
             index += 1
             if self.options.policy == "live":
@@ -213,6 +219,17 @@ class _Stream:
             else:
                 self._put(self.to_synth, item, producing=True)
         self._put(self.to_synth, _END)
+
+    def _label_ids(self, labels):
+        """A source's own maps as class ids of the label set [H,W] (device maps go to the engine as they are)."""
+        if _on_device(labels):
+            if self.synth.label_map is not None:
+                raise UsageError(f"maps on the GPU go to the engine as they are, so the '{self.synth.label_map.name}' "
+                                 "label mapping cannot read them: map them into the label set on the device")
+            return labels
+        if isinstance(labels, LabelFrame):
+            return LabelFrame(self.synth.label_ids(labels.ids), labels.instances)
+        return self.synth.label_ids(labels)
 
     def _put_dropping_oldest(self, item: _Item) -> None:
         with self.lock:
@@ -248,7 +265,7 @@ class _Stream:
         ids, instances = (labels.ids, labels.instances) if isinstance(labels, LabelFrame) else (labels, None)
         if self.options.resize == "letterbox":
             return self._letterboxed(ids, instances)
-        return self.synth(ids, instances=instances, output_size=self.options.output_size)
+        return self.synth(ids, instances=instances, output_size=self.options.output_size, mapped=True)
 
     def _letterboxed(self, labels: np.ndarray, instances: np.ndarray | None) -> np.ndarray:
         (eh, ew), (h, w) = self.synth.resolution, labels.shape
@@ -262,7 +279,7 @@ class _Stream:
             padded = np.full((eh, ew), -1, np.int32)
             padded[top : top + nh, left : left + nw] = resize_labels(instances, (nh, nw), rule)
             instances = padded
-        image = self.synth(canvas, instances=instances, output_size=OutputSize.ENGINE)
+        image = self.synth(canvas, instances=instances, output_size=OutputSize.ENGINE, mapped=True)
         if self.options.output_size is OutputSize.ENGINE:
             return image
         (oh, ow), target = self.synth.output_resolution, self.synth.picture_size((h, w))

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..data.images import resize_image, resize_labels
+from ..data.label_mapping import resolve_label_map
 from ..data.label_maps import label_batch
 from ..errors import UsageError
 from ..families import Role, draw_styles
@@ -44,9 +45,13 @@ class Synthesizer:
     Models with a style input (SPADE trained with ``--use_vae``) take ``z`` [N, z_dim] or [z_dim] per
     call; without one, every map gets the synthesizer's ``style`` (drawn once from ``style_seed``), so
     the style holds across the frames of a video. ``set_style`` changes it.
+
+    ``label_map`` (a built-in mapping's name such as ``"carla"``, a mapping file, or a ``LabelMapping``) reads
+    the maps a caller passes in another label space: resolved once against the artifact's label set
+    (``label_map``), refused there in one line if it names a class the set lacks.
     """
 
-    def __init__(self, backend: Backend, manifest: Manifest, *, style_seed: int = 0) -> None:
+    def __init__(self, backend: Backend, manifest: Manifest, *, style_seed: int = 0, label_map=None) -> None:
         self.backend = backend
         self.manifest = manifest
         self.resolution = tuple(manifest.resolution)
@@ -54,6 +59,7 @@ class Synthesizer:
         self.batch = manifest.batch
         self.k = manifest.images_per_map
         self.label_set: LabelSet = manifest.label_set
+        self.label_map = resolve_label_map(label_map, self.label_set)
         self.precision = manifest.precision
         roles = {spec.role: spec for spec in manifest.input_specs}  # what the family declares it takes
         self.takes_instances = Role.INSTANCES in roles
@@ -80,14 +86,19 @@ class Synthesizer:
 
     # inference -------------------------------------------------------------------------------
     def __call__(self, labels, *, instances=None, z=None, label_set: LabelSet | None = None,
-                 output_size: OutputSize | str = OutputSize.INPUT, strict: bool = False) -> np.ndarray:
+                 output_size: OutputSize | str = OutputSize.INPUT, strict: bool = False,
+                 frame_labels: dict | None = None, mapped: bool = False) -> np.ndarray:
         """``instances``: instance ids shaped like the label maps (Cityscapes ``*_instanceIds.png``), used by
         artifacts that take them (the others leave them aside). ``z``: style vectors, for artifacts that take
         them (default: ``style``). ``output_size``: ``OutputSize`` (or its value). ``strict``: colours
         outside the palette, or ids past the label set (other than 255, void), are an error; without it they
-        light nothing and are warned of past 1% of a map's pixels."""
+        light nothing and are warned of past 1% of a map's pixels. ``frame_labels``: one frame whose own table
+        names its values (Omniverse Replicator's idToLabels: ids [H,W] or RGBA [H,W,4] to ``{"class": ...}``),
+        each read by its class name (and the label mapping's names). ``mapped``: the maps are class ids of the
+        label set already (the label mapping is not applied again: the streaming loop's sources map as they
+        decode)."""
         output_size = OutputSize.of(output_size)
-        ids, single = self._as_id_batch(labels, label_set, strict)
+        ids, single = self._as_id_batch(labels, label_set, strict, frame_labels, mapped)
         extra = self._instance_batch(instances, ids)
         size = ids.shape[-2:]
         if size != self.resolution:  # maps of the artifact's size go straight in, uncopied
@@ -197,8 +208,18 @@ class Synthesizer:
             raise UsageError("instance ids must fit in int32")
         return (array.reshape(ids.shape).astype(np.int32, copy=False),)
 
-    def _as_id_batch(self, labels, label_set: LabelSet | None, strict: bool) -> tuple[np.ndarray, bool]:
-        return label_batch(labels, self.label_set, palette=label_set, strict=strict, unknown=self.unknown_colors)
+    def label_ids(self, labels, *, frame_labels: dict | None = None, strict: bool = False) -> np.ndarray:
+        """uint8 class ids of the label set from maps as ``__call__`` takes them (through the label mapping),
+        batched as given: [H,W] for one map, else [N,1,H,W]."""
+        ids, single = self._as_id_batch(labels, None, strict, frame_labels)
+        return ids[0, 0] if single else ids
+
+    def _as_id_batch(self, labels, label_set: LabelSet | None, strict: bool, frame_labels: dict | None = None,
+                     mapped: bool = False) -> tuple[np.ndarray, bool]:
+        # mapped maps were counted where they were decoded
+        return label_batch(labels, self.label_set, palette=label_set, strict=strict,
+                           unknown=None if mapped else self.unknown_colors,
+                           label_map=None if mapped else self.label_map, frame_labels=frame_labels)
 
 
 class NoInstancesWarning(UserWarning):

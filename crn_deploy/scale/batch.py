@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import encode_picture
-from ..data.label_maps import decode_instance_map, decode_label_map, label_files_among
+from ..data.label_mapping import LabelMapping, resolve_label_map
+from ..data.label_maps import decode_instance_map, decode_label_map, frame_labels_name, label_files_among, label_ids
 from ..data.storage import Store, is_uri, matching, split_pattern
 from ..errors import UnreadableInput, UsageError
 from ..labels import UnknownColors
@@ -49,6 +50,7 @@ class BatchOptions:
     cpus_per_worker: float | None = None  # CPUs each CPU actor reserves (None: an even share, see worker_cpus)
     batch_size: int = 64  # label maps per Ray Data batch: larger ones amortise each task's and call's fixed cost
     strict_colors: bool = False
+    label_map: LabelMapping | str | None = None  # the label mapping the reading stage reads the maps through
 
 
 @dataclass
@@ -98,15 +100,18 @@ class Painter:
         return {**out, "image": _column(images)}
 
 
-def read_stage(batch: dict[str, np.ndarray], label_set, strict_colors: bool) -> dict[str, np.ndarray]:
-    """The reading stage (a CPU task): each row's label map decoded to ids [H,W], and its instance map where it
-    has one, from a label file (``uri``, ``instances_uri``), a NumPy shard (``shard``, ``index``) or PNG bytes
-    (``labels_png``, ``instances_png``, as Parquet rows hold them); unknown colours counted per row."""
+def read_stage(batch: dict[str, np.ndarray], label_set, strict_colors: bool,
+               label_map: LabelMapping | None = None) -> dict[str, np.ndarray]:
+    """The reading stage (a CPU task): each row's label map decoded to ids [H,W] (through ``label_map`` where
+    given), and its instance map where it has one, from a label file (``uri``, ``instances_uri``; a Replicator
+    frame's labels at ``frame_labels_uri``), a NumPy shard (``shard``, ``index``) or PNG bytes (``labels_png``,
+    ``instances_png``, as Parquet rows hold them); unknown colours counted per row."""
     labels, instances, unknown, unreadable = [], [], [], []
+    mapping = resolve_label_map(label_map, label_set)
     for i, name in enumerate(batch["name"]):
         counter = UnknownColors()
         try:
-            ids, inst = _read_row(batch, i, str(name), label_set, strict_colors, counter)
+            ids, inst = _read_row(batch, i, str(name), label_set, strict_colors, counter, mapping)
         except UnreadableInput as e:  # named, skipped, and the run goes on (painted as nothing)
             ids, inst, problem = None, None, str(e)
         else:
@@ -120,18 +125,23 @@ def read_stage(batch: dict[str, np.ndarray], label_set, strict_colors: bool) -> 
             "unreadable": np.array(unreadable, dtype=object)}
 
 
-def _read_row(batch, i: int, name: str, label_set, strict_colors: bool, counter: UnknownColors):
+def _read_row(batch, i: int, name: str, label_set, strict_colors: bool, counter: UnknownColors, mapping):
     if "uri" in batch:
         uri = str(batch["uri"][i])
-        ids = decode_label_map(read_uri(uri), label_set, name=uri, strict_colors=strict_colors, unknown=counter)
+        frame = str(batch["frame_labels_uri"][i]) if "frame_labels_uri" in batch else ""
+        ids = decode_label_map(read_uri(uri), label_set, name=uri, strict_colors=strict_colors, unknown=counter,
+                               label_map=mapping, frame_labels=read_uri(frame) if frame else None)
         beside = str(batch["instances_uri"][i]) if "instances_uri" in batch else ""
         return ids, decode_instance_map(read_uri(beside), beside) if beside else None
     if "shard" in batch:
         labels, instances = open_shard(str(batch["shard"][i]))
         index = int(batch["index"][i])
-        return np.asarray(labels[index]), None if instances is None else np.asarray(instances[index])
+        ids = np.asarray(labels[index])
+        if mapping is not None:  # the shard's ids are the source's: read them as files are read
+            ids = label_ids(ids, label_set, colors=False, strict=strict_colors, unknown=counter, label_map=mapping)
+        return ids, None if instances is None else np.asarray(instances[index])
     ids = decode_label_map(bytes(batch["labels_png"][i]), label_set, name=f"row {name}", strict_colors=strict_colors,
-                           unknown=counter, png_only=True)
+                           unknown=counter, png_only=True, label_map=mapping)
     extra = batch.get("instances_png")
     return ids, None if extra is None or _optional(extra[i]) is None else decode_instance_map(bytes(extra[i]), name)
 
@@ -213,6 +223,7 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
     of ``<name>.png`` (a rerun skips what is there unless ``overwrite``), or Parquet (``name``, ``image_png``)
     when ``output`` ends with ``.parquet``."""
     manifest = Manifest.read(manifest_for(Path(artifact)))
+    resolve_label_map(options.label_map, manifest.label_set)  # a mapping the set cannot take stops here, not in a task
     output = str(output)
     to_parquet = output.rstrip("/").endswith(".parquet")
     if to_parquet and not is_uri(output) and Path(output).exists() and not options.overwrite:
@@ -326,14 +337,18 @@ def _inputs(ray, pattern: str, manifest: Manifest):
     store, glob_part = split_pattern(str(pattern))
     every = store.files()
     files = matching(every, glob_part)
-    shards = [f for f in files if f.endswith(SHARD_SUFFIXES)]
+    present = set(every)
+    replicator = any(frame_labels_name(f) in present for f in files)  # its folders hold depth .npy files too
+    shards = [] if replicator else [f for f in files if f.endswith(SHARD_SUFFIXES)]
     if shards and not is_uri(pattern):
         rows = [{"shard": store._path(s), "index": i, "name": f"{Path(s).stem}/{i:06d}", "input": f"{s}[{i}]"}
                 for s in shards for i in range(len(open_shard(store._path(s))[0]))]
         return rows, [r["name"] for r in rows]
     labels = label_files_among(store, every, files, pattern)
     rows = [{"uri": store.uri(f), "name": f.rsplit(".", 1)[0], "input": store.uri(f),
-             "instances_uri": store.uri(labels.instances[f]) if f in labels.instances else ""} for f in labels.names]
+             "instances_uri": store.uri(labels.instances[f]) if f in labels.instances else "",
+             "frame_labels_uri": store.uri(labels.frame_labels[f]) if f in labels.frame_labels else ""}
+            for f in labels.names]
     return rows, [r["name"] for r in rows]
 
 
@@ -349,8 +364,10 @@ def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOp
         options = replace(options, cpus_per_worker=worker_cpus(nodes, free, options.workers))
     stage = {"num_cpus": _stage_cpus(resources.get("CPU", 0.0), options), "batch_size": options.batch_size,
              "batch_format": "numpy", "compute": ray.data.TaskPoolStrategy(size=max(2, options.workers))}
+    label_map = None if options.label_map is None else resolve_label_map(options.label_map, manifest.label_set).mapping
     decoded = dataset.map_batches(read_stage, **stage,
-                                  fn_kwargs={"label_set": manifest.label_set, "strict_colors": options.strict_colors})
+                                  fn_kwargs={"label_set": manifest.label_set, "strict_colors": options.strict_colors,
+                                             "label_map": label_map})
     return paint_with_pool(decoded, artifact, options).map_batches(write_stage, **stage, fn_kwargs={"output": output})
 
 

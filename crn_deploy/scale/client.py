@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import CrnError, UsageError
-from .serve import LABELS_TYPE, RAW_TYPE
+from .serve import FRAME_LABELS_HEADER, LABELS_TYPE, RAW_TYPE
 
 
 class ServiceError(CrnError):
@@ -35,17 +35,22 @@ class SynthesisClient:
     def __init__(self, url: str, timeout: float = 60.0, retries: int = 3, backoff_s: float = 0.5) -> None:
         self.url, self.timeout, self.retries, self.backoff_s = url.rstrip("/"), timeout, retries, backoff_s
 
-    def synthesize(self, labels: np.ndarray, instances: np.ndarray | None = None, *, raw: bool = True) -> np.ndarray:
-        """One label map (uint8 ids [H,W], or colours [H,W,3]) -> uint8 RGB picture. ``raw`` sends and
-        receives raw arrays (no PNG coding on either side); else PNG both ways."""
+    def synthesize(self, labels: np.ndarray, instances: np.ndarray | None = None, *, raw: bool = True,
+                   frame_labels: dict | None = None) -> np.ndarray:
+        """One label map (uint8 ids [H,W], or colours [H,W,3|4]) -> uint8 RGB picture. ``raw`` sends and
+        receives raw arrays (no PNG coding on either side); else PNG both ways. ``frame_labels``: the map is one
+        frame named by its own labels (Replicator's idToLabels: ids up to 16 bits [H,W], or RGBA [H,W,4]); it
+        travels as PNG with them."""
         labels = np.asarray(labels)
-        if raw and labels.ndim == 2:
+        if raw and labels.ndim == 2 and frame_labels is None:
             body, headers = self._raw_body(labels, instances)
             headers["Accept"] = RAW_TYPE
         else:
             if instances is not None:
                 raise UsageError("instance maps travel in the raw form only: call with raw=True and id maps")
             body, headers = self.png_body(labels), {"Content-Type": "image/png"}
+            if frame_labels is not None:
+                headers[FRAME_LABELS_HEADER] = json.dumps(frame_labels, separators=(",", ":"))
         response, reply_headers = self._request("/synthesize", body, headers)
         if (reply_headers.get("Content-Type") or "").startswith(RAW_TYPE):
             shape = tuple(int(v) for v in reply_headers["X-Shape"].split(","))
@@ -54,8 +59,11 @@ class SynthesisClient:
 
     @staticmethod
     def png_body(labels: np.ndarray) -> bytes:
-        image = labels[..., ::-1] if labels.ndim == 3 else labels  # OpenCV writes BGR
-        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image.astype(np.uint8)))
+        if labels.ndim == 3 and labels.shape[-1] in (3, 4):  # OpenCV writes BGR(A)
+            image = labels[..., [2, 1, 0, 3][: labels.shape[-1]]].astype(np.uint8)
+        else:  # ids: 8 bits, or 16 where larger (a Replicator frame's)
+            image = labels.astype(np.uint16 if labels.size and labels.max() > 255 else np.uint8)
+        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image))
         if not ok:
             raise UsageError(f"cannot encode a label map of shape {list(labels.shape)} as PNG")
         return encoded.tobytes()

@@ -6,7 +6,9 @@ Routes:
   artifact's palette) -> the picture as PNG. With ``Content-Type: application/x-crn-labels``: raw uint8
   ids, ``X-Shape: H,W``; where the artifact takes instance maps, ``X-Instances: 1`` and H*W int32
   (little-endian) after the ids. ``Accept: application/octet-stream`` returns raw RGB uint8 with
-  ``X-Shape: H,W,3`` instead of PNG.
+  ``X-Shape: H,W,3`` instead of PNG. With a label mapping (``crn-serve --label-map``), PNGs and raw ids are
+  read through it; a PNG with ``X-Frame-Labels: <JSON>`` is one frame named by its own labels (Omniverse
+  Replicator's idToLabels: 16-bit ids or RGBA colours).
 - ``GET /healthz``: the replica is alive. ``GET /ready``: the replica can take work — its artifact open and
   fewer requests in hand than it holds at most (503 otherwise); the manifest's summary.
 
@@ -28,9 +30,11 @@ import numpy as np
 
 from ..errors import CrnError, UsageError
 from ..data.images import encode_picture
+from ..data.label_mapping import LabelMapping
 from ..data.label_maps import decode_label_map
 
 LABELS_TYPE = "application/x-crn-labels"
+FRAME_LABELS_HEADER = "X-Frame-Labels"
 _started = threading.Event()  # serve.start ran in this process
 RAW_TYPE = "application/octet-stream"
 
@@ -48,16 +52,17 @@ class ServeOptions:
     max_body_bytes: int | None = None  # None: from the artifact's label size (room for raw ids and instance ids)
     max_in_hand: int | None = None  # requests a replica holds at once before /ready says 503 (None: 4 batches)
     name: str = "synthesis"  # the Ray Serve application's name
+    label_map: LabelMapping | str | None = None  # the label mapping request bodies are read through
 
 
 class Replica:
     """The body of one replica (kept free of Ray so it can be tested and reused)."""
 
     def __init__(self, artifact: str, device: str, threads: int | None, max_body_bytes: int | None = None,
-                 max_in_hand: int | None = None) -> None:
+                 max_in_hand: int | None = None, label_map=None) -> None:
         from .. import runtime
 
-        self.synth = runtime.load(artifact, device=device, threads=threads)
+        self.synth = runtime.load(artifact, device=device, threads=threads, label_map=label_map)
         h, w = self.synth.resolution
         self.max_body_bytes = max_body_bytes or body_cap(h, w)
         self.max_in_hand = max_in_hand or 4 * max(1, self.synth.batch)
@@ -73,14 +78,18 @@ class Replica:
                 "label_set": m.label_set.name, "inputs": [s.name for s in m.input_specs]}
 
     def decode(self, content_type: str, headers, body: bytes) -> tuple[np.ndarray, np.ndarray | None]:
-        """(uint8 ids [H,W], int32 instances [H,W] or None) from a request; UsageError if malformed."""
+        """(uint8 class ids [H,W] of the label set, int32 instances [H,W] or None) from a request, through the
+        label mapping where the replica has one; UsageError if malformed."""
         kind = (content_type or "").split(";")[0].strip().lower()
         if kind == "image/png":
             self._check_size(png_size(body), "the label PNG")
+            frame = headers.get(FRAME_LABELS_HEADER.lower())
             return decode_label_map(body, self.synth.label_set, name="the label PNG", unknown=self.synth.unknown_colors,
-                                    png_only=True), None
+                                    png_only=True, label_map=self.synth.label_map,
+                                    frame_labels=frame.encode() if frame else None), None
         if kind == LABELS_TYPE:
-            return self._raw(headers, body)
+            ids, instances = self._raw(headers, body)
+            return self.synth.label_ids(ids), instances
         raise UsageError(f"Content-Type must be image/png or {LABELS_TYPE}, got {content_type or 'none'}")
 
     def _check_size(self, size: tuple[int, int], what: str) -> None:
@@ -117,7 +126,7 @@ class Replica:
             ids = np.stack([items[i][0] for i in stackable])
             instances = None if items[stackable[0]][1] is None else np.stack([items[i][1] for i in stackable])
             try:
-                for i, picture in zip(stackable, self.synth(ids, instances=instances), strict=True):
+                for i, picture in zip(stackable, self.synth(ids, instances=instances, mapped=True), strict=True):
                     results[i] = picture
             except CrnError as e:
                 for i in stackable:
@@ -125,7 +134,7 @@ class Replica:
         for i, (ids, instances) in enumerate(items):
             if results[i] is None:
                 try:
-                    results[i] = self.synth(ids, instances=instances)
+                    results[i] = self.synth(ids, instances=instances, mapped=True)
                 except CrnError as e:
                     results[i] = e
         return results
@@ -181,7 +190,8 @@ def build_app(artifact: str, options: ServeOptions, gpus: float):
                       graceful_shutdown_wait_loop_s=0.25)  # drained replicas stop within a quarter second
     class SynthesisDeployment:
         def __init__(self) -> None:
-            self.replica = Replica(artifact, device, options.threads, options.max_body_bytes, options.max_in_hand)
+            self.replica = Replica(artifact, device, options.threads, options.max_body_bytes, options.max_in_hand,
+                                   options.label_map)
 
         @serve.batch(max_batch_size=max(batch, 1), batch_wait_timeout_s=options.batch_wait_ms / 1000)
         async def paint(self, items: list) -> list:
@@ -230,8 +240,12 @@ def start(artifact: str, options: ServeOptions, log=print):
     from ray import serve
 
     from .batch import runs_on_cpu
+    from ..data.label_mapping import resolve_label_map
+    from ..manifest import Manifest, manifest_for
     from .cluster import connect
 
+    # a mapping the artifact's label set cannot take is refused here, not in every replica
+    resolve_label_map(options.label_map, Manifest.read(manifest_for(artifact)).label_set)
     ray = connect(options.address, log)
     gpus = options.gpus_per_replica
     if gpus is None:
