@@ -21,6 +21,10 @@ class ArtifactError(UsageError):
     """An exported artifact or manifest that is missing, corrupt or incompatible."""
 
 
+class UnreadableInput(UsageError):
+    """One input file that cannot be read or decoded (empty, damaged, gone): a run over many names it and goes on."""
+
+
 class ValidationError(CrnError):
     """An export whose outputs fell short of the parity gate."""
 

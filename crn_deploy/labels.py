@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -14,8 +15,18 @@ VOID_ID = 255  # any id >= num_classes lights nothing; 255 is the conventional "
 
 
 @dataclass(frozen=True)
+class RawIds:
+    """Label files in another id space, known by their names: ``pattern`` (a glob on the file's name, e.g.
+    Cityscapes' ``*_labelIds.png``) and the 256-entry table from their ids to the label set's (void elsewhere)."""
+
+    pattern: str
+    table: np.ndarray = field(compare=False)
+
+
+@dataclass(frozen=True)
 class LabelSet:
-    """Classes 0..n-1 with their palette colours; any other id or colour is void."""
+    """Classes 0..n-1 with their palette colours; any other id or colour is void. ``raw_ids``: label files of
+    another id space this set reads by mapping (data, not code: the decoder asks ``raw_table``)."""
 
     name: str
     names: tuple[str, ...]
@@ -24,6 +35,7 @@ class LabelSet:
     # Cityscapes' label-id palette gives several classes one colour (black, pole grey): allowed only when
     # said; a colour map then decodes such a colour to the lowest of those ids.
     shared_colors: bool = False
+    raw_ids: tuple[RawIds, ...] = field(default=(), compare=False)
     _lut: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -40,6 +52,12 @@ class LabelSet:
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    def raw_table(self, file_name: str | None) -> np.ndarray | None:
+        """The id table for a label file of this name where it holds another id space (None: its ids are ours)."""
+        if file_name is None:
+            return None
+        return next((raw.table for raw in self.raw_ids if fnmatch.fnmatch(file_name, raw.pattern)), None)
 
     def palette(self) -> np.ndarray:
         """[256, 3] uint8: row i is class i's colour, void rows get the void colour."""
@@ -117,11 +135,14 @@ class LabelSet:
 
     @classmethod
     def from_dict(cls, data: dict) -> LabelSet:
+        """As ``to_dict`` wrote it; a built-in set of the same classes gets its raw file formats back."""
         try:
-            return cls(data["name"], tuple(data["names"]), tuple(map(tuple, data["colors"])), tuple(data["void_color"]),
-                       bool(data.get("shared_colors", False)))
+            found = cls(data["name"], tuple(data["names"]), tuple(map(tuple, data["colors"])),
+                        tuple(data["void_color"]), bool(data.get("shared_colors", False)))
         except (KeyError, TypeError) as e:
             raise UsageError(f"malformed label set: missing or bad field {e}") from None
+        built_in = LABEL_SETS.get(found.name)
+        return built_in if built_in == found else found
 
 
 class UnknownColors:
@@ -250,6 +271,9 @@ for _id, _train in _CITYSCAPES_ID_TO_TRAIN.items():
     CITYSCAPES_ID_TO_TRAIN_ID[_id] = _train
 
 
+CITYSCAPES = replace(CITYSCAPES, raw_ids=(RawIds("*_labelIds.png", CITYSCAPES_ID_TO_TRAIN_ID),))
+
+
 def cityscapes_label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     """Map a Cityscapes ``*_labelIds.png`` (ids 0..33) to train ids 0..18, others void."""
     return CITYSCAPES_ID_TO_TRAIN_ID[np.asarray(label_ids, np.uint8)]
@@ -312,14 +336,16 @@ ADE20K_NAMES = (
     "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
     "bulletin board", "shower", "radiator", "glass", "clock", "flag",
 )
-ADE20K = LabelSet("ade20k", (*ADE20K_NAMES, "other (don't care)"), spade_palette(len(ADE20K_NAMES) + 1))
+# ADE20K annotation PNGs (0 = other, 1..150 = classes) -> SPADE's ids (0..149, 150 = other)
+ADE20K_ANNOTATION_TO_ID = ((np.arange(256) - 1) % 256).astype(np.uint8)
+ADE20K_ANNOTATION_TO_ID[0] = len(ADE20K_NAMES)
+ADE20K = LabelSet("ade20k", (*ADE20K_NAMES, "other (don't care)"), spade_palette(len(ADE20K_NAMES) + 1),
+                  raw_ids=(RawIds("ADE_*.png", ADE20K_ANNOTATION_TO_ID),))
 
 
 def ade20k_annotation_to_ids(annotation: np.ndarray) -> np.ndarray:
     """An ADE20K annotation PNG (0 = other, 1..150 = classes) to SPADE's ids (0..149, 150 = other)."""
-    table = (np.arange(256) - 1) % 256
-    table[0] = len(ADE20K_NAMES)
-    return table.astype(np.uint8)[np.asarray(annotation, np.uint8)]
+    return ADE20K_ANNOTATION_TO_ID[np.asarray(annotation, np.uint8)]
 
 
 # COCO-Stuff's 182 labels (91 thing ids, 11 of them unused, then 91 stuff), as its stuffthingmaps PNGs

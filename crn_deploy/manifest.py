@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ArtifactError, UsageError
-from .families import IMAGE, LABELS, Family, TensorSpec, family
+from .families import IMAGE, LABELS, Family, TensorSpec, family, family_of_config_dict
 from .files import check_file_matches, write_json_atomic
 from .labels import LabelSet
 from .precisions import Precision, precision
 from .records import EngineRecord, Parity, Source
-from .sizes import format_resolution
+from .sizes import Sizes, format_resolution
 from .targets import TARGETS, EngineTarget, artifact_stem_of
 
 SCHEMA = "crn-deploy/artifact"
@@ -26,38 +26,43 @@ INPUT_NAME = LABELS
 OUTPUT_NAME = IMAGE
 
 
-def artifact_stem(name: str, resolution: tuple[int, int], precision: str,
-                  output_resolution: tuple[int, int] | None = None) -> str:
+def artifact_stem(name: str, sizes: Sizes, precision: str) -> str:
     """``name-HxW-precision``; ``name-HxW-outH'xW'-precision`` where the picture has another size."""
-    out = f"-out{format_resolution(output_resolution)}" if output_resolution and \
-        tuple(output_resolution) != tuple(resolution) else ""
-    return f"{name}-{format_resolution(resolution)}{out}-{precision}"
+    out = f"-out{format_resolution(sizes.picture)}" if sizes.decoupled else ""
+    return f"{name}-{format_resolution(sizes.labels)}{out}-{precision}"
 
 
 @dataclass
 class Manifest:
+    """An artifact's manifest as typed values, parsed once from its JSON (``from_dict``) and written back
+    (``to_dict``): its sizes, precision, family and config, label set, the weights' source, the engines built from
+    it by target, and its export parity; ``sections`` keeps the rest (onnx, gates, versions, export) as written."""
+
     name: str
     artifact: str  # file name of the artifact, relative to the manifest's folder
-    resolution: tuple[int, int]
+    sizes: Sizes  # the label map it takes and the picture it paints
     precision: Precision
     batch: int
-    config: object  # the family's config type (CRNConfig, Pix2PixHDConfig)
+    family: Family
+    config: object  # the family's config type
     label_set: LabelSet
-    source: dict  # {"kind": "checkpoint", "path", "sha256"} or {"kind": "random", "preset", "seed", "config"}
-    sections: dict = field(default_factory=dict)  # onnx, parity, versions, export timings, ...
+    source: Source
+    engines: dict[EngineTarget, EngineRecord] = field(default_factory=dict)  # built from this artifact, by target
+    parity: Parity | None = None  # the export's parity against the PyTorch FP32 reference
+    sections: dict = field(default_factory=dict)  # onnx, gates, versions, export timings, ...
     path: Path | None = None  # where this manifest lives on disk, once written or read
-    family_name: str = "crn"  # the one place the family is named; manifests written before families are CRN's
-    output_resolution: tuple[int, int] | None = None  # the picture's size where it is not the label map's
-
-    def __post_init__(self) -> None:
-        self.precision = precision(self.precision)
-        self.source = {k: v for k, v in self.source.items() if k != "family"}  # named once: family_name
-        self.resolution = tuple(self.resolution)
-        self.output_resolution = tuple(self.output_resolution or self.resolution)
 
     @property
-    def family(self) -> Family:
-        return family(self.family_name)
+    def resolution(self) -> tuple[int, int]:
+        return self.sizes.labels
+
+    @property
+    def output_resolution(self) -> tuple[int, int]:
+        return self.sizes.picture
+
+    @property
+    def family_name(self) -> str:
+        return self.family.name
 
     @property
     def input_specs(self) -> tuple[TensorSpec, ...]:
@@ -78,25 +83,14 @@ class Manifest:
 
     def engine_record(self, target: EngineTarget) -> EngineRecord | None:
         """The engine built for ``target`` from this artifact, where one was."""
-        data = self.sections.get(target.manifest_key)
-        return EngineRecord.from_dict(data) if data else None
+        return self.engines.get(target)
 
     def set_engine_record(self, target: EngineTarget, record: EngineRecord) -> None:
-        self.sections[target.manifest_key] = record.to_dict()
+        self.engines[target] = record
 
     def engine_records(self) -> dict[EngineTarget, EngineRecord]:
-        """Every engine built from this artifact, by target (TensorRT's and TensorRT-RTX's may lie side by side)."""
-        return {t: r for t in TARGETS.values() if (r := self.engine_record(t)) is not None}
-
-    @property
-    def parity(self) -> Parity | None:
-        """The export's parity against the PyTorch FP32 reference."""
-        data = self.sections.get("parity")
-        return Parity.from_dict(data) if data else None
-
-    @property
-    def source_record(self) -> Source:
-        return Source.from_dict(self.source)
+        """Every engine built from this artifact, by target (several targets' may lie side by side)."""
+        return dict(self.engines)
 
     @property
     def artifact_path(self) -> Path:
@@ -106,12 +100,11 @@ class Manifest:
 
     def reexport_command(self) -> str:
         """The crn-export command that writes this artifact again (from its checkpoint, or seeded weights)."""
-        source = self.source_record
-        origin = (f"{source.path} --family {self.family_name}" if source.kind == "checkpoint" else
+        source = self.source
+        origin = (f"{source.path} --family {self.family.name}" if source.kind == "checkpoint" else
                   f"--random-weights --preset {source.preset} --seed {source.seed}")
-        picture = format_resolution(self.output_resolution)
-        out = "" if self.output_resolution == self.resolution else f" --out-res {picture}"
-        return (f"crn-export {origin} --res {format_resolution(self.resolution)}{out} --precision {self.precision}"
+        out = f" --out-res {format_resolution(self.sizes.picture)}" if self.sizes.decoupled else ""
+        return (f"crn-export {origin} --res {format_resolution(self.sizes.labels)}{out} --precision {self.precision}"
                 f" --batch {self.batch} --name {self.name} --out {self.path.parent if self.path else 'engines'}")
 
     def check_artifact(self, data: bytes | None = None) -> None:
@@ -129,19 +122,21 @@ class Manifest:
         return {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
-            "family": self.family_name,
+            "family": self.family.name,
             "name": self.name,
             "artifact": self.artifact,
-            "resolution": list(self.resolution),
-            "output_resolution": list(self.output_resolution),
+            "resolution": list(self.sizes.labels),
+            "output_resolution": list(self.sizes.picture),
             "precision": self.precision.name,
             "batch": self.batch,
             "inputs": [spec.to_dict() for spec in self.input_specs],
             "outputs": [self.output_spec.to_dict()],
             "config": self.config.to_dict(),
             "label_set": self.label_set.to_dict(),
-            "source": {**self.source, "family": self.family_name},  # as manifests have always held it
+            "source": {**self.source.to_dict(), "family": self.family.name},  # as manifests have always held it
             **self.sections,
+            **({"parity": self.parity.to_dict()} if self.parity is not None else {}),
+            **{target.manifest_key: record.to_dict() for target, record in self.engines.items()},
         }
 
     def write(self, path: Path) -> None:
@@ -158,23 +153,26 @@ class Manifest:
                 f"{where} has manifest schema version {data.get('schema_version')}, this crn-deploy reads "
                 f"{SCHEMA_VERSION}; re-export the artifact with this version's crn-export"
             )
-        known = {"schema", "schema_version", "family", "name", "artifact", "resolution", "output_resolution",
-                 "precision", "batch", "inputs", "outputs", "config", "label_set", "source"}
+        engine_keys = {t.manifest_key: t for t in TARGETS.values()}
         try:
-            fam = family(data.get("family", "crn"))
+            # the first manifests, written before there were families, name none: their config tells whose it is
+            fam = family(data["family"]) if "family" in data else family_of_config_dict(data["config"])
+            resolution = tuple(data["resolution"])
             return cls(
                 name=data["name"],
                 artifact=data["artifact"],
-                resolution=tuple(data["resolution"]),
+                sizes=Sizes(resolution, tuple(data.get("output_resolution") or resolution)),
                 precision=precision(data["precision"]),
                 batch=int(data["batch"]),
+                family=fam,
                 config=fam.config_from_dict(data["config"]),
                 label_set=LabelSet.from_dict(data["label_set"]),
-                source=data["source"],
-                sections={k: v for k, v in data.items() if k not in known},
+                source=Source.from_dict({k: v for k, v in data["source"].items() if k != "family"}),
+                engines={target: EngineRecord.from_dict(data[key]) for key, target in engine_keys.items()
+                         if data.get(key)},
+                parity=Parity.from_dict(data["parity"]) if data.get("parity") else None,
+                sections={k: v for k, v in data.items() if k not in _TYPED and k not in engine_keys},
                 path=path,
-                family_name=fam.name,
-                output_resolution=tuple(data.get("output_resolution") or data["resolution"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"{where} is missing or has a bad field {e}; re-export the artifact") from None
@@ -191,6 +189,11 @@ class Manifest:
         if not isinstance(data, dict):
             raise ArtifactError(f"manifest {path} is not a JSON object; re-export the artifact")
         return cls.from_dict(data, path)
+
+
+# the keys from_dict turns into typed values (the engine records' keys come from the targets table)
+_TYPED = {"schema", "schema_version", "family", "name", "artifact", "resolution", "output_resolution", "precision",
+          "batch", "inputs", "outputs", "config", "label_set", "source", "parity"}
 
 
 def manifest_for(artifact: Path) -> Path:

@@ -29,6 +29,8 @@ class Source:
     preset: str | None = None
     seed: int | None = None
     config: dict | None = None
+    options_file: str | None = None  # the training run's opt.txt the architecture was read from, where one was
+    options_sha256: str | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -115,8 +117,8 @@ class Parity:
     max_abs: float
     mean_abs: float
     psnr_db: float | None
-    ssim: float
-    frac_off_gt2: float
+    ssim: float | None = None  # the first manifests did not measure it
+    frac_off_gt2: float = 0.0
     nonfinite: int = 0
     reference: str | None = None
     inputs: str | None = None
@@ -134,7 +136,8 @@ class Parity:
         """As manifests and reports hold it (where it was measured first, then the figures)."""
         where = {k: getattr(self, k) for k in ("reference", "inputs", "samples") if getattr(self, k) is not None}
         figures = {k: v for k, v in asdict(self).items() if k not in where and k not in ("reference", "inputs",
-                                                                                           "samples", "per_class")}
+                                                                                           "samples", "per_class")
+                   and not (k == "ssim" and v is None)}
         return {**where, **figures, **({"per_class": self.per_class} if self.per_class is not None else {})}
 
     @classmethod

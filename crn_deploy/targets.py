@@ -41,6 +41,10 @@ class EngineTarget:
     def engine_name(self, artifact_stem: str) -> str:
         return f"{artifact_stem}{self.suffix}"
 
+    def file_names(self, artifact_stem: str) -> list[str]:
+        """The engine and what is kept beside it (TensorRT-RTX's kernel cache)."""
+        return [self.engine_name(artifact_stem), *([artifact_stem + self.runtime_cache] if self.runtime_cache else [])]
+
     @property
     def label(self) -> str:
         """The backend's name in reports: tensorrt, tensorrt-rtx, openvino."""

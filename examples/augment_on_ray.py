@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from crn_deploy.data.images import write_image
-from crn_deploy.data.label_maps import read_instance_image, read_label_image
-from crn_deploy.data.streams import FolderSource
+from crn_deploy.data.streams import FolderSource, LabelFrame
 from crn_deploy.manifest import Manifest, manifest_for
-from crn_deploy.scale.batch import BatchOptions, connect, paint_with_pool, synthesize_files
+from crn_deploy.scale.batch import BatchOptions, paint_with_pool, synthesize_files
+from crn_deploy.scale.cluster import connect
 
 
 def main() -> None:
@@ -35,21 +35,21 @@ def main() -> None:
     args = p.parse_args()
     options = BatchOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.ray)
 
+    ray = connect(args.ray)  # once, for both runs
+
     # 1. the plain pictures, exactly as crn-run would write them
     summary = synthesize_files(args.artifact, args.labels, args.out / "plain", options)
     print(summary.line())
 
     # 2. flipped label maps, painted from a Ray Dataset of arrays
-    ray = connect(args.ray)
     manifest = Manifest.read(manifest_for(args.artifact))
-    source = FolderSource(args.labels, manifest.label_set)
     rows = []
-    for path, name in zip(source.files, source.names, strict=True):
-        row = {"name": name, "labels": np.ascontiguousarray(read_label_image(path, manifest.label_set)[:, ::-1])}
-        instances = read_instance_image(path)
+    for name, labels in FolderSource(args.labels, manifest.label_set):
+        ids, instances = labels if isinstance(labels, LabelFrame) else (labels, None)
+        row = {"name": name, "labels": np.ascontiguousarray(ids[:, ::-1])}
         if any(spec.name == "instances" for spec in manifest.input_specs):
             row["instances"] = np.ascontiguousarray((instances if instances is not None
-                                                     else row["labels"].astype(np.int32))[:, ::-1])
+                                                     else ids.astype(np.int32))[:, ::-1])
         rows.append(row)
     painted = paint_with_pool(ray.data.from_items(rows), args.artifact, options)
     for row in painted.iter_rows():

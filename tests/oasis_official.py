@@ -53,13 +53,13 @@ def opt_lines(config: OASISConfig, dataset_mode: str, name: str = "oasis_run") -
 
 
 def write_run(root: Path, config: OASISConfig, dataset_mode: str | None, seed: int = 0,
-              checkpoint: str = "latest_EMA.pth") -> Path:
-    """checkpoints/<name>/models/<checkpoint> (+ checkpoints/<name>/opt.txt where ``dataset_mode`` is given)."""
-    models = root / "oasis_run" / "models"
+              checkpoint: str = "latest_EMA.pth", name: str = "oasis_run") -> Path:
+    """root/<name>/models/<checkpoint> (+ root/<name>/opt.txt where ``dataset_mode`` is given)."""
+    models = root / name / "models"
     models.mkdir(parents=True, exist_ok=True)
     torch.save(official_state(config, seed), models / checkpoint)
     if dataset_mode is not None:
-        (root / "oasis_run" / "opt.txt").write_text(opt_lines(config, dataset_mode))
+        (root / name / "opt.txt").write_text(opt_lines(config, dataset_mode, name))
     return models / checkpoint
 
 

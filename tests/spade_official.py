@@ -13,7 +13,7 @@ import torch
 
 from crn_deploy.data.synthetic import patchwork_scene
 from crn_deploy.families.spade import SPADEConfig
-from crn_deploy.models import spade
+from crn_deploy.models import spade, spade_trunk
 
 
 def official_state(config: SPADEConfig, seed: int = 0, steps: int = 3) -> dict[str, torch.Tensor]:
@@ -27,7 +27,7 @@ def official_state(config: SPADEConfig, seed: int = 0, steps: int = 3) -> dict[s
 
 
 def _trained_state(config: SPADEConfig, seed: int, steps: int) -> dict[str, torch.Tensor]:
-    model = spade.random_init(spade.SPADEGenerator(config), seed)
+    model = spade.MODEL.random_init(spade_trunk.SPADEGenerator(config), seed)
     if config.spectral:
         for name in config.widths():
             block = getattr(model, name)

@@ -9,6 +9,8 @@ import pytest
 from crn_deploy.cli.bench import main as bench_main
 from crn_deploy.data.synthetic import street_layout
 from crn_deploy.labels import CITYSCAPES
+from crn_deploy.records import EngineRecord
+from crn_deploy.targets import TENSORRT
 
 FAST = ["--warmup", "0", "--iterations", "2", "--duration", "0", "--samples", "2"]
 
@@ -88,9 +90,9 @@ def _with_fake_engine(engines):
     manifest = Manifest.read(engines / "tiny-64x96-fp16.json")
     plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape)
     (engines / "tiny-64x96-fp16.engine").write_bytes(plan)
-    manifest.sections["engine"] = {"file": "tiny-64x96-fp16.engine", "sha256": hashlib.sha256(plan).hexdigest(),
-                                   "size_bytes": len(plan), "tensorrt_version": "11.4.0.106",
-                                   "gpu": {"name": "Fake GPU", "compute_capability": "9.0"}}
+    manifest.set_engine_record(TENSORRT, EngineRecord.from_dict({
+        "file": "tiny-64x96-fp16.engine", "sha256": hashlib.sha256(plan).hexdigest(), "size_bytes": len(plan),
+        "tensorrt_version": "11.4.0.106", "gpu": {"name": "Fake GPU", "compute_capability": "9.0"}}))
     manifest.write(manifest.path)
 
 
@@ -126,6 +128,39 @@ def test_fake_engine_rows_are_measured_like_the_others(engines, tmp_path, monkey
         assert {k: v["mean"] for k, v in row["breakdown_ms"].items() if k != "enqueue"} == \
             {"h2d": 1.0, "compute": 1.0, "d2h": 1.0}
         assert row["breakdown_ms"]["enqueue"]["count"] == row["latency_ms"]["count"]
+
+
+@pytest.mark.parametrize("capturable", [True, False])
+def test_fake_rtx_engine_rows_count_graph_captures_and_memory_with_the_weights(engines, tmp_path, monkeypatch,
+                                                                              capturable):
+    from crn_deploy.backends import cuda as cuda_module
+    from crn_deploy.backends import tensorrt as trt_module
+    from crn_deploy.manifest import Manifest
+    from crn_deploy.records import EngineRecord
+    from crn_deploy.targets import RTX
+
+    from .fake_gpu import FakeCudart, FakeTensorRTRTX, fake_plan
+
+    manifest = Manifest.read(engines / "tiny-64x96-fp16.json")
+    plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape)
+    engine = engines / RTX.engine_name(manifest.artifact_path.stem)
+    engine.write_bytes(plan)
+    manifest.set_engine_record(RTX, EngineRecord(engine.name, hashlib.sha256(plan).hexdigest(), len(plan), "1.7.1.116",
+                                                 "rtx", "TensorRT-RTX", compute_capabilities=["8.9"]))
+    manifest.write(manifest.path)
+    cudart = FakeCudart(compute_capability=(8, 9))
+    monkeypatch.setattr(trt_module, "import_engine_library",
+                        lambda target=None: FakeTensorRTRTX(cudart, capturable=capturable))
+    monkeypatch.setattr(cuda_module, "import_cudart", lambda: cudart)
+    monkeypatch.setattr(trt_module, "why_engine_cannot_run_here", lambda manifest, target: None)
+    out = tmp_path / "r.json"
+    assert bench_main([str(engines), *FAST, "--backend", "tensorrt", "--json", str(out)]) == 0
+    graphs, plain = json.loads(out.read_text())["rows"]
+    assert (graphs["backend"], plain["backend"]) == ("tensorrt-rtx+graph", "tensorrt-rtx")
+    assert graphs["cuda_graphs"] is capturable and plain["cuda_graphs"] is False  # what ran, not what was asked
+    assert graphs.get("graph_captures") == (0 if capturable else None) and "graph_captures" not in plain
+    for row in (graphs, plain):  # the weights are on the GPU too, as cudaMemGetInfo sees
+        assert row["device_memory_mib"] == row["device_memory_measured_mib"] > FakeTensorRTRTX.WEIGHTS_BYTES / 2**20
 
 
 def test_csv_and_report_outputs(engines, tmp_path):

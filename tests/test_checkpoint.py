@@ -50,7 +50,7 @@ def test_checkpoints_load_in_every_layout_people_save(tmp_path, tiny_config, lay
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
     assert loaded.source["kind"] == "checkpoint" and len(loaded.source["sha256"]) == 64
     manifest = export_tiny(loaded, tmp_path / "e", precisions=["fp32"], resolutions=[(32, 64)])[0]
-    assert manifest.sections["parity"]["max_abs"] <= 1
+    assert manifest.parity.max_abs <= 1
 
 
 def test_safetensors_plain_and_with_metadata(tmp_path, tiny_config):
@@ -110,6 +110,21 @@ def test_bad_files_get_one_clear_line(tmp_path):
     with pytest.raises(CheckpointError, match=rf"not a checkpoint of any family crn-deploy deploys \(tried "
                                               rf"{', '.join(FAMILIES)}; no key matches any family's"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_truncated_safetensors_file_is_told_truncated_and_a_renamed_one_renamed(tmp_path, tiny_config):
+    from crn_deploy.models.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "whole.safetensors", random_init(CRN(tiny_config), 0))
+    data = (tmp_path / "whole.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"a truncated \.safetensors file \({len(data) // 2:,} of its "
+                                              rf"{len(data):,} bytes\)") as refused:
+        load_checkpoint(tmp_path / "cut.safetensors")
+    assert "another suffix" not in str(refused.value)
+    (tmp_path / "renamed.pt").write_bytes(data)
+    with pytest.raises(CheckpointError, match="a .safetensors file with another suffix"):
+        load_checkpoint(tmp_path / "renamed.pt")
 
 
 @pytest.mark.parametrize("forced", sorted(set(FAMILIES) - {"pix2pixhd"}))

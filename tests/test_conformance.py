@@ -26,6 +26,8 @@ from crn_deploy.measure.reference import load_reference
 
 from .conftest import export_tiny
 
+pytestmark = pytest.mark.numerics  # float rounding could move these verdicts: CI reruns them (pyproject)
+
 NAMES = sorted(FAMILIES)
 
 
@@ -69,7 +71,7 @@ def test_fp16_holds_the_floor_at_full_width(name, tmp_path):
     fam = FAMILIES[name]
     source = random_model(find_preset(fam.full_preset)[1], seed=0, preset_name=fam.full_preset)
     [manifest] = export_tiny(source, tmp_path, precisions=("fp16",), resolutions=((256, 512),), name=fam.full_preset)
-    parity = manifest.sections["parity"]
+    parity = manifest.parity.to_dict()
     assert parity["psnr_db"] >= 55 and parity["max_abs"] <= 4, parity
 
 

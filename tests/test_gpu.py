@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from crn_deploy.data.synthetic import street_layouts
 from crn_deploy.errors import UsageError
 from crn_deploy.measure.parity import compare_images
+from crn_deploy.targets import TENSORRT
 
 from .conftest import TINY_RES, CudaArrayOnly, DLPackOnly, export_tiny
 
@@ -86,7 +89,9 @@ def test_real_rtx_engine_matches_the_reference_and_keeps_its_runtime_cache(tmp_p
     engine = tmp_path / manifest.engine_record(RTX).file
     with runtime.load(engine, cuda_graphs=cuda_graphs) as synth, load_reference(manifest.path) as ref:
         assert synth.backend.graphs_active == cuda_graphs
+        warmed_up = synth.backend.graph_captures
         parity = compare_images(synth(ids), ref(ids))
+        assert synth.backend.graph_captures == warmed_up  # frames replay: no capture after warm-up
     assert parity.max_abs <= 1 if precision == "fp32" else parity.psnr_db >= 40
     assert (tmp_path / engine.name.replace(".rtx.engine", ".rtx.runtime-cache")).stat().st_size > 0
 
@@ -171,6 +176,18 @@ def test_real_engine_reports_the_trtexec_split(real_fp16_engine):
 
 @pytest.mark.gpu
 @needs_trt
+def test_real_engine_reports_no_more_memory_than_cudaMemGetInfo_saw_it_take(real_fp16_engine):
+    from crn_deploy.backends.tensorrt import TensorRTBackend
+    from crn_deploy.manifest import Manifest, manifest_for
+
+    with TensorRTBackend(real_fp16_engine, Manifest.read(manifest_for(real_fp16_engine))) as backend:
+        reported, measured = backend.device_memory_bytes(), backend.opened_device_bytes
+    # weights, scratch and buffers are all held; the driver allocates in pages of up to 2 MiB
+    assert 0 < reported <= measured + (2 << 20)
+
+
+@pytest.mark.gpu
+@needs_trt
 def test_real_engine_of_another_tensorrt_version_is_refused(real_fp16_engine, tmp_path):
     import shutil
 
@@ -181,7 +198,8 @@ def test_real_engine_of_another_tensorrt_version_is_refused(real_fp16_engine, tm
     manifest = Manifest.read(manifest_for(real_fp16_engine))
     for path in (real_fp16_engine, manifest.artifact_path):
         shutil.copy(path, tmp_path / path.name)
-    manifest.sections["engine"]["runtime_version"] = "10.12.0.1"
+    manifest.set_engine_record(TENSORRT, dataclasses.replace(manifest.engine_record(TENSORRT),
+                                                             runtime_version="10.12.0.1"))
     manifest.write(tmp_path / manifest.path.name)
     with pytest.raises(ArtifactError, match=r"TensorRT 10\.12\.0\.1 and this is TensorRT .*crn-build"):
         runtime.load(tmp_path / real_fp16_engine.name)

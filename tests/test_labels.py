@@ -48,3 +48,24 @@ def test_label_set_round_trips_and_rejects_duplicates():
     assert LabelSet.from_dict(CITYSCAPES.to_dict()) == CITYSCAPES
     with pytest.raises(UsageError, match="one colour for two classes"):
         LabelSet("bad", ("a", "b"), ((1, 1, 1), (1, 1, 1)))
+
+
+def test_a_label_sets_raw_id_files_are_data_that_every_decoder_path_follows(tmp_path):
+    """A set's own raw-id table, found by the file's name, maps ids for files, bytes and folders alike; the same
+    ids under another name are the set's own."""
+    import cv2
+
+    from crn_deploy.data.label_maps import decode_label_map, find_label_files, read_label_image
+    from crn_deploy.labels import RawIds
+
+    table = np.full(256, VOID_ID, np.uint8)
+    table[[10, 20]] = [1, 0]
+    sim = LabelSet("sim", ("road", "car"), ((1, 1, 1), (2, 2, 2)), raw_ids=(RawIds("*_sim.png", table),))
+    ids = np.array([[10, 20, 7]], np.uint8)
+    cv2.imwrite(str(tmp_path / "a_sim.png"), ids)
+    cv2.imwrite(str(tmp_path / "b.png"), np.array([[1, 0, 255]], np.uint8))
+    assert read_label_image(tmp_path / "a_sim.png", sim).tolist() == [[1, 0, 255]]
+    assert decode_label_map((tmp_path / "a_sim.png").read_bytes(), sim, name="a_sim.png").tolist() == [[1, 0, 255]]
+    files = find_label_files(tmp_path)
+    assert [files.read(n, sim).tolist() for n in files.names] == [[[1, 0, 255]], [[1, 0, 255]]]
+    assert LabelSet.from_dict(CITYSCAPES.to_dict()).raw_table("x_gtFine_labelIds.png") is not None  # manifests

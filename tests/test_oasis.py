@@ -112,6 +112,7 @@ def _onnx_run(graph, feeds):
     return session.run(["image"], {i.name: a for i, a in zip(session.get_inputs(), feeds, strict=True)})[0]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_fp32_graph_matches_the_numpy_forward_to_one_level_and_fp16_reaches_45_db(name):
     config, dataset = CONFIGS[name]
@@ -163,6 +164,7 @@ def exported(tmp_path_factory):
     return out
 
 
+@pytest.mark.numerics
 def test_export_records_the_noise_input_and_passes_the_gates(exported):
     manifest = Manifest.read(exported / "oasis-32x64-fp16.json")
     assert manifest.family_name == "oasis" and [s.name for s in manifest.input_specs] == ["labels", "z"]

@@ -10,6 +10,8 @@ modelled at one seam, OpenVINO's report of what this CPU computes in (``cpu_capa
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 import threading
@@ -206,7 +208,7 @@ def test_a_bf16_engine_on_a_cpu_without_bf16_or_another_openvino_is_refused_with
         patch.setattr(ov_backend, "cpu_capabilities", lambda core: ["FP32"])
         with pytest.raises(ArtifactError, match="has no avx512_bf16.*--target openvino --precision fp32"):
             runtime.load(engine)
-    manifest.sections["openvino_engine"]["runtime_version"] = "2025.1.0"
+    manifest.set_engine_record(OPENVINO, dataclasses.replace(record, runtime_version="2025.1.0"))
     manifest.write(manifest.path)
     with pytest.raises(ArtifactError, match="built by OpenVINO 2025.1.0 .* --precision bf16"):
         runtime.load(engine)

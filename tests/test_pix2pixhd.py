@@ -23,6 +23,7 @@ from crn_deploy.sizes import Sizes
 from crn_deploy.models.registry import LoadRequest
 
 from . import reference_pix2pixhd_numpy as ref
+from .pix2pixhd_official import official_state
 from . import tensorrt_parser
 
 GLOBAL = Pix2PixHDConfig(label_nc=35, ngf=4, n_downsample_global=2, n_blocks_global=2)
@@ -68,11 +69,6 @@ def test_truncation_not_rounding():
     assert p2p.to_uint8_images(image)[0, 0, :, 0].tolist() == [0, 0, 127, 254, 255]
 
 
-def _official_state(config, seed=0):
-    """As the official trainer saves it: torch.save(netG.cpu().state_dict()), no prefix, no buffers."""
-    return {k: v.clone() for k, v in _model(config, seed).state_dict().items()}
-
-
 @pytest.mark.parametrize("name, keys", [("label2city_512p", 56), ("label2city_1024p", 74)])
 def test_the_released_architectures_have_the_official_keys_and_are_inferred(name, keys):
     config = find_preset(name)[1]
@@ -86,7 +82,7 @@ def test_the_released_architectures_have_the_official_keys_and_are_inferred(name
 
 
 def test_a_checkpoint_of_another_shape_names_its_keys(tmp_path):
-    state = _official_state(CONFIGS["global"])
+    state = official_state(CONFIGS["global"])
     state["model.1.weight"] = state["model.1.weight"][:, :10]
     head_bias = max((k for k in state if k.endswith(".bias")), key=lambda k: int(k.split(".")[1]))
     del state[head_bias]
@@ -132,6 +128,7 @@ def test_fp32_graph_matches_the_reference_to_one_level(name, batch):
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
 
+@pytest.mark.numerics
 def test_fp16_graph_reaches_45_db_with_fp32_instance_norm_statistics():
     config = find_preset("pix2pixhd-tiny")[1]
     model = _model(config, seed=4)
@@ -174,18 +171,25 @@ def _numpy(model):
 
 
 def test_opt_txt_beside_the_checkpoint_says_no_instance_and_the_feature_encoder_is_refused(tmp_path):
-    state = _official_state(CONFIGS["no-instances"])
+    from crn_deploy.models.checkpoint import load_checkpoint
+    from crn_deploy.files import sha256_file
+
+    checkpoint = tmp_path / "latest_net_G.pth"
+    torch.save(official_state(CONFIGS["no-instances"]), checkpoint)
     (tmp_path / "opt.txt").write_text("------------ Options -------------\nlabel_nc: 35\nno_instance: True\n"
                                       "instance_feat: False\n-------------- End ----------------\n")
-    model = p2p.load_state(state, None, LoadRequest(tmp_path / "latest_net_G.pth"))
-    assert model.config.instances is False and model.config.label_nc == 35  # not 34 labels + an edge channel
+    loaded = load_checkpoint(checkpoint)
+    assert loaded.config.instances is False and loaded.config.label_nc == 35  # not 34 labels + an edge channel
+    assert loaded.source["options_file"] == str((tmp_path / "opt.txt").resolve())  # the manifest says what it read
+    assert loaded.source["options_sha256"] == sha256_file(tmp_path / "opt.txt")
     (tmp_path / "opt.txt").write_text("instance_feat: True\nno_instance: False\n")
     with pytest.raises(CheckpointError, match="feature encoder \\(--instance_feat\\)"):
-        p2p.load_state(_official_state(GLOBAL), None, LoadRequest(tmp_path / "latest_net_G.pth"))
+        p2p.load_state(official_state(GLOBAL), None, LoadRequest(tmp_path / "latest_net_G.pth",
+                                                                    {"instance_feat": "True"}))
     (tmp_path / "opt.txt").unlink()
     (tmp_path / "latest_net_E.pth").write_bytes(b"")
     with pytest.raises(CheckpointError, match="latest_net_E.pth lies beside it"):
-        p2p.load_state(_official_state(GLOBAL), None, LoadRequest(tmp_path / "latest_net_G.pth"))
+        p2p.load_state(official_state(GLOBAL), None, LoadRequest(tmp_path / "latest_net_G.pth"))
 
 
 def _graph(config, weights, resolution, precision, batch=1):

@@ -74,4 +74,8 @@ def test_every_family_module_registers_one_family_with_a_torch_side():
     from crn_deploy.models.registry import model_families
 
     modules = {p.stem for p in (PACKAGE / "families").glob("*.py")} - {"__init__", "base"}
-    assert modules == set(FAMILIES) == set(model_families())
+    own = {type(fam).__module__.rsplit(".", 1)[-1] for fam in FAMILIES.values()}
+    assert own == set(FAMILIES) == set(model_families())  # each family in the module of its name
+    for shared in modules - own:  # the rest is what several families build on (spade_trunk), registering none
+        users = [p.stem for p in (PACKAGE / "families").glob("*.py") if f"from .{shared} import" in p.read_text()]
+        assert len(users) >= 2, f"families/{shared}.py registers no family and is not shared by two"

@@ -76,6 +76,7 @@ def _onnx_run(graph, arrays):
     return session.run(["image"], dict(zip([i.name for i in session.get_inputs()], arrays, strict=True)))[0]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("head", ["conv", "matmul"])
 @pytest.mark.parametrize("scale", [1, 2])
 def test_graphs_match_the_reference_at_1x_and_2x(head, scale):
@@ -108,6 +109,7 @@ def test_fp16_graph_keeps_the_fourier_argument_in_fp32_and_no_constant_grows_wit
     assert max(grown) <= 8 * (512 + 256)  # only the per-axis coordinate vectors grow, not an [H', W'] grid
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("tail", [0, 2, 4, 9])
 def test_fp16_graph_computes_the_trunks_last_blocks_in_fp32_marked_as_an_island(tail):
     config = TINY.with_options({"fp32_tail_blocks": tail})

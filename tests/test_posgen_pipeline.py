@@ -1,6 +1,11 @@
-"""PosGen through the pipeline at 1x and 2x output: crn-train (a few steps) -> crn-export --out-res ->
-manifest with both resolutions -> the runtime, crn-run (which says the picture size) and crn-bench
-(which compares with the reference at the output resolution)."""
+"""PosGen through the pipeline at 1x and 2x output: crn-train (a few steps, then a resume and an FP32 export)
+and, on fixed weights (a seeded posgen-tiny checkpoint in crn-train's format), crn-export --out-res -> manifest
+with both resolutions -> the runtime, crn-run (which says the picture size) and crn-bench (which compares with
+the reference at the output resolution).
+
+Weights trained here land elsewhere on a CPU with other kernels, so no floor is asserted on them: the FP16
+verdicts use the seeded checkpoint (57.5 dB, 2 levels at 32x64 >64x128 when written) and pass the limits they
+mean (--min-psnr 45 --max-abs 8) explicitly."""
 
 import json
 import os
@@ -16,6 +21,7 @@ from crn_deploy.cli.export import main as export_main
 from crn_deploy.cli.run import main as run_main
 from crn_deploy.cli.train import main as train_main
 from crn_deploy.data.synthetic import street_layout
+from crn_deploy.families import find_preset
 from crn_deploy.manifest import Manifest
 from crn_deploy.models.checkpoint import load_checkpoint
 
@@ -29,13 +35,28 @@ def trained(tmp_path_factory):
     return out
 
 
+pytestmark = pytest.mark.numerics
+
+LIMITS = ["--min-psnr", "45", "--max-abs", "8"]
+
+
 @pytest.fixture(scope="module")
-def engines(trained, tmp_path_factory):
+def seeded(tmp_path_factory):
+    """posgen-tiny with seeded weights, saved as crn-train saves a model: fixed weights on every CPU."""
+    from crn_deploy.models.checkpoint import random_model, save_checkpoint
+
+    source = random_model(find_preset("posgen-tiny")[1], seed=0)
+    path = tmp_path_factory.mktemp("posgen-seeded") / "final.safetensors"
+    save_checkpoint(path, source.model, source.label_set)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engines(seeded, tmp_path_factory):
     out = tmp_path_factory.mktemp("posgen-engines")
-    checkpoint = str(trained / "final.safetensors")
     for out_res in ("32x64", "64x128"):
-        assert export_main([checkpoint, "--res", "32x64", "--out-res", out_res, "--precision", "fp32",
-                            "--precision", "fp16", "--out", str(out), "--name", "demo"]) == 0
+        assert export_main([str(seeded), "--res", "32x64", "--out-res", out_res, "--precision", "fp32",
+                            "--precision", "fp16", *LIMITS, "--out", str(out), "--name", "demo"]) == 0
     return out
 
 
@@ -48,13 +69,18 @@ def test_training_writes_a_posgen_checkpoint_that_resumes(trained):
     assert train_main(["--resume", str(trained / "checkpoint.pt"), "--steps", "4", "--out", str(trained / "more"),
                        "--save-every", "1"]) == 0
     assert load_checkpoint(trained / "more" / "final.safetensors").family == "posgen"
+    assert export_main([str(trained / "more" / "final.safetensors"), "--res", "32x64", "--precision", "fp32",
+                        "--out", str(trained / "engines")]) == 0  # FP32 matches its reference on any weights
+    assert run_main([str(trained / "engines" / "final-32x64-fp32.onnx"), "--input", "synthetic", "--frames", "2",
+                     "--output", str(trained / "frames")]) == 0
+    assert len(list((trained / "frames").glob("*.png"))) == 2
 
 
 def test_an_option_over_a_checkpoints_stored_config_sets_its_fp32_tail_and_a_shape_change_is_refused(
-        trained, tmp_path, capsys):
-    checkpoint = str(trained / "final.safetensors")
+        seeded, tmp_path, capsys):
+    checkpoint = str(seeded)
     assert export_main([checkpoint, "--res", "32x64", "--precision", "fp16", "--option", "fp32_tail_blocks=2",
-                        "--out", str(tmp_path), "--name", "tail2", "--no-engine"]) == 0
+                        *LIMITS, "--out", str(tmp_path), "--name", "tail2", "--no-engine"]) == 0
     manifest = Manifest.read(tmp_path / "tail2-32x64-fp16.json")
     assert manifest.config.fp32_tail_blocks == 2
     graph = onnx.load(str(tmp_path / "tail2-32x64-fp16.onnx"), load_external_data=False)
@@ -62,7 +88,7 @@ def test_an_option_over_a_checkpoints_stored_config_sets_its_fp32_tail_and_a_sha
     assert islands == {*list(manifest.config.trunk.widths())[-2:], "fourier"}
     assert export_main([checkpoint, "--res", "32x64", "--option", "mlp_width=8", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err  # an option that changes the architecture meets the weights' shapes
-    assert "does not fit the PosGen config" in err and "pixel_mlp.0.weight [64, 82, 1, 1] != [8, 82, 1, 1]" in err
+    assert "does not fit the PosGen config" in err and "pixel_mlp.0.weight [16, " in err and "!= [8, " in err
 
 
 def test_export_records_both_resolutions(engines):
@@ -70,10 +96,10 @@ def test_export_records_both_resolutions(engines):
     two = Manifest.read(engines / "demo-32x64-out64x128-fp16.json")
     assert one.output_resolution == one.resolution == (32, 64)
     assert two.resolution == (32, 64) and two.output_resolution == (64, 128)
-    assert [s.shape for s in two.input_specs] == [(1, 1, 32, 64)] and two.output_spec.shape == (1, 64, 128, 3)
+    assert {s.shape for s in two.input_specs} == {(1, 1, 32, 64)} and two.output_spec.shape == (1, 64, 128, 3)
     data = json.loads((engines / "demo-32x64-out64x128-fp32.json").read_text())
     assert data["output_resolution"] == [64, 128] and data["parity"]["max_abs"] <= 1
-    assert two.sections["parity"]["psnr_db"] >= 45
+    assert two.parity.psnr_db >= 45
 
 
 def test_the_runtime_paints_at_the_output_resolution(engines):

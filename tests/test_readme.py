@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from .shown_commands import pages, shown_commands, without_optional_parts
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,22 +33,8 @@ def test_the_readme_snippet_and_example_command_run_after_crn_demo(tmp_path):
     assert "frames" in example.stdout
 
 
-def _shown_commands() -> list[tuple[str, str]]:
-    """Every crn-* command line shown in a code block (four-space indent or fenced) of README and docs."""
-    found = []
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
-        joined = re.sub(r"\\\n\s*", " ", page.read_text())  # continued lines as one
-        for line in joined.splitlines():
-            text = line.strip()
-            if line.startswith("    ") and text.startswith(("crn-", ".venv/bin/crn-")):
-                found.append((page.name, text))
-    return found
-
-
 def _as_argv(text: str) -> list[str]:
-    text = re.sub(r"\s+#\s.*$", "", text)  # a comment after the command
-    while re.search(r"\[[^\[\]]*\]", text):  # [optional] parts, nested ones too
-        text = re.sub(r"\s*\[[^\[\]]*\]", "", text)
+    text = without_optional_parts(text)
     return [token for token in shlex.split(text.split("&&")[0]) if not token.startswith("@")]  # @recipe files
 
 
@@ -54,7 +42,7 @@ def test_every_command_shown_in_readme_and_docs_parses():
     import importlib
 
     scripts = dict(re.findall(r'^(crn-[a-z]+) = "([\w.:]+)"$', (ROOT / "pyproject.toml").read_text(), re.M))
-    shown = _shown_commands()
+    shown = shown_commands()
     assert len(shown) > 20  # the README's command list alone holds more
     for page, text in shown:
         argv = _as_argv(text)
@@ -68,8 +56,34 @@ def test_every_command_shown_in_readme_and_docs_parses():
 
 
 def test_every_relative_link_in_readme_and_docs_resolves():
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-    broken = [f"{page.relative_to(ROOT)}: {link}" for page in pages
+    broken = [f"{page.relative_to(ROOT)}: {link}" for page in pages()
               for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text())
               if not (page.parent / link).exists()]
     assert broken == []
+
+
+def test_committed_results_and_docs_name_no_scratch_path_of_the_machine_that_made_them():
+    """Results and docs name paths relative to their own folder (the suites rewrite theirs as their last step,
+    benchmarks/suites/relative_paths.py): an absolute path under /tmp, /root, /home or /work is some machine's."""
+    scratch = re.compile(r"(?<![\w.])/(tmp|root|home|work)/")
+    places = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *(ROOT / "docs").rglob("*.md"),
+              *(p for p in (ROOT / "benchmarks" / "results").rglob("*") if p.is_file())]
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in places for n, line in enumerate(
+        p.read_text(errors="replace").splitlines(), 1) if scratch.search(line)]
+    assert found == []
+
+
+def test_relative_paths_rewrites_a_results_folder_and_leaves_other_words_alone(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("relative_paths", ROOT / "benchmarks/suites/relative_paths.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results, work = tmp_path / "results" / "suite", tmp_path / "engines" / "suite"
+    results.mkdir(parents=True)
+    (results / "run.log").write_text(f"wrote {work}/a.onnx and {results}/bench.json; suite-wide suites/x\n")
+    (results / "picture.png").write_bytes(b"\x89PNG" + str(work).encode())  # not text: left alone
+    module.rewrite(results, {**module.spellings(str(results)), **module.spellings(str(work))})
+    expected = "wrote ../../engines/suite/a.onnx and ./bench.json; suite-wide suites/x\n"
+    assert (results / "run.log").read_text() == expected
+    assert str(work).encode() in (results / "picture.png").read_bytes()

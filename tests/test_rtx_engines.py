@@ -23,6 +23,7 @@ from crn_deploy.cli.build import main as build_main
 from crn_deploy.cli.export import main as export_main
 from crn_deploy.families import FAMILIES, find_preset
 from crn_deploy.files import sha256_file
+from crn_deploy.records import Source
 from crn_deploy.manifest import Manifest
 from crn_deploy.precisions import FP16
 from crn_deploy.sizes import Sizes
@@ -97,8 +98,8 @@ def test_the_full_size_cityscapes_1024p_graph_builds_at_1024x2048(tmp_path):
     shell, tensors = family.graph_parts(source.config, family.weights(source.model), Sizes.same(resolution), FP16, 1)
     write_model(shell, tensors, tmp_path / "crn-1024x2048-fp16.onnx")
     del shell, tensors
-    manifest = Manifest("crn", "crn-1024x2048-fp16.onnx", resolution, "fp16", 1, source.config, source.label_set,
-                        source.source, family_name=source.family)
+    manifest = Manifest("crn", "crn-1024x2048-fp16.onnx", Sizes.same(resolution), FP16, 1, family.contract,
+                        source.config, source.label_set, Source.from_dict(source.source))
     manifest.write(tmp_path / "crn-1024x2048-fp16.json")
     build_engine(manifest, BuildOptions(target=RTX), log=lambda _: None)
     assert_rtx_engine(manifest)

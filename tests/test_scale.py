@@ -4,6 +4,7 @@ exactly one picture) and the Ray Serve endpoint (responses equal direct runtime 
 4xx and the replica keeps serving, a replica killed mid-load is replaced without a silently lost request,
 clean shutdown). Bounded request counts; one Ray instance for the module."""
 
+import contextlib
 import json
 import os
 import signal
@@ -27,28 +28,6 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.
 from crn_deploy.scale import batch, serve  # noqa: E402
 from crn_deploy.scale.client import ServiceError, SynthesisClient  # noqa: E402
 from crn_deploy.errors import UsageError  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """An S3-compatible server on loopback (moto in server mode) with a bucket, and the standard environment
-    (AWS_ENDPOINT_URL, keys, region) pointing at it, set before Ray starts so that its workers see it too."""
-    moto_server = pytest.importorskip("moto.server", reason="moto is not installed: pip install -e '.[test]'")
-    import boto3
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    client = boto3.client("s3")
-    client.create_bucket(Bucket="maps")
-    yield client
-    for key, value in saved.items():
-        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +63,10 @@ def _label_folder(root: Path, count: int, size: tuple[int, int]) -> Path:
 def _single_process(artifact: Path, folder: Path, out: Path) -> dict[str, bytes]:
     """What plain crn-run writes for the same files: {relative path: bytes}."""
     from crn_deploy.data.streams import FolderSource
-    from crn_deploy.data.label_maps import read_instance_image, read_label_image
 
     with runtime.load(artifact, device="cpu") as synth:
-        source = FolderSource(str(folder / "**" / "*_labelIds.png"), synth.label_set)
-        for path, name in zip(source.files, source.names, strict=True):
-            picture = synth(read_label_image(path, synth.label_set), instances=read_instance_image(path))
-            write_image(batch.picture_path(out, name), picture)
+        for name, labels in FolderSource(str(folder / "**" / "*_labelIds.png"), synth.label_set):
+            write_image(batch.picture_path(out, name), synth(labels.ids, instances=labels.instances))
     return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.png")}
 
 
@@ -134,6 +110,39 @@ def test_crn_run_ray_writes_what_crn_run_writes_and_refuses_what_it_cannot_do(cl
             run_main([str(artifacts["small"]), *extra])
         assert stopped.value.code == 2
     assert "--ray" in capsys.readouterr().err
+
+
+def test_crn_run_ray_takes_object_store_prefixes_with_and_without_their_slash(cluster, s3, artifacts, tmp_path):
+    from crn_deploy.cli.run import main as run_main
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"m{i}.png"), cityscapes_scene(32, 64, seed=200 + i)[0])
+        s3.upload_file(str(folder / f"m{i}.png"), "maps", f"prefix/m{i}.png")
+    assert run_main([str(artifacts["small"]), "--input", str(folder), "--output", str(tmp_path / "single")]) == 0
+    expected = {p.name: p.read_bytes() for p in (tmp_path / "single").glob("*.png")}
+    for given, output in (("s3://maps/prefix/", "s3://maps/ray-a"), ("s3://maps/prefix", "s3://maps/ray-b/")):
+        assert run_main([str(artifacts["small"]), "--input", given, "--output", output, "--ray"]) == 0
+        prefix = output.removeprefix("s3://maps/").rstrip("/") + "/"
+        assert {k: v for k, v in _objects(s3, prefix).items() if k.endswith(".png")} == expected
+
+
+def test_a_bad_label_file_among_good_ones_is_named_skipped_and_recorded_on_ray(cluster, artifacts, tmp_path, capsys):
+    from crn_deploy.cli.run import main as run_main
+
+    folder = _label_folder(tmp_path / "in", 3, (32, 64))
+    bad = next(folder.rglob("*_labelIds.png"))
+    bad.write_bytes(b"")
+    out = tmp_path / "out"
+    assert run_main([str(artifacts["small"]), "--input", str(folder / "**" / "*_labelIds.png"), "--output", str(out),
+                     "--ray"]) == 1
+    captured = capsys.readouterr()
+    assert f"{bad}: the file is empty (0 bytes); skipped, no picture for it" in captured.out
+    assert "1 of 3 label files could not be read" in captured.err and len(captured.err.splitlines()) == 1
+    assert len(list(out.rglob("*.png"))) == 2
+    run = batch.read_record(out)["runs"][-1]
+    assert run["state"] == "finished" and run["written"] == 2 and len(run["unreadable"]) == 1
 
 
 def test_an_openvino_engine_paints_on_cpu_workers_as_a_single_process_run_does(cluster, artifacts, tmp_path):
@@ -365,12 +374,72 @@ def test_crn_serve_serves_until_sigterm_then_shuts_down(artifacts, tmp_path):
                 time.sleep(0.3)
         labels, instances = cityscapes_scene(32, 64, seed=3)
         assert client.synthesize(labels, instances).shape == (32, 64, 3)
+        listening = _listening(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=120)
     assert process.returncode == 143, err[-2000:]
     assert "stopping" in out  # shut down, not aborted
     assert not client.healthy()
+    assert ("127.0.0.1", port) in {(ip, p) for _, ip, p in listening}
+    # A service bound to 127.0.0.1 on a local Ray opens nothing else: every Ray process listens on loopback, but
+    # for Ray Serve 2.60's replicas' inter-deployment gRPC port, which Serve binds to [::] with no option to change
+    assert [s for s in listening if not _loopback(s[1]) and not s[0].startswith("ray::ServeReplica")] == []
+    assert err == "" and all(line.startswith(("crn-serve: ", "Ray ")) for line in out.splitlines()), out  # no noise
+
+
+def test_crn_run_ray_on_one_machine_listens_on_loopback_only_says_only_its_own_lines_and_stops_ray(
+        artifacts, tmp_path):
+    """A local Ray for one machine, its own even where RAY_ADDRESS (or another Ray on the machine) names another
+    cluster: every process of it listens on 127.0.0.1, Ray's own output stays out of the terminal, and the command
+    leaves no Ray process behind."""
+    import subprocess
+    import sys
+
+    psutil = pytest.importorskip("psutil")
+    folder = _label_folder(tmp_path / "in", 40, (32, 64))
+    process = subprocess.Popen([sys.executable, "-m", "crn_deploy.cli.run", str(artifacts["small"]), "--input",
+                                str(folder / "**" / "*_labelIds.png"), "--output", str(tmp_path / "out"), "--ray"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"})  # nothing listens there
+    seen, descendants = set(), set()
+    while process.poll() is None:
+        seen.update(_listening(process.pid))
+        with contextlib.suppress(psutil.Error):
+            descendants.update(psutil.Process(process.pid).children(recursive=True))
+        time.sleep(0.1)
+    out, err = process.communicate()
+    assert process.returncode == 0, err[-2000:]
+    assert any(name == "gcs_server" for name, _, _ in seen)  # looked while Ray ran
+    assert [s for s in seen if not _loopback(s[1])] == []
+    assert err == "" and all(line.startswith(("crn-run: ", "Ray ")) for line in out.splitlines()), out
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 40
+    deadline = time.time() + 10  # Ray's processes end with the command (a raylet may take a moment)
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants) and time.time() < deadline:
+        time.sleep(0.2)
+    assert [p.name() for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def _listening(pid: int) -> list[tuple[str, str, int]]:
+    """(process name, address, port) of every socket the process and its descendants listen on."""
+    psutil = pytest.importorskip("psutil")
+    found = []
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            found += [(process.name(), c.laddr.ip, c.laddr.port) for c in process.net_connections(kind="inet")
+                      if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue
+    return found
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def test_a_replica_says_it_is_not_ready_while_it_holds_its_limit(artifacts):
@@ -421,9 +490,20 @@ def test_the_client_retries_what_failed_for_want_of_a_replica_and_never_bad_inpu
         server.shutdown()
 
 
+def _keys(s3, prefix: str) -> list[str]:
+    return [o["Key"][len(prefix):] for o in s3.list_objects_v2(Bucket="maps", Prefix=prefix).get("Contents", [])]
+
+
 def _objects(s3, prefix: str) -> dict[str, bytes]:
-    listed = s3.list_objects_v2(Bucket="maps", Prefix=prefix).get("Contents", [])
-    return {o["Key"][len(prefix):]: s3.get_object(Bucket="maps", Key=o["Key"])["Body"].read() for o in listed}
+    """Every object below ``prefix``, as listed; one removed between the listing and its fetch (a running job's
+    write check comes and goes) is left out."""
+    found = {}
+    for key in _keys(s3, prefix):
+        try:
+            found[key] = s3.get_object(Bucket="maps", Key=prefix + key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            continue
+    return found
 
 
 def test_object_storage_in_and_out_byte_identical_with_a_killed_worker_and_a_rerun_that_skips(
@@ -438,7 +518,7 @@ def test_object_storage_in_and_out_byte_identical_with_a_killed_worker_and_a_rer
         artifacts["large"], pattern, out, batch.BatchOptions(workers=2, gpus_per_worker=0, batch_size=2))))
     runner.start()
     deadline = time.time() + 120
-    while time.time() < deadline and not any(k.endswith(".png") for k in _objects(s3, "out/")):
+    while time.time() < deadline and not any(k.endswith(".png") for k in _keys(s3, "out/")):
         time.sleep(0.05)
     victims = _actor_pids("Painter")
     assert victims, "no Ray Data worker found to kill"

@@ -20,7 +20,7 @@ from crn_deploy.families import FAMILIES, config_fields_from_options, draw_style
 from crn_deploy.families.spade import SPADEConfig
 from crn_deploy.labels import ADE20K, COCO_STUFF, ade20k_annotation_to_ids
 from crn_deploy.measure.parity import compare_images
-from crn_deploy.models import spade
+from crn_deploy.models import shared, spade, spade_trunk
 from crn_deploy.models.checkpoint import load_checkpoint
 from crn_deploy.models.state import read_opt_file
 from crn_deploy.precisions import precision as as_precision
@@ -86,7 +86,7 @@ def test_spectral_norm_uses_the_stored_vectors_not_the_converged_singular_value(
     stored_sigma = torch.dot(u, weight.reshape(weight.shape[0], -1) @ v)
     true_sigma = torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), ord=2)
     assert abs(stored_sigma - true_sigma) / true_sigma > 1e-3  # a few power iterations: not converged
-    folded = spade.fold_spectral_norm(state)
+    folded = shared.fold_spectral_norm(state)
     assert torch.allclose(folded["up_1.conv_0.weight"], weight / stored_sigma)
     assert "up_1.conv_0.weight_u" not in folded and "up_1.conv_s.weight" in folded
 
@@ -110,6 +110,7 @@ def _reference(model, arrays):
 
 @pytest.mark.parametrize("name, batch", [("normal", 2), ("more-dontcare", 1), ("most-instance-5x5", 1),
                                          ("vae", 2), ("vae-more", 1)])
+@pytest.mark.numerics
 def test_fp32_graph_matches_the_reference_to_one_level_and_fp16_reaches_45_db(name, batch):
     config = CONFIGS[name]
     model = spade.load_state(official_state(config, seed=4), config, REQUEST)
@@ -236,7 +237,7 @@ def test_the_released_architectures_have_the_official_key_counts():
     """docs/families/spade.md: the Cityscapes model's key layout (spectral norm metadata on every block conv)."""
     config = find_preset("spade_cityscapes")[1]
     with torch.device("meta"):
-        model = spade.SPADEGenerator(config)
+        model = spade_trunk.SPADEGenerator(config)
     assert config.native_resolution == (256, 512) and config.start_size((256, 512)) == (4, 8)
     assert model.fc.weight.shape == (1024, 36, 3, 3) and model.conv_img.weight.shape == (3, 64, 3, 3)
     assert model.head_0.norm_0.mlp_shared[0].weight.shape == (128, 36, 3, 3)

@@ -23,6 +23,8 @@ from crn_deploy.models.checkpoint import load_checkpoint
 
 from .spade_official import write_run
 
+pytestmark = pytest.mark.numerics  # float rounding could move these verdicts: CI reruns them (pyproject)
+
 TINY = find_preset("spade-tiny")[1]
 RUNS = {"normal": (TINY, (64, 128)),
         "more-vae": (replace(TINY, use_vae=True, z_dim=8, num_upsampling_layers="more", crop_size=128), None)}
@@ -43,6 +45,12 @@ def exported(tmp_path_factory):
     return found
 
 
+def test_the_export_says_which_opt_txt_it_read(exported, tmp_path, capsys):
+    checkpoint = exported["normal"][0]
+    assert export_main([str(checkpoint), "--precision", "fp32", "--out", str(tmp_path), "--no-engine"]) == 0
+    assert f"the training run's options from {(checkpoint.parent / 'opt.txt').resolve()}" in capsys.readouterr().out
+
+
 def _manifest(exported, name, precision):
     out = exported[name][1]
     return Manifest.read(next(out.glob(f"{name}-*-{precision}.json")))
@@ -56,8 +64,10 @@ def test_export_recognises_spade_records_its_inputs_and_passes_the_gates(exporte
     assert tuple(fp16.resolution) == (res or config.native_resolution)
     names = [(s.name, s.dtype) for s in fp16.input_specs]
     assert names == [("labels", "uint8"), ("instances", "int32"), *([("z", "float32")] if config.use_vae else [])]
-    assert fp32.sections["parity"]["max_abs"] <= 1  # against the PyTorch FP32 reference
-    assert fp16.sections["parity"]["psnr_db"] >= 45
+    assert fp32.parity.max_abs <= 1  # against the PyTorch FP32 reference
+    assert fp16.parity.psnr_db >= 45
+    options = exported[name][0].parent / "opt.txt"  # read by itself, and recorded as what the export read
+    assert fp16.source.options_file == str(options.resolve())
 
 
 def test_the_runtime_holds_a_style_across_frames_and_takes_one_per_call(exported):

@@ -211,6 +211,16 @@ def test_folders_and_globs_of_label_images_keep_their_names(tmp_path, tiny_artif
     assert sorted(p.name for p in folder_out.iterdir()) == ["aachen_000000_gtFine_labelIds.png", "colour.png"]
 
 
+def test_a_double_star_takes_any_number_of_folders_as_the_object_store_tools_do():
+    from crn_deploy.data.storage import matching
+
+    names = ["a_labelIds.png", "aachen/b_labelIds.png", "val/aachen/c_labelIds.png", "val/aachen/c_instanceIds.png"]
+    assert matching(names, "**/*_labelIds.png") == names[:3]  # Cityscapes' gtFine/<split>/<city>/ included
+    assert matching(names, "val/**/*_labelIds.png") == ["val/aachen/c_labelIds.png"]
+    assert matching(names, "*/*_labelIds.png") == ["aachen/b_labelIds.png"]  # one * stays within a folder
+    assert matching(names, "*") == names[:1]
+
+
 def test_writing_pictures_over_the_label_images_is_refused(tmp_path, tiny_artifacts, capsys):
     _label_tree(tmp_path / "data")
     folder = tmp_path / "data" / "bonn"
@@ -252,15 +262,31 @@ def test_id_maps_with_ids_past_the_label_set_are_warned_of_once_or_refused(tmp_p
     assert not (tmp_path / "o2").exists()  # the failed run leaves no empty folders it created
 
 
-def test_a_failed_run_leaves_folders_that_were_there_and_what_it_wrote(tmp_path, tiny_artifacts):
+def test_bad_label_files_among_good_ones_are_named_and_skipped_and_every_other_picture_is_written(
+        tmp_path, tiny_artifacts, capsys):
     folder = tmp_path / "labels"
     folder.mkdir()
-    cv2.imwrite(str(folder / "0.png"), street_layout(*TINY_RES, seed=1))
-    (folder / "1.png").write_bytes(b"not a picture")  # fails after the first picture is written
+    for i in (0, 2, 4):
+        cv2.imwrite(str(folder / f"{i}.png"), street_layout(*TINY_RES, seed=i))
+    (folder / "1.png").write_bytes(b"")  # empty: OpenCV asserts on it
+    (folder / "3.png").write_bytes((folder / "2.png").read_bytes()[:40])  # cut short
     artifact = str(tiny_artifacts["fp32"].artifact_path)
-    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "out"), "--strict-labels"]) == 2
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["0.png"]
+    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "out"), "--strict-labels"]) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "2.png", "4.png"]  # nothing half-done
+    captured = capsys.readouterr()
+    said = [line for line in captured.out.splitlines() if "skipped, no picture for it" in line]
+    assert len(said) == 2 and "1.png: the file is empty" in said[0] and "3.png: not an image" in said[1]
+    assert captured.err.startswith("crn-run: error: 2 of 5 label files could not be read and have no picture")
+    assert len(captured.err.splitlines()) == 1  # neither a traceback nor OpenCV's own warnings
+
+
+def test_a_failed_run_leaves_folders_that_were_there(tmp_path, tiny_artifacts):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    (folder / "0.png").write_bytes(b"not a picture")
     (tmp_path / "ready").mkdir()
-    (folder / "0.png").write_bytes(b"not a picture either")
-    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "ready")]) == 2
+    artifact = str(tiny_artifacts["fp32"].artifact_path)
+    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "ready")]) == 1
     assert (tmp_path / "ready").is_dir()  # the user's own folder stays, empty as it was
+    assert run_main([artifact, "--input", str(folder), "--output", str(tmp_path / "new")]) == 1
+    assert not (tmp_path / "new").exists()  # one it made for nothing is removed

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRT_CODE = [ROOT / "crn_deploy/backends/tensorrt.py", ROOT / "crn_deploy/artifacts/engine.py"]
 # Names our code gives TensorRT objects (module, builder side, runtime side).
 TRT_RECEIVERS = {"trt", "builder", "network", "parser", "config", "cache", "layer", "engine", "inspector", "runtime",
-                 "_engine", "_context", "_runtime"}
+                 "_engine", "context", "_runtime"}
 
 
 def _bindings_wheel() -> Path:
@@ -59,7 +59,8 @@ def bound_names() -> _BoundNames:
 # CUDA-graph capture (TensorRT-RTX).
 RTX_ONLY = {"ComputeCapability", "num_compute_capabilities", "set_compute_capability", "get_engine_validity",
             "EngineValidity", "INVALID", "EngineInvalidityDiagnostics", "MALFORMED_ENGINE", "create_runtime_cache",
-            "set_runtime_cache", "CudaGraphStrategy", "WHOLE_GRAPH_CAPTURE", "cuda_graph_strategy"}
+            "set_runtime_cache", "CudaGraphStrategy", "WHOLE_GRAPH_CAPTURE", "cuda_graph_strategy",
+            "is_stream_capturable"}
 
 
 def test_every_tensorrt_name_we_use_is_bound_in_tensorrt_11(bound_names):

@@ -10,6 +10,7 @@ import hashlib
 
 import json
 import shutil
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -28,6 +29,7 @@ from crn_deploy.targets import RTX, TENSORRT
 
 from .conftest import TINY_RES, DLPackOnly
 from .fake_gpu import FakeCudart, FakeDiagnostics, FakeTensorRT, FakeTensorRTRTX, fake_kernel, fake_plan
+from .fake_gpu import GARBAGE
 
 
 def _engine_artifact(tmp_path, source: Manifest, *, version="11.4.0.106", cc="9.0", plan=None, size=None):
@@ -39,9 +41,9 @@ def _engine_artifact(tmp_path, source: Manifest, *, version="11.4.0.106", cc="9.
                          instances=len(manifest.input_specs) > 1)
     engine = manifest.artifact_path.with_suffix(".engine")
     engine.write_bytes(plan)
-    manifest.sections["engine"] = {"file": engine.name, "sha256": hashlib.sha256(plan).hexdigest(),
-                                   "size_bytes": size or len(plan), "tensorrt_version": version,
-                                   "gpu": {"name": "Fake GPU", "compute_capability": cc}}
+    manifest.set_engine_record(TENSORRT, EngineRecord.from_dict({
+        "file": engine.name, "sha256": hashlib.sha256(plan).hexdigest(), "size_bytes": size or len(plan),
+        "tensorrt_version": version, "gpu": {"name": "Fake GPU", "compute_capability": cc}}))
     manifest.write(manifest.path)
     return manifest, engine
 
@@ -78,24 +80,27 @@ def test_fake_pipelined_frames_come_back_in_order(fake):
 
 
 def test_fake_buffers_are_sized_from_the_engine_io_and_all_freed(fake):
-    backend, _ = fake.open(slots=3)
+    backend, trt = fake.open(slots=3)
     h, w = TINY_RES
     sizes = sorted(len(buf) for buf in fake.cudart.host_mem.values())
     assert sizes == sorted([h * w] * 3 + [h * w * 3] * 3)  # pinned in/out per slot
-    assert sorted(len(buf) for buf in fake.cudart.device_mem.values()) == sizes
+    scratch = FakeTensorRT.SCRATCH_BYTES  # one block, shared by the slots' contexts (they run one at a time)
+    assert sorted(len(buf) for buf in fake.cudart.device_mem.values()) == sorted(sizes + [scratch])
     kinds = [kind for kind, _ in fake.cudart.live]
     assert kinds.count("stream") == 3 and kinds.count("event") == 9 and kinds.count("graph_exec") == 3
+    assert len(trt.contexts) == 3 and all(c.scratch[1] == scratch for c in trt.contexts)
     backend.close()
-    assert fake.cudart.live == set()
+    assert fake.cudart.live == set() and trt.contexts == [] and trt.configs_freed_under_a_context == 0
 
 
 def test_fake_cuda_graph_is_captured_after_one_eager_run_and_replayed(fake):
     backend, trt = fake.open(slots=2)
-    context = trt.contexts[0]
-    assert backend.graphs_active and context.enqueues == 4  # per slot: one eager run, one captured
+    # per slot (each with its own context, as trtexec keeps one per stream): one eager run, one captured
+    assert backend.graphs_active and [c.enqueues for c in trt.contexts] == [2, 2]
     for ids in _frames(3):
         assert np.array_equal(backend.run(ids), _expected(ids))
-    assert context.enqueues == 4 and fake.cudart.launches == 3  # frames replay graphs, no enqueue
+    assert [c.enqueues for c in trt.contexts] == [2, 2] and fake.cudart.launches == 3  # frames replay graphs
+    assert backend.graph_captures is None  # counted only where the library captures its own (TensorRT-RTX)
     backend.close()
 
 
@@ -105,7 +110,7 @@ def test_fake_capture_failure_falls_back_to_plain_enqueue(fake):
     assert not backend.graphs_active
     for ids in _frames(3):
         assert np.array_equal(backend.run(ids), _expected(ids))
-    assert trt.contexts[0].enqueues == 4 + 3 and cudart.launches == 0
+    assert [c.enqueues for c in trt.contexts] == [2 + 2, 2 + 1] and cudart.launches == 0  # frames alternate slots
     backend.close()
     assert cudart.live == set()
 
@@ -113,7 +118,8 @@ def test_fake_capture_failure_falls_back_to_plain_enqueue(fake):
 def test_fake_graphs_can_be_turned_off(fake):
     backend, trt = fake.open(cuda_graphs=False)
     backend.run(_frames(1)[0])
-    assert not backend.graphs_active and fake.cudart.launches == 0 and trt.contexts[0].enqueues == 3
+    assert not backend.graphs_active and fake.cudart.launches == 0
+    assert [c.enqueues for c in trt.contexts] == [2, 1]  # one warm-up each, then the frame on the first slot
     backend.close()
 
 
@@ -150,6 +156,93 @@ def test_fake_device_input_errors(fake):
     with pytest.raises(UsageError, match="in cpu memory, not on GPU 0"):  # a CPU DLPack tensor
         backend.submit_device(DLPackOnly(host))
     backend.close()
+
+
+def _on_fake_device(cudart, array: np.ndarray, typestr: str = "|u1"):
+    """``array`` copied into fake device memory, seen through the CUDA array interface (producer: legacy stream)."""
+    ok, ptr = cudart.cudaMalloc(array.nbytes)
+    np.ctypeslib.as_array(cudart.device_mem[ptr])[:] = array.view(np.uint8).ravel()
+    return SimpleNamespace(__cuda_array_interface__={"shape": array.shape, "typestr": typestr, "data": (ptr, False),
+                                                     "version": 3, "strides": None, "stream": None})
+
+
+def test_fake_device_input_is_timed_like_host_input(fake):
+    """With timing on, a frame read from device memory gets trtexec's split too: its copy in is a device-to-device
+    copy, timed between events recorded around it (CUDA has no time for an event never recorded)."""
+    backend, _ = fake.open(timing=True)
+    ids = _frames(1)[0]
+    pending = backend.submit_device(_on_fake_device(fake.cudart, ids))
+    assert np.array_equal(pending.result(), _expected(ids))
+    assert pending.timings == {"d2d": 1.0, "compute": 1.0, "d2h": 1.0, "enqueue": pending.enqueue_ms}
+    on_device = backend.submit_device(_on_fake_device(fake.cudart, ids), output="device")
+    on_device.result()
+    assert set(on_device.timings) == {"d2d", "compute", "enqueue"}
+    host = backend.submit(ids)
+    host.result()
+    assert set(host.timings) == {"h2d", "compute", "d2h", "enqueue"}
+    backend.close()
+
+
+@pytest.mark.parametrize("target", [TENSORRT, RTX])
+def test_fake_frames_submitted_from_another_thread_run_on_the_chosen_gpu(tmp_path, tiny_artifacts, target):
+    """CUDA's current device is per thread: the streaming loop submits from its own thread, where it is 0."""
+    cudart = FakeCudart(devices=2, compute_capability=(8, 9))
+    if target is RTX:
+        manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+        trt = FakeTensorRTRTX(cudart)
+    else:
+        manifest, engine = _engine_artifact(tmp_path, tiny_artifacts["fp16"], cc="8.9")
+        trt = FakeTensorRT(cudart)
+    backend = TensorRTBackend(engine, manifest, target=target, device=1, cuda_graphs=target is RTX,
+                              tensorrt_module=trt, cudart_module=cudart).open()
+    assert {c.device for c in trt.contexts} == {1}
+    frames, results, failures = _frames(3), [], []
+
+    def stream_thread():  # as runtime/stream.py's synthesize stage does
+        try:
+            results.extend(backend.submit(ids).result() for ids in frames)
+        except CrnError as e:
+            failures.append(e)
+
+    worker = threading.Thread(target=stream_thread)
+    worker.start()
+    worker.join()
+    assert failures == [] and trt.errors == [] and len(results) == 3
+    assert all(np.array_equal(out, _expected(ids)) for out, ids in zip(results, frames, strict=True))
+    backend.close()
+    assert cudart.live == set()
+
+
+def test_looking_at_the_gpu_leaves_the_callers_device_alone(monkeypatch):
+    from crn_deploy.backends.tensorrt import engines_unavailable_reason, gpu_properties
+
+    cudart = FakeCudart(devices=2)
+    monkeypatch.setattr(cuda_module, "import_cudart", lambda: cudart)
+    monkeypatch.setattr(trt_module, "import_engine_library", lambda target=None: FakeTensorRT(cudart))
+    cudart.cudaSetDevice(1)  # the caller (torch, say) works on GPU 1
+    assert gpu_properties()["name"] == "Fake GPU" and engines_unavailable_reason() is None
+    assert cudart.current_device == 1
+
+
+def test_fake_device_memory_counts_the_weights_as_cudaMemGetInfo_sees_them(fake):
+    free_before = fake.cudart.cudaMemGetInfo()[1]
+    backend, trt = fake.open(slots=2)
+    held = free_before - fake.cudart.cudaMemGetInfo()[1]
+    assert backend.device_memory_bytes() == held == backend.opened_device_bytes
+    io = sum(len(buf) for buf in fake.cudart.device_mem.values()) - trt.SCRATCH_BYTES
+    assert held == trt.WEIGHTS_BYTES + trt.SCRATCH_BYTES + io  # weights, one scratch block, the slots' buffers
+    backend.close()
+    assert fake.cudart.cudaMemGetInfo()[1] == free_before
+
+
+def test_fake_warm_up_runs_on_zeroed_inputs_not_on_uninitialised_memory(fake, tmp_path, tiny_artifacts):
+    backend, _ = fake.open(slots=2)
+    assert fake.cudart.uninitialised_reads == 0  # trtexec fills its inputs before the first enqueue too
+    backend.close()
+    cudart = FakeCudart(compute_capability=(8, 9))
+    manifest, engine = _rtx_artifact(tmp_path / "rtx", tiny_artifacts["fp16"], mkdir=True)
+    _rtx_backend(manifest, engine, cudart, FakeTensorRTRTX(cudart)).open().close()
+    assert cudart.uninitialised_reads == 0 and GARBAGE != 0
 
 
 def test_dlpack_views_read_pointer_shape_and_dtype_in_place():
@@ -245,9 +338,11 @@ class _FakeBuilderConfig:
         self.cache = None
 
     def create_timing_cache(self, data: bytes):
-        return data
+        return None if data.startswith(b"corrupt") else data  # TensorRT's answer to a blob it cannot read
 
     def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        if cache is None:
+            raise TypeError("set_timing_cache(): incompatible function arguments")  # as the binding says
         if cache.startswith(b"other") and not ignore_mismatch:
             return False
         self.cache = cache
@@ -268,10 +363,21 @@ def test_fake_timing_cache_is_reused_unless_timed_on_another_gpu(tmp_path):
     assert config.cache == b"" and "another GPU or TensorRT version" in logs[0]
 
 
+def test_fake_unreadable_timing_cache_is_replaced_like_a_foreign_one(tmp_path):
+    from crn_deploy.artifacts.engine import use_timing_cache
+
+    path, config, logs = tmp_path / "timing.cache", _FakeBuilderConfig(), []
+    path.write_bytes(b"corrupt: cut short by a full disk")
+    assert use_timing_cache(config, path, logs.append) == b""
+    assert config.cache == b"" and "cannot be read" in logs[0]
+
+
 def _detailed_layer_information(*weight_types: str) -> str:
-    """Engine-inspector JSON laid out as a DETAILED engine prints it (made up here, for the fake)."""
-    layers = [{"Name": f"conv{i}", "LayerType": "CaskConvolution", "ParameterType": "Convolution",
-               "Weights": {"Type": kind, "Count": 9}} for i, kind in enumerate(weight_types)]
+    """Engine-inspector JSON laid out as a DETAILED engine prints it (made up here, for the fake). A type ending in
+    " island" is a convolution of an FP32 island (its ONNX node name, which TensorRT keeps, says so)."""
+    layers = [{"Name": f"/trunk/Conv_{i}" + ("_fp32island + /trunk/LeakyRelu" if kind.endswith(" island") else ""),
+               "LayerType": "CaskConvolution", "ParameterType": "Convolution",
+               "Weights": {"Type": kind.split()[0], "Count": 9}} for i, kind in enumerate(weight_types)]
     layers.append({"Name": "norm", "LayerType": "Normalization", "ParameterType": "Normalization"})
     return json.dumps({"Layers": layers, "Bindings": ["labels", "image"]})
 
@@ -282,6 +388,8 @@ def _detailed_layer_information(*weight_types: str) -> str:
     ("fp32", ("Float",), {"Float": 1}),
     ("fp16", ("Half", "Float"), "refused"),  # FP16 asked for, an FP32 convolution delivered
     ("fp32", ("Half",), "refused"),
+    ("fp16", ("Half", "Float island", "Float island"), {"Half": 1, "Float": 2}),  # FP32 by design (PosGen's tail)
+    ("fp16", ("Half", "Half island"), "refused"),  # an island that lost its FP32
 ])
 def test_fake_built_engine_is_checked_for_its_convolution_weight_types(tiny_artifacts, precision, weight_types,
                                                                        expected):
@@ -292,7 +400,7 @@ def test_fake_built_engine_is_checked_for_its_convolution_weight_types(tiny_arti
     trt = FakeTensorRT(FakeCudart(), **options)
     plan = fake_plan(manifest.input_spec.shape, manifest.output_spec.shape)
     if expected == "refused":
-        with pytest.raises(ArtifactError, match=f"convolutions hold weights of types .* not all .* {precision}"):
+        with pytest.raises(ArtifactError, match=f"convolutions hold weights of types .* {precision}"):
             check_built_engine(trt, None, plan, manifest)
     else:
         assert check_built_engine(trt, None, plan, manifest) == expected
@@ -363,8 +471,10 @@ def test_fake_two_input_engine_takes_instance_maps_on_every_path(tmp_path):
 # TensorRT-RTX engines through the same backend (fakes: our plumbing only) ------------------------------
 
 def _rtx_artifact(tmp_path, source: Manifest, *, version="1.7.1.116", ccs=("8.0", "8.6", "8.9", "12.x"),
-                  beside: Manifest | None = None):
+                  beside: Manifest | None = None, mkdir: bool = False):
     """A fake RTX engine of ``source`` in tmp_path, or ``beside`` the engines an artifact there already has."""
+    if mkdir:
+        tmp_path.mkdir()
     if beside is None:
         shutil.copy(source.artifact_path, tmp_path)
         shutil.copy(source.path, tmp_path)
@@ -390,7 +500,7 @@ def test_fake_rtx_engine_keeps_its_runtime_cache_beside_it_and_captures_its_own_
     cache.write_bytes(b"KERNELS from the last start")
     trt = FakeTensorRTRTX(cudart)
     backend = _rtx_backend(manifest, engine, cudart, trt, cuda_graphs=True).open()
-    config = trt.contexts[0].runtime_config
+    config = trt.contexts[0].get_runtime_config()
     assert backend.name == "tensorrt-rtx" and backend.runtime_cache_path == cache
     assert config.cache.kernels == b"KERNELS from the last start"  # loaded at open
     assert config.cuda_graph_strategy == "WHOLE_GRAPH_CAPTURE" and backend.graphs_active
@@ -408,7 +518,8 @@ def test_fake_rtx_engine_without_graphs_or_cache_file(tmp_path, tiny_artifacts):
     manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
     trt = FakeTensorRTRTX(cudart)
     with _rtx_backend(manifest, engine, cudart, trt, cuda_graphs=False) as backend:
-        assert trt.contexts[0].runtime_config.cuda_graph_strategy == "DISABLED" and not backend.graphs_active
+        assert trt.contexts[0].get_runtime_config().cuda_graph_strategy == "DISABLED" and not backend.graphs_active
+        assert backend.graph_captures is None
     assert (tmp_path / "tiny-64x96-fp16.rtx.runtime-cache").read_bytes().startswith(b"KERNELS")
 
 
@@ -457,4 +568,75 @@ def test_fake_tensorrt_and_rtx_engines_lie_side_by_side_and_load_by_name(tmp_pat
     for path, name in ((engine, "tensorrt"), (rtx_engine, "tensorrt-rtx")):
         with runtime.load(path) as synth:
             assert synth.backend.name == name and np.array_equal(synth(ids[0, 0]), _expected(ids)[0])
-    assert libraries["tensorrt_rtx"].contexts and libraries["tensorrt"].contexts
+    assert libraries["tensorrt_rtx"].contexts_made and libraries["tensorrt"].contexts_made
+
+
+def test_fake_rtx_engine_captures_once_per_slot_and_never_while_frames_run(tmp_path, tiny_artifacts):
+    """TensorRT-RTX keys its graph on the bound addresses and shapes and captures again when they change: each
+    slot has its own context bound once to its own buffers, so frames only replay."""
+    cudart = FakeCudart(compute_capability=(8, 9))
+    manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+    trt = FakeTensorRTRTX(cudart)
+    backend = _rtx_backend(manifest, engine, cudart, trt, slots=2, cuda_graphs=True).open()
+    assert backend.graphs_active and trt.captures == 2  # one per slot's context, during warm-up
+    frames = _frames(6)
+    pending = [backend.submit(ids) for ids in frames]
+    assert all(np.array_equal(p.result(), _expected(ids)) for p, ids in zip(pending, frames, strict=True))
+    assert trt.captures == 2 and backend.graph_captures == trt.captures  # none while frames ran; we count as it does
+    backend.close()
+
+
+def test_fake_rtx_runtime_configuration_outlives_its_contexts(tmp_path, tiny_artifacts):
+    cudart = FakeCudart(compute_capability=(8, 9))
+    manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+    trt = FakeTensorRTRTX(cudart)
+    with _rtx_backend(manifest, engine, cudart, trt) as backend:
+        ids = _frames(1)[0]
+        assert np.array_equal(backend.run(ids), _expected(ids))
+    assert trt.errors == [] and trt.configs_freed_under_a_context == 0  # held while used, freed after them
+    assert trt.contexts == [] and cudart.live == set()
+
+
+def test_fake_rtx_engine_that_cannot_be_captured_says_graphs_are_off(tmp_path, tiny_artifacts):
+    cudart = FakeCudart(compute_capability=(8, 9))
+    manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+    trt = FakeTensorRTRTX(cudart, capturable=False)
+    with _rtx_backend(manifest, engine, cudart, trt, cuda_graphs=True) as backend:
+        assert not backend.graphs_active and backend.graph_captures is None and trt.captures == 0
+
+
+def test_fake_rtx_kernels_are_kept_once_warmed_up_so_a_killed_stream_keeps_them(tmp_path, tiny_artifacts):
+    cudart = FakeCudart(compute_capability=(8, 9))
+    manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+    cache = tmp_path / "tiny-64x96-fp16.rtx.runtime-cache"
+    backend = _rtx_backend(manifest, engine, cudart, FakeTensorRTRTX(cudart)).open()
+    assert cache.read_bytes() == b"KERNELS compiled for this GPU"  # written at open: a SIGKILL later loses nothing
+    backend.close()
+
+
+def test_fake_rtx_kernel_cache_of_another_gpu_is_refused_with_a_warning(tmp_path, tiny_artifacts):
+    cudart = FakeCudart(compute_capability=(8, 9))
+    manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+    cache = tmp_path / "tiny-64x96-fp16.rtx.runtime-cache"
+    cache.write_bytes(b"compiled for another GPU")
+    with pytest.warns(UserWarning, match=r"runtime-cache was refused by TensorRT-RTX .*compiles its kernels again"):
+        backend = _rtx_backend(manifest, engine, cudart, FakeTensorRTRTX(cudart)).open()
+    assert cache.read_bytes() == b"KERNELS compiled for this GPU"  # replaced by this GPU's
+    backend.close()
+
+
+def test_fake_rtx_kernel_cache_that_cannot_be_written_warns_once_at_close(tmp_path, tiny_artifacts, monkeypatch):
+    import warnings
+
+    def read_only(path, data):
+        raise PermissionError(13, "Read-only file system", str(path))
+
+    monkeypatch.setattr(trt_module, "write_bytes_atomic", read_only)
+    cudart = FakeCudart(compute_capability=(8, 9))
+    manifest, engine = _rtx_artifact(tmp_path, tiny_artifacts["fp16"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend = _rtx_backend(manifest, engine, cudart, FakeTensorRTRTX(cudart)).open()
+        assert caught == []  # the engine runs; the save after warm-up failing is said once, at close
+        backend.close()
+    assert len(caught) == 1 and "kernel cache not saved" in str(caught[0].message)

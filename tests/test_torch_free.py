@@ -3,8 +3,8 @@ the full environment: the runtime, crn-run and crn-bench work there, crn-build m
 OpenVINO CPU engines there (checked against the FP32 artifact on ONNX Runtime), and every command that needs
 torch says so in one line and exits 2.
 
-The torch-free environment is ``.venv-thin/`` at the repository root (the README's test command makes
-it) or the Python named by CRN_THIN_PYTHON. CI sets CRN_REQUIRE_THIN=1, so there a missing one fails.
+The torch-free environment is conftest's ``thin_python``: ``.venv-thin/`` at the repository root or the Python
+named by CRN_THIN_PYTHON; CI sets CRN_REQUIRE_THIN=1, so there a missing one fails.
 """
 
 import json
@@ -14,26 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import export_tiny
-
-ROOT = Path(__file__).resolve().parents[1]
-THIN_PYTHON = Path(os.environ.get("CRN_THIN_PYTHON", ROOT / ".venv-thin" / "bin" / "python"))
+from .conftest import THIN_PYTHON, export_tiny
 
 
 @pytest.fixture(scope="module")
-def thin():
-    if not THIN_PYTHON.is_file():
-        message = (f"no torch-free environment at {THIN_PYTHON}: "
-                   "python3 -m venv .venv-thin && .venv-thin/bin/pip install -e '.[ort,rtx,openvino]'")
-        if os.environ.get("CRN_REQUIRE_THIN"):
-            pytest.fail(message)
-        pytest.skip(message)
-    probe = subprocess.run([str(THIN_PYTHON), "-c", "import importlib.util as u; print(u.find_spec('torch'))"],
-                           capture_output=True, text=True, check=True)
-    assert probe.stdout.strip() == "None", f"{THIN_PYTHON} has torch: it cannot prove anything runs without it"
-
+def thin(thin_python):
     def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([str(THIN_PYTHON), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+        return subprocess.run([str(thin_python), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
     return run
 

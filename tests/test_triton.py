@@ -12,6 +12,8 @@ from google.protobuf import text_format
 from crn_deploy.artifacts.triton import config_text, write_model
 from crn_deploy.cli.export import main as export_main
 from crn_deploy.manifest import Manifest
+from crn_deploy.records import EngineRecord
+from crn_deploy.targets import TENSORRT
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="tritonclient is not installed: pip install -e '.[test]'")
@@ -56,9 +58,9 @@ def test_an_engine_becomes_a_tensorrt_plan_model_that_names_its_tensorrt_version
     manifest = Manifest.read(engines / "spade-tiny-seed0-32x64-fp16.json")
     plan = engines / "spade-tiny-seed0-32x64-fp16.engine"
     plan.write_bytes(b"stand-in plan")
-    manifest.sections["engine"] = {"file": plan.name, "sha256": "0" * 64, "size_bytes": plan.stat().st_size,
-                                   "tensorrt_version": "11.4.0",
-                                   "gpu": {"name": "stand-in", "compute_capability": "9.0"}}
+    manifest.set_engine_record(TENSORRT, EngineRecord.from_dict({
+        "file": plan.name, "sha256": "0" * 64, "size_bytes": plan.stat().st_size, "tensorrt_version": "11.4.0",
+        "gpu": {"name": "stand-in", "compute_capability": "9.0"}}))
     manifest.write(manifest.path)
     folder = write_model(tmp_path / "repo", Manifest.read(manifest.path), "tensorrt")
     text = (folder / "config.pbtxt").read_text()

@@ -39,3 +39,5 @@ PY
 "$py" -m crn_deploy.cli.bench "$small" --labels "$small/labels" --backend onnxruntime --backend torch \
     --warmup 0 --iterations 1 --duration 0 --json "$results/spade-small-classes.json" \
     | tee "$results/spade-small-classes.txt"
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$engines"

@@ -49,7 +49,7 @@ print("| artifact | FP32 tail blocks | PSNR dB | max levels | mean levels | ORT 
 print("|---|---|---|---|---|---|---|---|")
 for path in sorted(Path(sys.argv[1]).glob("*-fp16.json")):
     manifest = Manifest.read(path)
-    parity = manifest.sections["parity"]
+    parity = manifest.parity.to_dict()
     onnx_path = path.with_suffix(".onnx")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     h, w = manifest.resolution
@@ -68,3 +68,5 @@ for path in sorted(Path(sys.argv[1]).glob("*-fp16.json")):
           + (f"{plan.stat().st_size / 2**20:.1f} |" if plan.exists() else "not built |"))
 PY
 ls -l "$engines" | tee "$results/sizes.txt"
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$engines"

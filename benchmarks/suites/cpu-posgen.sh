@@ -55,3 +55,5 @@ for precision in ("fp32", "fp16"):
     diff = np.abs(outputs["conv"].astype(int) - outputs["matmul"].astype(int)).max()
     print(f"{precision}: conv vs matmul pictures differ by at most {diff} level(s)")
 PY
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$engines"

@@ -4,6 +4,7 @@
 # Usage: benchmarks/suites/cpu-preset-parity.sh RESULTS_DIR [ENGINES_DIR]
 set -euo pipefail
 results=${1:?results folder}
+py=${PYTHON:-python3}
 engines=${2:-engines/cpu-preset-parity}
 mkdir -p "$results"
 : > "$results/preset-parity.log"
@@ -12,3 +13,5 @@ for preset in cityscapes-256p cityscapes-512p cityscapes-1024p gta-256p; do
     crn-export --preset "$preset" --random-weights --seed 0 --res "$res" \
         --precision fp32 --precision fp16 --samples 4 --out "$engines" | tee -a "$results/preset-parity.log"
 done
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$engines"

@@ -90,3 +90,5 @@ for row in rows:
           f"{row['fps'] / rows[0]['fps']:.2f}x single process{extra}")
 (results / "ray-pipeline.json").write_text(json.dumps(rows, indent=1))
 PY
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$work"

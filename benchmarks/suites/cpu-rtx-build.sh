@@ -28,18 +28,20 @@ from crn_deploy.precisions import precision as as_precision
 from crn_deploy.sizes import Sizes, parse_resolution
 from crn_deploy.families import find_preset
 from crn_deploy.manifest import Manifest, artifact_stem
+from crn_deploy.records import Source
 from crn_deploy.models.checkpoint import random_model
 from crn_deploy.models.registry import model_family
 
 preset, resolution, precision, folder = sys.argv[1], parse_resolution(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 source = random_model(find_preset(preset)[1], 0, preset)
 family = model_family(source.family)
-stem = artifact_stem(f"{preset}-seed0", resolution, precision)
+stem = artifact_stem(f"{preset}-seed0", Sizes.same(resolution), precision)
 shell, tensors = family.graph_parts(source.config, family.weights(source.model), Sizes.same(resolution),
                                     as_precision(precision), 1)
 write_model(shell, tensors, folder / f"{stem}.onnx")
-manifest = Manifest(f"{preset}-seed0", f"{stem}.onnx", resolution, precision, 1, source.config, source.label_set,
-                    source.source, sections={"versions": tool_versions()}, family_name=source.family)
+manifest = Manifest(f"{preset}-seed0", f"{stem}.onnx", Sizes.same(resolution), as_precision(precision), 1,
+                    family.contract, source.config, source.label_set, Source.from_dict(source.source),
+                    sections={"versions": tool_versions()})
 manifest.write(folder / f"{stem}.json")
 print(folder / f"{stem}.onnx")
 PY
@@ -82,3 +84,5 @@ for (family, resolution, precision), r in sorted(by_key.items()):
 Path(sys.argv[1], "rtx-build.json").write_text(json.dumps(rows, indent=1))
 PY
 cp "$engines/rtx-build.json" "$results/"
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$engines"

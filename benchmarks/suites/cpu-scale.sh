@@ -27,7 +27,6 @@ import ray
 
 from crn_deploy import runtime
 from crn_deploy.data.images import write_image
-from crn_deploy.data.label_maps import read_instance_image, read_label_image
 from crn_deploy.data.streams import FolderSource
 from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.scale import batch, serve
@@ -58,10 +57,8 @@ def fresh(name):
 out = fresh("single")
 started = time.perf_counter()
 with runtime.load(artifact, device="cpu") as synth:
-    source = FolderSource(pattern, synth.label_set)
-    for path, name in zip(source.files, source.names):
-        write_image(batch.picture_path(out, name),
-                    synth(read_label_image(path, synth.label_set), instances=read_instance_image(path)))
+    for name, labels in FolderSource(pattern, synth.label_set):
+        write_image(batch.picture_path(out, name), synth(labels.ids, instances=labels.instances))
 single = time.perf_counter() - started
 report["single_process_s"] = single
 print(f"single process: 48 maps in {single:.2f} s, {48 / single:.2f} maps/s")
@@ -122,3 +119,5 @@ serve.shutdown()
 ray.shutdown()
 (results / "scale.json").write_text(json.dumps(report, indent=2))
 PY
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$work"

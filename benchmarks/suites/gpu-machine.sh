@@ -6,9 +6,11 @@
 #     bash benchmarks/suites/gpu-machine.sh "$OUT/gpu-suite"
 #
 # It installs the project without the index (no dependencies, no build isolation; PYTHONPATH if even
-# that fails), writes versions and the GPU's facts, runs `pytest -m gpu` and the benchmark suite
-# (benchmarks/suites/gpu.sh) with a time limit each, and leaves everything in RESULTS_DIR. What
-# cannot run there (TensorRT engines, ONNX Runtime on CUDA) is skipped with a line saying why.
+# that fails), writes versions and the GPU's facts, runs `pytest -m gpu`, the benchmark suite
+# (benchmarks/suites/gpu.sh) and the engine checks (gpu_engine_checks.py: TensorRT-RTX re-captures after
+# warm-up, an engine on a second GPU, memory against cudaMemGetInfo) with a time limit each, and leaves
+# everything in RESULTS_DIR. What cannot run there (TensorRT engines, ONNX Runtime on CUDA, a second GPU)
+# is skipped with a line saying why.
 # CRN_GPU_SUITE_SIZE=small runs the same steps on small models: the rehearsal on a machine without
 # a GPU, in a venv holding only what the GPU image holds (see benchmarks/README.md).
 set -uo pipefail
@@ -69,7 +71,13 @@ timeout 150 "$py" -m pytest -q -m gpu -rs -p no:cacheprovider --junitxml="$resul
 echo "pytest -m gpu exit status $?"; tail -n 40 "$results/pytest-gpu.txt"
 
 step "benchmark suite (limit 330 s)"
-timeout 330 bash benchmarks/suites/gpu.sh "$results" "${CRN_GPU_ENGINES:-/tmp/crn-gpu-engines}"
+engines=${CRN_GPU_ENGINES:-/tmp/crn-gpu-engines}
+timeout 330 bash benchmarks/suites/gpu.sh "$results" "$engines"
 echo "benchmark suite exit status $?"
+
+step "engine checks: re-captures after warm-up, a second GPU, memory against cudaMemGetInfo (limit 45 s)"
+timeout 45 "$py" benchmarks/suites/gpu_engine_checks.py "$results/bench.json" "$engines" "$results/engine-checks.json"
+echo "engine checks exit status $?"
+"$py" benchmarks/suites/relative_paths.py "$results" "$engines"  # committed results: paths relative to their folder
 step "done; results in $results"
 ls -la "$results"

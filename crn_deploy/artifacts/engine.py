@@ -21,7 +21,7 @@ from ..backends.tensorrt import gpu_properties, import_engine_library, tensorrt_
 from ..errors import ArtifactError, CrnError, UsageError
 from ..files import sha256_file, write_bytes_atomic
 from ..manifest import Manifest
-from ..precisions import FP32_ISLAND, Precision
+from ..precisions import FP32, FP32_ISLAND, Precision
 from ..records import EngineRecord, GpuRecord
 from ..targets import RTX_DEFAULT_COMPUTE_CAPABILITIES, TENSORRT, EngineTarget
 
@@ -214,10 +214,11 @@ def use_timing_cache(config, cache_path: Path, log: Callable[[str], None]):
     """Attach the engines folder's timing cache; one from another GPU or TensorRT is replaced, not trusted.
     Returns the cache, which must outlive the build."""
     saved = cache_path.read_bytes() if cache_path.is_file() else b""
-    cache = config.create_timing_cache(saved)
-    if config.set_timing_cache(cache, False):
+    cache = config.create_timing_cache(saved)  # None where TensorRT cannot read the file (cut short, damaged)
+    if cache is not None and config.set_timing_cache(cache, False):
         return cache
-    log(f"{cache_path} was timed on another GPU or TensorRT version; starting a fresh timing cache")
+    why = "cannot be read" if cache is None else "was timed on another GPU or TensorRT version"
+    log(f"{cache_path} {why}; starting a fresh timing cache")
     cache = config.create_timing_cache(b"")
     if not config.set_timing_cache(cache, False):
         raise CrnError(f"TensorRT refused an empty timing cache for {cache_path}")
@@ -248,28 +249,34 @@ def check_built_engine(trt, logger, plan, manifest: Manifest) -> dict[str, int] 
             raise CrnError(f"the built engine's {spec.name} is {engine.get_tensor_dtype(spec.name)} {list(shape)}, "
                            f"not {spec.dtype} {list(spec.shape)}; not kept")
     inspector = engine.create_engine_inspector()
-    counts = convolution_weight_types(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    convolutions = convolution_weights(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    counts: dict[str, int] = {}
+    for _, kind in convolutions:
+        counts[kind] = counts.get(kind, 0) + 1
     wanted = manifest.precision.inspector_weights
-    if counts and set(counts) != {wanted}:
-        raise ArtifactError(f"the built engine's convolutions hold weights of types {counts}, not all {wanted} as "
-                            f"{manifest.precision} needs; not kept (re-export with this crn-export, then crn-build)")
+    wrong = [f"{name} {kind}" for name, kind in convolutions
+             if kind != (FP32.inspector_weights if FP32_ISLAND in name else wanted)]
+    if wrong:
+        raise ArtifactError(f"the built engine's convolutions hold weights of types {counts}: {'; '.join(wrong[:3])}, "
+                            f"where {manifest.precision} needs {wanted} ({FP32.inspector_weights} only in the graph's "
+                            "FP32 islands); not kept (re-export with this crn-export, then crn-build)")
     return counts or None
 
 
-def convolution_weight_types(layer_information: str) -> dict[str, int]:
-    """How many convolution layers hold weights of each type ("Half", "Float"...), from the engine
-    inspector's JSON. Empty where it names layers only (ProfilingVerbosity other than DETAILED) or
-    where TensorRT fused the convolutions into opaque nodes."""
+def convolution_weights(layer_information: str) -> list[tuple[str, str]]:
+    """(layer name, weight type: "Half", "Float"...) of each convolution layer, from the engine inspector's
+    JSON; a fused layer's name holds the names of the ONNX nodes in it. Empty where it names layers only
+    (ProfilingVerbosity other than DETAILED) or where TensorRT fused the convolutions into opaque nodes."""
     try:
         layers = json.loads(layer_information).get("Layers", [])
     except (ValueError, AttributeError):
-        return {}
-    counts: dict[str, int] = {}
+        return []
+    found = []
     for layer in layers:
         kind = f"{layer.get('LayerType', '')} {layer.get('ParameterType', '')}" if isinstance(layer, dict) else ""
         if "convolution" not in kind.lower():  # CaskConvolution, Convolution...
             continue
         weights = layer.get("Weights")
         if isinstance(weights, dict) and weights.get("Type"):
-            counts[weights["Type"]] = counts.get(weights["Type"], 0) + 1
-    return counts
+            found.append((str(layer.get("Name", "")), weights["Type"]))
+    return found

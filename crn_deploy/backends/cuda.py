@@ -3,6 +3,8 @@ buffers, events and graphs, owned by one object and freed in reverse order of cr
 
 No torch, no CuPy: the TensorRT backend needs only these few calls. Every cuda-python call
 returns ``(error, *results)``; ``check`` turns a failure into a ``CudaError`` naming the call.
+CUDA's current device is per thread: ``Cuda.make_current`` sets it in whichever thread calls, and
+looking at a GPU (``device_properties``) leaves the caller's current device as it was.
 """
 
 from __future__ import annotations
@@ -76,23 +78,42 @@ class PinnedBuffer:
         self.array = np.frombuffer(raw, np.uint8).view(dtype).reshape(shape)
 
 
+def require_device(device: int = 0, cudart=None):
+    """The CUDA runtime module, once ``device`` is known to be visible; else a one-line refusal."""
+    rt = cudart or import_cudart()
+    try:
+        count = check(rt, rt.cudaGetDeviceCount(), "cudaGetDeviceCount")
+    except CudaError as e:
+        raise UsageError(f"no usable NVIDIA GPU here ({e}); run this on the GPU machine") from None
+    if device >= count:
+        raise UsageError(f"CUDA device {device} not found ({count} visible); run this on the GPU machine")
+    return rt
+
+
+def device_properties(device: int = 0, cudart=None) -> dict:
+    """Name, compute capability and memory of GPU ``device``; the calling thread's current device stays as it was."""
+    rt = require_device(device, cudart)
+    props = check(rt, rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+    return {"name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}",
+            "memory_bytes": int(props.totalGlobalMem)}
+
+
 class Cuda:
     """Owns every CUDA resource it creates; ``close()`` frees them all, newest first."""
 
     def __init__(self, device: int = 0, cudart=None) -> None:
-        self.rt = cudart or import_cudart()
+        self.rt = require_device(device, cudart)
         self.device = device
-        try:
-            count = self.call("cudaGetDeviceCount", self.rt.cudaGetDeviceCount())
-        except CudaError as e:
-            raise UsageError(f"no usable NVIDIA GPU here ({e}); run this on the GPU machine") from None
-        if device >= count:
-            raise UsageError(f"CUDA device {device} not found ({count} visible); run this on the GPU machine")
-        self.call("cudaSetDevice", self.rt.cudaSetDevice(device))
+        self.make_current()
         self._owned: list[tuple[Callable, object]] = []
 
     def call(self, what: str, result):
         return check(self.rt, result, what)
+
+    def make_current(self) -> None:
+        """Make this object's GPU the calling thread's current device (CUDA keeps one per thread, 0 until set)."""
+        self.call("cudaSetDevice", self.rt.cudaSetDevice(self.device))
 
     # resources -------------------------------------------------------------------------------
     def device_buffer(self, nbytes: int) -> DeviceBuffer:
@@ -129,6 +150,9 @@ class Cuda:
     def d2h(self, dst: int, src: int, nbytes: int, stream) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self.call("cudaMemcpyAsync (device to host)", self.rt.cudaMemcpyAsync(dst, src, nbytes, kind, stream))
+
+    def memset(self, dst: int, value: int, nbytes: int, stream) -> None:
+        self.call("cudaMemsetAsync", self.rt.cudaMemsetAsync(dst, value, nbytes, stream))
 
     def d2d(self, dst: int, src: int, nbytes: int, stream) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
@@ -178,10 +202,13 @@ class Cuda:
         return attrs.type in device_types and attrs.device == self.device
 
     def properties(self) -> dict:
-        props = self.call("cudaGetDeviceProperties", self.rt.cudaGetDeviceProperties(self.device))
-        name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-        return {"name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}",
-                "memory_bytes": int(props.totalGlobalMem)}
+        return device_properties(self.device, self.rt)
+
+    def free_memory(self) -> int:
+        """Bytes free on this GPU now, as cudaMemGetInfo sees it (every process's allocations count)."""
+        self.make_current()
+        free, _total = self.call("cudaMemGetInfo", self.rt.cudaMemGetInfo())
+        return int(free)
 
     def close(self) -> None:
         """Free everything, newest first; report the first failure after freeing the rest."""

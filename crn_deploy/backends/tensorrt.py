@@ -2,11 +2,14 @@
 cuda-python. No torch. The manifest's engine record says which library made an engine, and that is
 the library imported to run it.
 
-Per engine: one execution context, three streams (copy in, compute, copy out) and a ring of
-``slots``, each with its own pinned host and device I/O buffers, events and CUDA graph. Frame k+1's
-upload overlaps frame k's compute and frame k-1's download; results come back in submission order.
-Everything is allocated at open and freed at close. TensorRT-RTX engines also get their JIT kernel
-cache as a file beside the engine (read at open, written at close) and capture their own CUDA graphs.
+Per engine: three streams (copy in, compute, copy out) and a ring of ``slots``, each with its own
+execution context bound once to its own pinned host and device I/O buffers, events and CUDA graph (as
+trtexec keeps one context per stream). The contexts share one block of scratch memory: they run one
+at a time, on the compute stream. Frame k+1's upload overlaps frame k's compute and frame k-1's
+download; results come back in submission order. Everything is allocated at open and freed at close;
+every call sets the engine's GPU as the calling thread's current device first (CUDA keeps one per
+thread). TensorRT-RTX engines also get their JIT kernel cache as a file beside the engine (read at
+open, written once warmed up and at close) and capture their own CUDA graphs, one per context.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ..manifest import OUTPUT_NAME, Manifest
 from ..records import EngineRecord
 from ..targets import RTX, TENSORRT, EngineTarget, artifact_stem_of, serves
 from .base import Backend
-from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, handle
+from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, device_properties, handle, require_device
 from .device_arrays import check_label_batch, describe
 
 
@@ -50,19 +53,15 @@ def engines_unavailable_reason(target: EngineTarget = TENSORRT, *, to_build: boo
     try:
         import_engine_library(target)
         if not to_build or target.build_needs_gpu:
-            Cuda().close()
+            require_device()
     except CrnError as e:
         return str(e)
     return None
 
 
-def gpu_properties() -> dict:
-    """Name, compute capability and memory of GPU 0."""
-    cuda = Cuda()
-    try:
-        return cuda.properties()
-    finally:
-        cuda.close()
+def gpu_properties(device: int = 0) -> dict:
+    """Name, compute capability and memory of GPU ``device`` (the caller's current device stays as it was)."""
+    return device_properties(device)
 
 
 def target_unavailable_here(target: EngineTarget) -> str | None:
@@ -168,8 +167,16 @@ def check_engine_header(trt, runtime, plan: bytes, path: Path, fix: str) -> None
         raise ArtifactError(f"TensorRT-RTX cannot run {path.name} on this machine ({', '.join(causes)}); {fix}")
 
 
+def engine_weights_bytes(trt, engine) -> int | None:
+    """The engine's weights on the GPU, where the library says (TensorRT 11, TensorRT-RTX); else None."""
+    if not hasattr(trt, "EngineStat"):  # older TensorRT 10 releases have no engine statistics
+        return None
+    return int(engine.get_engine_stat(trt.EngineStat.TOTAL_WEIGHTS_SIZE))
+
+
 @dataclass
 class _Slot:
+    context: object  # this slot's own execution context, bound once to this slot's buffers
     host_in: list[PinnedBuffer]  # one per input of the manifest (labels, then instances where taken)
     host_out: PinnedBuffer
     dev_in: list[DeviceBuffer]
@@ -177,20 +184,25 @@ class _Slot:
     uploaded: object  # events
     computed: object
     downloaded: object
-    starts: tuple | None = None  # with timing: events before upload, compute and download
+    starts: tuple | None = None  # with timing: events before the copy in, compute and download
     graph: object = None
     pending: Pending | None = None
+    runs: int = 0  # executions of its context
+    graph_key: tuple | None = None  # what its context was bound to when TensorRT-RTX last captured it
 
 
 class Pending:
     """A submitted frame; ``result()`` waits for it. Results come back in submission order."""
 
-    def __init__(self, backend: TensorRTBackend, slot: _Slot, on_device: bool, enqueue_ms: float) -> None:
+    def __init__(self, backend: TensorRTBackend, slot: _Slot, on_device: bool, enqueue_ms: float,
+                 copy_in: str) -> None:
         self._backend, self._slot, self._on_device = backend, slot, on_device
         self._value = None
         self._keep_alive = None
         self.enqueue_ms = enqueue_ms
-        self.timings: dict | None = None  # with timing: h2d, compute, d2h (GPU ms) and enqueue (host ms)
+        self.copy_in = copy_in  # "h2d" from host memory, "d2d" from device memory
+        # with timing: the copy in (h2d or d2d), compute and, for host output, d2h (GPU ms); enqueue (host ms)
+        self.timings: dict | None = None
 
     def result(self):
         if self._value is None:
@@ -223,7 +235,12 @@ class TensorRTBackend(Backend):
         self.name, self.device = ("tensorrt" if target is TENSORRT else f"tensorrt-{target.name}"), "cuda"
         self._trt_module, self._cudart_module = tensorrt_module, cudart_module
         self.graphs_active = False
-        self._runtime_cache = None
+        # TensorRT-RTX capturing its own graphs: the captures so far, by its rule (see _count_capture); else None
+        self.graph_captures: int | None = None
+        self.opened_device_bytes: int | None = None  # GPU memory open() took, as cudaMemGetInfo saw it
+        self._weights_bytes: int | None = None
+        self._runtime_cache = self._runtime_config = None
+        self._slots: list[_Slot] = []
 
     @property
     def runtime_cache_path(self) -> Path | None:
@@ -236,9 +253,12 @@ class TensorRTBackend(Backend):
         trt = self._trt_module or import_engine_library(self.target)
         self._cuda = Cuda(self.device_index, self._cudart_module)
         try:
+            free_before = self._cuda.free_memory()
             self._open_engine(trt)
-            self._allocate()
+            self._allocate(trt)
             self._warm_up_and_capture()
+            self.opened_device_bytes = free_before - self._cuda.free_memory()
+            self._save_runtime_cache(warn=False)  # the kernels compiled so far survive a stream killed later
         except BaseException:
             self._release()
             raise
@@ -260,29 +280,40 @@ class TensorRTBackend(Backend):
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise ArtifactError(f"{self.target.runtime} cannot deserialize {self.path} (corrupt?); {fix}")
-        self._context = self._create_context(trt)
-        if self._context is None:
-            raise CudaError(f"{self.target.runtime} could not create an execution context for {self.path}: out of "
-                            f"GPU memory? It needs {self._engine.device_memory_size_v2 / 2**20:.0f} MiB of scratch "
-                            "memory")
         self._check_io(trt)
+        self._weights_bytes = engine_weights_bytes(trt, self._engine)
+        if self.target.runtime_cache or self.target.own_cuda_graphs:
+            self._runtime_config = self._create_runtime_config(trt)
 
-    def _create_context(self, trt):
-        """A plain context (TensorRT), or one with a runtime configuration: TensorRT-RTX's kernel cache
-        from the file beside the engine, and its own CUDA-graph capture where graphs are asked for."""
-        target = self.target
-        if not (target.runtime_cache or target.own_cuda_graphs):
-            return self._engine.create_execution_context()
+    def _create_runtime_config(self, trt):
+        """TensorRT-RTX's runtime configuration: its kernel cache from the file beside the engine, and its own
+        CUDA-graph capture where graphs are asked for. Held as long as the contexts made from it: the binding
+        keeps only the engine alive."""
         config = self._engine.create_runtime_config()
-        if target.runtime_cache:
+        config.set_execution_context_allocation_strategy(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        if self.target.runtime_cache:
             self._runtime_cache = config.create_runtime_cache()
             saved = self.runtime_cache_path.read_bytes() if self.runtime_cache_path.is_file() else b""
-            if saved:  # one from another GPU, driver or version is refused and the cache stays empty
-                self._runtime_cache.deserialize(saved)
+            if saved and not self._runtime_cache.deserialize(saved):  # refused whole: the cache stays empty
+                warnings.warn(f"{self.runtime_cache_path} was refused by {self.target.runtime} (another GPU, driver "
+                              "or version wrote it, or it is damaged); it compiles its kernels again and the file is "
+                              "rewritten", stacklevel=2)
             config.set_runtime_cache(self._runtime_cache)
-        if target.own_cuda_graphs and self.use_cuda_graphs:
+        if self.target.own_cuda_graphs and self.use_cuda_graphs:
             config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
-        return self._engine.create_execution_context(config)
+        return config
+
+    def _create_context(self, trt):
+        """An execution context on the shared scratch block (TensorRT-RTX's through its runtime configuration)."""
+        if self._runtime_config is not None:
+            context = self._engine.create_execution_context(self._runtime_config)
+        else:
+            context = self._engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        if context is None:
+            raise CudaError(f"{self.target.runtime} could not create an execution context for {self.path}: out of "
+                            "GPU memory?")
+        context.set_device_memory(self._scratch.ptr, self._scratch.nbytes)
+        return context
 
     def _check_io(self, trt) -> None:
         expected = {spec.name: spec for spec in (*self.manifest.input_specs, self.manifest.output_spec)}
@@ -302,36 +333,51 @@ class TensorRTBackend(Backend):
             if engine.get_tensor_mode(spec.name) != trt.TensorIOMode.INPUT:
                 raise ArtifactError(f"{self.path}: '{spec.name}' is not an input tensor; rebuild it")
 
-    def _allocate(self) -> None:
+    def _allocate(self, trt) -> None:
         cuda = self._cuda
         self._inputs = self.manifest.input_specs
         self.in_shape, self.out_shape = self._inputs[0].shape, self.manifest.output_spec.shape
         self._upload, self._compute, self._download = cuda.stream(), cuda.stream(), cuda.stream()
         self._compute_handle = handle(self._compute)
+        self._scratch = cuda.device_buffer(int(self._engine.device_memory_size_v2))
         self._slots = []
         for _ in range(self.num_slots):
             host_in = [cuda.pinned(spec.shape, np.dtype(spec.dtype)) for spec in self._inputs]
             host_out = cuda.pinned(self.out_shape, np.uint8)
             dev_in, dev_out = [cuda.device_buffer(h.nbytes) for h in host_in], cuda.device_buffer(host_out.nbytes)
             timed = self.timing
-            slot = _Slot(host_in, host_out, dev_in, dev_out, cuda.event(timed), cuda.event(timed), cuda.event(timed))
+            slot = _Slot(self._create_context(trt), host_in, host_out, dev_in, dev_out, cuda.event(timed),
+                         cuda.event(timed), cuda.event(timed))
+            self._slots.append(slot)
             if timed:
                 slot.starts = (cuda.event(), cuda.event(), cuda.event())
-            self._slots.append(slot)
+            for spec, device in zip(self._inputs, slot.dev_in, strict=True):
+                slot.context.set_tensor_address(spec.name, device.ptr)
+            slot.context.set_tensor_address(OUTPUT_NAME, slot.dev_out.ptr)
         self._next = 0
 
     def _warm_up_and_capture(self) -> None:
-        """One eager run per slot (the library initializes lazily), then a CUDA graph per slot where
-        capturable; a library that captures its own graphs (TensorRT-RTX) is left to do so."""
-        capture = self.use_cuda_graphs and not self.target.own_cuda_graphs
+        """Zeroed inputs (trtexec fills its inputs before the first run too); one eager run per slot (the library
+        initializes lazily), then a CUDA graph per slot where capturable: ours (TensorRT), or TensorRT-RTX's own,
+        which it captures on a context's next run."""
         for slot in self._slots:
-            if not self._enqueue(slot):
-                raise CrnError(f"{self.target.runtime} failed to run {self.path} (see its log above)")
+            for device in slot.dev_in:
+                self._cuda.memset(device.ptr, 0, device.nbytes, self._compute)
+        own = self.target.own_cuda_graphs and self.use_cuda_graphs
+        capture = self.use_cuda_graphs and not self.target.own_cuda_graphs
+        self.graph_captures = 0 if own else None
+        for slot in self._slots:
+            for _ in range(2 if own else 1):
+                if not self._enqueue(slot):
+                    raise CrnError(f"{self.target.runtime} failed to run {self.path} (see its log above)")
+                self._count_capture(slot)
             self._cuda.synchronize(self._compute)
             if capture:
                 slot.graph = self._cuda.capture(self._compute, lambda s=slot: self._enqueue(s))
-        if self.target.own_cuda_graphs:
-            self.graphs_active = self.use_cuda_graphs
+        if own:  # TensorRT-RTX runs without graphs where the engine cannot be captured: say so
+            self.graphs_active = all(slot.context.is_stream_capturable(self._compute_handle) for slot in self._slots)
+            if not self.graphs_active:
+                self.graph_captures = None
             return
         self.graphs_active = capture and all(slot.graph is not None for slot in self._slots)
         if not self.graphs_active:  # all or nothing: a partial set would make latency depend on the slot
@@ -339,6 +385,7 @@ class TensorRTBackend(Backend):
                 slot.graph = None
 
     def _close_impl(self) -> None:
+        self._cuda.make_current()
         for slot in self._slots:
             if slot.pending is not None:
                 self._collect(slot.pending)
@@ -347,25 +394,36 @@ class TensorRTBackend(Backend):
         finally:
             self._release()
 
-    def _save_runtime_cache(self) -> None:
+    def _save_runtime_cache(self, warn: bool = True) -> None:
+        """Write TensorRT-RTX's kernel cache beside the engine (once warmed up, and at close, which says when the
+        folder cannot be written)."""
         if self._runtime_cache is None:
             return
         try:
             write_bytes_atomic(self.runtime_cache_path, memoryview(self._runtime_cache.serialize()))
         except OSError as e:  # a read-only engines folder still runs; the next start compiles again
-            warnings.warn(f"{self.target.runtime} kernel cache not saved to {self.runtime_cache_path} ({e}); the "
-                          "next start compiles its kernels again", stacklevel=2)
-
+            if warn:
+                warnings.warn(f"{self.target.runtime} kernel cache not saved to {self.runtime_cache_path} ({e}); the "
+                              "next start compiles its kernels again", stacklevel=2)
 
     def _release(self) -> None:
-        self._context = self._engine = self._runtime = self._runtime_cache = None  # before their memory
+        """The contexts first, then what they use: the kernel cache, the runtime configuration, the engine (the
+        order of TensorRT-RTX's apiUsage sample); then their memory."""
+        for slot in self._slots:
+            slot.context = None
+        self._runtime_cache = self._runtime_config = None
+        self._engine = self._runtime = None
         cuda, self._cuda = getattr(self, "_cuda", None), None
         if cuda is not None:
             cuda.close()
 
     def device_memory_bytes(self) -> int | None:
+        """The weights, the contexts' scratch block and the slots' buffers; where the library does not give its
+        weights' size, what open() took as cudaMemGetInfo saw it."""
+        if self._weights_bytes is None:
+            return self.opened_device_bytes
         io = sum(sum(d.nbytes for d in slot.dev_in) + slot.dev_out.nbytes for slot in self._slots)
-        return int(self._engine.device_memory_size_v2) + io
+        return self._weights_bytes + self._scratch.nbytes + io
 
     # frames ----------------------------------------------------------------------------------
     def _run_impl(self, ids: np.ndarray, *extra: np.ndarray) -> np.ndarray:
@@ -383,7 +441,7 @@ class TensorRTBackend(Backend):
             self._cuda.h2d(device.ptr, host.ptr, host.nbytes, self._upload)
         self._cuda.record(slot.uploaded, self._upload)
         self._cuda.wait(self._compute, slot.uploaded)
-        return self._launch(slot, output)
+        return self._launch(slot, output, "h2d")
 
     def submit_device(self, labels, *extra, output: str = "host") -> Pending:
         """Queue inputs already on this GPU: objects with ``__cuda_array_interface__`` or ``__dlpack__``
@@ -393,25 +451,30 @@ class TensorRTBackend(Backend):
             raise UsageError(f"{self.path} takes {', '.join(s.name for s in self._inputs)}: pass every one")
         sources = [self._device_input(array, spec) for array, spec in zip(arrays, self._inputs, strict=True)]
         slot = self._take_slot()
-        for (ptr, producer_stream, _), device in zip(sources, slot.dev_in, strict=True):
+        for _, producer_stream, _ in sources:
             if producer_stream is not None:  # the producer's work must finish before we read its buffer
                 self._cuda.record(slot.uploaded, producer_stream)
                 self._cuda.wait(self._compute, slot.uploaded)
+        if slot.starts:
+            self._cuda.record(slot.starts[0], self._compute)
+        for (ptr, _, _), device in zip(sources, slot.dev_in, strict=True):
             self._cuda.d2d(device.ptr, ptr, device.nbytes, self._compute)
-        pending = self._launch(slot, output)
+        self._cuda.record(slot.uploaded, self._compute)
+        pending = self._launch(slot, output, "d2d")
         pending._keep_alive = [keep for _, _, keep in sources]  # the producers' memory must outlive the copies
         return pending
 
     def _take_slot(self) -> _Slot:
         if not self.is_open:
             raise CrnError(f"{self.name} is not open; call open() or use it as a context manager")
+        self._cuda.make_current()  # this thread's current device may be another (a worker thread's is 0)
         slot = self._slots[self._next % self.num_slots]
         self._next += 1
         if slot.pending is not None:  # the ring is full: finish the oldest frame first
             self._collect(slot.pending)
         return slot
 
-    def _launch(self, slot: _Slot, output: str) -> Pending:
+    def _launch(self, slot: _Slot, output: str, copy_in: str) -> Pending:
         if output not in ("host", "device"):
             raise UsageError(f"output must be 'host' or 'device', got {output!r}")
         if slot.starts:
@@ -422,6 +485,7 @@ class TensorRTBackend(Backend):
         elif not self._enqueue(slot):
             raise CrnError(f"{self.target.runtime} failed to enqueue {self.path}")
         enqueue_ms = (time.perf_counter() - started) * 1000
+        self._count_capture(slot)  # outside the enqueue time: it reads the context back
         self._cuda.record(slot.computed, self._compute)
         if output == "host":
             self._cuda.wait(self._download, slot.computed)
@@ -429,16 +493,28 @@ class TensorRTBackend(Backend):
                 self._cuda.record(slot.starts[2], self._download)
             self._cuda.d2h(slot.host_out.ptr, slot.dev_out.ptr, slot.host_out.nbytes, self._download)
             self._cuda.record(slot.downloaded, self._download)
-        slot.pending = Pending(self, slot, output == "device", enqueue_ms)
+        slot.pending = Pending(self, slot, output == "device", enqueue_ms, copy_in)
         return slot.pending
 
     def _enqueue(self, slot: _Slot) -> bool:
-        for spec, device in zip(self._inputs, slot.dev_in, strict=True):
-            self._context.set_tensor_address(spec.name, device.ptr)
-        self._context.set_tensor_address(OUTPUT_NAME, slot.dev_out.ptr)
-        return bool(self._context.execute_async_v3(self._compute_handle))
+        return bool(slot.context.execute_async_v3(self._compute_handle))
+
+    def _count_capture(self, slot: _Slot) -> None:
+        """After each run of a context while TensorRT-RTX captures its own graphs, which it does not count for us.
+        NVIDIA describes its rule: a context's graph is keyed on the bound addresses and shapes and captured again
+        when either changes. A context's first run is taken as eager (the library asks for a warm-up run before it
+        captures). The key is read back from the context, so a rebinding from anywhere counts."""
+        if self.graph_captures is None:
+            return
+        context, slot.runs = slot.context, slot.runs + 1
+        key = tuple((name, context.get_tensor_address(name), tuple(context.get_tensor_shape(name)))
+                    for name in (*(spec.name for spec in self._inputs), OUTPUT_NAME))
+        if slot.runs > 1 and key != slot.graph_key:
+            slot.graph_key = key
+            self.graph_captures += 1
 
     def _collect(self, pending: Pending) -> None:
+        self._cuda.make_current()
         slot = pending._slot
         if pending._on_device:
             self._cuda.event_synchronize(slot.computed)
@@ -447,12 +523,13 @@ class TensorRTBackend(Backend):
             self._cuda.event_synchronize(slot.downloaded)
             pending._value = slot.host_out.array.copy()
         pending._keep_alive = None
-        if slot.starts and not pending._on_device:
+        if slot.starts:
             cuda = self._cuda
-            pending.timings = {"h2d": cuda.elapsed_ms(slot.starts[0], slot.uploaded),
-                               "compute": cuda.elapsed_ms(slot.starts[1], slot.computed),
-                               "d2h": cuda.elapsed_ms(slot.starts[2], slot.downloaded),
-                               "enqueue": pending.enqueue_ms}
+            timings = {pending.copy_in: cuda.elapsed_ms(slot.starts[0], slot.uploaded),
+                       "compute": cuda.elapsed_ms(slot.starts[1], slot.computed)}
+            if not pending._on_device:
+                timings["d2h"] = cuda.elapsed_ms(slot.starts[2], slot.downloaded)
+            pending.timings = {**timings, "enqueue": pending.enqueue_ms}
         if slot.pending is pending:
             slot.pending = None
 

@@ -22,6 +22,9 @@ from ..errors import CrnError, Terminated, UsageError
 from ..files import abandon_temporaries, abandoned, unlink_temporaries_for_exit
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+# OpenCV logs its own warnings (a PNG cut short...) to the terminal on its first message; the commands say what
+# went wrong in their own words instead.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 
 def run_command(prog: str, body: Callable[[], int], *, handles_interrupts: bool = False) -> int:

@@ -119,8 +119,11 @@ def _export(args) -> int:
         source = random_model(config, args.seed, args.preset)
         name = args.name or f"{args.preset}-seed{args.seed}"
     else:
-        source = load_checkpoint(args.checkpoint, config, args.family, options=options or None)
+        source = load_checkpoint(args.checkpoint, config, args.family, options=options or None,
+                                 options_file=args.opt)
         name = args.name or args.checkpoint.stem
+        if "options_file" in source.source:
+            log(f"{PROG}: the training run's options from {source.source['options_file']}")
     fam, config = family(source.family), source.config
     resolutions = args.resolutions or [fam.native_resolution(config)]
     sizes = [Sizes(r, o) for r, o in zip(resolutions, args.output_resolutions or resolutions, strict=True)]

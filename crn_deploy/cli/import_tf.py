@@ -40,14 +40,21 @@ def _describe(arch) -> str:
             f"native {format_resolution(config.native_resolution)}, {config.num_parameters():,} parameters; {matches}")
 
 
-def _inspect(args) -> int:
-    require(PROG, ("google.protobuf", "google_crc32c"))
-    from ..models.tf_bundle import TensorBundle
-    from ..models.tf_import import infer_architecture
+def _importer():
+    """The family that reads the TensorFlow checkpoints, as the registry names it."""
+    from ..models.registry import model_families
 
-    bundle = TensorBundle(args.prefix)
-    arch = infer_architecture(bundle)
-    log(f"{bundle.index_path}: {_describe(arch)}")
+    found = [f.foreign_import for f in model_families().values() if f.foreign_import and
+             f.foreign_import.framework == "TensorFlow"]
+    if not found:
+        raise UsageError("no family here imports TensorFlow checkpoints")
+    return found[0]
+
+
+def _inspect(args) -> int:
+    require(PROG, ("torch", "google.protobuf", "google_crc32c"))
+    arch = _importer().inspect(args.prefix)
+    log(f"{args.prefix}: {_describe(arch)}")
     width = max(len(v.name) for v in arch.variables)
     for info in arch.variables:
         log(f"  {info.name.ljust(width)}  {info.dtype_name:8} {str(list(info.shape)):22} {info.size / 2**20:9.2f} MiB")
@@ -59,9 +66,8 @@ def _inspect(args) -> int:
 def _import(args) -> int:
     require(PROG, ("torch", "google.protobuf", "google_crc32c"))
     from ..models.checkpoint import save_checkpoint
-    from ..models.tf_import import import_tf_checkpoint
 
-    loaded, arch = import_tf_checkpoint(args.prefix)
+    loaded, arch = _importer().load(args.prefix)
     log(f"{PROG}: {_describe(arch)}")
     save_checkpoint(args.output, loaded.model, loaded.label_set)
     native = format_resolution(arch.config.native_resolution)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..sizes import format_resolution
-from ..errors import UsageError
+from ..errors import CrnError, UsageError
 from ._main import log, parse_or_exit, require, run_command
 
 PROG = "crn-run"
@@ -99,15 +99,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_ray(args) -> int:
+    require(PROG, ("ray",), "ray", why=" --ray")
     from ..scale.batch import BatchOptions, synthesize_files
+    from ..scale.cluster import quiet_ray
 
     options = BatchOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                            address=None if args.ray == "local" else args.ray, overwrite=args.overwrite,
                            threads=args.threads, cpus_per_worker=args.cpus_per_worker,
                            strict_colors=args.strict_colors)
-    summary = synthesize_files(args.artifact, args.input, str(args.output), options, log)
+    with quiet_ray():
+        summary = synthesize_files(args.artifact, args.input, str(args.output), options, log)
     log(f"{PROG}: {summary.line()}")
     log(f"{PROG}: wrote {args.output} (record: {summary.record})")
+    if summary.unreadable:
+        raise CrnError(f"{len(summary.unreadable)} of {summary.inputs} label files could not be read and have no "
+                       f"picture (each named above and in the record); every other picture was written")
     return 0
 
 
@@ -149,11 +155,12 @@ def _run(args) -> int:
     synth = _open(args)
     synth.unknown_colors.notify = lambda notice: log(f"{PROG}: warning: {notice}")  # as it happens, once
     with synth:
-        if synth.output_resolution != synth.resolution:
+        if synth.manifest.sizes.decoupled:
             log(f"{PROG}: {args.artifact.name} takes {format_resolution(synth.resolution)} label maps and paints "
                 f"{format_resolution(synth.output_resolution)} pictures (--output-size input scales them alike)")
         source = open_source(args.input, synth.label_set, resolution=synth.resolution, frames=args.frames,
-                             fps=args.fps, strict_colors=args.strict_colors, unknown=synth.unknown_colors)
+                             fps=args.fps, strict_colors=args.strict_colors, unknown=synth.unknown_colors,
+                             on_unreadable=lambda line: log(f"{PROG}: warning: {line}"))
         fps = args.fps or getattr(source, "fps", None) or 10.0
         sink = open_sink(args.output, fps)
         try:
@@ -172,6 +179,10 @@ def _run(args) -> int:
     log(f"{PROG}: wrote {args.output}" + (" (interrupted: what was written is complete)" if stats.interrupted else ""))
     if stats.interruption is not None:
         raise stats.interruption  # ends the process with 130 / 143
+    unreadable = getattr(source, "unreadable", [])
+    if unreadable:
+        raise CrnError(f"{len(unreadable)} of {len(source)} label files could not be read and have no picture (each "
+                       f"named above, the first: {unreadable[0]}); every other picture was written")
     return 0
 
 

@@ -47,22 +47,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args) -> int:
     require(PROG, ("ray",), "ray")
+    from ..scale.cluster import connected, quiet_ray
     from ..scale.serve import ServeOptions, shutdown, start
 
     options = ServeOptions(port=args.port, host=args.host, replicas=args.replicas,
                            gpus_per_replica=args.gpus_per_replica, max_batch=args.max_batch,
                            batch_wait_ms=args.batch_wait_ms, threads=args.threads, address=args.ray,
                            max_body_bytes=args.max_body_bytes)
-    try:
-        url = start(args.artifact, options, log)
-        log(f"{PROG}: serving {args.artifact.name} at {url}/synthesize ({args.replicas} replica(s)); "
-            "Ctrl-C stops it")
-        while True:
-            time.sleep(0.5)
-    except KeyboardInterrupt as interrupt:
-        log(f"{PROG}: stopping")
-        shutdown()
-        return interrupt_exit_code(interrupt)
+    with quiet_ray(), connected(args.ray, log):  # Ray ends with the command where the command started it
+        try:
+            url = start(args.artifact, options, log)
+            log(f"{PROG}: serving {args.artifact.name} at {url}/synthesize ({args.replicas} replica(s)); "
+                "Ctrl-C stops it")
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt as interrupt:
+            log(f"{PROG}: stopping")
+            shutdown()
+            return interrupt_exit_code(interrupt)
 
 
 if __name__ == "__main__":

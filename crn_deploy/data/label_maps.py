@@ -1,25 +1,30 @@
-"""Label maps from files and bytes: the one decoder every input path uses (crn-run's folders, crn-bench's
---labels, Ray Data rows, the Serve endpoint), and instance maps beside them.
+"""Label maps into class ids: the one decoder every input path uses (files and bytes: crn-run's folders and
+prefixes, crn-bench's --labels, Ray Data rows, the Serve endpoint, training pairs; arrays: the runtime's calls,
+video frames), and instance maps beside label files.
 
-Single-channel 8-bit images hold ids: Cityscapes ``*_labelIds.png`` are mapped to train ids for train-id
-label sets, ADE20K's annotation PNGs ``ADE_*.png`` to SPADE's ADE20K ids (as its loader does); colour
-images are matched to the label set's palette exactly, pixels of other colours void and counted (or
-refused, ``strict_colors``). JPEG is refused: its compression changes colours at every region edge.
+Id maps hold ids; a label file in another id space is known by its name and mapped by its label set's own table
+(``LabelSet.raw_ids``: Cityscapes ``*_labelIds.png`` to train ids for train-id sets, ADE20K's annotation PNGs
+``ADE_*.png`` to SPADE's ids, as its loader does); ids past the set are void and counted. Colour maps are matched
+to the label set's palette exactly, pixels of other colours void and counted (or refused, ``strict_colors``).
+JPEG is refused: its compression changes colours at every region edge.
 """
 
 from __future__ import annotations
 
+import glob
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..errors import UsageError
-from ..labels import (ADE20K, CITYSCAPES, LabelSet, UnknownColors, ade20k_annotation_to_ids,
-                      cityscapes_label_ids_to_train_ids)
+from ..errors import UnreadableInput, UsageError
+from ..labels import LabelSet, UnknownColors
+from .storage import Store, matching, split_pattern
 
 LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
+CITYSCAPES_LABEL_SUFFIX = "_labelIds.png"
 INSTANCE_SUFFIX = "_instanceIds.png"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -30,31 +35,95 @@ def decode_label_map(data: bytes, label_set: LabelSet, *, name: str = "the label
     Cityscapes label ids or ADE20K annotations, and names it in errors)."""
     if png_only and not data.startswith(PNG_SIGNATURE):
         raise UsageError(f"{name} is not a PNG (send the label map as a lossless PNG)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise UsageError(f"cannot read {name}: not an image OpenCV can decode")
+    image = _decode(data, name)
     if image.dtype != np.uint8:
         raise UsageError(f"{name} has {image.dtype} pixels; save ids or colours as 8-bit PNG")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[..., :3]
-    if image.ndim == 2:
-        ids = _ids_of(image, Path(name).name, label_set)
-        try:
-            label_set.check_ids(ids, strict=strict_colors, unknown=unknown)
-        except UsageError as e:
-            raise UsageError(f"{name}: {e}") from None
-        return ids
+    colors = image.ndim == 3
+    if colors:  # OpenCV's BGR(A) -> RGB
+        image = np.ascontiguousarray(image[..., 2::-1])
     try:
-        return label_set.colors_to_ids(np.ascontiguousarray(image[..., ::-1]), strict=strict_colors, unknown=unknown)
+        return label_ids(image, label_set, colors=colors, file_name=Path(name).name, strict=strict_colors,
+                         unknown=unknown)
     except UsageError as e:
         raise UsageError(f"{name}: {e}") from None
 
 
-def _ids_of(image: np.ndarray, base: str, label_set: LabelSet) -> np.ndarray:
-    if base.endswith("_labelIds.png") and label_set.name == CITYSCAPES.name:
-        return cityscapes_label_ids_to_train_ids(image)  # train-id label sets (CRN's) map label ids
-    if base.startswith("ADE_") and label_set.name == ADE20K.name:
-        return ade20k_annotation_to_ids(image)
+def label_ids(array: np.ndarray, label_set: LabelSet, *, colors: bool, file_name: str | None = None,
+              strict: bool = False, unknown: UnknownColors | None = None) -> np.ndarray:
+    """uint8 class ids of the label set from a decoded label map: colours ``[..., H, W, 3|4]`` RGB(A), matched to
+    the palette; or ids ``[..., H, W]``, through the set's table where ``file_name`` says they are in another
+    id space. Unknown colours and ids past the set are void and counted into ``unknown``, or refused (``strict``)."""
+    if colors:
+        return label_set.colors_to_ids(array, strict=strict, unknown=unknown)
+    ids = _as_uint8_ids(np.asarray(array))
+    table = label_set.raw_table(file_name)
+    if table is not None:
+        ids = table[ids]
+    label_set.check_ids(ids, strict=strict, unknown=unknown)
+    return ids
+
+
+def label_batch(labels, label_set: LabelSet, *, palette: LabelSet | None = None, strict: bool = False,
+                unknown: UnknownColors | None = None) -> tuple[np.ndarray, bool]:
+    """(uint8 ids [N,1,H,W], whether one map was given) from the arrays a caller passes: ids [H,W], [H,W,1],
+    [N,H,W], [N,1,H,W]; colours [H,W,3|4] or [N,H,W,3|4] (in ``palette`` where given, else the label set's)."""
+    array = np.asarray(labels)
+    colors = palette is not None or _is_color_map(array)
+    if colors:
+        array = label_ids(array, palette or label_set, colors=True, strict=strict, unknown=unknown)
+    if array.ndim == 3 and array.shape[-1] == 1:  # [H,W,1]: one id map, as images are read
+        array = array[..., 0]
+    elif array.ndim == 4 and array.shape[1] != 1 and array.shape[-1] == 1:  # [N,H,W,1]
+        array = array[..., 0]
+    if array.ndim == 2:
+        batch, single = array[None, None], True
+    elif array.ndim == 3 and array.shape[-1] not in (3, 4):
+        batch, single = array[:, None], False
+    elif array.ndim == 4 and array.shape[1] == 1:
+        batch, single = array, False
+    else:
+        raise UsageError(f"a label map of shape {list(array.shape)} ({array.dtype}) is ambiguous or not a label "
+                         f"map: pass {ACCEPTED_SHAPES}")
+    if batch.size == 0:
+        raise UsageError(f"label map is empty (shape {list(array.shape)})")
+    if not colors:  # decoded colours are in the label set or void by construction
+        batch = label_ids(batch, label_set, colors=False, strict=strict, unknown=unknown)
+    return batch, single
+
+
+ACCEPTED_SHAPES = ("class ids [H,W], [H,W,1], [N,H,W] or [N,1,H,W] (integers 0..255), or colour maps uint8 "
+                   "[H,W,3], [H,W,4] (RGBA, alpha ignored), [N,H,W,3] or [N,H,W,4]; a batch of id maps 3 or 4 "
+                   "pixels wide must be [N,1,H,W]")
+
+
+def _is_color_map(array: np.ndarray) -> bool:
+    """uint8 [H,W,3|4] or [N,H,W,3|4]: RGB(A) colours, as images are read ([N,1,H,W] stays ids)."""
+    if array.dtype != np.uint8 or array.shape[-1:] not in ((3,), (4,)):
+        return False
+    return array.ndim == 3 or (array.ndim == 4 and array.shape[1] != 1)
+
+
+def _as_uint8_ids(ids: np.ndarray) -> np.ndarray:
+    if ids.dtype == np.uint8:
+        return ids
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise UsageError(
+            f"label map must hold integer class ids (uint8), got {ids.dtype}; convert with .astype(np.uint8)"
+        )
+    if ids.min() < 0 or ids.max() > 255:
+        raise UsageError(f"label ids must be 0..255 (255 = void), got {ids.min()}..{ids.max()}")
+    return ids.astype(np.uint8)
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    if not data:
+        raise UnreadableInput(f"cannot read {name}: the file is empty (0 bytes)")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
+    if image is None:
+        raise UnreadableInput(f"cannot read {name}: not an image OpenCV can decode (damaged or cut short?)")
     return image
 
 
@@ -66,7 +135,7 @@ def read_label_image(path: Path, label_set: LabelSet, *, strict_colors: bool = F
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise UsageError(f"cannot read label image {path}: {e.strerror or e}") from None
+        raise UnreadableInput(f"cannot read label image {path}: {e.strerror or e}") from None
     return decode_label_map(data, label_set, name=str(path), strict_colors=strict_colors, unknown=unknown)
 
 
@@ -79,19 +148,24 @@ def refuse_lossy(path: Path) -> None:
 def decode_instance_map(data: bytes, name: str = "the instance map") -> np.ndarray:
     """int32 [H, W] instance ids from an encoded single-channel image (Cityscapes' 16-bit PNGs:
     ``label_id * 1000 + k`` for objects, the label id elsewhere)."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.ndim != 2:
+    image = _decode(data, name)
+    if image.ndim != 2:
         raise UsageError(f"{name} is not a single-channel image; it must hold instance ids")
     return image.astype(np.int32)
 
 
+def instance_name(label_name: str) -> str | None:
+    """The one rule for instance maps: Cityscapes' ``*_instanceIds.png`` beside its ``*_labelIds.png``."""
+    if not label_name.endswith(CITYSCAPES_LABEL_SUFFIX):
+        return None
+    return label_name[: -len(CITYSCAPES_LABEL_SUFFIX)] + INSTANCE_SUFFIX
+
+
 def instance_path(label_path: Path) -> Path | None:
     """Cityscapes' instance map beside a ``*_labelIds.png``, where there is one."""
-    name = Path(label_path).name
-    if not name.endswith("_labelIds.png"):
-        return None
-    candidate = Path(label_path).with_name(name[: -len("_labelIds.png")] + INSTANCE_SUFFIX)
-    return candidate if candidate.is_file() else None
+    name = instance_name(Path(label_path).name)
+    candidate = Path(label_path).with_name(name) if name else None
+    return candidate if candidate is not None and candidate.is_file() else None
 
 
 def read_instance_image(label_path: Path) -> np.ndarray | None:
@@ -102,6 +176,49 @@ def read_instance_image(label_path: Path) -> np.ndarray | None:
 
 def is_label_image(path: Path) -> bool:
     return path.suffix.lower() in LABEL_SUFFIXES and not path.name.endswith(INSTANCE_SUFFIX)
+
+
+@dataclass(frozen=True)
+class LabelFiles:
+    """The label images a folder, object-store prefix, glob or file names: their names relative to ``store``, in
+    order, with the instance map beside each where one lies there."""
+
+    store: Store
+    names: tuple[str, ...]
+    instances: dict[str, str]
+
+    def read(self, name: str, label_set: LabelSet, *, strict_colors: bool = False,
+             unknown: UnknownColors | None = None) -> np.ndarray:
+        uri = self.store.uri(name)
+        refuse_lossy(Path(name))
+        return decode_label_map(self.store.read(name), label_set, name=uri, strict_colors=strict_colors,
+                                unknown=unknown)
+
+    def read_instances(self, name: str) -> np.ndarray | None:
+        beside = self.instances.get(name)
+        return None if beside is None else decode_instance_map(self.store.read(beside), self.store.uri(beside))
+
+
+def find_label_files(pattern: str | Path) -> LabelFiles:
+    """The label images of a folder or prefix (those directly in it), a glob (``**`` across folders) or one file,
+    local or in object storage; refused in one line where there is none."""
+    store, glob_part = split_pattern(str(pattern))
+    every = store.files()
+    return label_files_among(store, every, matching(every, glob_part), pattern)
+
+
+def label_files_among(store: Store, every: list[str], matched: list[str], pattern) -> LabelFiles:
+    """``matched`` names of ``store`` (whose files are ``every``) that are label images, with their instance maps."""
+    labels = [name for name in matched if is_label_image(Path(name))]
+    if not labels:
+        deeper = [name for name in every if "/" in name and is_label_image(Path(name))]
+        if deeper and not glob.has_magic(str(pattern)):
+            raise UsageError(f"no label images directly in {pattern}; {len(deeper)} lie in folders below it: pass "
+                             f"a glob such as '{str(pattern).rstrip('/')}/**/*.png'")
+        raise no_label_images(pattern, matched or every)
+    present = set(every)
+    instances = {name: beside for name in labels if (beside := instance_name(name)) in present}
+    return LabelFiles(store, tuple(labels), instances)
 
 
 def list_label_images(folder: Path) -> list[Path]:

@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 
 from ..errors import UsageError
-from ..labels import CITYSCAPES, VOID_ID, cityscapes_label_ids_to_train_ids
+from ..labels import CITYSCAPES, VOID_ID
 from .images import resize_image, resize_labels
+from .label_maps import read_label_image
 from .synthetic import BUILDING, CAR, SKY, VEGETATION, street_layout
 
 # A base colour per Cityscapes train id: what the procedural "photographs" are painted with.
@@ -89,20 +90,15 @@ class CityscapesPairs:
         return len(self.labels)
 
     def sample(self, index: int, resolution: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        label_ids = cv2.imread(str(self.labels[index]), cv2.IMREAD_GRAYSCALE)
-        ids = cityscapes_label_ids_to_train_ids(label_ids)
-        photo = cv2.imread(str(self.images[index]), cv2.IMREAD_COLOR)[..., ::-1]
-        return resize_labels(ids, resolution), resize_image(np.ascontiguousarray(photo), resolution)
+        ids = read_label_image(self.labels[index], self.label_set)  # *_labelIds.png: label ids to train ids
+        return resize_labels(ids, resolution), resize_image(read_photo(self.images[index]), resolution)
 
 
 class FolderPairs:
     """``DIR/labels/NAME.png`` (ids or colours) with ``DIR/images/NAME.png|jpg``."""
 
     def __init__(self, folder: str | Path) -> None:
-        from .images import read_label_image
-
         folder = Path(folder)
-        self._read_labels = read_label_image
         self.labels = sorted((folder / "labels").glob("*.png"))
         self.images = []
         for label in self.labels:
@@ -118,11 +114,16 @@ class FolderPairs:
         return len(self.labels)
 
     def sample(self, index: int, resolution: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        ids = self._read_labels(self.labels[index], self.label_set)
-        photo = cv2.imread(str(self.images[index]), cv2.IMREAD_COLOR)
-        if photo is None:
-            raise UsageError(f"cannot read photograph {self.images[index]}")
-        return resize_labels(ids, resolution), resize_image(np.ascontiguousarray(photo[..., ::-1]), resolution)
+        ids = read_label_image(self.labels[index], self.label_set)
+        return resize_labels(ids, resolution), resize_image(read_photo(self.images[index]), resolution)
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """A photograph as uint8 RGB."""
+    photo = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if photo is None:
+        raise UsageError(f"cannot read photograph {path}: not an image OpenCV can decode")
+    return np.ascontiguousarray(photo[..., ::-1])
 
 
 def open_dataset(spec: str):

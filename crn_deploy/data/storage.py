@@ -16,7 +16,7 @@ import glob
 import re
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UnreadableInput, UsageError
 from ..files import write_bytes_atomic
 
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -56,7 +56,7 @@ class Store:
             with self.fs.open_input_stream(self._path(name)) as stream:
                 return stream.read()
         except (OSError, FileNotFoundError) as e:
-            raise UsageError(f"cannot read {self.uri(name)}: {e}") from None
+            raise UnreadableInput(f"cannot read {self.uri(name)}: {e}") from None
 
     def write(self, name: str, data: bytes) -> None:
         """All or nothing: a local temporary renamed into place, or one object upload."""
@@ -83,8 +83,20 @@ class Store:
         prefix = self.root + "/"
         return sorted(i.path[len(prefix):] for i in infos if i.type == pafs.FileType.File and i.path.startswith(prefix))
 
+    def is_file(self) -> bool:
+        """Whether the location itself is one file (not a folder or prefix)."""
+        if not self.remote:
+            return Path(self.root).is_file()
+        import pyarrow.fs as pafs
+
+        try:
+            return self.fs.get_file_info(self.root).type == pafs.FileType.File
+        except OSError as e:
+            raise UsageError(f"cannot look at {self.location}: {e}") from None
+
     def check_writable(self) -> None:
-        """Refuse early (before minutes of work) where nothing can be written."""
+        """Refuse early (before minutes of work) where nothing can be written. (In object storage, pyarrow keeps
+        the prefix as a zero-byte folder marker ``prefix/`` once the probe is removed, as S3 consoles do.)"""
         probe = ".crn-deploy-write-check"
         self.write(probe, b"")
         self.delete(probe)
@@ -100,11 +112,19 @@ class Store:
 
 
 def split_pattern(pattern: str) -> tuple[Store, str]:
-    """``s3://b/gtFine/**/*_labelIds.png`` -> (the store at ``s3://b/gtFine``, ``**/*_labelIds.png``); a folder
-    -> (its store, ``*``): the leading folders without a wildcard hold the names below them."""
-    pattern = str(pattern).rstrip("/")
-    if not is_uri(pattern) and Path(pattern).is_dir():
-        return Store(pattern), "*"
+    """Where a pattern's files are, and the glob that picks them there, as every tool of the object-store
+    ecosystem names them: a glob ``s3://b/gtFine/**/*_labelIds.png`` -> (the store at its leading folders
+    without a wildcard, ``s3://b/gtFine``, and ``**/*_labelIds.png``); a folder or prefix (``data``, ``data/``,
+    ``s3://b/in``, ``s3://b/in/``) -> (its store, ``*``: the files directly in it); one file -> (its folder's
+    store, its name)."""
+    pattern = str(pattern)
+    if not glob.has_magic(pattern):
+        store = Store(pattern)
+        if store.is_file():
+            folder, _, name = store.location.rpartition("/")
+            return Store(folder or "."), name
+        return store, "*"
+    pattern = pattern.rstrip("/")
     scheme, _, rest = pattern.rpartition("://")
     parts = rest.split("/")
     fixed = 0
@@ -115,18 +135,26 @@ def split_pattern(pattern: str) -> tuple[Store, str]:
 
 
 def matching(names: list[str], pattern: str) -> list[str]:
-    """The names a glob pattern (``*``, ``?``, ``[...]``, ``**`` across folders) matches, in order."""
-    if pattern == "*":
-        return [n for n in names if "/" not in n]
-    regex = re.compile(fnmatch.translate(pattern).replace(".*", "[^/]*").replace("[^/]*[^/]*/", "(?:.*/)?"))
-    return [n for n in names if regex.fullmatch(n)]
+    """The names a glob pattern (``*``, ``?``, ``[...]`` within a folder name; ``**`` any number of folders,
+    none included) matches, in order."""
+    parts = pattern.split("/")
+    return [n for n in names if _matches(n.split("/"), parts)]
+
+
+def _matches(folders: list[str], parts: list[str]) -> bool:
+    """Whether a name's parts match a pattern's, one part at a time (``**`` takes zero or more of them)."""
+    if not parts:
+        return not folders
+    if parts[0] == "**":
+        return any(_matches(folders[skip:], parts[1:]) for skip in range(len(folders) + 1))
+    return bool(folders) and fnmatch.fnmatchcase(folders[0], parts[0]) and _matches(folders[1:], parts[1:])
 
 
 def _filesystem(uri: str):
     try:
         import pyarrow.fs as pafs
     except ImportError:
-        raise UsageError(f"{uri}: object storage needs pyarrow (pip install 'crn-deploy[ray]')") from None
+        raise UsageError(f"{uri}: object storage needs pyarrow (pip install 'crn-deploy[storage]')") from None
     try:
         return pafs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError

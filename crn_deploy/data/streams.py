@@ -6,8 +6,6 @@ with an optional ``fps``; a sink takes RGB frames and is always finalised by ``c
 
 from __future__ import annotations
 
-import glob
-import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -16,12 +14,13 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UnreadableInput, UsageError
 from ..files import (ensure_writable_dir, register_temporary, release_temporary, remove_empty_folders,
                      temporary_name)
 from ..labels import LabelSet, UnknownColors
-from .images import write_image
-from .label_maps import is_label_image, no_label_images, read_instance_image, read_label_image
+from .images import encode_picture
+from .storage import Store, is_uri
+from .label_maps import find_label_files, label_ids
 from .synthetic import scenes
 
 class LabelFrame(NamedTuple):
@@ -31,45 +30,51 @@ class LabelFrame(NamedTuple):
     instances: np.ndarray
 
 
+class Named(NamedTuple):
+    """A map with the name of the file it came from: a folder sink writes its picture under that name."""
+
+    name: str
+    labels: object  # uint8 [H,W] ids or a LabelFrame
+
+
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "FFV1", ".mov": "mp4v"}
 
 
 class FolderSource:
-    """Label images from a folder or a glob, in name order (ids, colours, or ``*_labelIds.png``).
+    """Label images from a folder, an object-store prefix, a glob or one file (see ``find_label_files``), in name
+    order (ids, colours, or ``*_labelIds.png`` with the ``*_instanceIds.png`` beside).
 
-    ``names`` are the files' paths below the folder (or the glob's fixed leading folders), without
-    suffix: a folder sink writes each picture under its label file's name, so outputs match inputs."""
+    Yields ``Named(name, map)``: each file's path below the folder (or the glob's fixed leading folders, or the
+    prefix) without suffix, so that a folder sink writes each picture under its label file's name. A file that
+    cannot be read is skipped: it is said (``on_unreadable``) and listed in ``unreadable``."""
 
     def __init__(self, pattern: str | Path, label_set: LabelSet, fps: float | None = None, *,
-                 strict_colors: bool = False, unknown: UnknownColors | None = None) -> None:
-        path = Path(pattern)
-        if path.is_dir():
-            root, candidates = path, list(path.iterdir())
-        else:
-            root, candidates = _glob_root(str(pattern)), [Path(p) for p in glob.glob(str(pattern), recursive=True)]
-        files = sorted(p for p in candidates if is_label_image(p))
-        if not files:
-            raise no_label_images(pattern, candidates)
-        self.files, self.label_set, self.fps = files, label_set, fps
-        self.names = [str(p.relative_to(root).with_suffix("")) for p in files]
+                 strict_colors: bool = False, unknown: UnknownColors | None = None,
+                 on_unreadable: Callable[[str], None] | None = None) -> None:
+        self.labels = find_label_files(pattern)
+        self.label_set, self.fps = label_set, fps
+        self.names = [name.rsplit(".", 1)[0] for name in self.labels.names]
         self.strict_colors, self.unknown = strict_colors, unknown
+        self.on_unreadable = on_unreadable
+        self.unreadable: list[str] = []  # one line per label file skipped
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.names)
 
-    def __iter__(self) -> Iterator:
-        """uint8 [H,W] ids, or ``LabelFrame(ids, instances)`` where a ``*_instanceIds.png`` lies beside."""
-        for path in self.files:
-            ids = read_label_image(path, self.label_set, strict_colors=self.strict_colors, unknown=self.unknown)
-            instances = read_instance_image(path)
-            yield ids if instances is None else LabelFrame(ids, instances)
+    def __iter__(self) -> Iterator[Named]:
+        for file, name in zip(self.labels.names, self.names, strict=True):
+            try:
+                ids = self.labels.read(file, self.label_set, strict_colors=self.strict_colors, unknown=self.unknown)
+                instances = self.labels.read_instances(file)
+            except UnreadableInput as e:
+                self._skip(str(e))
+                continue
+            yield Named(name, ids if instances is None else LabelFrame(ids, instances))
 
-
-def _glob_root(pattern: str) -> Path:
-    """The leading folders of a glob that hold no wildcard: ``data/**/*.png`` -> ``data``."""
-    parts = Path(pattern).parts
-    fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), parts[:-1]))
-    return Path(*fixed) if fixed else Path(".")
+    def _skip(self, reason: str) -> None:
+        self.unreadable.append(reason)
+        if self.on_unreadable is not None:
+            self.on_unreadable(f"{reason}; skipped, no picture for it")
 
 
 class VideoSource:
@@ -97,8 +102,8 @@ class VideoSource:
                 ok, bgr = capture.read()
                 if not ok:
                     return
-                yield self.label_set.colors_to_ids(np.ascontiguousarray(bgr[..., ::-1]), strict=self.strict_colors,
-                                                   unknown=self.unknown)
+                yield label_ids(np.ascontiguousarray(bgr[..., ::-1]), self.label_set, colors=True,
+                                strict=self.strict_colors, unknown=self.unknown)
         finally:
             capture.release()
 
@@ -135,9 +140,11 @@ class IterableSource:
 
 
 def open_source(spec: str, label_set: LabelSet, *, resolution: tuple[int, int], frames: int = 100,
-                fps: float | None = None, strict_colors: bool = False, unknown: UnknownColors | None = None):
-    """``synthetic[:HxW]``, a label video file, a folder of label images, or a glob. Colour maps'
-    pixels outside the palette are counted into ``unknown``, or refused with ``strict_colors``."""
+                fps: float | None = None, strict_colors: bool = False, unknown: UnknownColors | None = None,
+                on_unreadable: Callable[[str], None] | None = None):
+    """``synthetic[:HxW]``, a label video file, a folder (or object-store prefix) of label images, a glob, or one
+    file. Colour maps' pixels outside the palette are counted into ``unknown``, or refused with
+    ``strict_colors``; a label file that cannot be read is skipped and said to ``on_unreadable``."""
     if spec.startswith("synthetic"):
         size = spec.partition(":")[2]
         from ..sizes import parse_resolution
@@ -146,10 +153,12 @@ def open_source(spec: str, label_set: LabelSet, *, resolution: tuple[int, int], 
         return SyntheticSource(height, width, frames, fps=fps or 10.0, label_set_name=label_set)
     path = Path(spec)
     if path.suffix.lower() in VIDEO_SUFFIXES:
+        if is_uri(spec):
+            raise UsageError(f"{spec}: label videos are read from local files; copy it here first")
         if not path.is_file():
             raise UsageError(f"label video {path} not found")
         return VideoSource(path, label_set, strict_colors=strict_colors, unknown=unknown)
-    return FolderSource(spec, label_set, fps, strict_colors=strict_colors, unknown=unknown)
+    return FolderSource(spec, label_set, fps, strict_colors=strict_colors, unknown=unknown, on_unreadable=on_unreadable)
 
 
 # sinks ------------------------------------------------------------------------------------------
@@ -188,25 +197,30 @@ class VideoSink:
 
 
 class FolderSink:
-    """One PNG per frame, each written atomically: under the label file's name where the source has
-    one (a folder or glob of label images), else ``frame_000000.png`` onwards (videos, the synthetic
-    scene, a simulator)."""
+    """One PNG per frame, each written whole (a local temporary renamed into place, or one object upload), into a
+    local folder or an object-store prefix: under the label file's name where the source has one (a folder or glob
+    of label images), else ``frame_000000.png`` onwards (videos, the synthetic scene, a simulator)."""
 
     def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self._created = ensure_writable_dir(self.folder)
+        self.store = Store(folder)
+        self.folder = self.store.location
+        if self.store.remote:
+            self.store.check_writable()
+            self._created = None
+        else:
+            self._created = ensure_writable_dir(Path(self.store.root))
         self.frames = 0
 
-    def path_for(self, name: str | None) -> Path:
-        return self.folder / (f"{name}.png" if name else f"frame_{self.frames:06d}.png")
+    def name_for(self, name: str | None) -> str:
+        return f"{name}.png" if name else f"frame_{self.frames:06d}.png"
 
     def write(self, rgb: np.ndarray, name: str | None = None) -> None:
-        write_image(self.path_for(name), rgb)
+        self.store.write(self.name_for(name), encode_picture(rgb))
         self.frames += 1
 
     def close(self) -> None:
-        if not self.frames:  # a run that failed before its first picture leaves no empty folder behind
-            remove_empty_folders(self._created)
+        if not self.frames and self._created is not None:  # a run that failed before its first picture
+            remove_empty_folders(self._created)  # leaves no empty folder behind
 
 
 class CallbackSink:
@@ -226,11 +240,15 @@ class CallbackSink:
 def check_no_overwrite(source, sink) -> None:
     """Refuse a folder sink that would write over the label images it reads."""
     if isinstance(source, FolderSource) and isinstance(sink, FolderSink):
-        inputs = {p.resolve() for p in source.files}
-        clash = [name for name in source.names if sink.path_for(name).resolve() in inputs]
+        inputs = {_place(source.labels.store.uri(name)) for name in source.labels.names}
+        clash = [name for name in source.names if _place(sink.store.uri(sink.name_for(name))) in inputs]
         if clash:
             raise UsageError(f"--output {sink.folder} would overwrite the label image {clash[0]}.png; "
                              "write the pictures to another folder")
+
+
+def _place(location: str) -> str:
+    return location if is_uri(location) else os.path.realpath(location)
 
 
 # Media files that crn-run cannot write: a name like these is a mistake, not a folder to create.
@@ -238,11 +256,14 @@ _UNWRITABLE_MEDIA = (".gif", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".m4v", "
 
 
 def open_sink(spec: str | Path, fps: float):
-    """A video file (by suffix) or a folder of PNGs."""
+    """A video file (by suffix) or a folder (or object-store prefix) of PNGs."""
     path = Path(spec)
     if path.suffix.lower() in VIDEO_SUFFIXES:
+        if is_uri(spec):
+            raise UsageError(f"--output {spec}: videos are written to local files; give a local path, or a "
+                             "folder or prefix for PNG pictures")
         return VideoSink(path, fps)
-    if path.suffix.lower() in _UNWRITABLE_MEDIA and not path.is_dir():
+    if path.suffix.lower() in _UNWRITABLE_MEDIA and not is_uri(spec) and not path.is_dir():
         raise UsageError(f"--output {path}: cannot write '{path.suffix}'; give a video ({', '.join(VIDEO_SUFFIXES)}) "
                          "or a folder for PNG pictures")
-    return FolderSink(path)
+    return FolderSink(str(spec))

@@ -149,6 +149,15 @@ def family_of_config(config) -> Family:
     raise TypeError(f"no model family has config type {type(config).__name__}")
 
 
+def family_of_config_dict(data: dict) -> Family:
+    """The one family whose config a stored config dict is (its keys are that config's own)."""
+    keys = set(data)
+    fits = [fam for fam in FAMILIES.values() if keys <= set(fam.config_type.option_types())]
+    if len(fits) != 1:
+        raise UsageError(f"config {sorted(keys)} names no family (it fits {len(fits)}); re-export the artifact")
+    return fits[0]
+
+
 def draw_styles(count: int, z_dim: int, seed: int) -> np.ndarray:
     """float32 [count, z_dim] style vectors from N(0, 1), as SPADE samples z at test time (its own draw
     uses torch's generator; a seed here fixes a style across frames and runs)."""

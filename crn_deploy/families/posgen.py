@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from ..errors import UsageError
 from ..labels import CITYSCAPES, LabelSet
 from .base import ConfigRecord, register
-from .spade import SPADEConfig, SPADEFamily
+from .spade_trunk import SPADEConfig, SPADETrunkFamily
 
 COORDINATE_ENCODINGS = ("xy", "fourier")
 _TRUNK_DEFAULT = SPADEConfig(norm_G="spadesyncbatch3x3")
@@ -106,7 +106,7 @@ def _trunk(**options) -> SPADEConfig:
     return SPADEConfig(**{**asdict(_TRUNK_DEFAULT), **options})
 
 
-class PosGenFamily(SPADEFamily):
+class PosGenFamily(SPADETrunkFamily):
     name = "posgen"
     config_type = PosGenConfig
     decoupled_output = True

@@ -20,7 +20,7 @@ import numpy as np
 from .. import __version__
 from ..backends import engine_module
 from ..backends.base import Backend
-from ..sizes import format_resolution
+from ..sizes import Sizes, format_resolution
 from ..data.images import resize_labels
 from ..data.label_maps import list_label_images, read_instance_image, read_label_image
 from ..data.synthetic import scenes
@@ -30,7 +30,7 @@ from ..labels import UnknownColors
 from ..manifest import Manifest, find_manifests
 from ..runtime import open_backend
 from ..runtime.synthesizer import Synthesizer
-from ..precisions import FP32
+from ..precisions import FP32, Precision
 from ..records import EngineRecord, Parity
 from ..targets import EngineTarget
 from .parity import compare_images, per_class
@@ -59,17 +59,23 @@ class BenchOptions:
     min_psnr: float | None = None
 
 
+Reference = tuple[str, np.ndarray]  # what the reference is ("torch-fp32", or an FP32 artifact), and its pictures
+LabelMaps = list[tuple[np.ndarray, np.ndarray | None]]  # the user's label images as ids, with instance ids or None
+
+
 @dataclass
 class _Context:
+    """What a benchmark run computes once and every row shares, keyed by the values that decide it."""
+
     options: BenchOptions
     log: Callable[[str], None]
-    manifests: list = field(default_factory=list)
+    manifests: list[Manifest] = field(default_factory=list)
     torch: bool = True  # the PyTorch reference is here; else parity is against each model's FP32 artifact
-    inputs: dict = field(default_factory=dict)  # (label set, resolution) -> uint8 [S,1,H,W]
-    models: dict = field(default_factory=dict)  # source key -> FP32 CRN
-    references: dict = field(default_factory=dict)  # (source key, resolution) -> uint8 images
-    label_maps: dict = field(default_factory=dict)  # label set name -> the user's label images as ids (--labels)
-    samples: dict | None = None  # resolution -> first picture of each row, for report grids
+    inputs: dict[tuple[str, Sizes], tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    models: dict[str, object] = field(default_factory=dict)  # the weights' source -> the FP32 reference model
+    references: dict[tuple[str, Sizes], Reference | None] = field(default_factory=dict)  # (source, sizes)
+    label_maps: dict[str, LabelMaps] = field(default_factory=dict)  # label set name -> the maps of --labels
+    samples: dict[str, dict] | None = None  # picture size text -> first picture of each row, for report grids
     unknown_colors: UnknownColors = field(default_factory=UnknownColors)  # in the user's colour label images
 
 
@@ -80,8 +86,8 @@ class BenchRow:
     artifact: str
     name: str
     backend: str
-    precision: str
-    resolution: str
+    precision: Precision  # what it computes in (a CPU engine's own, bf16)
+    sizes: Sizes
     batch: int
     megapixels: float
     cuda_graphs: bool | None
@@ -93,7 +99,9 @@ class BenchRow:
     throughput_fps: float | None = None
     ms_per_megapixel: float | None = None
     breakdown_ms: dict | None = None  # engines: h2d, compute, d2h, enqueue, each like latency_ms
-    device_memory_mib: float | None = None
+    graph_captures: int | None = None  # TensorRT-RTX with its own graphs: captures during the timed frames
+    device_memory_mib: float | None = None  # engines: weights, scratch and I/O buffers
+    device_memory_measured_mib: float | None = None  # engines: what opening took, as cudaMemGetInfo saw it
     host_rss_mib: float | None = None
     host_peak_rss_mib: float | None = None
     speedup_vs_torch: float | None = None
@@ -101,15 +109,23 @@ class BenchRow:
     engine: dict | None = None  # engines: the library that built it, its version, size, build time, targets
     error: str | None = None
 
-    _ALWAYS = ("artifact", "name", "backend", "precision", "resolution", "batch", "megapixels", "cuda_graphs",
-               "status")
+    _ALWAYS = ("artifact", "name", "backend", "precision", "sizes", "batch", "megapixels", "cuda_graphs", "status")
+
+    @property
+    def resolution(self) -> str:
+        """As reports write it: the label map's size, then ``>`` the picture's where larger."""
+        return format_resolution(self.sizes.labels) + \
+            (f">{format_resolution(self.sizes.picture)}" if self.sizes.decoupled else "")
 
     def to_dict(self) -> dict:
         data = {}
         for key, value in vars(self).items():
             if key in self._ALWAYS or value is not None:
                 data[key] = value.to_dict() if isinstance(value, Parity) else value
-        return data
+        data["precision"] = self.precision.name
+        del data["sizes"]
+        return {"artifact": data.pop("artifact"), "name": data.pop("name"), "backend": data.pop("backend"),
+                "precision": data.pop("precision"), "resolution": self.resolution, **data}
 
 
 def find_artifacts(folder: Path) -> list[Manifest]:
@@ -200,7 +216,7 @@ def _check_loads(manifest: Manifest, options: BenchOptions) -> None:
     if not path.is_file():
         raise ArtifactError(f"{path} is missing beside its manifest {manifest.path.name}; re-export it")
     if "onnxruntime" in options.backends and importlib.util.find_spec("onnxruntime") is not None:
-        with open_backend(manifest, "onnxruntime", device="cpu", threads=1):
+        with open_backend(manifest, None, device="cpu", threads=1):
             pass
     for engine_target, engine in manifest.engine_records().items():
         if engine_target.backend not in options.backends:
@@ -219,11 +235,10 @@ def _label(backend: str, graphs: bool | None) -> str:
 
 def _engine_row(manifest: Manifest, backend_name: str, record: EngineRecord | None = None,
                 graphs: bool | None = None, artifact: str | None = None) -> BenchRow:
-    out = manifest.output_resolution
-    size = format_resolution(manifest.resolution) + ("" if out == manifest.resolution else f">{format_resolution(out)}")
+    out = manifest.sizes.picture
     computes_in = (record.inference_precision if record else None) or manifest.precision  # a CPU engine's own
     row = BenchRow(artifact or (record.file if record else manifest.artifact), manifest.name, backend_name,
-                   computes_in.name, size, manifest.batch, out[0] * out[1] / 1e6, graphs)  # picture megapixels
+                   computes_in, manifest.sizes, manifest.batch, out[0] * out[1] / 1e6, graphs)  # picture megapixels
     if record is not None:
         row.engine = {"runtime": record.runtime, "version": record.runtime_version, "size_bytes": record.size_bytes,
                       "build_seconds": record.build_seconds, "compute_capabilities": record.compute_capabilities}
@@ -238,6 +253,8 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
         (inputs, *extra), reference = _inputs(ctx, manifest), _reference(ctx, manifest)
         with Synthesizer(make(), manifest) as synth:
             row.device = _memory_device(synth.backend.device)
+            if graphs is not None:  # what ran: a library may run without the graphs asked for
+                row.cuda_graphs = bool(getattr(synth.backend, "graphs_active", graphs))
             outputs = synth.run_ids(inputs, *extra)
             if reference is not None and reference[0] != f"{manifest.artifact} ({backend_name})":  # not itself
                 name, images = reference
@@ -248,21 +265,26 @@ def _row(ctx: _Context, manifest: Manifest, backend_name: str, make: Callable[[]
                 _keep_sample(ctx, manifest, row, classes, images, outputs)
             one_batch = [_one_batch(a, manifest.batch) for a in (inputs, *extra)]
             breakdown: list[dict] = []
+            captures = [getattr(synth.backend, "graph_captures", None)]  # before each frame, then after the last
 
             def one_frame():
                 pending = synth.backend.submit(*one_batch)
                 pending.result()
                 if getattr(pending, "timings", None):
                     breakdown.append(pending.timings)
+                captures.append(synth.backend.graph_captures if captures[0] is not None else None)
 
             stats = measure_latency(one_frame, warmup_s=ctx.options.warmup_s, iterations=ctx.options.iterations,
                                     duration_s=ctx.options.duration_s, frames_per_call=manifest.batch)
             if breakdown:  # the first calls were warm-up: keep the timed ones
                 timed = breakdown[-stats.count:]
                 row.breakdown_ms = {part: _stats_dict([t[part] for t in timed]) for part in timed[0]}
+            if captures[0] is not None:
+                row.graph_captures = captures[-1] - captures[-1 - stats.count]
             row.throughput_fps = (_throughput(synth.backend, one_batch, max(ctx.options.iterations, 8))
                                   if synth.backend.pipelined else stats.fps)  # serial backends: the same
             row.device_memory_mib = _mib(synth.backend.device_memory_bytes())
+            row.device_memory_measured_mib = _mib(getattr(synth.backend, "opened_device_bytes", None))
         row.host_rss_mib, row.host_peak_rss_mib = host_memory_mib()
         row.latency_ms = {k: v for k, v in stats.to_dict().items() if k != "fps"}
         row.fps = stats.fps
@@ -283,7 +305,7 @@ def _engine_rows(ctx: _Context, manifest: Manifest, engine_target: EngineTarget,
     reason = runner.why_engine_cannot_run_here(manifest, engine_target)
     if reason is None:
         return [_row(ctx, manifest, _label(label, graphs),
-                     lambda g=graphs: open_backend(manifest, engine_target.name, cuda_graphs=bool(g), timing=True,
+                     lambda g=graphs: open_backend(manifest, engine_target, cuda_graphs=bool(g), timing=True,
                                                    threads=ctx.options.threads),
                      artifact=record.file, graphs=graphs, record=record)
                 for graphs in ((True, False) if engine_target.device == "cuda" else (None,))]
@@ -329,7 +351,7 @@ def _keep_sample(ctx: _Context, manifest: Manifest, row: BenchRow, inputs, refer
 
 
 def _ort(manifest: Manifest, device: str, options: BenchOptions) -> Backend:
-    return open_backend(manifest, "onnxruntime", device=device, threads=options.threads)
+    return open_backend(manifest, None, device=device, threads=options.threads)
 
 
 def _torch(ctx: _Context, manifest: Manifest, device: str, graphs: bool | None) -> Backend:
@@ -346,7 +368,7 @@ def _model(ctx: _Context, manifest: Manifest):
 def _reference(ctx: _Context, manifest: Manifest) -> tuple[str, np.ndarray] | None:
     """(what it is, its pictures) for the model and resolution of ``manifest``, or None where there is
     none: without torch, the FP32 artifact of the same model stands in for the PyTorch reference."""
-    key = (_source_key(manifest), manifest.resolution, manifest.output_resolution)
+    key = (_source_key(manifest), manifest.sizes)
     if key not in ctx.references:
         inputs, *extra = _inputs(ctx, manifest)
         if ctx.torch:
@@ -362,11 +384,10 @@ def _reference(ctx: _Context, manifest: Manifest) -> tuple[str, np.ndarray] | No
 def _artifact_reference(ctx: _Context, manifest: Manifest, inputs: np.ndarray,
                         *extra: np.ndarray) -> tuple[str, np.ndarray] | None:
     same_model = [m for m in ctx.manifests if m.precision is FP32 and _source_key(m) == _source_key(manifest)
-                  and tuple(m.resolution) == tuple(manifest.resolution)
-                  and m.output_resolution == manifest.output_resolution]
+                  and m.sizes == manifest.sizes]
     if not same_model:
         return None
-    with Synthesizer(open_backend(same_model[0], "onnxruntime", device="cpu", threads=ctx.options.threads),
+    with Synthesizer(open_backend(same_model[0], None, device="cpu", threads=ctx.options.threads),
                      same_model[0]) as synth:
         return f"{same_model[0].artifact} (onnxruntime-cpu)", synth.run_ids(inputs, *extra)
 
@@ -375,8 +396,8 @@ def _inputs(ctx: _Context, manifest: Manifest) -> tuple[np.ndarray, ...]:
     """(uint8 ids [S,1,H,W], then the artifact's further inputs such as int32 instance ids) for parity and
     timing: synthetic scenes in the artifact's label space, or the user's label images (--labels, where a
     Cityscapes ``*_instanceIds.png`` beside a ``*_labelIds.png`` gives the instances)."""
-    resolution = tuple(manifest.resolution)
-    key = (manifest.label_set.name, resolution)
+    resolution = manifest.sizes.labels
+    key = (manifest.label_set.name, manifest.sizes)
     if key not in ctx.inputs:
         if not ctx.label_maps:
             ids, instances = scenes(manifest.label_set, ctx.options.samples, *resolution, seed=BENCH_SEED)
@@ -391,7 +412,7 @@ def _inputs(ctx: _Context, manifest: Manifest) -> tuple[np.ndarray, ...]:
 
 
 def _source_key(manifest: Manifest) -> str:
-    return json.dumps(manifest.source, sort_keys=True)
+    return json.dumps(manifest.source.to_dict(), sort_keys=True)
 
 
 def _present(options: BenchOptions, backend: str, present: list[str], skipped: list[str]) -> list[str]:
@@ -432,7 +453,7 @@ def _add_speedups(rows: list[BenchRow]) -> None:
     torch_p50 = {key(r, r.precision): r.latency_ms["p50"] for r in rows
                  if r.backend.startswith("torch") and r.latency_ms}
     for row in rows:
-        for precision in dict.fromkeys((row.precision, FP32.name)):
+        for precision in dict.fromkeys((row.precision, FP32)):
             if row.latency_ms and key(row, precision) in torch_p50:
                 row.speedup_vs_torch = torch_p50[key(row, precision)] / row.latency_ms["p50"]
                 row.speedup_reference = f"torch-{row.device} {precision}"

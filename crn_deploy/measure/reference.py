@@ -30,15 +30,15 @@ def reference_model(manifest: Manifest, checkpoint: Path | None = None):
     require_torch()
     from ..models.checkpoint import model_from_source
 
-    return model_from_source(manifest.source_record, manifest.config, checkpoint)
+    return model_from_source(manifest.source, manifest.config, checkpoint)
 
 
 def reference_backend(manifest: Manifest, model, precision: Precision = FP32, device: str = "cpu",
                       **options) -> TorchBackend:
     """A backend running ``model`` as ``manifest``'s artifact runs: its input shape and its picture's size."""
-    decoupled = tuple(manifest.output_resolution) != tuple(manifest.resolution)
+    sizes = manifest.sizes
     return TorchBackend(model, precision, device, input_shape=manifest.input_spec.shape,
-                        picture_size=tuple(manifest.output_resolution) if decoupled else None, **options)
+                        picture_size=sizes.picture if sizes.decoupled else None, **options)
 
 
 def load_reference(path, *, precision: Precision | str | None = None, device: str = "cpu", checkpoint=None,

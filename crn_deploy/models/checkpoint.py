@@ -16,8 +16,8 @@ from ..errors import CheckpointError
 from ..files import atomic_path, sha256_file
 from ..labels import CITYSCAPES, LabelSet
 from ..records import Source
-from .registry import LoadRequest, check_recognised, family_of_config, model_family, recognise
-from .state import maybe_json, read_raw
+from .registry import LoadRequest, check_recognised, model_family, model_family_of, recognise
+from .state import maybe_json, read_opt_file, read_raw
 
 FORMAT = "crn-deploy/checkpoint-1"
 
@@ -27,7 +27,7 @@ class LoadedCheckpoint:
     model: torch.nn.Module  # the family's reference model: uint8 ids (+ further inputs) -> uint8 RGB
     label_set: LabelSet
     source: dict  # what the manifest records as the model's origin
-    family: str = "crn"
+    family: str  # the family's name
 
     @property
     def config(self):
@@ -35,14 +35,15 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(path: Path, config=None, family: str | None = None, *,
-                    options: dict[str, str] | None = None) -> LoadedCheckpoint:
+                    options: dict[str, str] | None = None, options_file: Path | None = None) -> LoadedCheckpoint:
     """Read a checkpoint, settle its family and architecture, and return the model in eval mode (float32, CPU).
 
     The family is, in order: ``family``, the one the file records, the one of ``config``, or the one family
     whose checkpoints look like it (each recognises its own keys). ``options``: the training run's options
     by their official names (an ``opt.txt`` the caller read, ``--option`` flags: ``no_instance=True`` for a
-    pix2pixHD trained without instance maps) for families whose weights do not record their whole
-    architecture; without them the ``opt.txt`` beside the checkpoint is read where there is one."""
+    pix2pixHD trained without instance maps; ``options_file``: the opt.txt they came from, recorded) for families
+    whose weights do not record their whole architecture; without them the training run's ``opt.txt`` is read
+    where the family's runs keep one beside the checkpoint. The source record names the options file used."""
     path = Path(path)
     raw, meta = read_raw(path)
     stored_config = maybe_json(meta["config"]) if "config" in meta else None
@@ -54,19 +55,23 @@ def load_checkpoint(path: Path, config=None, family: str | None = None, *,
         fam = model_family(named)
         check_recognised(fam, raw, path)
     else:
-        fam = family_of_config(config) if config is not None else recognise(raw, path)
+        fam = model_family_of(config) if config is not None else recognise(raw, path)
     if config is None and stored_config is not None:
         config = fam.contract.config_from_dict(stored_config)
-    model = fam.load_state(raw, config, LoadRequest(path, options))
+    if options is None and (options_file := fam.run_options_file(path)) is not None:
+        options = read_opt_file(options_file)
+    model = fam.load_state(raw, config, LoadRequest(path, options or {}))
     labels = LabelSet.from_dict(maybe_json(meta["label_set"])) if "label_set" in meta else \
         fam.contract.label_set_for(model.config)
     source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path)}
+    if options_file is not None:
+        source.update(options_file=str(Path(options_file).resolve()), options_sha256=sha256_file(options_file))
     return LoadedCheckpoint(model.eval(), labels, source, fam.name)
 
 
 def random_model(config, seed: int, preset_name: str | None = None) -> LoadedCheckpoint:
     """The reference model of ``config`` with seeded random weights (a preset's, for benchmarks and tests)."""
-    fam = family_of_config(config)
+    fam = model_family_of(config)
     source = {"kind": "random", "preset": preset_name, "seed": seed, "config": config.to_dict()}
     return LoadedCheckpoint(fam.random_model(config, seed), fam.contract.label_set_for(config), source, fam.name)
 
@@ -75,7 +80,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, label_set: LabelSet = CI
     """Write state_dict + family + config + label set; ``.safetensors`` keeps the rest as metadata."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "family": family_of_config(model.config).name, "config": model.config.to_dict(),
+    meta = {"format": FORMAT, "family": model_family_of(model.config).name, "config": model.config.to_dict(),
             "label_set": label_set.to_dict()}
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":  # bytes into our file: save_file would replace it with a 0600 one

@@ -25,8 +25,10 @@ from ..families.crn import CRNConfig
 from ..graph import FLOAT, GraphBuilder, compute_types, model_of
 from ..precisions import Precision
 from ..sizes import Sizes
-from .registry import LoadRequest, ModelFamily
+from ..labels import CITYSCAPES
+from .registry import ForeignImport, LoadRequest, ModelFamily, Training
 from .state import check_fits, strip_prefixes
+from .tf_import import import_tf_checkpoint, inspect_tf_checkpoint
 
 SLIM_LAYER_NORM_EPS = 1e-12
 LEAKY_SLOPE = 0.2
@@ -289,4 +291,11 @@ def check_state(state: dict[str, torch.Tensor], config: CRNConfig, path: Path | 
                "Pick the matching --preset, or drop --preset to infer the architecture from the checkpoint")
 
 
-MODEL = ModelFamily(CRN_FAMILY, CRN, random_init, graph_parts, recognises, load_state)
+def custom_config(widths: tuple[int, ...], k: int) -> CRNConfig:
+    """crn-train --widths: module widths, coarsest first, on Cityscapes' train ids (the synthetic data's)."""
+    return CRNConfig(CITYSCAPES.num_classes, widths, k=k)
+
+
+MODEL = ModelFamily(CRN_FAMILY, CRN, random_init, graph_parts, recognises, load_state,
+                    training=Training(custom_config=custom_config, grow=grow_by_one),
+                    foreign_import=ForeignImport("TensorFlow", inspect_tf_checkpoint, import_tf_checkpoint))

@@ -41,10 +41,9 @@ from ..sizes import Sizes
 from .registry import LoadRequest, ModelFamily
 from .shared import (
     LEGACY_NEAREST, SPADE_LEAK, GraphWeights, Segmentation, SPADEModule, SPADEResidualBlock, parameter_free_norm,
-    spade_modulation, tensor2im_graph, to_uint8_images,
+    fold_spectral_norm, spade_modulation, spade_random_init, tensor2im_graph, to_uint8_images,
 )
-from .spade import fold_spectral_norm
-from .state import check_fits, read_opt_file
+from .state import check_fits, opt_txt_near
 
 LEAK = SPADE_LEAK
 UNKNOWN = 255  # the loaders' unknown id (COCO-Stuff files)
@@ -102,21 +101,8 @@ class OASISGenerator(nn.Module):
 
 
 def random_init(model: OASISGenerator, seed: int) -> OASISGenerator:
-    """Seeded weights that keep activations in range (kaiming-scaled convs, small gamma and beta so that the
-    modulation stays near 1), non-zero biases, and running statistics that differ from the identity."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, nn.Conv2d):
-                gain = 0.5 if name.endswith(("mlp_gamma", "mlp_beta")) else 2.0
-                module.weight.normal_(0.0, (gain / module.weight[0].numel()) ** 0.5, generator=generator)
-                if module.bias is not None:
-                    module.bias.normal_(0.0, 0.05, generator=generator)
-            elif isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.5, generator=generator)
-                module.running_var.uniform_(0.5, 4.0, generator=generator)
-                module.num_batches_tracked.fill_(1000)
-    return model
+    """Seeded weights as SPADE's (``spade_random_init``), with smaller biases."""
+    return spade_random_init(model, seed, bias_std=0.05)
 
 
 # checkpoints ----------------------------------------------------------------------------------
@@ -167,12 +153,9 @@ def config_from(state: dict[str, torch.Tensor], options: dict, path: str) -> OAS
     return config
 
 
-def run_options(path: Path) -> dict[str, str]:
+def run_options_file(path: Path) -> Path | None:
     """The training run's opt.txt: OASIS keeps it in ``checkpoints/<name>/``, its weights in ``models/`` below."""
-    for folder in (path.parent, path.parent.parent):
-        if (folder / "opt.txt").is_file():
-            return read_opt_file(folder / "opt.txt")
-    return {}
+    return opt_txt_near(path, levels_up=1)
 
 
 def load_state(raw: dict[str, torch.Tensor], config: OASISConfig | None, request: LoadRequest) -> OASISGenerator:
@@ -181,9 +164,8 @@ def load_state(raw: dict[str, torch.Tensor], config: OASISConfig | None, request
     path = str(request.path)
     state = {k.removeprefix("module."): v for k, v in raw.items()}
     if config is None:
-        options = request.options if request.options is not None else run_options(Path(path))
-        config = config_from(state, config_fields_from_options(OASISConfig, _official(options), "--opt/--option"),
-                             path)
+        options = config_fields_from_options(OASISConfig, _official(request.options), "opt.txt/--opt/--option")
+        config = config_from(state, options, path)
     folded = fold_spectral_norm(state)
     check_fits(folded, OASISGenerator(config), f"the OASIS config {config.to_dict()}", path,
                "Check the --preset / --opt / --option values against the run that trained it")
@@ -263,4 +245,4 @@ def _resblock(w: GraphWeights, x: str, seg: str, name: str, config: OASISConfig)
     return g.op("Add", [shortcut, dx])
 
 
-MODEL = ModelFamily(OASIS, OASISGenerator, random_init, graph_parts, recognises, load_state)
+MODEL = ModelFamily(OASIS, OASISGenerator, random_init, graph_parts, recognises, load_state, run_options_file)

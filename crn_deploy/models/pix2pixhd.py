@@ -34,7 +34,7 @@ from .shared import (
     INSTANCE_NORM_EPS, GraphWeights, InstanceNormFP32, instance_edges, instance_edges_graph, instance_norm_fp32,
     tensor2im_graph, to_uint8_images,
 )
-from .state import check_fits, read_opt_file
+from .state import check_fits, opt_txt_near
 
 
 # reference model ------------------------------------------------------------------------------
@@ -176,12 +176,6 @@ def check_state(state: dict[str, torch.Tensor], config: Pix2PixHDConfig, path: s
     check_fits(state, Pix2PixHDGenerator(config), f"the pix2pixHD config {config.to_dict()}", path)
 
 
-def read_opt(checkpoint: Path) -> dict[str, str]:
-    """The training run's options from the ``opt.txt`` beside the checkpoint, or {} where there is none."""
-    opt = Path(checkpoint).parent / "opt.txt"
-    return read_opt_file(opt) if opt.is_file() else {}
-
-
 def refuse_feature_encoder(checkpoint: Path, opt: dict[str, str]) -> None:
     """The optional feature encoder (--instance_feat / --label_feat) feeds the generator encoded features
     as extra input channels: not supported, and its checkpoint would otherwise pass for more labels."""
@@ -199,7 +193,7 @@ def load_state(raw: dict[str, torch.Tensor], config: Pix2PixHDConfig | None, req
     (``request.options``, else the opt.txt beside the checkpoint) say whether instance maps were used
     (``no_instance``)."""
     path = Path(request.path)
-    opt = request.options if request.options is not None else read_opt(path)
+    opt = request.options
     refuse_feature_encoder(path, opt)
     state = {k.removeprefix("module."): v for k, v in raw.items()}
     config = config or infer_config(state, instances=opt.get("no_instance") != "True", path=str(path))
@@ -297,4 +291,4 @@ def _global_trunk(g: GraphBuilder, w: GraphWeights, x: str, config: Pix2PixHDCon
     return g.op("Tanh", [w.conv(_reflect(g, x, 3), f"model.{i + 1}")]) if with_head else x
 
 
-MODEL = ModelFamily(PIX2PIXHD, Pix2PixHDGenerator, random_init, graph_parts, recognises, load_state)
+MODEL = ModelFamily(PIX2PIXHD, Pix2PixHDGenerator, random_init, graph_parts, recognises, load_state, opt_txt_near)

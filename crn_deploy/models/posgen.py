@@ -25,10 +25,9 @@ from ..families.posgen import POSGEN, PosGenConfig
 from ..graph import FLOAT, GraphBuilder, model_of
 from ..precisions import Precision
 from ..sizes import Sizes
-from .registry import LoadRequest, ModelFamily
-from .shared import GraphWeights, tensor2im_graph, to_uint8_images
-from .spade import LEAK, SPADEGenerator, fold_spectral_norm, last_blocks, trunk_graph
-from .spade import random_init as spade_random_init
+from .registry import LoadRequest, ModelFamily, Training
+from .shared import GraphWeights, fold_spectral_norm, spade_random_init, tensor2im_graph, to_uint8_images
+from .spade_trunk import LEAK, SPADEGenerator, last_blocks, trunk_graph
 from .state import check_fits
 HEAD = ("pixel_mlp.0", "pixel_mlp.2", "pixel_mlp.4")  # the three shared layers, as 1x1 convolutions
 
@@ -222,4 +221,4 @@ def _mlp_matmul(g: GraphBuilder, w: GraphWeights, x: str, config: PosGenConfig, 
     return g.op("Reshape", [x, g.const("image_shape", np.array([batch, 3, h, wd], np.int64))])
 
 
-MODEL = ModelFamily(POSGEN, PosGenGenerator, random_init, graph_parts, recognises, load_state)
+MODEL = ModelFamily(POSGEN, PosGenGenerator, random_init, graph_parts, recognises, load_state, training=Training())

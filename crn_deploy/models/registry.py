@@ -20,19 +20,37 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..families import FAMILIES, Family, family, find_preset
+from ..families import FAMILIES, Family, family, family_of_config, find_preset
 from ..graph import state_to_numpy
 from .state import strip_prefixes
 
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """What a family's loader knows besides the state dict: the file (for messages and the ``opt.txt`` beside
-    it), the training run's options by their official names (an ``opt.txt`` the caller read, ``--option``
-    flags; None: read the one beside the file where there is one)."""
+    """What a family's loader knows besides the state dict: the file (for messages) and the training run's
+    options by their official names (its ``opt.txt``, ``--option`` flags; empty where none was found)."""
 
     path: Path
-    options: dict[str, str] | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Training:
+    """What ``crn-train`` can do with a family's models (their reference model has ``train_images``)."""
+
+    # --widths W,... --k K: a custom architecture from scratch (config from module widths and images per map)
+    custom_config: Callable[[tuple[int, ...], int], object] | None = None
+    # --init-from CKPT --width W: progressive training, the checkpoint's model grown by one module (model, width, seed)
+    grow: Callable[[torch.nn.Module, int | None, int], torch.nn.Module] | None = None
+
+
+@dataclass(frozen=True)
+class ForeignImport:
+    """``crn-import``: checkpoints another framework wrote (the CRN authors' TensorFlow ones)."""
+
+    framework: str
+    inspect: Callable[[Path], object]  # checkpoint prefix -> its architecture (config, presets, variables, ignored)
+    load: Callable[[Path], tuple]  # checkpoint prefix -> (LoadedCheckpoint, architecture)
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,10 @@ class ModelFamily:
     recognises: Callable[[dict], bool]  # whether a state_dict (wrapper prefixes not yet stripped) is this family's
     # (state_dict as saved, config or None, request) -> reference model in eval mode; infers the config if None
     load_state: Callable[[dict, object, LoadRequest], torch.nn.Module]
+    # checkpoint path -> the training run's options file (opt.txt) where the family's official runs keep one
+    run_options_file: Callable[[Path], Path | None] = lambda path: None
+    training: Training | None = None  # crn-train trains it (None: it does not)
+    foreign_import: ForeignImport | None = None  # crn-import reads another framework's checkpoints into it
     key_patterns: frozenset = field(default=frozenset(), compare=False)  # filled by the registry
 
     @property
@@ -75,10 +97,13 @@ def model_family(name: str) -> ModelFamily:
     return model_families()[family(name).name]  # an unknown name gets the contract's near-miss message
 
 
-def family_of_config(config) -> ModelFamily:
-    from ..families import family_of_config as contract_of
+def model_family_of(config) -> ModelFamily:
+    """The torch side of the family ``config`` belongs to."""
+    return model_families()[family_of_config(config).name]
 
-    return model_families()[contract_of(config).name]
+
+def trainable_families() -> dict[str, ModelFamily]:
+    return {name: fam for name, fam in model_families().items() if fam.training is not None}
 
 
 def recognise(state: dict, path: Path | str = "checkpoint") -> ModelFamily:

@@ -217,3 +217,41 @@ def instance_edges(instances: torch.Tensor) -> torch.Tensor:
 def to_uint8_images(image: torch.Tensor) -> torch.Tensor:
     """tanh [N,3,H,W] -> uint8 [N,H,W,3]: ``(x + 1) / 2 * 255``, clip, truncate (the official tensor2im)."""
     return ((image + 1.0) / 2.0 * 255.0).clamp(0.0, 255.0).floor().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+# weights ----------------------------------------------------------------------------------------
+def spade_random_init(model: nn.Module, seed: int, bias_std: float = 0.1) -> nn.Module:
+    """Seeded weights for a network of SPADE blocks that keep activations in range (kaiming-scaled convs and
+    linear layers, small gamma and beta so that the modulation stays near 1), non-zero biases, and batch-norm
+    running statistics that differ from the identity (so that loading and applying them is checked)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                gain = 0.5 if name.endswith(("mlp_gamma", "mlp_beta")) else 2.0
+                module.weight.normal_(0.0, (gain / module.weight[0].numel()) ** 0.5, generator=generator)
+                if module.bias is not None:
+                    module.bias.normal_(0.0, bias_std, generator=generator)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.5, generator=generator)
+                module.running_var.uniform_(0.5, 4.0, generator=generator)
+                module.num_batches_tracked.fill_(1000)
+    return model
+
+
+def fold_spectral_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weight = weight_orig / sigma`` with ``sigma = u . (W_mat v)`` from the stored vectors, in FP32 as
+    torch's ``spectral_norm`` computes it in eval mode; other keys pass through."""
+    folded = {}
+    for key, value in state.items():
+        if key.endswith((".weight_u", ".weight_v")):
+            continue
+        if key.endswith(".weight_orig"):
+            prefix = key[: -len("_orig")]
+            weight = value.float()
+            u, v = state[prefix + "_u"].float(), state[prefix + "_v"].float()
+            sigma = torch.dot(u, torch.mv(weight.reshape(weight.shape[0], -1), v))
+            folded[prefix] = weight / sigma
+        else:
+            folded[key] = value
+    return folded

@@ -56,19 +56,36 @@ def _not_a_checkpoint(path: Path) -> CheckpointError:
 def describe_file(path: Path) -> str:
     """What a file that should have been a checkpoint looks like, in a few words."""
     head = path.read_bytes()[:512] if path.is_file() else b""
+    if head[8:9] == b"{":  # a safetensors header (its length in the first 8 bytes may look like a pickle's)
+        if path.suffix == ".safetensors":
+            return _describe_safetensors(path)
+        return "a .safetensors file with another suffix (rename it to .safetensors)"
     if head.startswith(b"PK\x03\x04"):
         return "a damaged or truncated zip archive (torch.save writes zips: re-download or re-save it)"
     if head[:1] == b"\x80":
         return "a Python pickle, not one written by torch.save"
     if head.startswith(b"\x89HDF"):
         return "an HDF5 file (Keras?)"
-    if head[8:9] == b"{":
-        return "a .safetensors file with another suffix (rename it to .safetensors)"
     try:
         head.decode("utf-8")
         return "a text file"
     except UnicodeDecodeError:
         return "binary data of an unknown kind"
+
+
+def _describe_safetensors(path: Path) -> str:
+    """A damaged .safetensors file: truncated where its header names more bytes than the file holds."""
+    data = path.read_bytes()
+    header_size = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + header_size])
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return "a .safetensors file whose header is damaged or cut short"
+    expected = 8 + header_size + max(ends, default=0)
+    if len(data) < expected:
+        return f"a truncated .safetensors file ({len(data):,} of its {expected:,} bytes)"
+    return "a damaged .safetensors file"
 
 
 def _check_is_file(path: Path) -> None:
@@ -140,6 +157,15 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, what: str
         parts = [f"{label}: {_short(items)}" for label, items in
                  (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
         raise CheckpointError(f"{path} does not fit {what} — {'; '.join(parts)}" + (f". {fix}" if fix else ""))
+
+
+def opt_txt_near(checkpoint: Path, levels_up: int = 0) -> Path | None:
+    """The ``opt.txt`` an official trainer wrote in the checkpoint's folder, or up to ``levels_up`` folders above."""
+    folder = Path(checkpoint).resolve().parent
+    for candidate in [folder, *folder.parents][: levels_up + 1]:
+        if (candidate / "opt.txt").is_file():
+            return candidate / "opt.txt"
+    return None
 
 
 def read_opt_file(path: Path) -> dict[str, str]:

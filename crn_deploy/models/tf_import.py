@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..families.crn import BASE_RESOLUTION, PRESETS, RELEASED_PRESETS, CRNConfig
+from ..families.crn import BASE_RESOLUTION, CRN, PRESETS, RELEASED_PRESETS, CRNConfig
 from ..errors import CheckpointError
+from .registry import LoadRequest
 from .tf_bundle import TensorBundle, TensorInfo
 
 _CRN_VARIABLE = re.compile(r"^g_(\d+)_conv(1|2|100)/(weights|biases|LayerNorm/gamma|LayerNorm/beta)$")
@@ -87,13 +88,17 @@ def import_tf_checkpoint(prefix: Path):
 
     from ..labels import CITYSCAPES
     from .checkpoint import LoadedCheckpoint
-    from .crn import CRN, check_state
+    from .registry import model_family
 
+    crn = model_family(CRN.name)
     bundle = TensorBundle(prefix)
     arch = infer_architecture(bundle)
     state = {k: torch.from_numpy(v) for k, v in state_dict_from_bundle(bundle, arch).items()}
-    check_state(state, arch.config, bundle.index_path)
-    model = CRN(arch.config)
-    model.load_state_dict(state)
+    model = crn.load_state(state, arch.config, LoadRequest(Path(bundle.index_path)))
     source = {"kind": "tensorflow", "prefix": str(Path(bundle.prefix).resolve())}
-    return LoadedCheckpoint(model.eval(), CITYSCAPES, source, "crn"), arch
+    return LoadedCheckpoint(model.eval(), CITYSCAPES, source, CRN.name), arch
+
+
+def inspect_tf_checkpoint(prefix: Path) -> TFArchitecture:
+    """The architecture a released checkpoint holds, from its index alone."""
+    return infer_architecture(TensorBundle(prefix))

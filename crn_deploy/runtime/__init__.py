@@ -19,7 +19,7 @@ from ..backends import engine_module
 from ..backends.base import Backend
 from ..errors import ArtifactError, UsageError
 from ..manifest import Manifest, manifest_for
-from ..targets import TARGETS, target_of_engine_file
+from ..targets import EngineTarget, target_of_engine_file
 from .synthesizer import OutputSize, Synthesizer
 
 __all__ = ["OutputSize", "Synthesizer", "load", "open_backend"]
@@ -37,21 +37,18 @@ def load(path, *, device: str = "auto", threads: int | None = None, cuda_graphs:
     sharing the synthesizer (an OpenVINO engine gives each its own stream)."""
     path = Path(path)
     manifest = _read_manifest(path)
-    engine_target = target_of_engine_file(path.name)
-    kind = engine_target.name if engine_target else "onnxruntime"
-    backend = open_backend(manifest, kind, device=device, threads=threads, cuda_graphs=cuda_graphs, slots=slots,
-                           gpu=gpu, concurrent=concurrent)
+    backend = open_backend(manifest, target_of_engine_file(path.name), device=device, threads=threads,
+                           cuda_graphs=cuda_graphs, slots=slots, gpu=gpu, concurrent=concurrent)
     return Synthesizer(backend, manifest, style_seed=style_seed).open()
 
 
-def open_backend(manifest: Manifest, kind: str, *, device: str = "auto", threads: int | None = None,
-                 cuda_graphs: bool = True, slots: int = 2, gpu: int = 0, timing: bool = False,
-                 concurrent: int = 1) -> Backend:
-    """The backend (not yet opened) that runs ``manifest``'s artifact: ``kind`` an engine target ("tensorrt",
-    "rtx", "openvino": its engine, run by the backend module the targets' table names) or "onnxruntime" (its
-    ONNX, on ``device``). The one factory: ``load`` and ``crn-bench`` both use it."""
-    if kind in TARGETS:
-        engine_target = TARGETS[kind]
+def open_backend(manifest: Manifest, engine_target: EngineTarget | None, *, device: str = "auto",
+                 threads: int | None = None, cuda_graphs: bool = True, slots: int = 2, gpu: int = 0,
+                 timing: bool = False, concurrent: int = 1) -> Backend:
+    """The backend (not yet opened) that runs ``manifest``'s artifact: an engine target's engine (run by the
+    backend module the targets' table names), or, for None, its ONNX on ONNX Runtime on ``device``. The one
+    factory: ``load`` and ``crn-bench`` both use it."""
+    if engine_target is not None:
         runner = engine_module(engine_target)
         record = manifest.engine_record(engine_target)
         if record is None:
@@ -59,8 +56,6 @@ def open_backend(manifest: Manifest, kind: str, *, device: str = "auto", threads
                                 f"{runner.rebuild_command(manifest, engine_target)}")
         return runner.open_engine(manifest, engine_target, record, threads=threads, concurrent=concurrent,
                                   cuda_graphs=cuda_graphs, slots=slots, gpu=gpu, timing=timing)
-    if kind != "onnxruntime":
-        raise UsageError(f"unknown backend '{kind}': choose {', '.join(TARGETS)} or onnxruntime")
     manifest.check_artifact()  # ONNX Runtime reads the file whole: its digest is taken once per file
     from ..backends.onnxruntime import OnnxRuntimeBackend
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..data.images import resize_image, resize_labels
-from ..data.streams import LabelFrame
+from ..data.streams import LabelFrame, Named
 from ..errors import CrnError, UsageError
 from ..labels import VOID_ID
 from .timing import summarize
@@ -197,7 +197,6 @@ class _Stream:
     # stages ------------------------------------------------------------------------------------
     def _decode(self) -> None:
         iterator = iter(self.source)
-        names = getattr(self.source, "names", None)
         index = 0
         while not self.stop_producing.is_set():
             t0 = time.perf_counter()
@@ -206,7 +205,8 @@ class _Stream:
                 break
             self.stats.stage_ms["decode"] += (time.perf_counter() - t0) * 1000
             self.stats.frames_in += 1
-            item = _Item(index, labels, time.perf_counter(), names[index] if names else None)
+            name, labels = labels if isinstance(labels, Named) else (None, labels)
+            item = _Item(index, labels, time.perf_counter(), name)
             index += 1
             if self.options.policy == "live":
                 self._put_dropping_oldest(item)

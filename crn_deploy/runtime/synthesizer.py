@@ -9,6 +9,7 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..data.images import resize_image, resize_labels
+from ..data.label_maps import label_batch
 from ..errors import UsageError
 from ..families import Role, draw_styles
 from ..labels import LabelSet, UnknownColors
@@ -197,57 +198,11 @@ class Synthesizer:
         return (array.reshape(ids.shape).astype(np.int32, copy=False),)
 
     def _as_id_batch(self, labels, label_set: LabelSet | None, strict: bool) -> tuple[np.ndarray, bool]:
-        array = np.asarray(labels)
-        colors = label_set is not None or _is_color_map(array)
-        if colors:
-            array = (label_set or self.label_set).colors_to_ids(array, strict=strict, unknown=self.unknown_colors)
-        if array.ndim == 3 and array.shape[-1] == 1:  # [H,W,1]: one id map, as images are read
-            array = array[..., 0]
-        elif array.ndim == 4 and array.shape[1] != 1 and array.shape[-1] == 1:  # [N,H,W,1]
-            array = array[..., 0]
-        if array.ndim == 2:
-            batch, single = array[None, None], True
-        elif array.ndim == 3 and array.shape[-1] not in (3, 4):
-            batch, single = array[:, None], False
-        elif array.ndim == 4 and array.shape[1] == 1:
-            batch, single = array, False
-        else:
-            raise UsageError(f"a label map of shape {list(array.shape)} ({array.dtype}) is ambiguous or not a label "
-                             f"map: pass {ACCEPTED_SHAPES}")
-        if batch.size == 0:
-            raise UsageError(f"label map is empty (shape {list(array.shape)})")
-        batch = _as_uint8_ids(batch)
-        if not colors:  # decoded colours are in the label set or void by construction
-            self.label_set.check_ids(batch, strict=strict, unknown=self.unknown_colors)
-        return batch, single
-
-
-ACCEPTED_SHAPES = ("class ids [H,W], [H,W,1], [N,H,W] or [N,1,H,W] (integers 0..255), or colour maps uint8 "
-                   "[H,W,3], [H,W,4] (RGBA, alpha ignored), [N,H,W,3] or [N,H,W,4]; a batch of id maps 3 or 4 "
-                   "pixels wide must be [N,1,H,W]")
-
-
-def _is_color_map(array: np.ndarray) -> bool:
-    """uint8 [H,W,3|4] or [N,H,W,3|4]: RGB(A) colours, as images are read ([N,1,H,W] stays ids)."""
-    if array.dtype != np.uint8 or array.shape[-1:] not in ((3,), (4,)):
-        return False
-    return array.ndim == 3 or (array.ndim == 4 and array.shape[1] != 1)
+        return label_batch(labels, self.label_set, palette=label_set, strict=strict, unknown=self.unknown_colors)
 
 
 class NoInstancesWarning(UserWarning):
     """An artifact that takes instance maps was given label maps only."""
-
-
-def _as_uint8_ids(ids: np.ndarray) -> np.ndarray:
-    if ids.dtype == np.uint8:
-        return ids
-    if not np.issubdtype(ids.dtype, np.integer):
-        raise UsageError(
-            f"label map must hold integer class ids (uint8), got {ids.dtype}; convert with .astype(np.uint8)"
-        )
-    if ids.min() < 0 or ids.max() > 255:
-        raise UsageError(f"label ids must be 0..255 (255 = void), got {ids.min()}..{ids.max()}")
-    return ids.astype(np.uint8)
 
 
 def _map_images(images: np.ndarray, fn) -> np.ndarray:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import encode_picture
-from ..data.label_maps import (INSTANCE_SUFFIX, decode_instance_map, decode_label_map, is_label_image,
-                               no_label_images)
+from ..data.label_maps import decode_instance_map, decode_label_map, label_files_among
 from ..data.storage import Store, is_uri, matching, split_pattern
-from ..errors import UsageError
+from ..errors import UnreadableInput, UsageError
 from ..labels import UnknownColors
 from ..manifest import Manifest, manifest_for
 from ..targets import target_of_engine_file
+from .cluster import connected
 
 RECORD_NAME = "crn-run-record.json"
 
@@ -62,6 +60,7 @@ class BatchSummary:
     workers: int
     record: str  # where the run record is (a path or URI)
     pids: set = field(default_factory=set)  # the worker processes that wrote pictures
+    unreadable: list = field(default_factory=list)  # one line per label file that could not be read (no picture)
 
     def line(self) -> str:
         rate = self.written / self.seconds if self.seconds > 0 else 0.0
@@ -87,9 +86,11 @@ class Painter:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         instances = batch.get("instances")
 
-        def paint(i: int) -> np.ndarray:
-            return self.synth(_array(batch["labels"][i], np.uint8),
-                              instances=None if instances is None else _array(instances[i], np.int32))
+        def paint(i: int) -> np.ndarray | None:
+            labels = _array(batch["labels"][i], np.uint8)
+            if labels is None:  # a label file that could not be read
+                return None
+            return self.synth(labels, instances=None if instances is None else _array(instances[i], np.int32))
 
         rows = range(len(batch["labels"]))
         images = list(self.pool.map(paint, rows)) if self.pool else [paint(i) for i in rows]
@@ -101,15 +102,22 @@ def read_stage(batch: dict[str, np.ndarray], label_set, strict_colors: bool) -> 
     """The reading stage (a CPU task): each row's label map decoded to ids [H,W], and its instance map where it
     has one, from a label file (``uri``, ``instances_uri``), a NumPy shard (``shard``, ``index``) or PNG bytes
     (``labels_png``, ``instances_png``, as Parquet rows hold them); unknown colours counted per row."""
-    labels, instances, unknown = [], [], []
+    labels, instances, unknown, unreadable = [], [], [], []
     for i, name in enumerate(batch["name"]):
         counter = UnknownColors()
-        ids, inst = _read_row(batch, i, str(name), label_set, strict_colors, counter)
+        try:
+            ids, inst = _read_row(batch, i, str(name), label_set, strict_colors, counter)
+        except UnreadableInput as e:  # named, skipped, and the run goes on (painted as nothing)
+            ids, inst, problem = None, None, str(e)
+        else:
+            problem = ""
         labels.append(ids)
         instances.append(inst)
         unknown.append(counter.unknown)
+        unreadable.append(problem)
     kept = {k: v for k, v in batch.items() if k in ("name", "input")}
-    return {**kept, "labels": _column(labels), "instances": _column(instances), "unknown": np.array(unknown)}
+    return {**kept, "labels": _column(labels), "instances": _column(instances), "unknown": np.array(unknown),
+            "unreadable": np.array(unreadable, dtype=object)}
 
 
 def _read_row(batch, i: int, name: str, label_set, strict_colors: bool, counter: UnknownColors):
@@ -137,15 +145,17 @@ def read_uri(uri: str) -> bytes:
 def write_stage(batch: dict[str, np.ndarray], output: str | None) -> dict[str, np.ndarray]:
     """The writing stage (a CPU task): each picture encoded as PNG and written whole under its name (a record row
     comes back), or, without an output folder, returned as PNG bytes (``image_png``) for Parquet."""
-    pngs = [encode_picture(image) for image in batch["image"]]
+    pngs = [None if _optional(image) is None else encode_picture(image) for image in batch["image"]]
     where = {"name": batch["name"], "input": batch["input"], "host": np.array([socket.gethostname()] * len(pngs)),
-             "pid": np.array([os.getpid()] * len(pngs))}
+             "pid": np.array([os.getpid()] * len(pngs)), "unreadable": batch["unreadable"]}
     if output is None:
         return {**where, "image_png": np.array(pngs, dtype=object)}
     store = Store(output)
     for name, png in zip(batch["name"], pngs, strict=True):
-        store.write(picture_name(str(name)), png)
-    return {**where, "output": np.array([store.uri(picture_name(str(n))) for n in batch["name"]])}
+        if png is not None:
+            store.write(picture_name(str(name)), png)
+    return {**where, "output": np.array([store.uri(picture_name(str(n))) if png is not None else ""
+                                         for n, png in zip(batch["name"], pngs, strict=True)])}
 
 
 def _column(items: list) -> np.ndarray:
@@ -207,7 +217,12 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
     to_parquet = output.rstrip("/").endswith(".parquet")
     if to_parquet and not is_uri(output) and Path(output).exists() and not options.overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it, or another --output")
-    ray = connect(options.address, log)
+    with connected(options.address, log) as ray:
+        return _synthesize(ray, artifact, pattern, output, options, manifest, to_parquet, log)
+
+
+def _synthesize(ray, artifact: Path, pattern: str, output: str, options: BatchOptions, manifest: Manifest,
+                to_parquet: bool, log: Callable[[str], None]) -> BatchSummary:
     rows, names = _inputs(ray, pattern, manifest)
     store = None if to_parquet else Store(output)
     if store is not None:
@@ -223,6 +238,7 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
     started = time.perf_counter()
     written = 0
     unknown = 0
+    unreadable: list[str] = []
     state = "interrupted"
     try:
         if len(names) > len(done):
@@ -231,20 +247,25 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
             painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest, ray_io)
             if to_parquet:
                 painted = painted.materialize()
-                painted.select_columns(["name", "image_png"]).write_parquet(output)
+                painted.filter(lambda row: not row["unreadable"], num_cpus=0).select_columns(
+                    ["name", "image_png"]).write_parquet(output)
                 painted = painted.drop_columns(["image_png"])
             for row in painted.iter_rows():
+                if row["unreadable"]:
+                    unreadable.append(str(row["unreadable"]))
+                    log(f"warning: {unreadable[-1]}; skipped, no picture for it")
+                    continue
                 run.add(row)
                 written += 1
                 unknown += int(row.get("unknown", 0))
         state = "finished"
     finally:
-        run.finish(len(done), time.perf_counter() - started, state)
+        run.finish(len(done), time.perf_counter() - started, state, unreadable)
     if unknown:
         log(f"warning: {unknown} pixels of colour label maps had colours outside the {manifest.label_set.name} "
             "palette (void)")
     return BatchSummary(len(names), written, len(done), time.perf_counter() - started, options.workers, run.path,
-                        run.pids)
+                        run.pids, unreadable)
 
 
 class RunRecord:
@@ -283,10 +304,11 @@ class RunRecord:
         if time.monotonic() - self.saved > 2.0:
             self.save()
 
-    def finish(self, skipped: int, seconds: float, state: str = "finished") -> None:
+    def finish(self, skipped: int, seconds: float, state: str = "finished", unreadable: list[str] = ()) -> None:
         run = self.data["runs"][-1]
         run.update(state=state, skipped=skipped, seconds=round(seconds, 3),
-                   written=sum(1 for p in self.pictures.values() if p["run"] == self.run_id))
+                   written=sum(1 for p in self.pictures.values() if p["run"] == self.run_id),
+                   **({"unreadable": list(unreadable)} if unreadable else {}))
         self.save()
 
     def save(self) -> None:
@@ -309,16 +331,9 @@ def _inputs(ray, pattern: str, manifest: Manifest):
         rows = [{"shard": store._path(s), "index": i, "name": f"{Path(s).stem}/{i:06d}", "input": f"{s}[{i}]"}
                 for s in shards for i in range(len(open_shard(store._path(s))[0]))]
         return rows, [r["name"] for r in rows]
-    labels = [f for f in files if is_label_image(Path(f))]
-    if not labels:
-        raise no_label_images(pattern, files, "pass a folder, a glob, NumPy shards or Parquet")
-    present = set(every)  # the *_instanceIds.png beside each *_labelIds.png, which the glob may not match
-    rows = []
-    for f in labels:
-        row = {"uri": store.uri(f), "name": f.rsplit(".", 1)[0], "input": store.uri(f)}
-        beside = f[: -len("_labelIds.png")] + INSTANCE_SUFFIX if f.endswith("_labelIds.png") else None
-        row["instances_uri"] = store.uri(beside) if beside in present else ""
-        rows.append(row)
+    labels = label_files_among(store, every, files, pattern)
+    rows = [{"uri": store.uri(f), "name": f.rsplit(".", 1)[0], "input": store.uri(f),
+             "instances_uri": store.uri(labels.instances[f]) if f in labels.instances else ""} for f in labels.names]
     return rows, [r["name"] for r in rows]
 
 
@@ -432,25 +447,6 @@ def check_shared(ray, store: Store, log: Callable[[str], None] = print) -> None:
         raise UsageError(f"{store.location} is not shared by every node of the cluster (not visible on "
                          f"{', '.join(blind)}): use object storage (s3://...) or a filesystem every node mounts")
     log(f"{store.location}: shared by all {len(nodes)} nodes")
-
-
-def connect(address: str | None, log=print):
-    """Ray, initialised: a local instance (``address`` None) or an existing cluster ("auto", host:port)."""
-    try:
-        import ray
-    except ImportError:
-        raise UsageError("Ray is not installed: pip install 'crn-deploy[ray]'") from None
-    if not ray.is_initialized():
-        # ray.init sets a SIGTERM handler that exits at once (code 15): keep the caller's, which shuts down
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.getsignal(signal.SIGTERM) if main_thread else None
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        resources = ray.cluster_resources()
-        log(f"Ray {ray.__version__}: {'local instance' if address is None else address}, "
-            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
-    return ray
 
 
 def read_record(output: str | Path) -> dict:

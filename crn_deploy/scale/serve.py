@@ -47,7 +47,7 @@ class ServeOptions:
     address: str | None = None  # None: a local Ray instance
     max_body_bytes: int | None = None  # None: from the artifact's label size (room for raw ids and instance ids)
     max_in_hand: int | None = None  # requests a replica holds at once before /ready says 503 (None: 4 batches)
-    name: str = "crn"
+    name: str = "synthesis"  # the Ray Serve application's name
 
 
 class Replica:
@@ -177,7 +177,8 @@ def build_app(artifact: str, options: ServeOptions, gpus: float):
 
     @serve.deployment(name=options.name, num_replicas=options.replicas,
                       ray_actor_options={"num_gpus": gpus, "num_cpus": 0 if gpus else 1},
-                      health_check_period_s=2, health_check_timeout_s=30)
+                      health_check_period_s=2, health_check_timeout_s=30,
+                      graceful_shutdown_wait_loop_s=0.25)  # drained replicas stop within a quarter second
     class SynthesisDeployment:
         def __init__(self) -> None:
             self.replica = Replica(artifact, device, options.threads, options.max_body_bytes, options.max_in_hand)
@@ -228,7 +229,8 @@ def start(artifact: str, options: ServeOptions, log=print):
     """Start (or update) the application on a local Ray instance or an existing cluster; returns its URL."""
     from ray import serve
 
-    from .batch import connect, runs_on_cpu
+    from .batch import runs_on_cpu
+    from .cluster import connect
 
     ray = connect(options.address, log)
     gpus = options.gpus_per_replica
@@ -240,11 +242,13 @@ def start(artifact: str, options: ServeOptions, log=print):
     return f"http://{options.host}:{options.port}"
 
 
-def shutdown() -> None:
-    """Shut Serve down where this process started it (serve.shutdown would wait on a controller that
-    never was)."""
+def shutdown(name: str = ServeOptions.name) -> None:
+    """Take down the application this process started, its replicas finishing the requests they hold. Serve
+    itself ends with a local Ray instance, and stays on a cluster for its other applications. (serve.shutdown
+    would also wait on a controller that never was where nothing started, and its controller's last task is
+    reported failed on the terminal.)"""
     from ray import serve
 
     if _started.is_set():
-        serve.shutdown()
+        serve.delete(name)
         _started.clear()

@@ -1,1 +1,2 @@
-"""Training the reference CRN: perceptual and diversity losses, Adam, progressive growth (torch)."""
+"""Training the reference models of the families that declare a trainer (CRN, PosGen): perceptual and diversity
+losses, Adam, resumable state (torch)."""

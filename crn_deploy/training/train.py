@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from ..labels import LabelSet
 from ..measure.parity import psnr
 from ..models.checkpoint import FORMAT, load_checkpoint
 from ..models.state import read_raw
-from ..models.registry import family_of_config
+from ..models.registry import model_family_of
 from .losses import perceptual_loss
 from .vgg import VGG19Features
 
@@ -38,6 +38,7 @@ class TrainOptions:
     preview_every: int = 100
     save_every: int = 500
     log_every: int = 10
+    data: str = "synthetic"  # the dataset (open_dataset's spec), recorded so that a resumed run goes on with it
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TrainState:
     label_set: LabelSet
     optimizer: torch.optim.Optimizer
     step: int = 0
+    trained_with: dict = field(default_factory=dict)  # a resumed run's options as its checkpoint records them
 
 
 def new_state(model: torch.nn.Module, label_set: LabelSet, lr: float) -> TrainState:
@@ -54,7 +56,7 @@ def new_state(model: torch.nn.Module, label_set: LabelSet, lr: float) -> TrainSt
 
 def save_training_checkpoint(path: Path, state: TrainState, options: TrainOptions) -> None:
     """Weights, config and label set (loadable by crn-export), plus optimizer state and step."""
-    payload = {"format": FORMAT, "family": family_of_config(state.model.config).name,
+    payload = {"format": FORMAT, "family": model_family_of(state.model.config).name,
                "config": state.model.config.to_dict(), "label_set": state.label_set.to_dict(),
                "state_dict": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
                "optimizer": state.optimizer.state_dict(), "step": state.step,
@@ -74,6 +76,7 @@ def resume(path: Path, lr: float) -> TrainState:
     state = new_state(loaded.model, loaded.label_set, lr)
     state.optimizer.load_state_dict(raw["optimizer"])
     state.step = int(raw["step"])
+    state.trained_with = dict(raw.get("train") or {})
     return state
 
 

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# CPU suite: what `crn-run --ray` costs as a whole command against single-process `crn-run`, on one machine, on
+# 2,000 small Cityscapes-style label maps (64x128, label + instance files; spade-tiny, random weights, FP32 ONNX).
+# Each command runs as a user runs it (a fresh process, timed from outside), alternating single-process and
+# --ray --workers 1, ROUNDS times (default 3). Each run is split into start (command start -> first picture on
+# disk: Python, Ray's start and the artifact's opening), steady (first -> last picture) and exit (the summary line ->
+# the process gone). Ray's own fixed cost is measured beside: ray.init + one task + ray.shutdown in a fresh process.
+# About 5 minutes on 2 cores.
+# Usage: benchmarks/suites/cpu-ray-fixed-costs.sh RESULTS_DIR [WORK_DIR]
+set -euo pipefail
+results=${1:?results folder}
+work=${2:-engines/cpu-ray-fixed-costs}
+py=${PYTHON:-python3}
+mkdir -p "$results" "$work"
+"$py" -m crn_deploy.cli.export --preset spade-tiny --random-weights --res 64x128 --precision fp32 \
+    --out "$work/engines" --no-engine --samples 1 > "$results/export.log"
+ROUNDS=${ROUNDS:-3} "$py" - "$work" "$results" <<'PY' | tee "$results/fixed-costs.txt"
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from crn_deploy.data.synthetic import cityscapes_scene
+
+work, results = Path(sys.argv[1]), Path(sys.argv[2])
+artifact = work / "engines" / "spade-tiny-seed0-64x128-fp32.onnx"
+labels = work / "labels" / "gtFine"
+count = 2000
+if not labels.is_dir():
+    for i in range(count):
+        city = labels / f"city{i % 4}"
+        city.mkdir(parents=True, exist_ok=True)
+        ids, inst = cityscapes_scene(64, 128, seed=5000 + i % 50)
+        cv2.imwrite(str(city / f"c_{i:06d}_000019_gtFine_labelIds.png"), ids)
+        cv2.imwrite(str(city / f"c_{i:06d}_000019_gtFine_instanceIds.png"), inst.astype(np.uint16))
+pattern = str(labels / "**" / "*_labelIds.png")
+crn_run = [sys.executable, "-m", "crn_deploy.cli.run", str(artifact), "--input", pattern, "--device", "cpu"]
+
+
+def pictures(folder: Path) -> int:
+    found = 0
+    for entry in os.scandir(folder) if folder.is_dir() else ():
+        if entry.is_dir():
+            found += pictures(Path(entry.path))
+        elif entry.name.endswith(".png") and not entry.name.startswith("."):
+            found += 1
+    return found
+
+
+def timed(name: str, extra: list[str]) -> dict:
+    """One command, from outside: (start, steady, exit) seconds and its whole wall clock."""
+    out = work / name
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    process = subprocess.Popen([*crn_run, "--output", str(out), *extra], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    marks: dict = {}
+
+    def read() -> None:
+        for line in process.stdout:
+            if "pictures written" in line or "frames in," in line:
+                marks["summary"] = time.perf_counter()
+            marks.setdefault("lines", []).append(line.rstrip())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    while process.poll() is None:
+        if "first" not in marks and pictures(out) > 0:
+            marks["first"] = time.perf_counter()
+        if "last" not in marks and pictures(out) >= count:
+            marks["last"] = time.perf_counter()
+        time.sleep(0.02)
+    ended = time.perf_counter()
+    reader.join()
+    assert process.returncode == 0 and pictures(out) == count, marks.get("lines", [])[-5:]
+    last = marks.get("last", marks["summary"])
+    return {"command": "crn-run " + " ".join(extra) if extra else "crn-run", "wall_s": ended - started,
+            "start_s": marks["first"] - started, "steady_s": last - marks["first"],
+            "steady_fps": (count - 1) / (last - marks["first"]), "exit_s": ended - marks["summary"]}
+
+
+def bare_ray() -> float:
+    code = ("import ray; ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False); "
+            "ray.get(ray.remote(lambda: 1).remote()); ray.shutdown()")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+rows = []
+for round_ in range(int(os.environ.get("ROUNDS", 3))):
+    single = timed("single", [])
+    ray_run = timed("ray", ["--ray", "--workers", "1"])
+    ray_run["vs_single"] = single["wall_s"] / ray_run["wall_s"]
+    rows += [{**single, "round": round_}, {**ray_run, "round": round_}]
+bare = bare_ray()
+load = os.getloadavg()
+print(f"{count} maps 64x128 (spade-tiny FP32 ONNX, labels + instances), {platform.processor() or platform.machine()}, "
+      f"{os.cpu_count()} logical cores; load average at the end {load[0]:.2f}")
+print(f"{'round':>5} {'command':30} {'wall s':>7} {'start s':>8} {'steady s':>9} {'pictures/s':>11} {'exit s':>7}"
+      f" {'whole-command vs single':>24}")
+for row in rows:
+    ratio = f"{row['vs_single']:.2f}x" if "vs_single" in row else ""
+    print(f"{row['round']:>5} {row['command']:30} {row['wall_s']:7.1f} {row['start_s']:8.1f} {row['steady_s']:9.1f} "
+          f"{row['steady_fps']:11.1f} {row['exit_s']:7.2f} {ratio:>24}")
+print(f"Ray's own fixed cost (fresh process: import, ray.init, one task, ray.shutdown): {bare:.1f} s")
+(results / "fixed-costs.json").write_text(json.dumps({"rows": rows, "bare_ray_s": bare, "maps": count,
+                                                       "load_average": load}, indent=1))
+PY
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$work"
