@@ -46,7 +46,7 @@ target = source.artifact_path.with_name(name)
 if not target.exists():
     os.link(source.artifact_path, target)
 source.name, source.artifact = f"{source.name}-ovfp32", name
-source.sections = {k: v for k, v in source.sections.items() if not k.endswith("engine")}
+source.engines = {}  # the second name gets its own engine
 source.sections["onnx"] = {**source.sections["onnx"], "file": name}
 source.write(target.with_suffix(".json"))
 print(target)
