@@ -267,6 +267,16 @@ def test_a_triton_model_for_triton_s_openvino_backend(engines, tmp_path):
     assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.bin", "model.xml"]
 
 
+def test_crn_build_triton_writes_the_openvino_model_of_what_it_built(tiny_artifacts, tmp_path):
+    manifest = _copy(tiny_artifacts["fp32"], tmp_path)
+    repo = tmp_path / "repo"
+    assert build_main([str(manifest.artifact_path), "--target", "openvino", "--precision", "fp32", "--triton",
+                       str(repo)]) == 0
+    assert sorted(p.name for p in repo.iterdir()) == ["tiny-64x96-fp32-openvino"]
+    config = (repo / "tiny-64x96-fp32-openvino" / "config.pbtxt").read_text()
+    assert 'backend: "openvino"' in config and "HINT_BF16" not in config  # an FP32 engine: no BF16 hint
+
+
 def test_crn_export_builds_openvino_engines_from_its_fp32_artifacts_only(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         export_main(["--preset", "tiny", "--random-weights", "--precision", "fp16", "--target", "openvino",

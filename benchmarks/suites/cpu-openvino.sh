@@ -13,8 +13,10 @@
 #    (seed 2000, not the build's), 3 timed calls per row after one; then the shipped demo alone, 20 timed calls
 #    and at least 10 s per row after 2 s of warm-up (bench-demo.*: the issue's done-when figure);
 #  - openvino.md: one row per model from bench.json (and the demo's from bench-demo.json), ratios within a run.
-# The machine's load (uptime) is recorded before and after each step. About 35 minutes on 2 cores.
-# BENCH_ONLY=1 reruns only the timing, on the engines already built.
+# The machine's load (uptime) is recorded before and after each step. About 25 minutes on 2 quiet cores (48 on
+# the shared machine of the committed run: 11 for the builds, 33 for the full bench, 4 for the demo's).
+# STEPS picks the steps (default "build bench demo"): STEPS="bench demo" retimes the engines already built,
+# STEPS=demo the demo's run alone (then the table again from both runs' reports).
 # Usage: [POSGEN_DEMO=ckpt.safetensors] [PYTHON=.venv/bin/python] benchmarks/suites/cpu-openvino.sh RESULTS_DIR [ENGINES_DIR]
 set -euo pipefail
 results=${1:?results folder}
@@ -22,7 +24,8 @@ engines=${2:-engines/cpu-openvino}
 py=${PYTHON:-python3}
 threads=${THREADS:-2}
 mkdir -p "$results" "$engines"
-echo "start: $(uptime)" >> "$results/load.txt"
+steps=" ${STEPS:-build bench demo} "
+echo "start ($steps): $(uptime)" >> "$results/load.txt"
 
 export_fp32() {
     "$py" -m crn_deploy.cli.export "$@" --res 256x512 --precision fp32 --out "$engines" --no-engine 2>&1 \
@@ -43,7 +46,7 @@ target = source.artifact_path.with_name(name)
 if not target.exists():
     os.link(source.artifact_path, target)
 source.name, source.artifact = f"{source.name}-ovfp32", name
-source.sections = {k: v for k, v in source.sections.items() if not k.endswith("engine")}
+source.engines = {}  # the second name gets its own engine
 source.sections["onnx"] = {**source.sections["onnx"], "file": name}
 source.write(target.with_suffix(".json"))
 print(target)
@@ -58,7 +61,7 @@ cpu_engines() {  # the FP32 artifact's BF16 engine (the floor lifted where it re
     build "$(second_name "$onnx")" --precision fp32
 }
 
-if [[ "${BENCH_ONLY:-}" != 1 ]]; then
+if [[ $steps == *" build "* ]]; then
     : > "$results/export.log"
     : > "$results/build.log"
     for preset in cityscapes-256p label2city_512p spade_cityscapes oasis_cityscapes posgen_cityscapes; do
@@ -79,11 +82,15 @@ bench() {  # FOLDER NAME WARMUP_S ITERATIONS DURATION_S
         --warmup "$3" --iterations "$4" --duration "$5" --json "$results/$2.json" | tee "$results/$2.txt"
     echo "$2 end: $(uptime)" >> "$results/load.txt"
 }
-bench "$engines" bench 0 3 0
-demo="$engines-demo"  # the shipped demo's files alone (hard links), for a longer run
-mkdir -p "$demo"
-ln -f "$engines"/crn-demo-256x512-fp32* "$demo/"
-bench "$demo" bench-demo 2 20 10
+if [[ $steps == *" bench "* ]]; then
+    bench "$engines" bench 0 3 0
+fi
+if [[ $steps == *" demo "* ]]; then
+    demo="$engines-demo"  # the shipped demo's files alone (hard links), for a longer run
+    mkdir -p "$demo"
+    ln -f "$engines"/crn-demo-256x512-fp32* "$demo/"
+    bench "$demo" bench-demo 2 20 10
+fi
 
 "$py" - "$results" "$engines" <<'PY' | tee "$results/openvino.md"
 """One row per model and bench run: ONNX Runtime FP32, OpenVINO FP32 and BF16 p50 in that run (and, in brackets,
