@@ -91,6 +91,8 @@ class LabelSet:
         """Ids past the label set (other than VOID_ID) light nothing: counted into ``unknown`` (which warns
         past 1% of a map's pixels), or refused with ``strict``. uint8 ids, any shape."""
         ids = np.asarray(ids)
+        if not strict and unknown is None:  # nobody to tell: such ids light nothing either way
+            return
         if ids.size == 0 or int(ids.max()) < self.num_classes:  # the common case costs one max()
             return
         counts = np.bincount(ids.ravel(), minlength=256)[: VOID_ID]

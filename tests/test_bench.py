@@ -69,7 +69,7 @@ def test_empty_folder_and_bad_labels_are_usage_errors(tmp_path, engines, capsys)
     assert bench_main([str(tmp_path)]) == 2
     assert "run crn-export first" in capsys.readouterr().err
     assert bench_main([str(engines), "--labels", str(tmp_path / "none")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert "none: no such folder or file" in capsys.readouterr().err
 
 
 def test_pytorch_fp16_on_cpu_is_opt_in(engines, tmp_path):

@@ -122,6 +122,9 @@ def test_usage_errors(tiny_artifacts, tmp_path, capsys):
         run_main([artifact, "--input", "synthetic", "--output", str(tmp_path / "o.mp4"), "--policy", "live"])
     assert e.value.code == 2 and "needs a frame rate" in capsys.readouterr().err
     assert run_main([artifact, "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "o.mp4")]) == 2
+    assert "nothing: no such folder or file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run_main([artifact, "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o.mp4")]) == 2
     assert "no label images" in capsys.readouterr().err
     cv2.imwrite(str(tmp_path / "label.jpg"), street_layout(*TINY_RES, seed=1))
     assert run_main([artifact, "--input", str(tmp_path / "label.jpg"), "--output", str(tmp_path / "o")]) == 2

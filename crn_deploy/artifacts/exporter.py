@@ -28,7 +28,7 @@ from ..families import model_inputs
 from ..files import atomic_path, ensure_writable_dir, remove_empty_folders, sha256_file
 from ..graph import IR_VERSION, OPSET, write_model
 from ..manifest import Manifest, artifact_stem
-from ..measure.parity import VALIDATION_SEED, accept_options, compare_images, worst_class
+from ..measure.parity import VALIDATION_SEED, accept_options, compare_images, parity_text, psnr_figure, worst_class
 from ..models.checkpoint import LoadedCheckpoint
 from ..models.registry import model_family
 from ..precisions import FP16, FP32, Precision
@@ -36,6 +36,8 @@ from ..records import Parity, Source
 from ..runtime.synthesizer import Synthesizer
 from ..sizes import Sizes
 from ..targets import artifact_stem_of
+
+REFERENCE = "PyTorch FP32"  # what the export compares with, as its lines name it
 
 
 @dataclass
@@ -98,7 +100,8 @@ def _export_one(source: LoadedCheckpoint, weights: dict, sizes: Sizes, precision
                 break
             tries.append(_Try(parity, images, kept))
             step = family.contract.more_fp32(manifest.config)
-            log(f"{stem}: {_parity_text(parity)}: below the floor" + (f"; again with {step[1]}" if step else ""))
+            again = f"; again with {step[1]}" if step else ""
+            log(f"{stem}: {parity_text(parity, REFERENCE)}: below the floor{again}")
             if step is None:
                 best = max(tries, key=_Try.rank)
                 worst = worst_class(best.images, reference, ids, source.label_set.names, best.parity,
@@ -110,7 +113,7 @@ def _export_one(source: LoadedCheckpoint, weights: dict, sizes: Sizes, precision
         manifest.sections = _sections(tmp, final, options, time.perf_counter() - started)
         _settle_engines(final.with_suffix(".json"), manifest, log)
     manifest.write(final.with_suffix(".json"))
-    log(f"{stem}: wrote {final} ({final.stat().st_size / 2**20:.1f} MiB) — {_parity_text(parity)}")
+    log(f"{stem}: wrote {final} ({final.stat().st_size / 2**20:.1f} MiB) — {parity_text(parity, REFERENCE)}")
     return manifest
 
 
@@ -178,7 +181,7 @@ def _refuse(stem: str, precision: Precision, best: _Try, options: ExportOptions,
     """Below the floor on every try: the best try's figures (and what it kept in FP32, where the export made more
     than one), its worst class, and the limits that would keep it."""
     parity = best.parity
-    psnr = "no finite PSNR" if parity.nonfinite else f"{parity.psnr_db:.1f} dB"
+    psnr = psnr_figure(parity)
     which = f"best of {tries} tries, {'with ' + best.kept if best.kept else 'the first'}; " if tries > 1 else ""
     raise ValidationError(
         f"{stem}: {precision.name.upper()} reaches{' at best' if tries > 1 else ''} {psnr}, up to "
@@ -208,11 +211,6 @@ def tool_versions() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def _parity_text(parity: Parity) -> str:
-    psnr = "identical" if parity.psnr_db is None else f"PSNR {parity.psnr_db:.1f} dB"
-    return f"vs PyTorch FP32: max |Δ| {parity.max_abs:.0f}, mean |Δ| {parity.mean_abs:.4f}, {psnr}"
 
 
 def _timed(log, what: str, fn, *args):

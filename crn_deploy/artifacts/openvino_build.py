@@ -28,7 +28,7 @@ from ..errors import CrnError, UsageError, ValidationError
 from ..families import model_inputs
 from ..files import atomic_path, sha256_file
 from ..manifest import Manifest
-from ..measure.parity import VALIDATION_SEED, accept_options, compare_images, worst_class
+from ..measure.parity import VALIDATION_SEED, accept_options, compare_images, parity_text, psnr_figure, worst_class
 from ..measure.reference import fp32_pictures
 from ..precisions import FP32, Precision, precision
 from ..records import EngineRecord, Parity
@@ -111,7 +111,7 @@ def build_engine(manifest: Manifest, options: OpenVINOBuildOptions = OpenVINOBui
     manifest.write(manifest.path)
     log(f"{engine_path.name}: built in {seconds:.1f} s with {target.runtime} {ov.__version__} for {record.cpu.name} "
         f"({', '.join(record.cpu.isa) or 'ISA unknown'}), {computes_in} on {threads} thread(s)"
-        f"{_islands_note(islands)}; {_parity_text(parity)} ({len(blob) / 2**20:.1f} MiB)")
+        f"{_islands_note(islands)}; {parity_text(parity, parity.reference)} ({len(blob) / 2**20:.1f} MiB)")
     return manifest
 
 
@@ -175,7 +175,7 @@ def check_parity(manifest: Manifest, engine: Path, record: EngineRecord, options
     min_psnr, max_abs = options.floor(computes_in)
     if parity.passes(max_abs=max_abs, min_psnr=min_psnr):
         return parity
-    psnr = "no finite PSNR" if parity.nonfinite else f"{parity.psnr_db:.1f} dB"
+    psnr = psnr_figure(parity)
     floor = f"{min_psnr:g} dB, {max_abs:g} levels" if min_psnr is not None else f"{max_abs:g} level(s)"
     worst = worst_class(pictures, expected, ids, manifest.label_set.names, parity, max_abs)
     instead = (f"build fp32 ({rebuild_command(manifest, options.target, 'fp32')}), or accept it with "
@@ -189,8 +189,4 @@ def check_parity(manifest: Manifest, engine: Path, record: EngineRecord, options
 def _islands_note(islands: list[str]) -> str:
     return f"; {len(islands)} FP32-island node(s) kept in FP32" if islands else ""
 
-
-def _parity_text(parity: Parity) -> str:
-    psnr = "identical" if parity.psnr_db is None else f"PSNR {parity.psnr_db:.1f} dB"
-    return f"vs {parity.reference}: max |Δ| {parity.max_abs:.0f}, {psnr}"
 

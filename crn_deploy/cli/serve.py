@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per replica (default 1 where the cluster has GPUs, else 0: CPU replicas)")
     p.add_argument("--max-batch", type=int, help="requests batched into one call (default: the artifact's batch)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime threads per CPU replica")
+    p.add_argument("--threads", type=int, help="threads per CPU replica (ONNX Runtime or an OpenVINO engine)")
     p.add_argument("--max-body", metavar="SIZE", help="largest request body, e.g. 8M (default: from the artifact's "
                                                     "label size); a larger one is a 413 before it is read whole")
     p.add_argument("--label-map", metavar="NAME|FILE",

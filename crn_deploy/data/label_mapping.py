@@ -79,7 +79,7 @@ class ResolvedMapping:
         unnamed = np.flatnonzero(self.id_table == UNLISTED) if self.id_table is not None else [0]
         self._named_up_to = int(unnamed[0]) - 1 if len(unnamed) else 255
         self._colors = {color: self._class(t, f"colour {color}") for color, t in mapping.colors.items()}
-        self._names = {name: self._class(t, f"class '{name}'") for name, t in mapping.names.items()}
+        self._names = {name.lower(): self._class(t, f"class '{name}'") for name, t in mapping.names.items()}
         self._reserved = {name: self._class(t, name) for name, t in REPLICATOR_RESERVED.items()}
         self._lut: np.ndarray | None = None
 

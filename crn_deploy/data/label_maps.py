@@ -286,8 +286,14 @@ def find_label_files(pattern: str | Path) -> LabelFiles:
     """The label images of a folder or prefix (those directly in it), a glob (``**`` across folders) or one file,
     local or in object storage; refused in one line where there is none."""
     store, glob_part = split_pattern(str(pattern))
-    every = store.files()
-    return label_files_among(store, every, matching(every, glob_part), pattern)
+    if not store.remote and not Path(store.root).exists():
+        raise UsageError(f"{pattern}: no such folder or file; pass a folder, a glob or a label image")
+    deep = "/" in glob_part  # a glob across folders; a folder, prefix or one file lists only what is directly in it
+    every = store.files(recursive=deep)
+    matched = matching(every, glob_part)
+    if not deep and not any(is_label_image(Path(name)) for name in matched):
+        every = store.files()  # nothing here: what lies below says which glob to give instead
+    return label_files_among(store, every, matched, pattern)
 
 
 def label_files_among(store: Store, every: list[str], matched: list[str], pattern) -> LabelFiles:
@@ -305,18 +311,6 @@ def label_files_among(store: Store, every: list[str], matched: list[str], patter
         raise no_label_images(pattern, matched or every)
     instances = {name: beside for name in labels if (beside := instance_name(name)) in present}
     return LabelFiles(store, tuple(labels), instances, frames)
-
-
-def list_label_images(folder: Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UsageError(f"--labels {folder} is not a folder of label images")
-    frames = sorted(p for p in folder.iterdir() if (beside := frame_labels_name(p.name))
-                    and p.with_name(beside).is_file())
-    found = frames or sorted(p for p in folder.iterdir() if is_label_image(p))
-    if not found:
-        raise no_label_images(folder, [p.name for p in folder.iterdir()])
-    return found
 
 
 def no_label_images(where, names: list[str], fix: str = "pass a folder or a glob") -> UsageError:

@@ -69,15 +69,17 @@ class Store:
         except OSError as e:
             raise UsageError(f"cannot write {self.uri(name)}: {e}") from None
 
-    def files(self) -> list[str]:
-        """Every file below the location (relative names, sorted); none where it does not exist."""
+    def files(self, recursive: bool = True) -> list[str]:
+        """Every file below the location (or, not ``recursive``, directly in it): relative names, sorted; none where
+        it does not exist."""
         if not self.remote:
             root = Path(self.root)
-            return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+            found = (root.rglob("*") if recursive else root.iterdir()) if root.is_dir() else ()
+            return sorted(str(p.relative_to(root)) for p in found if p.is_file())
         import pyarrow.fs as pafs
 
         try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
+            infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=recursive, allow_not_found=True))
         except OSError as e:
             raise UsageError(f"cannot list {self.location}: {e}") from None
         prefix = self.root + "/"

@@ -23,7 +23,7 @@ from ..backends.base import Backend
 from ..sizes import Sizes, format_resolution
 from ..data.images import resize_labels
 from ..data.label_mapping import load_label_map, resolve_label_map
-from ..data.label_maps import list_label_images, read_instance_image, read_label_image
+from ..data.label_maps import find_label_files
 from ..data.synthetic import scenes
 from ..errors import ArtifactError, CrnError, UsageError
 from ..families import model_inputs
@@ -143,12 +143,12 @@ def run_bench(manifests: list[Manifest], options: BenchOptions, log: Callable[[s
     ctx = _Context(options, log, manifests=list(manifests), torch=torch_available(), samples=samples)
     ctx.unknown_colors.notify = lambda notice: None  # the report's warnings say it, once, with the totals
     if options.labels_dir is not None:  # bad label images stop the run before any row
-        files = list_label_images(options.labels_dir)
+        files = find_label_files(options.labels_dir)
         for label_set in {m.label_set.name: m.label_set for m in manifests}.values():
             label_map = resolve_label_map(options.label_map, label_set)  # one the set cannot take stops here
             ctx.label_maps[label_set.name] = [
-                (read_label_image(p, label_set, strict_colors=options.strict_colors, unknown=ctx.unknown_colors,
-                                  label_map=label_map), read_instance_image(p)) for p in files]
+                (files.read(name, label_set, strict_colors=options.strict_colors, unknown=ctx.unknown_colors,
+                            label_map=label_map), files.read_instances(name)) for name in files.names]
     check_artifacts_load(manifests, options)  # a broken artifact stops the run before anything is timed
     rows: list[BenchRow] = []
     skipped: list[str] = []

@@ -90,10 +90,24 @@ def worst_class(images: np.ndarray, reference: np.ndarray, ids: np.ndarray, name
     return f"{name} ({psnr_text}, up to {worst['max_abs']:.0f} levels)"
 
 
+def psnr_figure(parity: Parity) -> str:
+    """The PSNR as messages give it."""
+    if parity.nonfinite:
+        return "no finite PSNR"
+    return "identical" if parity.psnr_db is None else f"{parity.psnr_db:.1f} dB"
+
+
+def parity_text(parity: Parity, against: str) -> str:
+    """One line of figures: levels and PSNR against the reference named."""
+    return f"vs {against}: max |Δ| {parity.max_abs:.0f}, mean |Δ| {parity.mean_abs:.4f}, PSNR {psnr_figure(parity)}"
+
+
 def accept_options(parity: Parity, min_psnr: float | None, max_abs: float) -> str:
     """The options that would keep what fell below the floor: only the limits it missed."""
+    if parity.nonfinite:  # Parity.passes refuses non-finite pictures whatever the limits
+        return "no option: its pictures hold non-finite values (NaN or inf)"
     missed = []
-    if min_psnr is not None and (parity.nonfinite or (parity.psnr_db is not None and parity.psnr_db < min_psnr)):
+    if min_psnr is not None and parity.psnr_db is not None and parity.psnr_db < min_psnr:
         missed.append(f"--min-psnr {math.floor(parity.psnr_db or 0)}")
     if parity.max_abs > max_abs:
         missed.append(f"--max-abs {math.ceil(parity.max_abs)}")

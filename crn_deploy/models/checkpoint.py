@@ -58,8 +58,8 @@ def load_checkpoint(path: Path, config=None, family: str | None = None, *,
         fam = model_family_of(config) if config is not None else recognise(raw, path)
     if config is None and stored_config is not None:
         config = fam.contract.config_from_dict(stored_config)
-    if options is None and (options_file := fam.run_options_file(path)) is not None:
-        options = read_opt_file(options_file)
+    if options is None and options_file is None and (options_file := fam.run_options_file(path)) is not None:
+        options = read_opt_file(options_file)  # the run's own opt.txt, where the caller named none
     model = fam.load_state(raw, config, LoadRequest(path, options or {}))
     labels = LabelSet.from_dict(maybe_json(meta["label_set"])) if "label_set" in meta else \
         fam.contract.label_set_for(model.config)

@@ -190,8 +190,8 @@ def refuse_feature_encoder(checkpoint: Path, opt: dict[str, str]) -> None:
 def load_state(raw: dict[str, torch.Tensor], config: Pix2PixHDConfig | None, request: LoadRequest
                ) -> Pix2PixHDGenerator:
     """The reference model (eval, float32) from an official generator state_dict. The run's options
-    (``request.options``, else the opt.txt beside the checkpoint) say whether instance maps were used
-    (``no_instance``)."""
+    (``request.options``: its opt.txt as load_checkpoint read it, --option flags) say whether instance maps were
+    used (``no_instance``)."""
     path = Path(request.path)
     opt = request.options
     refuse_feature_encoder(path, opt)

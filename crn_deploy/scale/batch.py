@@ -29,7 +29,7 @@ import numpy as np
 
 from ..data.images import encode_picture
 from ..data.label_mapping import LabelMapping, resolve_label_map
-from ..data.label_maps import decode_instance_map, decode_label_map, frame_labels_name, label_files_among, label_ids
+from ..data.label_maps import decode_instance_map, decode_label_map, find_label_files, frame_labels_name, label_ids
 from ..data.storage import Store, is_uri, matching, split_pattern
 from ..errors import UnreadableInput, UsageError
 from ..labels import UnknownColors
@@ -43,7 +43,7 @@ RECORD_NAME = "crn-run-record.json"
 @dataclass
 class BatchOptions:
     workers: int = 1
-    gpus_per_worker: float | None = None  # 0: CPU workers (ONNX Runtime threads); None: 1 where the cluster has GPUs
+    gpus_per_worker: float | None = None  # 0: CPU workers; None: 1 where the cluster has GPUs
     address: str | None = None  # None: a local Ray instance; "auto" or host:port: an existing cluster
     overwrite: bool = False
     threads: int | None = None  # ONNX Runtime intra-op threads per map a CPU worker paints (None: see cpu_painting)
@@ -335,16 +335,13 @@ def _inputs(ray, pattern: str, manifest: Manifest):
         names = [str(r["name"]) for r in dataset.select_columns(["name"]).take_all()]
         return dataset.map(lambda row: {**row, "input": f"row {row['name']}"}), names
     store, glob_part = split_pattern(str(pattern))
-    every = store.files()
-    files = matching(every, glob_part)
-    present = set(every)
-    replicator = any(frame_labels_name(f) in present for f in files)  # its folders hold depth .npy files too
-    shards = [] if replicator else [f for f in files if f.endswith(SHARD_SUFFIXES)]
-    if shards and not is_uri(pattern):
+    files = matching(store.files(recursive="/" in glob_part), glob_part)
+    shards = [f for f in files if f.endswith(SHARD_SUFFIXES)]
+    if shards and not is_uri(pattern) and not any(frame_labels_name(f) for f in files):  # Replicator: depth .npy
         rows = [{"shard": store._path(s), "index": i, "name": f"{Path(s).stem}/{i:06d}", "input": f"{s}[{i}]"}
                 for s in shards for i in range(len(open_shard(store._path(s))[0]))]
         return rows, [r["name"] for r in rows]
-    labels = label_files_among(store, every, files, pattern)
+    labels = find_label_files(pattern)
     rows = [{"uri": store.uri(f), "name": f.rsplit(".", 1)[0], "input": store.uri(f),
              "instances_uri": store.uri(labels.instances[f]) if f in labels.instances else "",
              "frame_labels_uri": store.uri(labels.frame_labels[f]) if f in labels.frame_labels else ""}
@@ -372,8 +369,8 @@ def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOp
 
 
 def worker_cpus(node_cpus: list[float], available: float, workers: int) -> float:
-    """What each CPU painter reserves by default (its ONNX Runtime threads follow): the cluster's free CPUs
-    shared evenly among the painters, in whole CPUs, at least one, and no more than lets every painter be
+    """What each CPU painter reserves by default (its threads follow, on ONNX Runtime or OpenVINO): the cluster's
+    free CPUs shared evenly among the painters, in whole CPUs, at least one, and no more than lets every painter be
     placed on some node. One painter on one machine so uses the machine as single-process crn-run does;
     the reading and writing tasks share its cores. (Nodes are counted whole: on a cluster busy with other
     work, give cpus_per_worker, --cpus-per-worker.)"""
@@ -395,7 +392,7 @@ def _stage_cpus(cluster_cpus: float, options: BatchOptions) -> float:
 
 def paint_with_pool(dataset, artifact: Path, options: BatchOptions):
     """``dataset`` (rows of ``labels`` [H,W] uint8, optional ``instances``) mapped through an actor pool of
-    ``options.workers`` painters, each with a GPU or ``cpus_per_worker`` CPUs (ONNX Runtime threads default to
+    ``options.workers`` painters, each with a GPU or ``cpus_per_worker`` CPUs (CPU backends' threads default to
     that reservation): a lazy Ray Dataset with an ``image`` column."""
     device = "auto" if options.gpus_per_worker else "cpu"
     engine = target_of_engine_file(Path(artifact).name)

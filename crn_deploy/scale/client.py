@@ -62,6 +62,9 @@ class SynthesisClient:
         if labels.ndim == 3 and labels.shape[-1] in (3, 4):  # OpenCV writes BGR(A)
             image = labels[..., [2, 1, 0, 3][: labels.shape[-1]]].astype(np.uint8)
         else:  # ids: 8 bits, or 16 where larger (a Replicator frame's)
+            if labels.size and (labels.min() < 0 or labels.max() > 65535):
+                raise UsageError(f"label ids {labels.min()}..{labels.max()} do not fit a 16-bit PNG; send ids "
+                                 "0..65535 (map a Replicator frame's larger ids first)")
             image = labels.astype(np.uint16 if labels.size and labels.max() > 255 else np.uint8)
         ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image))
         if not ok:

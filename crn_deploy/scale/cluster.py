@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import CrnError, UsageError
 
 # Ray reads it at import: with it off, a local instance's node address is the loopback address, which its GCS,
 # raylet, workers and agents then listen on.
@@ -34,8 +34,9 @@ SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 def quiet_ray() -> Iterator[Path]:
     """Keep Ray's own output out of a command's terminal for the block (from before Ray starts): its Python
     logging and warnings are silenced (Ray keeps its session logs), and what the C++ core worker in this process
-    writes to the standard error goes to a file (yielded; removed unless the block fails) while Python's own
-    ``sys.stderr`` stays on the terminal."""
+    writes to the standard error goes to a file (yielded; kept and named where the block fails unexpectedly) while
+    Python's own ``sys.stderr`` stays on the terminal. The logging levels and warning filters stay set for the rest
+    of the process: a command's process."""
     warnings.filterwarnings("ignore", module="ray")
     for module in ("ray.data", "ray.serve"):  # each sets its loggers' levels when imported
         with contextlib.suppress(ImportError):
@@ -43,9 +44,17 @@ def quiet_ray() -> Iterator[Path]:
     for name in ("ray", "ray.data", "ray.serve"):
         logging.getLogger(name).setLevel(logging.ERROR)
     native_log = Path(tempfile.gettempdir()) / f"crn-deploy-ray-{os.getpid()}.log"
-    with _native_stderr_to(native_log):
-        yield native_log
-    native_log.unlink(missing_ok=True)  # kept where the block failed: it may say why
+    try:
+        with _native_stderr_to(native_log):
+            yield native_log
+    except (CrnError, KeyboardInterrupt):  # said in the command's own words
+        native_log.unlink(missing_ok=True)
+        raise
+    except BaseException:
+        if native_log.is_file() and native_log.stat().st_size:  # kept: it may say why
+            print(f"Ray's own messages of this run: {native_log}", file=sys.stderr)
+        raise
+    native_log.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

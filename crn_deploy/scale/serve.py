@@ -47,7 +47,7 @@ class ServeOptions:
     gpus_per_replica: float | None = None  # None: 1 where the cluster has GPUs, else 0
     max_batch: int | None = None  # None: the artifact's batch size
     batch_wait_ms: float = 5.0
-    threads: int | None = None  # ONNX Runtime threads per CPU replica
+    threads: int | None = None  # threads per CPU replica (ONNX Runtime or an OpenVINO engine)
     address: str | None = None  # None: a local Ray instance
     max_body_bytes: int | None = None  # None: from the artifact's label size (room for raw ids and instance ids)
     max_in_hand: int | None = None  # requests a replica holds at once before /ready says 503 (None: 4 batches)
