@@ -19,7 +19,6 @@ import pytest
 
 from crn_deploy import runtime
 from crn_deploy.cli.export import main as export_main
-from crn_deploy.data.images import write_image
 from crn_deploy.data.synthetic import cityscapes_scene
 
 pytestmark = pytest.mark.slow  # a local Ray cluster and Serve per module: a minute on 2 cores
@@ -61,12 +60,14 @@ def _label_folder(root: Path, count: int, size: tuple[int, int]) -> Path:
 
 
 def _single_process(artifact: Path, folder: Path, out: Path) -> dict[str, bytes]:
-    """What plain crn-run writes for the same files: {relative path: bytes}."""
-    from crn_deploy.data.streams import FolderSource
+    """What plain crn-run writes for the same files (its folder sink, each picture naming the artifact):
+    {relative path: bytes}."""
+    from crn_deploy.data.streams import FolderSink, FolderSource
 
+    sink = FolderSink(out, runtime.artifact_sha256(artifact))
     with runtime.load(artifact, device="cpu") as synth:
         for name, labels in FolderSource(str(folder / "**" / "*_labelIds.png"), synth.label_set):
-            write_image(batch.picture_path(out, name), synth(labels.ids, instances=labels.instances))
+            sink.write(synth(labels.ids, instances=labels.instances), name)
     return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.png")}
 
 

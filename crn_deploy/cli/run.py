@@ -93,8 +93,8 @@ def _check_ray(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_or_exit(build_parser(), argv, _check)
-    if args.ray is not None:
-        return run_command(PROG, lambda: _run_ray(args))
+    if args.ray is not None:  # in the main thread: an interrupt stops the run's writers and ends its record
+        return run_command(PROG, lambda: _run_ray(args), handles_interrupts=True)
     return run_command(PROG, lambda: _run(args), handles_interrupts=True)
 
 
@@ -108,7 +108,8 @@ def _run_ray(args) -> int:
                            threads=args.threads, cpus_per_worker=args.cpus_per_worker,
                            strict_colors=args.strict_colors)
     with quiet_ray():
-        summary = synthesize_files(args.artifact, args.input, str(args.output), options, log)
+        summary = synthesize_files(args.artifact, args.input, str(args.output), options,
+                                   lambda line: log(f"{PROG}: {line}"))
     log(f"{PROG}: {summary.line()}")
     log(f"{PROG}: wrote {args.output} (record: {summary.record})")
     if summary.unreadable:
@@ -150,6 +151,7 @@ def _open(args):
 
 def _run(args) -> int:
     from ..data.streams import check_no_overwrite, open_sink, open_source
+    from ..runtime import artifact_sha256
     from ..runtime.stream import run_stream
 
     synth = _open(args)
@@ -162,7 +164,7 @@ def _run(args) -> int:
                              fps=args.fps, strict_colors=args.strict_colors, unknown=synth.unknown_colors,
                              on_unreadable=lambda line: log(f"{PROG}: warning: {line}"))
         fps = args.fps or getattr(source, "fps", None) or 10.0
-        sink = open_sink(args.output, fps)
+        sink = open_sink(args.output, fps, artifact_sha256=None if args.reference else artifact_sha256(args.artifact))
         try:
             check_no_overwrite(source, sink)
         except BaseException:
