@@ -191,6 +191,25 @@ def test_numpy_shards_and_parquet_in_parquet_out(cluster, artifacts, tmp_path):
                                batch.BatchOptions(workers=1, gpus_per_worker=0))
 
 
+def test_the_write_gate_publishes_nothing_once_closed_and_holds_the_stop_for_a_batch_inside(cluster, tmp_path):
+    """What makes "stopped" true on an interrupt: a writing task publishes a batch only through the run's gate; the
+    driver closes it and waits for the tasks inside (here one that entered and has not left)."""
+    rows = {"name": np.array(["a", "b"]), "input": np.array(["a", "b"]), "unreadable": np.array(["", ""], dtype=object),
+            "image": batch._column([np.zeros((4, 6, 3), np.uint8), np.full((4, 6, 3), 9, np.uint8)])}
+    gate = batch.open_gate(ray)
+    assert ray.get(gate.enter.remote())  # a task publishing its batch
+    assert batch.close_gate(ray, gate, wait_s=0.3) == 1  # the stop waits for it...
+    gate.leave.remote()
+    assert batch.close_gate(ray, gate, wait_s=5) == 0  # ...until it is through
+    shut = batch.write_stage(rows, str(tmp_path / "shut"), "a" * 64, gate)
+    assert list(shut["output"]) == ["", ""] and not list(tmp_path.rglob("*.png"))  # nothing half-written either
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    open_gate = batch.open_gate(ray)
+    written = batch.write_stage(rows, str(tmp_path / "open"), "a" * 64, open_gate)
+    assert [Path(o).name for o in written["output"]] == ["a.png", "b.png"] and ray.get(open_gate.count.remote()) == 0
+    assert list(written["bytes"]) == [(tmp_path / "open" / n).stat().st_size for n in ("a.png", "b.png")]
+
+
 def _actor_pids(name_part: str) -> set[int]:
     """Live Ray worker processes running an actor of this class: Ray titles them ``ray::<Class>...``
     (the state API would need the dashboard, which the ``ray`` extra does not install)."""
