@@ -355,28 +355,19 @@ def _synthesize(ray, artifact: Path, pattern: str, output: str, options: BatchOp
     if store is not None:
         store.check_writable()
         check_shared(ray, store, log)
-    record = RunRecord(output, store)
-    for run_id in record.abandon_running():
-        log(f"the record's run {run_id} was still running (its driver was killed or lost): now abandoned")
     inputs = {r["name"]: r["input"] for r in rows} if isinstance(rows, list) else {n: f"row {n}" for n in names}
-    disk = record.reconcile(inputs)
-    done, repaint = _plan(names, disk, digest, options.overwrite, record, output)
-    if disk.found:
-        log(f"{disk.found} picture(s) in {output} were missing from its record (written by a run that was killed "
-            "or interrupted): recorded now")
-    if repaint:
-        log(f"{len(repaint)} picture(s) in {output} were cut short (a crash or power loss): painting them again")
+    record, done, repaint = _take_stock(output, store, inputs, names, digest, options.overwrite, log)
     if isinstance(rows, list):  # skipped on the driver: a filter task would wait for CPUs the actors hold
         dataset = ray.data.from_items([r for r in rows if r["name"] not in done])
     else:
         dataset = rows.filter(lambda row: str(row["name"]) not in done, num_cpus=0) if done else rows
     record.begin(artifact, digest, pattern, options.workers)
-    gate = open_gate(ray) if store is not None else None
     started = time.perf_counter()
     unknown = 0
     unreadable: list[str] = []
-    state, left = "failed", 0
+    state, left, gate = "failed", 0, None
     try:
+        gate = open_gate(ray) if store is not None else None
         with NodeWatch(ray, log):
             if len(names) > len(done):
                 unknown = _run_pipeline(ray, artifact, dataset, output, options, manifest, to_parquet,
@@ -389,12 +380,29 @@ def _synthesize(ray, artifact: Path, pattern: str, output: str, options: BatchOp
     finally:
         _end(record, state, len(done), time.perf_counter() - started, unreadable, inputs, log)
         if state == "interrupted":
-            log(_stopped(record, output, len(names) - len(done), left, gate is None))
+            log(_stopped(record, output, len(names) - len(done), left, store is None))
     if unknown:
         log(f"warning: {unknown} pixels of colour label maps had colours outside the {manifest.label_set.name} "
             "palette (void)")
     return BatchSummary(len(names), record.written(record.run_id), len(done), time.perf_counter() - started,
                         options.workers, record.path, record.pids, unreadable, len(repaint))
+
+
+def _take_stock(output: str, store: Store | None, inputs: dict[str, str], names: list[str], digest: str,
+                overwrite: bool, log: Callable[[str], None]) -> tuple[RunRecord, set[str], list[str]]:
+    """The output's record, brought up to what the output holds, and what this run does: (the record, the names
+    it skips, those it paints again)."""
+    record = RunRecord(output, store)
+    for run_id in record.abandon_running():
+        log(f"the record's run {run_id} was still running (its driver was killed or lost): now abandoned")
+    disk = record.reconcile(inputs)
+    done, repaint = _plan(names, disk, digest, overwrite, record, output)
+    if disk.found:
+        log(f"{disk.found} picture(s) in {output} were missing from its record (written by a run that was killed "
+            "or interrupted): recorded now")
+    if repaint:
+        log(f"{len(repaint)} picture(s) in {output} were cut short (a crash or power loss): painting them again")
+    return record, done, repaint
 
 
 def _plan(names: list[str], disk, digest: str, overwrite: bool, record: RunRecord, output: str):

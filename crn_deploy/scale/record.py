@@ -91,8 +91,7 @@ class RunRecord:
         unsure = [n for n, stat in on_disk.items() if not self._known(n, *stat)]
         for name, text in zip(unsure, self._texts(unsure), strict=True):
             if text is None:  # cut short (or gone meanwhile): painted again
-                if self.pictures.pop(name, None) is not None:
-                    result.gone += 1
+                self.pictures.pop(name, None)
                 result.damaged.append(name)
                 continue
             self._enter(name, text.get(ARTIFACT_KEY), *on_disk[name], inputs)
@@ -108,7 +107,8 @@ class RunRecord:
         return result
 
     def _known(self, name: str, size: int, mtime: float) -> bool:
-        """An entry that matches the listing: its size, and its time once a listing has given it one."""
+        """Whether the entry matches the listing: its size, and its time once a listing has given it one (a row's
+        entry takes its time from its first listing)."""
         entry = self.pictures.get(name)
         if entry is None or entry.get("bytes") != size or "artifact_sha256" not in entry:
             return False
