@@ -106,7 +106,8 @@ def test_crn_run_ray_writes_what_crn_run_writes_and_refuses_what_it_cannot_do(cl
     assert _written(tmp_path / "ray") == _written(tmp_path / "single")
     for extra in (["--input", "synthetic", "--output", "o", "--ray"],
                   ["--input", pattern, "--output", "o.mp4", "--ray"],
-                  ["--input", pattern, "--output", "o", "--workers", "2"]):
+                  ["--input", pattern, "--output", "o", "--workers", "2"],
+                  ["--input", pattern, "--output", "o", "--ray", "--style-seed", "3"]):  # a picture's pixels change
         with pytest.raises(SystemExit) as stopped:
             run_main([str(artifacts["small"]), *extra])
         assert stopped.value.code == 2
@@ -197,9 +198,10 @@ def test_the_write_gate_publishes_nothing_once_closed_and_holds_the_stop_for_a_b
     rows = {"name": np.array(["a", "b"]), "input": np.array(["a", "b"]), "unreadable": np.array(["", ""], dtype=object),
             "image": batch._column([np.zeros((4, 6, 3), np.uint8), np.full((4, 6, 3), 9, np.uint8)])}
     gate = batch.open_gate(ray)
-    assert ray.get(gate.enter.remote())  # a task publishing its batch
-    assert batch.close_gate(ray, gate, wait_s=0.3) == 1  # the stop waits for it...
-    gate.leave.remote()
+    assert ray.get(gate.enter.remote("task-1"))  # a task publishing its batch
+    gate.leave.remote("task-2")  # one that was interrupted before its enter reached the gate
+    assert batch.close_gate(ray, gate, wait_s=0.3) == 1  # the stop waits for the first...
+    gate.leave.remote("task-1")
     assert batch.close_gate(ray, gate, wait_s=5) == 0  # ...until it is through
     shut = batch.write_stage(rows, str(tmp_path / "shut"), "a" * 64, gate)
     assert list(shut["output"]) == ["", ""] and not list(tmp_path.rglob("*.png"))  # nothing half-written either

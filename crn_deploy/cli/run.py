@@ -86,9 +86,10 @@ def _check_ray(args) -> None:
     if Path(str(args.output).rstrip("/")).suffix not in ("", ".parquet"):
         raise UsageError(f"--ray writes a folder (or object-store prefix) of pictures or a .parquet dataset, not "
                          f"{args.output}")
-    if args.reference or args.side_by_side or args.resize != "stretch" or args.output_size != "input":
+    if args.reference or args.side_by_side or args.resize != "stretch" or args.output_size != "input" \
+            or args.style_seed:
         raise UsageError("--ray paints each map as plain crn-run does by default: drop --reference, --side-by-side, "
-                         "--resize and --output-size")
+                         "--resize, --output-size and --style-seed")
 
 
 def main(argv: list[str] | None = None) -> int:

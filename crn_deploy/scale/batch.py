@@ -165,13 +165,14 @@ def write_stage(batch: dict[str, np.ndarray], output: str | None, artifact_sha25
         return {**where, "image_png": np.array(pngs, dtype=object)}
     store = Store(output)
     names = [picture_name(str(n)) for n in batch["name"]]
-    passed = []  # whether this task entered the gate (then it says when it is through)
+    asked = []  # set before this task asks the gate: an interrupt may come while it waits for the answer
+    token = uuid.uuid4().hex
     try:
         published = store.write_all([(n, png) for n, png in zip(names, pngs, strict=True) if png is not None],
-                                    lambda: _enter(gate, passed))
+                                    lambda: _enter(gate, token, asked))
     finally:
-        if passed:
-            gate.leave.remote()
+        if asked:
+            gate.leave.remote(token)  # after its enter: one caller's calls to an actor run in order
     return {**where, "output": np.array([store.uri(n) if png is not None and published else ""
                                          for n, png in zip(names, pngs, strict=True)])}
 
@@ -183,35 +184,34 @@ class WriteGate:
     it says it stopped, no picture appears after."""
 
     def __init__(self) -> None:
-        self.open, self.inside = True, 0
+        self.open, self.inside = True, set()
 
-    def enter(self) -> bool:
+    def enter(self, token: str) -> bool:
         if self.open:
-            self.inside += 1
+            self.inside.add(token)
         return self.open
 
-    def leave(self) -> None:
-        self.inside -= 1
+    def leave(self, token: str) -> None:
+        self.inside.discard(token)
 
     def close(self) -> int:
         self.open = False
-        return self.inside
+        return len(self.inside)
 
     def count(self) -> int:
-        return self.inside
+        return len(self.inside)
 
 
-def _enter(gate, passed: list) -> bool:
+def _enter(gate, token: str, asked: list) -> bool:
     if gate is None:
         return True
     import ray
 
+    asked.append(token)
     try:
-        allowed = ray.get(gate.enter.remote())
+        return ray.get(gate.enter.remote(token))
     except ray.exceptions.RayError:  # the gate went with its driver: publish nothing
         return False
-    passed.append(allowed)
-    return allowed
 
 
 def open_gate(ray):
@@ -462,8 +462,9 @@ def _stopped(record: RunRecord, output: str, todo: int, left: int, parquet: bool
     if parquet:
         return f"stopping: Ray Data's Parquet writer may still finish files of {output}; {written}"
     if left:
-        return (f"stopping: {'some' if left < 0 else left} writing task(s) were still publishing pictures after "
-                f"{STOP_WAIT_S:g} s (on a lost node?): the next run records what they add; {written}")
+        return (f"stopping: {'some' if left < 0 else left} writing task(s) did not say they were through within "
+                f"{STOP_WAIT_S:g} s (killed, or on a lost node): the next run records what they published; "
+                f"{written}")
     return (f"stopped: no more pictures will be written into {output}; {written}; run the same command again to "
             "paint the rest")
 
