@@ -73,7 +73,7 @@ def nodes(tmp_path_factory):
     (home / ".ray" / "auth_token").write_text(uuid.uuid4().hex * 2)
     ray_tmp = tempfile.mkdtemp(prefix="crnray", dir="/tmp")  # short: Ray's socket paths must fit
     env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_TMPDIR": ray_tmp,
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+           "TMPDIR": ray_tmp, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # a killed driver's log stays in there
     with open(tmp_path_factory.mktemp("logs") / "ray_nodes.log", "w") as log:
         helper = subprocess.Popen([sys.executable, str(Path(__file__).with_name("ray_nodes.py")), "2"], env=env,
                                   stdout=subprocess.PIPE, stderr=log, text=True)
