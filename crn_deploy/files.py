@@ -1,7 +1,11 @@
 """Writing files so that nothing is ever left half-written, and hashing them.
 
 Every file is written under a temporary name beside its final one and renamed into place only
-once complete. Temporary names are hidden, hold ``.tmp`` (never ending in an artifact's suffix) and carry
+once complete. It is durable too: the file's data is synced to disk before the rename, and its folder
+after it, so that after a power loss the final name holds the whole file or its previous content, never
+an empty or truncated one (``CRN_DEPLOY_FSYNC=0`` leaves that to the operating system, for scratch disks).
+
+Temporary names are hidden, hold ``.tmp`` (never ending in an artifact's suffix) and carry
 the writer's process id and host, so that a temporary left by a killed process (SIGKILL, power loss) is
 recognised and removed by the next run on that host that writes into that folder — and never one of
 another machine's, which may still be writing it (a folder shared by the nodes of a cluster). The temporaries of a live
@@ -20,7 +24,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ArtifactError, UsageError
@@ -31,6 +35,7 @@ _live_temporaries: set[Path] = set()
 _swept_folders: set[Path] = set()
 _lock = threading.Lock()
 _abandoned = threading.Event()  # a signal is ending the process: nothing may be renamed into place now
+FSYNC_SWITCH = "CRN_DEPLOY_FSYNC"
 
 
 def host_name() -> str:
@@ -71,7 +76,8 @@ def release_temporary(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it into place only if the block succeeds.
+    """Yield a temporary path beside ``final``; rename it into place only if the block succeeds (the file
+    synced before, its folder after).
 
     The file gets the mode a plain ``open()`` would give it under the current umask (0644 under 022),
     not ``mkstemp``'s 0600: a service account must be able to read what a build account wrote."""
@@ -81,9 +87,79 @@ def atomic_path(final: Path) -> Iterator[Path]:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
         os.close(fd)
         yield tmp
-        if _abandoned.is_set():  # the process is exiting on a signal: never publish a file after that
-            threading.Event().wait()
-        os.replace(tmp, final)
+        sync_file(tmp)
+        _publish(tmp, final)
+    sync_folder(final.parent)
+
+
+def write_files_atomic(files: list[tuple[Path, bytes]], may_publish: Callable[[], bool] = lambda: True) -> bool:
+    """Write each file whole and durably under a temporary name, then, if ``may_publish()`` allows it, rename
+    them all into place and sync their folders once; otherwise remove them. Returns whether they were published.
+    (Many small files: one folder sync for all of them rather than one each.)"""
+    folders = {Path(path).parent for path, _ in files}
+    for folder in folders:
+        ensure_writable_dir(folder)
+    with contextlib.ExitStack() as stack:
+        temporaries = [stack.enter_context(temporary_file(Path(path))) for path, _ in files]
+        for tmp, (_, data) in zip(temporaries, files, strict=True):
+            write_synced(tmp, data)
+        if not may_publish():
+            return False
+        for tmp, (path, _) in zip(temporaries, files, strict=True):
+            _publish(tmp, Path(path))
+    for folder in folders:
+        sync_folder(folder)
+    return True
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    if _abandoned.is_set():  # the process is exiting on a signal: never publish a file after that
+        threading.Event().wait()
+    os.replace(tmp, final)
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """A new file holding ``data``, on disk when this returns (mode as for ``open()`` under the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(fd, view):]
+        if durable():
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable() -> bool:
+    """Whether writes are synced to disk (the default; ``CRN_DEPLOY_FSYNC=0`` turns it off)."""
+    return os.environ.get(FSYNC_SWITCH, "1") != "0"
+
+
+def sync_file(path: Path) -> None:
+    """The file's data on disk before a name points at it."""
+    if durable():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def sync_folder(folder: Path) -> None:
+    """The folder's entries (a rename into it) on disk. Filesystems that cannot sync a folder are left be."""
+    if not durable():
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # EINVAL: a filesystem without directory sync
+        pass
+    finally:
+        os.close(fd)
 
 
 def abandoned() -> bool:
@@ -158,8 +234,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    write_files_atomic([(Path(path), data)])
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -211,13 +286,20 @@ def check_file_matches(path: Path, size_bytes: int, sha256: str | None, fix: str
                             f"since export; {fix}")
     if not sha256:
         return
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if file_digest(path, data) != sha256:
+        raise ArtifactError(f"{path} does not have the SHA-256 its manifest records: changed since export; {fix}")
+
+
+def file_digest(path: Path, data: bytes | None = None) -> str:
+    """The file's SHA-256 (from ``data``, its content, where the caller has read it whole), taken once per
+    process while its size and modification time stay the same."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if data is not None:
         _digests[key] = hashlib.sha256(data).hexdigest()
     elif key not in _digests:
         _digests[key] = sha256_file(path)
-    if _digests[key] != sha256:
-        raise ArtifactError(f"{path} does not have the SHA-256 its manifest records: changed since export; {fix}")
+    return _digests[key]
 
 
 def sha256_file(path: Path) -> str:

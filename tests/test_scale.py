@@ -19,7 +19,6 @@ import pytest
 
 from crn_deploy import runtime
 from crn_deploy.cli.export import main as export_main
-from crn_deploy.data.images import write_image
 from crn_deploy.data.synthetic import cityscapes_scene
 
 pytestmark = pytest.mark.slow  # a local Ray cluster and Serve per module: a minute on 2 cores
@@ -61,12 +60,14 @@ def _label_folder(root: Path, count: int, size: tuple[int, int]) -> Path:
 
 
 def _single_process(artifact: Path, folder: Path, out: Path) -> dict[str, bytes]:
-    """What plain crn-run writes for the same files: {relative path: bytes}."""
-    from crn_deploy.data.streams import FolderSource
+    """What plain crn-run writes for the same files (its folder sink, each picture naming the artifact):
+    {relative path: bytes}."""
+    from crn_deploy.data.streams import FolderSink, FolderSource
 
+    sink = FolderSink(out, runtime.artifact_sha256(artifact))
     with runtime.load(artifact, device="cpu") as synth:
         for name, labels in FolderSource(str(folder / "**" / "*_labelIds.png"), synth.label_set):
-            write_image(batch.picture_path(out, name), synth(labels.ids, instances=labels.instances))
+            sink.write(synth(labels.ids, instances=labels.instances), name)
     return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.png")}
 
 
@@ -105,7 +106,8 @@ def test_crn_run_ray_writes_what_crn_run_writes_and_refuses_what_it_cannot_do(cl
     assert _written(tmp_path / "ray") == _written(tmp_path / "single")
     for extra in (["--input", "synthetic", "--output", "o", "--ray"],
                   ["--input", pattern, "--output", "o.mp4", "--ray"],
-                  ["--input", pattern, "--output", "o", "--workers", "2"]):
+                  ["--input", pattern, "--output", "o", "--workers", "2"],
+                  ["--input", pattern, "--output", "o", "--ray", "--style-seed", "3"]):  # a picture's pixels change
         with pytest.raises(SystemExit) as stopped:
             run_main([str(artifacts["small"]), *extra])
         assert stopped.value.code == 2
@@ -212,6 +214,26 @@ def test_numpy_shards_and_parquet_in_parquet_out(cluster, artifacts, tmp_path):
     with pytest.raises(Exception, match="exists; pass --overwrite"):
         batch.synthesize_files(artifacts["small"], str(tmp_path / "maps.parquet"), written,
                                batch.BatchOptions(workers=1, gpus_per_worker=0))
+
+
+def test_the_write_gate_publishes_nothing_once_closed_and_holds_the_stop_for_a_batch_inside(cluster, tmp_path):
+    """What makes "stopped" true on an interrupt: a writing task publishes a batch only through the run's gate; the
+    driver closes it and waits for the tasks inside (here one that entered and has not left)."""
+    rows = {"name": np.array(["a", "b"]), "input": np.array(["a", "b"]), "unreadable": np.array(["", ""], dtype=object),
+            "image": batch._column([np.zeros((4, 6, 3), np.uint8), np.full((4, 6, 3), 9, np.uint8)])}
+    gate = batch.open_gate(ray)
+    assert ray.get(gate.enter.remote("task-1"))  # a task publishing its batch
+    gate.leave.remote("task-2")  # one that was interrupted before its enter reached the gate
+    assert batch.close_gate(ray, gate, wait_s=0.3) == 1  # the stop waits for the first...
+    gate.leave.remote("task-1")
+    assert batch.close_gate(ray, gate, wait_s=5) == 0  # ...until it is through
+    shut = batch.write_stage(rows, str(tmp_path / "shut"), "a" * 64, gate)
+    assert list(shut["output"]) == ["", ""] and not list(tmp_path.rglob("*.png"))  # nothing half-written either
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    open_gate = batch.open_gate(ray)
+    written = batch.write_stage(rows, str(tmp_path / "open"), "a" * 64, open_gate)
+    assert [Path(o).name for o in written["output"]] == ["a.png", "b.png"] and ray.get(open_gate.count.remote()) == 0
+    assert list(written["bytes"]) == [(tmp_path / "open" / n).stat().st_size for n in ("a.png", "b.png")]
 
 
 def _actor_pids(name_part: str) -> set[int]:

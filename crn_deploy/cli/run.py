@@ -93,15 +93,16 @@ def _check_ray(args) -> None:
     if Path(str(args.output).rstrip("/")).suffix not in ("", ".parquet"):
         raise UsageError(f"--ray writes a folder (or object-store prefix) of pictures or a .parquet dataset, not "
                          f"{args.output}")
-    if args.reference or args.side_by_side or args.resize != "stretch" or args.output_size != "input":
+    if args.reference or args.side_by_side or args.resize != "stretch" or args.output_size != "input" \
+            or args.style_seed:
         raise UsageError("--ray paints each map as plain crn-run does by default: drop --reference, --side-by-side, "
-                         "--resize and --output-size")
+                         "--resize, --output-size and --style-seed")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_or_exit(build_parser(), argv, _check)
-    if args.ray is not None:
-        return run_command(PROG, lambda: _run_ray(args))
+    if args.ray is not None:  # in the main thread: an interrupt stops the run's writers and ends its record
+        return run_command(PROG, lambda: _run_ray(args), handles_interrupts=True)
     return run_command(PROG, lambda: _run(args), handles_interrupts=True)
 
 
@@ -115,7 +116,8 @@ def _run_ray(args) -> int:
                            threads=args.threads, cpus_per_worker=args.cpus_per_worker,
                            strict_colors=args.strict_colors, label_map=args.label_map)
     with quiet_ray():
-        summary = synthesize_files(args.artifact, args.input, str(args.output), options, log)
+        summary = synthesize_files(args.artifact, args.input, str(args.output), options,
+                                   lambda line: log(f"{PROG}: {line}"))
     log(f"{PROG}: {summary.line()}")
     log(f"{PROG}: wrote {args.output} (record: {summary.record})")
     if summary.unreadable:
@@ -158,6 +160,7 @@ def _open(args):
 
 def _run(args) -> int:
     from ..data.streams import check_no_overwrite, open_sink, open_source
+    from ..runtime import artifact_sha256
     from ..runtime.stream import run_stream
 
     synth = _open(args)
@@ -170,7 +173,7 @@ def _run(args) -> int:
                              fps=args.fps, strict_colors=args.strict_colors, unknown=synth.unknown_colors,
                              on_unreadable=lambda line: log(f"{PROG}: warning: {line}"), label_map=synth.label_map)
         fps = args.fps or getattr(source, "fps", None) or 10.0
-        sink = open_sink(args.output, fps)
+        sink = open_sink(args.output, fps, artifact_sha256=None if args.reference else artifact_sha256(args.artifact))
         try:
             check_no_overwrite(source, sink)
         except BaseException:

@@ -4,9 +4,9 @@ Endpoint and credentials come from the standard environment, as every tool of th
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION`` for S3 and
 S3-compatible stores; ``GOOGLE_APPLICATION_CREDENTIALS`` for GCS).
 
-Writes are all or nothing per picture: a local file is written under a temporary name and renamed (see
-``files``); an object is one upload, which the store makes visible only when it completes. A local folder
-used by a cluster must be shared by every node (NFS, a cluster filesystem): the Ray path checks it.
+Writes are all or nothing per picture: a local file is written under a temporary name, synced and renamed (see
+``files``); an object is one upload, which the store makes visible only when it completes (and durable then).
+A local folder used by a cluster must be shared by every node (NFS, a cluster filesystem): the Ray path checks it.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 import fnmatch
 import glob
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UnreadableInput, UsageError
-from ..files import write_bytes_atomic
+from ..files import write_files_atomic
 
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
@@ -59,23 +60,45 @@ class Store:
             raise UnreadableInput(f"cannot read {self.uri(name)}: {e}") from None
 
     def write(self, name: str, data: bytes) -> None:
-        """All or nothing: a local temporary renamed into place, or one object upload."""
+        """All or nothing: a local temporary synced and renamed into place, or one object upload."""
+        self.write_all([(name, data)])
+
+    def write_all(self, items: list[tuple[str, bytes]], may_publish: Callable[[], bool] = lambda: True) -> bool:
+        """Write each (name, bytes) whole; none is published unless ``may_publish()``, asked once every file is
+        ready to be (local temporaries written and synced; objects before their uploads). Returns whether they
+        were."""
         if not self.remote:
-            write_bytes_atomic(Path(self._path(name)), data)
-            return
-        try:
-            with self.fs.open_output_stream(self._path(name)) as stream:
-                stream.write(data)
-        except OSError as e:
-            raise UsageError(f"cannot write {self.uri(name)}: {e}") from None
+            return write_files_atomic([(Path(self._path(name)), data) for name, data in items], may_publish)
+        if not may_publish():
+            return False
+        for name, data in items:
+            try:
+                with self.fs.open_output_stream(self._path(name)) as stream:
+                    stream.write(data)
+            except OSError as e:
+                raise UsageError(f"cannot write {self.uri(name)}: {e}") from None
+        return True
 
     def files(self, recursive: bool = True) -> list[str]:
         """Every file below the location (or, not ``recursive``, directly in it): relative names, sorted; none where
         it does not exist."""
+        return sorted(self.listing(recursive))
+
+    def listing(self, recursive: bool = True) -> dict[str, tuple[int, float]]:
+        """Every file below the location (or, not ``recursive``, directly in it): {relative name: (bytes,
+        modification time in seconds since the epoch)}; none where it does not exist. (A local file removed while
+        listed is left out.)"""
         if not self.remote:
             root = Path(self.root)
-            found = (root.rglob("*") if recursive else root.iterdir()) if root.is_dir() else ()
-            return sorted(str(p.relative_to(root)) for p in found if p.is_file())
+            found = {}
+            for path in (root.rglob("*") if recursive else root.iterdir()) if root.is_dir() else ():
+                try:
+                    stat = path.stat()
+                except OSError:
+                    continue
+                if path.is_file():
+                    found[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns / 1e9)
+            return found
         import pyarrow.fs as pafs
 
         try:
@@ -83,7 +106,8 @@ class Store:
         except OSError as e:
             raise UsageError(f"cannot list {self.location}: {e}") from None
         prefix = self.root + "/"
-        return sorted(i.path[len(prefix):] for i in infos if i.type == pafs.FileType.File and i.path.startswith(prefix))
+        return {i.path[len(prefix):]: (i.size, i.mtime.timestamp() if i.mtime else 0.0) for i in infos
+                if i.type == pafs.FileType.File and i.path.startswith(prefix)}
 
     def is_file(self) -> bool:
         """Whether the location itself is one file (not a folder or prefix)."""

@@ -299,9 +299,11 @@ class VideoSink:
 class FolderSink:
     """One PNG per frame, each written whole (a local temporary renamed into place, or one object upload), into a
     local folder or an object-store prefix: under the label file's name where the source has one (a folder or glob
-    of label images), else ``frame_000000.png`` onwards (videos, the synthetic scene, a simulator)."""
+    of label images), else ``frame_000000.png`` onwards (videos, the synthetic scene, a simulator). Each picture
+    carries ``artifact_sha256``, the artifact that painted it, where given (as ``crn-run --ray`` writes it)."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, artifact_sha256: str | None = None) -> None:
+        self.artifact_sha256 = artifact_sha256
         self.store = Store(folder)
         self.folder = self.store.location
         if self.store.remote:
@@ -315,7 +317,7 @@ class FolderSink:
         return f"{name}.png" if name else f"frame_{self.frames:06d}.png"
 
     def write(self, rgb: np.ndarray, name: str | None = None) -> None:
-        self.store.write(self.name_for(name), encode_picture(rgb))
+        self.store.write(self.name_for(name), encode_picture(rgb, artifact_sha256=self.artifact_sha256))
         self.frames += 1
 
     def close(self) -> None:
@@ -355,8 +357,9 @@ def _place(location: str) -> str:
 _UNWRITABLE_MEDIA = (".gif", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".m4v", ".png", ".jpg", ".jpeg", ".bmp")
 
 
-def open_sink(spec: str | Path, fps: float):
-    """A video file (by suffix) or a folder (or object-store prefix) of PNGs."""
+def open_sink(spec: str | Path, fps: float, artifact_sha256: str | None = None):
+    """A video file (by suffix) or a folder (or object-store prefix) of PNGs (each carrying ``artifact_sha256``,
+    where given)."""
     path = Path(spec)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         if is_uri(spec):
@@ -366,4 +369,4 @@ def open_sink(spec: str | Path, fps: float):
     if path.suffix.lower() in _UNWRITABLE_MEDIA and not is_uri(spec) and not path.is_dir():
         raise UsageError(f"--output {path}: cannot write '{path.suffix}'; give a video ({', '.join(VIDEO_SUFFIXES)}) "
                          "or a folder for PNG pictures")
-    return FolderSink(str(spec))
+    return FolderSink(str(spec), artifact_sha256)

@@ -19,11 +19,12 @@ from ..backends import engine_module
 from ..backends.base import Backend
 from ..data.label_mapping import resolve_label_map
 from ..errors import ArtifactError, UsageError
+from ..files import file_digest
 from ..manifest import Manifest, manifest_for
 from ..targets import EngineTarget, target_of_engine_file
 from .synthesizer import OutputSize, Synthesizer
 
-__all__ = ["OutputSize", "Synthesizer", "load", "open_backend"]
+__all__ = ["OutputSize", "Synthesizer", "artifact_sha256", "load", "open_backend"]
 
 ARTIFACT_SUFFIXES = (".onnx", ".engine")  # every engine target's file ends in .engine
 
@@ -64,6 +65,17 @@ def open_backend(manifest: Manifest, engine_target: EngineTarget | None, *, devi
     from ..backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(manifest.artifact_path, device, threads=threads, gpu=gpu)
+
+
+def artifact_sha256(path) -> str:
+    """The SHA-256 of the file ``load(path)`` runs: the .onnx or .engine given, or a manifest's ONNX (taken once
+    per file and process; ONNX Runtime's opening takes the same one)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        path = _read_manifest(path).artifact_path
+    elif not path.is_file():
+        _read_manifest(path)  # names what is missing and how to make it
+    return file_digest(path)
 
 
 def _read_manifest(path) -> Manifest:

@@ -5,24 +5,26 @@ encoding and writing pictures (CPU tasks). Ray Data streams between them with ba
 restarted and their tasks retried when a worker dies (``max_restarts=-1``, ``max_task_retries=-1``).
 
 Inputs and outputs are local folders (shared by every node of a cluster: checked at start) or object-store
-prefixes (``s3://``, ``gs://``...; see ``data.storage``). Exactly once: every picture is written whole (a
-temporary renamed, or one object upload) under the name single-process ``crn-run`` gives it, from the same
-synthesizer call; a retried task rewrites the same bytes. A rerun skips the pictures already there unless
-``overwrite``. The run record (``crn-run-record.json``) lists every picture written into that output by any
-run, with the run that wrote it; it is rewritten as pictures arrive, so an interrupted run leaves a valid one.
+prefixes (``s3://``, ``gs://``...; see ``data.storage``). Exactly once: every picture is written whole and
+durably (a temporary synced and renamed, or one object upload) under the name single-process ``crn-run`` gives
+it, with the same bytes (the artifact's SHA-256 in a text chunk), from the same synthesizer call; a retried task
+rewrites the same bytes. A rerun skips the pictures of the same artifact already there, repaints those cut short,
+and refuses another artifact's unless ``overwrite``. The run record (``crn-run-record.json``, see ``record``)
+lists every complete picture in the output with the run that wrote it, reconciled with the output at every
+run's start and end. On an interrupt the driver closes a gate that every writing task passes before it
+publishes a batch, and waits for those inside: once it says it stopped, no picture appears after.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +33,16 @@ from ..data.images import encode_picture
 from ..data.label_mapping import LabelMapping, resolve_label_map
 from ..data.label_maps import decode_instance_map, decode_label_map, find_label_files, frame_labels_name, label_ids
 from ..data.storage import Store, is_uri, matching, split_pattern
-from ..errors import UnreadableInput, UsageError
+from ..errors import CrnError, UnreadableInput, UsageError
 from ..labels import UnknownColors
 from ..manifest import Manifest, manifest_for
 from ..targets import target_of_engine_file
+from ..runtime import artifact_sha256
 from .cluster import connected
+from .record import RECORD_NAME, RunRecord, read_record
 
-RECORD_NAME = "crn-run-record.json"
+__all__ = ["RECORD_NAME", "BatchOptions", "BatchSummary", "paint_with_pool", "read_record", "synthesize_files"]
+STOP_WAIT_S = 10.0  # how long an interrupted run waits for the tasks publishing pictures
 
 
 @dataclass
@@ -63,10 +68,12 @@ class BatchSummary:
     record: str  # where the run record is (a path or URI)
     pids: set = field(default_factory=set)  # the worker processes that wrote pictures
     unreadable: list = field(default_factory=list)  # one line per label file that could not be read (no picture)
+    repainted: int = 0  # pictures found cut short (a crash, a power loss) and painted again
 
     def line(self) -> str:
         rate = self.written / self.seconds if self.seconds > 0 else 0.0
-        return (f"{self.inputs} label maps: {self.written} pictures written, {self.skipped} already there "
+        again = f" ({self.repainted} of them cut short before and painted again)" if self.repainted else ""
+        return (f"{self.inputs} label maps: {self.written} pictures written{again}, {self.skipped} already there "
                 f"(skipped); {rate:.2f} pictures/s on {self.workers} Ray worker(s) "
                 f"({len(self.pids)} worker process(es) wrote)")
 
@@ -152,20 +159,136 @@ def read_uri(uri: str) -> bytes:
     return Store(folder or ".").read(name)
 
 
-def write_stage(batch: dict[str, np.ndarray], output: str | None) -> dict[str, np.ndarray]:
-    """The writing stage (a CPU task): each picture encoded as PNG and written whole under its name (a record row
-    comes back), or, without an output folder, returned as PNG bytes (``image_png``) for Parquet."""
-    pngs = [None if _optional(image) is None else encode_picture(image) for image in batch["image"]]
-    where = {"name": batch["name"], "input": batch["input"], "host": np.array([socket.gethostname()] * len(pngs)),
-             "pid": np.array([os.getpid()] * len(pngs)), "unreadable": batch["unreadable"]}
+def write_stage(batch: dict[str, np.ndarray], output: str | None, artifact_sha256: str | None = None,
+                gate=None) -> dict[str, np.ndarray]:
+    """The writing stage (a CPU task): each picture encoded as PNG (carrying ``artifact_sha256``) and written whole
+    under its name, the batch published once ``gate`` lets it (see ``WriteGate``; record rows come back, ``output``
+    empty where nothing was published), or, without an output folder, returned as PNG bytes (``image_png``) for
+    Parquet."""
+    pngs = [None if _optional(image) is None else encode_picture(image, artifact_sha256=artifact_sha256)
+            for image in batch["image"]]
+    node, address = _this_node()
+    rows = len(pngs)
+    where = {"name": batch["name"], "input": batch["input"], "host": np.array([socket.gethostname()] * rows),
+             "node": np.array([node] * rows), "address": np.array([address] * rows),
+             "pid": np.array([os.getpid()] * rows), "unreadable": batch["unreadable"],
+             "bytes": np.array([0 if png is None else len(png) for png in pngs])}
     if output is None:
         return {**where, "image_png": np.array(pngs, dtype=object)}
     store = Store(output)
-    for name, png in zip(batch["name"], pngs, strict=True):
-        if png is not None:
-            store.write(picture_name(str(name)), png)
-    return {**where, "output": np.array([store.uri(picture_name(str(n))) if png is not None else ""
-                                         for n, png in zip(batch["name"], pngs, strict=True)])}
+    names = [picture_name(str(n)) for n in batch["name"]]
+    asked = []  # set before this task asks the gate: an interrupt may come while it waits for the answer
+    token = uuid.uuid4().hex
+    try:
+        published = store.write_all([(n, png) for n, png in zip(names, pngs, strict=True) if png is not None],
+                                    lambda: _enter(gate, token, asked))
+    finally:
+        if asked:
+            gate.leave.remote(token)  # after its enter: one caller's calls to an actor run in order
+    return {**where, "output": np.array([store.uri(n) if png is not None and published else ""
+                                         for n, png in zip(names, pngs, strict=True)])}
+
+
+class WriteGate:
+    """One run's gate, held on the driver's node: a writing task asks it before publishing a batch (the pictures
+    already written and synced under temporary names) and tells it when the batch is in place. An interrupted
+    driver closes it (no batch is let through after) and waits until the tasks inside are through, so that when
+    it says it stopped, no picture appears after."""
+
+    def __init__(self) -> None:
+        self.open, self.inside = True, set()
+
+    def enter(self, token: str) -> bool:
+        if self.open:
+            self.inside.add(token)
+        return self.open
+
+    def leave(self, token: str) -> None:
+        self.inside.discard(token)
+
+    def close(self) -> int:
+        self.open = False
+        return len(self.inside)
+
+    def count(self) -> int:
+        return len(self.inside)
+
+
+def _enter(gate, token: str, asked: list) -> bool:
+    if gate is None:
+        return True
+    import ray
+
+    asked.append(token)
+    try:
+        return ray.get(gate.enter.remote(token))
+    except ray.exceptions.RayError:  # the gate went with its driver: publish nothing
+        return False
+
+
+def open_gate(ray):
+    """A ``WriteGate`` on the driver's node (it goes with the driver, never with a worker node)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(WriteGate).options(num_cpus=0, max_restarts=0, scheduling_strategy=here).remote()
+
+
+def close_gate(ray, gate, wait_s: float = STOP_WAIT_S) -> int:
+    """Close the gate and wait (up to ``wait_s``) for the tasks publishing: how many were still inside."""
+    inside = ray.get(gate.close.remote(), timeout=wait_s)
+    deadline = time.monotonic() + wait_s
+    while inside and time.monotonic() < deadline:
+        time.sleep(0.05)
+        inside = ray.get(gate.count.remote(), timeout=wait_s)
+    return inside
+
+
+class NodeWatch:
+    """Says once, for each node Ray declares dead during a run, that it is lost and Ray reschedules its work (the
+    run pauses until Ray declares it: its health checks, about 15 s by default)."""
+
+    def __init__(self, ray, log: Callable[[str], None], period_s: float = 1.0) -> None:
+        self.ray, self.log, self.period_s = ray, log, period_s
+        self.known: dict[str, dict] = {}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="crn-node-watch", daemon=True)
+
+    def __enter__(self) -> NodeWatch:
+        self._look()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(self.period_s):
+            try:
+                self._look()
+            except Exception:  # noqa: BLE001 - Ray shutting down under us: nothing more to say
+                return
+
+    def _look(self) -> None:
+        for node in self.ray.nodes():
+            node_id = node["NodeID"]
+            if node.get("Alive"):
+                self.known[node_id] = node
+            elif self.known.pop(node_id, None) is not None and not self.stopped.is_set():
+                self.log(f"node {node_id} ({node.get('NodeManagerAddress', '?')}, "
+                         f"{node.get('NodeManagerHostname', '?')}) lost; Ray reschedules its work")
+
+
+def _this_node() -> tuple[str, str]:
+    """(Ray's node id, the node's address) where this task runs; empty outside Ray."""
+    try:
+        import ray
+    except ImportError:
+        return "", ""
+    if not ray.is_initialized():
+        return "", ""
+    return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
 
 
 def _column(items: list) -> np.ndarray:
@@ -224,7 +347,7 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
     when ``output`` ends with ``.parquet``."""
     manifest = Manifest.read(manifest_for(Path(artifact)))
     resolve_label_map(options.label_map, manifest.label_set)  # a mapping the set cannot take stops here, not in a task
-    output = str(output)
+    pattern, output = for_every_node(str(pattern)), for_every_node(str(output))
     to_parquet = output.rstrip("/").endswith(".parquet")
     if to_parquet and not is_uri(output) and Path(output).exists() and not options.overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it, or another --output")
@@ -232,100 +355,141 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
         return _synthesize(ray, artifact, pattern, output, options, manifest, to_parquet, log)
 
 
+def for_every_node(location: str) -> str:
+    """A local path as the tasks on every node open it: absolute (their working folder is not the driver's)."""
+    return location if is_uri(location) else os.path.abspath(location)
+
+
 def _synthesize(ray, artifact: Path, pattern: str, output: str, options: BatchOptions, manifest: Manifest,
                 to_parquet: bool, log: Callable[[str], None]) -> BatchSummary:
     rows, names = _inputs(ray, pattern, manifest)
+    digest = artifact_sha256(artifact)
     store = None if to_parquet else Store(output)
     if store is not None:
         store.check_writable()
         check_shared(ray, store, log)
-    existing = set(store.files()) if store is not None and not options.overwrite else set()
-    done = {n for n in names if picture_name(n) in existing}
+    inputs = {r["name"]: r["input"] for r in rows} if isinstance(rows, list) else {n: f"row {n}" for n in names}
+    record, done, repaint = _take_stock(output, store, inputs, names, digest, options.overwrite, log)
     if isinstance(rows, list):  # skipped on the driver: a filter task would wait for CPUs the actors hold
         dataset = ray.data.from_items([r for r in rows if r["name"] not in done])
     else:
         dataset = rows.filter(lambda row: str(row["name"]) not in done, num_cpus=0) if done else rows
-    run = RunRecord(output, artifact, pattern, options.workers, store)
+    record.begin(artifact, digest, pattern, options.workers)
     started = time.perf_counter()
-    written = 0
     unknown = 0
     unreadable: list[str] = []
-    state = "interrupted"
+    state, left, gate = "failed", 0, None
     try:
-        if len(names) > len(done):
-            # Ray Data's own Parquet readers and writers each take a CPU: leave them one where they run
-            ray_io = to_parquet or not isinstance(rows, list)
-            painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest, ray_io)
-            if to_parquet:
-                painted = painted.materialize()
-                painted.filter(lambda row: not row["unreadable"], num_cpus=0).select_columns(
-                    ["name", "image_png"]).write_parquet(output)
-                painted = painted.drop_columns(["image_png"])
-            for row in painted.iter_rows():
-                if row["unreadable"]:
-                    unreadable.append(str(row["unreadable"]))
-                    log(f"warning: {unreadable[-1]}; skipped, no picture for it")
-                    continue
-                run.add(row)
-                written += 1
-                unknown += int(row.get("unknown", 0))
+        gate = open_gate(ray) if store is not None else None
+        with NodeWatch(ray, log):
+            if len(names) > len(done):
+                unknown = _run_pipeline(ray, artifact, dataset, output, options, manifest, to_parquet,
+                                        not isinstance(rows, list), digest, gate, record, unreadable, log)
         state = "finished"
+    except KeyboardInterrupt:
+        state = "interrupted"
+        left = _stop(ray, gate)
+        raise
     finally:
-        run.finish(len(done), time.perf_counter() - started, state, unreadable)
+        _end(record, state, len(done), time.perf_counter() - started, unreadable, inputs, log)
+        if state == "interrupted":
+            log(_stopped(record, output, len(names) - len(done), left, store is None))
     if unknown:
         log(f"warning: {unknown} pixels of colour label maps had colours outside the {manifest.label_set.name} "
             "palette (void)")
-    return BatchSummary(len(names), written, len(done), time.perf_counter() - started, options.workers, run.path,
-                        run.pids, unreadable)
+    return BatchSummary(len(names), record.written(record.run_id), len(done), time.perf_counter() - started,
+                        options.workers, record.path, record.pids, unreadable, len(repaint))
 
 
-class RunRecord:
-    """``crn-run-record.json`` beside the pictures (``<output>.record.json`` for Parquet): every picture written
-    into this output by any run, with the run that wrote it, and the runs themselves. Rewritten whole (and
-    atomically) every few seconds while this run writes, and when it ends, interrupted or not."""
+def _take_stock(output: str, store: Store | None, inputs: dict[str, str], names: list[str], digest: str,
+                overwrite: bool, log: Callable[[str], None]) -> tuple[RunRecord, set[str], list[str]]:
+    """The output's record, brought up to what the output holds, and what this run does: (the record, the names
+    it skips, those it paints again)."""
+    record = RunRecord(output, store)
+    for run_id in record.abandon_running():
+        log(f"the record's run {run_id} was still running (its driver was killed or lost): now abandoned")
+    disk = record.reconcile(inputs)
+    done, repaint = _plan(names, disk, digest, overwrite, record, output)
+    if disk.found:
+        log(f"{disk.found} picture(s) in {output} were missing from its record (written by a run that was killed "
+            "or interrupted): recorded now")
+    if repaint:
+        log(f"{len(repaint)} picture(s) in {output} were cut short (a crash or power loss): painting them again")
+    return record, done, repaint
 
-    def __init__(self, output: str, artifact: Path, pattern: str, workers: int, store: Store | None) -> None:
-        self.store = store if store is not None else Store(str(output).rstrip("/").rsplit("/", 1)[0] or ".")
-        self.name = RECORD_NAME if store is not None else f"{str(output).rstrip('/').rsplit('/', 1)[-1]}.record.json"
-        self.path = self.store.uri(self.name)
-        self.run_id = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
-        self.data = self._previous()
-        self.data["runs"].append({"run": self.run_id, "artifact": str(Path(artifact).resolve()), "input": str(pattern),
-                                  "workers": workers, "started": datetime.now(timezone.utc).isoformat(),
-                                  "state": "running"})
-        self.pictures = {p["name"]: p for p in self.data["written"]}
-        self.pids: set[int] = set()
-        self.saved = 0.0
-        self.save()
 
-    def _previous(self) -> dict:
-        try:
-            data = json.loads(self.store.read(self.name))
-            if isinstance(data.get("written"), list) and isinstance(data.get("runs"), list):
-                return data
-        except (UsageError, ValueError):
-            pass
-        return {"written": [], "runs": []}
+def _plan(names: list[str], disk, digest: str, overwrite: bool, record: RunRecord, output: str):
+    """(The names whose pictures are there, of this artifact: skipped; those cut short: painted again). Pictures
+    of another artifact (or of none named) are refused in one line unless ``overwrite``."""
+    repaint = [n for n in names if n in set(disk.damaged)]
+    if overwrite:
+        return set(), repaint
+    others = [n for n in names if n in disk.artifacts and disk.artifacts[n] != digest]
+    if others:
+        record.save()  # what the listing found stays recorded
+        made_by = disk.artifacts[others[0]]
+        by = f"artifact sha256 {made_by[:12]}..." if made_by else "an artifact it does not name"
+        raise UsageError(f"{output} holds {len(others)} picture(s) of another artifact ({picture_name(others[0])} "
+                         f"was painted by {by}; this one is {digest[:12]}...): pass --overwrite to paint them again, "
+                         "or give another --output")
+    return {n for n in names if n in disk.artifacts}, repaint
 
-    def add(self, row: dict) -> None:
-        name = str(row["name"])
-        self.pictures[name] = {"name": name, "input": str(row["input"]), "output": str(row.get("output", "")),
-                               "run": self.run_id, "host": str(row.get("host", ""))}
-        self.pids.add(int(row["pid"]))
-        if time.monotonic() - self.saved > 2.0:
-            self.save()
 
-    def finish(self, skipped: int, seconds: float, state: str = "finished", unreadable: list[str] = ()) -> None:
-        run = self.data["runs"][-1]
-        run.update(state=state, skipped=skipped, seconds=round(seconds, 3),
-                   written=sum(1 for p in self.pictures.values() if p["run"] == self.run_id),
-                   **({"unreadable": list(unreadable)} if unreadable else {}))
-        self.save()
+def _run_pipeline(ray, artifact: Path, dataset, output: str, options: BatchOptions, manifest: Manifest,
+                  to_parquet: bool, ray_reads: bool, digest: str, gate, record: RunRecord, unreadable: list[str],
+                  log: Callable[[str], None]) -> int:
+    """Paint and write; each row that comes back enters the record. Returns the count of unknown colours."""
+    # Ray Data's own Parquet readers and writers each take a CPU: leave them one where they run
+    painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest,
+                        to_parquet or ray_reads, digest, gate)
+    if to_parquet:
+        painted = painted.materialize()
+        painted.filter(lambda row: not row["unreadable"], num_cpus=0).select_columns(
+            ["name", "image_png"]).write_parquet(output)
+        painted = painted.drop_columns(["image_png"])
+    unknown = 0
+    for row in painted.iter_rows():
+        if row["unreadable"]:
+            unreadable.append(str(row["unreadable"]))
+            log(f"warning: {unreadable[-1]}; skipped, no picture for it")
+            continue
+        if to_parquet or row["output"]:
+            record.add(row)
+        unknown += int(row.get("unknown", 0))
+    return unknown
 
-    def save(self) -> None:
-        self.data["written"] = sorted(self.pictures.values(), key=lambda p: p["name"])
-        self.store.write(self.name, json.dumps(self.data, indent=1).encode())
-        self.saved = time.monotonic()
+
+def _stop(ray, gate) -> int:
+    """An interrupt: no batch is published once the gate is closed. Returns how many writing tasks were still
+    publishing after ``STOP_WAIT_S`` (-1: the gate did not answer)."""
+    if gate is None:
+        return 0
+    try:
+        return close_gate(ray, gate)
+    except ray.exceptions.RayError:
+        return -1
+
+
+def _stopped(record: RunRecord, output: str, todo: int, left: int, parquet: bool) -> str:
+    written = f"{record.written(record.run_id)} of {todo} picture(s) painted by this run, each in the record"
+    if parquet:
+        return f"stopping: Ray Data's Parquet writer may still finish files of {output}; {written}"
+    if left:
+        return (f"stopping: {'some' if left < 0 else left} writing task(s) did not say they were through within "
+                f"{STOP_WAIT_S:g} s (killed, or on a lost node): the next run records what they published; "
+                f"{written}")
+    return (f"stopped: no more pictures will be written into {output}; {written}; run the same command again to "
+            "paint the rest")
+
+
+def _end(record: RunRecord, state: str, skipped: int, seconds: float, unreadable: list[str], inputs: dict,
+         log: Callable[[str], None]) -> None:
+    """The run's last word in the record, however it ends: reconciled with the output, then its final state."""
+    try:
+        record.reconcile(inputs)
+    except CrnError as e:  # the listing failed: the next run reconciles it
+        log(f"warning: {e}; the next run brings the record up to date")
+    record.finish(state, skipped, seconds, unreadable)
 
 
 def _inputs(ray, pattern: str, manifest: Manifest):
@@ -350,7 +514,7 @@ def _inputs(ray, pattern: str, manifest: Manifest):
 
 
 def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOptions, manifest: Manifest,
-              ray_io: bool = False):
+              ray_io: bool = False, artifact_sha256: str | None = None, gate=None):
     """Read and decode (CPU tasks) -> synthesis (actor pool) -> encode and write (CPU tasks), overlapping."""
     resources = ray.cluster_resources()
     if options.gpus_per_worker is None:  # settled for this run only: the caller's options stay as given
@@ -365,7 +529,8 @@ def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOp
     decoded = dataset.map_batches(read_stage, **stage,
                                   fn_kwargs={"label_set": manifest.label_set, "strict_colors": options.strict_colors,
                                              "label_map": label_map})
-    return paint_with_pool(decoded, artifact, options).map_batches(write_stage, **stage, fn_kwargs={"output": output})
+    return paint_with_pool(decoded, artifact, options).map_batches(
+        write_stage, **stage, fn_kwargs={"output": output, "artifact_sha256": artifact_sha256, "gate": gate})
 
 
 def worker_cpus(node_cpus: list[float], available: float, workers: int) -> float:
@@ -452,8 +617,9 @@ def check_shared(ray, store: Store, log: Callable[[str], None] = print) -> None:
         def sees(path: str) -> bool:
             return Path(path).is_file()
 
-        checks = {n["NodeManagerAddress"]: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(store._path(marker)) for n in nodes}
+        checks = {f"node {n['NodeID']} ({n['NodeManagerAddress']})": sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(store._path(marker))
+            for n in nodes}
         blind = [node for node, ref in checks.items() if not ray.get(ref, timeout=60)]
     finally:
         store.delete(marker)
@@ -462,6 +628,3 @@ def check_shared(ray, store: Store, log: Callable[[str], None] = print) -> None:
                          f"{', '.join(blind)}): use object storage (s3://...) or a filesystem every node mounts")
     log(f"{store.location}: shared by all {len(nodes)} nodes")
 
-
-def read_record(output: str | Path) -> dict:
-    return json.loads(Store(output).read(RECORD_NAME))
