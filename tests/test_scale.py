@@ -350,7 +350,7 @@ def test_a_replica_killed_mid_load_is_replaced_and_no_request_is_lost_silently(s
         except ServiceError as e:  # an answered error is allowed; a wrong picture or a hang is not
             outcomes.append(f"error {e.status}")
 
-    replicas = _actor_pids("ServeReplica:crn")
+    replicas = _actor_pids(f"ServeReplica:{serve.ServeOptions.name}")
     assert len(replicas) == 2
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(one, i) for i in range(40)]
@@ -361,9 +361,9 @@ def test_a_replica_killed_mid_load_is_replaced_and_no_request_is_lost_silently(s
     assert len(outcomes) == 40 and "WRONG" not in outcomes
     assert outcomes.count("ok") >= 20
     deadline = time.time() + 120
-    while len(_actor_pids("ServeReplica:crn")) < 2 and time.time() < deadline:
+    while len(_actor_pids(f"ServeReplica:{serve.ServeOptions.name}")) < 2 and time.time() < deadline:
         time.sleep(0.5)
-    after = _actor_pids("ServeReplica:crn")
+    after = _actor_pids(f"ServeReplica:{serve.ServeOptions.name}")
     assert len(after) == 2 and sorted(replicas)[0] not in after  # replaced
     assert np.array_equal(service.synthesize(*scenes[0]), expected[0])
 
@@ -375,7 +375,7 @@ def test_shutdown_is_clean(cluster, service, artifacts):
     while service.healthy() and time.time() < deadline:
         time.sleep(0.2)
     assert not service.healthy()
-    assert not _actor_pids("ServeReplica:crn")
+    assert not _actor_pids(f"ServeReplica:{serve.ServeOptions.name}")
 
 
 def test_serve_reads_simulator_frames_through_its_label_mapping(cluster, service, tiny_artifacts):
@@ -384,19 +384,19 @@ def test_serve_reads_simulator_frames_through_its_label_mapping(cluster, service
     byte, from an endpoint started with --label-map (after the module's own endpoint was shut down)."""
     from crn_deploy.data.synthetic import street_layout
 
-    from .test_simulators import _bgra, _palette_of, _replicator_frame, _tags_of
+    from .simulator_frames import bgra, palette_of, replicator_frame, tags_of
 
     artifact = tiny_artifacts["fp32"].artifact_path
     scene = street_layout(64, 96, seed=6)
-    tags = _tags_of(scene)
+    tags = tags_of(scene)
     with runtime.load(artifact, device="cpu") as synth:
         expected = synth(scene)
-    values, id_to_labels = _replicator_frame(scene, seed=2, colorize=True)
+    values, id_to_labels = replicator_frame(scene, seed=2, colorize=True)
     port = int(service.url.rsplit(":", 1)[1])  # Serve's proxy keeps the port it started on
     for label_map, requests in (
-            ("carla", [(_bgra(tags)[..., [2, 1, 0, 3]], {"raw": False}), (tags, {}),
+            ("carla", [(bgra(tags)[..., [2, 1, 0, 3]], {"raw": False}), (tags, {}),
                        (values, {"frame_labels": id_to_labels})]),
-            ("carla-palette", [(_palette_of(tags), {"raw": False})])):
+            ("carla-palette", [(palette_of(tags), {"raw": False})])):
         options = serve.ServeOptions(port=port, replicas=1, gpus_per_replica=0, label_map=label_map)
         client = SynthesisClient(serve.start(artifact, options, log=lambda line: None), timeout=60)
         try:
@@ -415,7 +415,7 @@ def test_crn_run_ray_reads_simulator_frames_through_a_label_mapping(cluster, tin
     from crn_deploy.cli.run import main as run_main
     from crn_deploy.data.synthetic import street_layout
 
-    from .test_simulators import _bgra, _replicator_folder, _tags_of
+    from .simulator_frames import bgra, replicator_folder, tags_of
 
     artifact = str(tiny_artifacts["fp32"].artifact_path)
     scenes = [street_layout(64, 96, seed=s) for s in (1, 2, 3)]
@@ -423,8 +423,8 @@ def test_crn_run_ray_reads_simulator_frames_through_a_label_mapping(cluster, tin
         (tmp_path / folder).mkdir()
     for i, scene in enumerate(scenes):
         cv2.imwrite(str(tmp_path / "train" / f"f{i}.png"), scene)
-        cv2.imwrite(str(tmp_path / "raw" / f"f{i}.png"), _bgra(_tags_of(scene), seed=i))
-    _replicator_folder(tmp_path / "replicator", scenes)
+        cv2.imwrite(str(tmp_path / "raw" / f"f{i}.png"), bgra(tags_of(scene), seed=i))
+    replicator_folder(tmp_path / "replicator", scenes)
     assert run_main([artifact, "--input", str(tmp_path / "train"), "--output", str(tmp_path / "single")]) == 0
     expected = [p.read_bytes() for p in sorted((tmp_path / "single").glob("*.png"))]
     for folder, extra in (("raw", ["--label-map", "carla"]), ("replicator", [])):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import CrnError, UsageError
+from ..errors import ArtifactError, CrnError, UsageError
 
 
 class Backend:
@@ -64,6 +64,21 @@ class Backend:
 
     def _close_impl(self) -> None:
         pass
+
+
+def recorded_engine(manifest, target, version: str, rebuild: str, rebuild_same: str | None = None):
+    """The manifest's ``target`` engine record, if this library version runs it (an engine runs only on the
+    version that built it); else a refusal naming the command that builds one (``rebuild_same``: the one that
+    builds this engine again, where it differs)."""
+    record = manifest.engine_record(target)
+    if record is None:
+        raise ArtifactError(f"{manifest.path} records no {target.runtime} engine; build one with: {rebuild}")
+    if record.runtime_version != version:
+        raise ArtifactError(
+            f"{record.file} was built by {target.runtime} {record.runtime_version} and this is {target.runtime} "
+            f"{version} (an engine runs only on the version that built it); rebuild it here with: "
+            f"{rebuild_same or rebuild}")
+    return record
 
 
 class Finished:

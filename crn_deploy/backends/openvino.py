@@ -24,7 +24,7 @@ from ..manifest import OUTPUT_NAME, Manifest
 from ..precisions import FP32_ISLAND, Precision, precision
 from ..records import CpuRecord, EngineRecord
 from ..targets import OPENVINO, EngineTarget
-from .base import Backend
+from .base import Backend, recorded_engine
 
 DEVICE = "CPU"  # OpenVINO's CPU plugin
 # What a CPU needs for each reduced inference precision: OpenVINO's name for the capability, and the CPU
@@ -113,14 +113,8 @@ def check_engine_compatible(manifest: Manifest, target: EngineTarget, version: s
     """The manifest's OpenVINO engine record, if this OpenVINO and this CPU can run it; else a clear refusal
     naming both sides and the command that fixes it."""
     record = manifest.engine_record(target)
-    if record is None:
-        raise ArtifactError(f"{manifest.path} records no {target.runtime} engine; build one with: "
-                            f"{rebuild_command(manifest, target)}")
-    if record.runtime_version != version:
-        raise ArtifactError(
-            f"{record.file} was built by {target.runtime} {record.runtime_version} and this is {target.runtime} "
-            f"{version} (an engine runs only on the version that built it); rebuild it here with: "
-            f"{rebuild_command(manifest, target, _precision_name(record))}")
+    record = recorded_engine(manifest, target, version, rebuild_command(manifest, target),
+                             record and rebuild_command(manifest, target, _precision_name(record)))
     computes_in = record.inference_precision
     if computes_in is None:
         raise ArtifactError(f"{manifest.path}'s {target.runtime} engine record names no inference precision; rebuild "

@@ -28,7 +28,7 @@ from ..files import check_file_matches, write_bytes_atomic
 from ..manifest import OUTPUT_NAME, Manifest
 from ..records import EngineRecord
 from ..targets import RTX, TENSORRT, EngineTarget, artifact_stem_of, serves
-from .base import Backend
+from .base import Backend, recorded_engine
 from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, device_properties, handle, require_device
 from .device_arrays import check_label_batch, describe
 
@@ -127,15 +127,7 @@ def rebuild_command(manifest: Manifest, target: EngineTarget = TENSORRT,
 def check_engine_compatible(manifest: Manifest, target: EngineTarget, version: str, gpu: dict) -> EngineRecord:
     """The manifest's ``target`` engine record, if this library version and this GPU can run it; else a
     clear refusal naming both sides and the command that fixes it."""
-    record = manifest.engine_record(target)
-    if record is None:
-        raise ArtifactError(f"{manifest.path} records no {target.runtime} engine; build one with: "
-                            f"{rebuild_command(manifest, target)}")
-    if record.runtime_version != version:
-        raise ArtifactError(
-            f"{record.file} was built by {target.runtime} {record.runtime_version} and this is {target.runtime} "
-            f"{version} (an engine runs only on the version that built it); rebuild it here with: "
-            f"{rebuild_command(manifest, target)}")
+    record = recorded_engine(manifest, target, version, rebuild_command(manifest, target))
     here = gpu["compute_capability"]
     if target.compute_capabilities:
         if not serves(record.compute_capabilities or (), here):
