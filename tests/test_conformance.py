@@ -26,8 +26,6 @@ from crn_deploy.measure.reference import load_reference
 
 from .conftest import export_tiny
 
-pytestmark = pytest.mark.numerics  # float rounding could move these verdicts: CI reruns them (pyproject)
-
 NAMES = sorted(FAMILIES)
 
 
@@ -61,6 +59,7 @@ def test_the_family_is_complete_and_its_test_preset_is_tiny(name):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics  # float rounding could move this verdict: CI reruns it (pyproject)
 @pytest.mark.parametrize("name", NAMES)
 def test_fp16_holds_the_floor_at_full_width(name, tmp_path):
     """The family's full-width preset, random weights, at 256x512: the FP16 graph reaches >= 55 dB and
@@ -91,6 +90,7 @@ def test_exactly_its_own_family_recognises_its_checkpoints_and_a_save_loads_back
     assert all(np.array_equal(v.numpy(), state[k].numpy()) for k, v in loaded.model.state_dict().items())
 
 
+@pytest.mark.numerics
 def test_export_passes_the_gates_and_the_manifest_round_trips(exported):
     fam, _, manifests = exported
     assert manifests["fp32"].parity.max_abs <= 1
