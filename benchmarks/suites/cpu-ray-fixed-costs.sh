@@ -11,9 +11,7 @@ set -euo pipefail
 results=${1:?results folder}
 work=${2:-engines/cpu-ray-fixed-costs}
 py=${PYTHON:-python3}
-mkdir -p "$results" "$work"
-"$py" -m crn_deploy.cli.export --preset spade-tiny --random-weights --res 64x128 --precision fp32 \
-    --out "$work/engines" --no-engine --samples 1 > "$results/export.log"
+. "$(dirname "$0")/small_maps.sh"  # the model and the 2,000 label maps
 ROUNDS=${ROUNDS:-3} "$py" - "$work" "$results" <<'PY' | tee "$results/fixed-costs.txt"
 import json
 import os
@@ -25,22 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-
-from crn_deploy.data.synthetic import cityscapes_scene
-
 work, results = Path(sys.argv[1]), Path(sys.argv[2])
 artifact = work / "engines" / "spade-tiny-seed0-64x128-fp32.onnx"
 labels = work / "labels" / "gtFine"
 count = 2000
-if not labels.is_dir():
-    for i in range(count):
-        city = labels / f"city{i % 4}"
-        city.mkdir(parents=True, exist_ok=True)
-        ids, inst = cityscapes_scene(64, 128, seed=5000 + i % 50)
-        cv2.imwrite(str(city / f"c_{i:06d}_000019_gtFine_labelIds.png"), ids)
-        cv2.imwrite(str(city / f"c_{i:06d}_000019_gtFine_instanceIds.png"), inst.astype(np.uint16))
 pattern = str(labels / "**" / "*_labelIds.png")
 crn_run = [sys.executable, "-m", "crn_deploy.cli.run", str(artifact), "--input", pattern, "--device", "cpu"]
 

@@ -10,9 +10,7 @@ set -euo pipefail
 results=${1:?results folder}
 work=${2:-engines/cpu-ray-pipeline}
 py=${PYTHON:-python3}
-mkdir -p "$results" "$work"
-"$py" -m crn_deploy.cli.export --preset spade-tiny --random-weights --res 64x128 --precision fp32 \
-    --out "$work/engines" --no-engine --samples 1 > "$results/export.log"
+. "$(dirname "$0")/small_maps.sh"  # the model and the 2,000 label maps
 "$py" - "$work" "$results" <<'PY' | tee "$results/ray-pipeline.txt"
 import json
 import platform
@@ -21,25 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import ray
 
 from crn_deploy.cli.run import main as run_main
-from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.scale import batch
 
 work, results = Path(sys.argv[1]), Path(sys.argv[2])
 artifact = work / "engines" / "spade-tiny-seed0-64x128-fp32.onnx"
 labels = work / "labels" / "gtFine"
 count = 2000
-if not labels.is_dir():
-    for i in range(count):
-        city = labels / f"city{i % 4}"
-        city.mkdir(parents=True, exist_ok=True)
-        ids, inst = cityscapes_scene(64, 128, seed=5000 + i % 50)
-        cv2.imwrite(str(city / f"c_{i:06d}_000019_gtFine_labelIds.png"), ids)
-        cv2.imwrite(str(city / f"c_{i:06d}_000019_gtFine_instanceIds.png"), inst.astype(np.uint16))
 pattern = str(labels / "**" / "*_labelIds.png")
 rows = []
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import ArtifactError, CrnError, UsageError
+from ..files import check_file_matches
 
 
 class Backend:
@@ -79,6 +82,17 @@ def recorded_engine(manifest, target, version: str, rebuild: str, rebuild_same: 
             f"{version} (an engine runs only on the version that built it); rebuild it here with: "
             f"{rebuild_same or rebuild}")
     return record
+
+
+def read_engine(path, record, build: str, rebuild: str) -> bytes:
+    """An engine file's bytes, refused where it is missing (``build`` makes it) or not the file its record names
+    (``rebuild`` makes it again)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} not found; build it with: {build}") from None
+    check_file_matches(path, record.size_bytes, record.sha256, f"rebuild it with: {rebuild}", data=data)
+    return data
 
 
 class Finished:

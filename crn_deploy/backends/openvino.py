@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, CrnError, UsageError
-from ..files import check_file_matches
 from ..manifest import OUTPUT_NAME, Manifest
 from ..precisions import FP32_ISLAND, Precision, precision
 from ..records import CpuRecord, EngineRecord
 from ..targets import OPENVINO, EngineTarget
-from .base import Backend, recorded_engine
+from .base import Backend, read_engine, recorded_engine
 
 DEVICE = "CPU"  # OpenVINO's CPU plugin
 # What a CPU needs for each reduced inference precision: OpenVINO's name for the capability, and the CPU
@@ -200,13 +199,9 @@ class OpenVINOBackend(Backend):
         ov = import_openvino(self.target)
         core = ov.Core()
         record = self.record or check_engine_compatible(self.manifest, self.target, ov.__version__, core)
-        fix = f"rebuild it with: {rebuild_command(self.manifest, self.target, _precision_name(record))}"
-        try:
-            blob = self.path.read_bytes()
-        except FileNotFoundError:
-            raise ArtifactError(f"{self.path} not found; build it with: "
-                                f"{rebuild_command(self.manifest, self.target)}") from None
-        check_file_matches(self.path, record.size_bytes, record.sha256, fix, data=blob)
+        rebuild = rebuild_command(self.manifest, self.target, _precision_name(record))
+        fix = f"rebuild it with: {rebuild}"
+        blob = read_engine(self.path, record, rebuild_command(self.manifest, self.target), rebuild)
         config = compile_config(record.inference_precision, self.threads, self.streams)
         try:
             compiled = core.import_model(io.BytesIO(blob), DEVICE, config)

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, CrnError, UsageError
-from ..files import check_file_matches, write_bytes_atomic
+from ..files import write_bytes_atomic
 from ..manifest import OUTPUT_NAME, Manifest
 from ..records import EngineRecord
 from ..targets import RTX, TENSORRT, EngineTarget, artifact_stem_of, serves
-from .base import Backend, recorded_engine
+from .base import Backend, read_engine, recorded_engine
 from .cuda import Cuda, CudaError, DeviceBuffer, PinnedBuffer, device_properties, handle, require_device
 from .device_arrays import check_label_batch, describe
 
@@ -258,13 +258,9 @@ class TensorRTBackend(Backend):
     def _open_engine(self, trt) -> None:
         gpu = self._cuda.properties()
         record = check_engine_compatible(self.manifest, self.target, trt.__version__, gpu)
-        fix = f"rebuild it with: {rebuild_command(self.manifest, self.target, gpu['compute_capability'])}"
-        try:
-            plan = self.path.read_bytes()
-        except FileNotFoundError:
-            raise ArtifactError(f"{self.path} not found; build it with: "
-                                f"{rebuild_command(self.manifest, self.target)}") from None
-        check_file_matches(self.path, record.size_bytes, record.sha256, fix, data=plan)
+        rebuild = rebuild_command(self.manifest, self.target, gpu["compute_capability"])
+        fix = f"rebuild it with: {rebuild}"
+        plan = read_engine(self.path, record, rebuild_command(self.manifest, self.target), rebuild)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         if self.target.header_check:
