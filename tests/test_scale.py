@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from crn_deploy import runtime
+from crn_deploy import files, runtime
 from crn_deploy.cli.export import main as export_main
 from crn_deploy.data.synthetic import cityscapes_scene
 
@@ -27,6 +27,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.
 from crn_deploy.scale import batch, serve  # noqa: E402
 from crn_deploy.scale.client import ServiceError, SynthesisClient  # noqa: E402
 from crn_deploy.errors import UsageError  # noqa: E402
+from crn_deploy.files import write_synced  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +217,8 @@ def test_numpy_shards_and_parquet_in_parquet_out(cluster, artifacts, tmp_path):
                                batch.BatchOptions(workers=1, gpus_per_worker=0))
 
 
-def test_the_write_gate_publishes_nothing_once_closed_and_holds_the_stop_for_a_batch_inside(cluster, tmp_path):
+def test_the_write_gate_publishes_nothing_once_closed_and_holds_the_stop_for_a_batch_inside(cluster, tmp_path,
+                                                                                             monkeypatch):
     """What makes "stopped" true on an interrupt: a writing task publishes a batch only through the run's gate; the
     driver closes it and waits for the tasks inside (here one that entered and has not left)."""
     rows = {"name": np.array(["a", "b"]), "input": np.array(["a", "b"]), "unreadable": np.array(["", ""], dtype=object),
@@ -230,6 +232,19 @@ def test_the_write_gate_publishes_nothing_once_closed_and_holds_the_stop_for_a_b
     shut = batch.write_stage(rows, str(tmp_path / "shut"), "a" * 64, gate)
     assert list(shut["output"]) == ["", ""] and not list(tmp_path.rglob("*.png"))  # nothing half-written either
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    # a task already writing its temporaries when the stop comes is inside: the stop waits while it removes them
+    closing, seen_inside = batch.open_gate(ray), []
+
+    def write_then_stop(path, data):
+        write_synced(path, data)
+        if not seen_inside:
+            seen_inside.append(ray.get(closing.close.remote()))
+
+    monkeypatch.setattr(files, "write_synced", write_then_stop)
+    cut = batch.write_stage(rows, str(tmp_path / "cut"), "a" * 64, closing)
+    monkeypatch.undo()
+    assert seen_inside == [1] and list(cut["output"]) == ["", ""] and ray.get(closing.count.remote()) == 0
+    assert not list((tmp_path / "cut").iterdir())  # its temporaries removed, nothing published
     open_gate = batch.open_gate(ray)
     written = batch.write_stage(rows, str(tmp_path / "open"), "a" * 64, open_gate)
     assert [Path(o).name for o in written["output"]] == ["a.png", "b.png"] and ray.get(open_gate.count.remote()) == 0

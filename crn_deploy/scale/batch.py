@@ -11,8 +11,8 @@ it, with the same bytes (the artifact's SHA-256 in a text chunk), from the same 
 rewrites the same bytes. A rerun skips the pictures of the same artifact already there, repaints those cut short,
 and refuses another artifact's unless ``overwrite``. The run record (``crn-run-record.json``, see ``record``)
 lists every complete picture in the output with the run that wrote it, reconciled with the output at every
-run's start and end. On an interrupt the driver closes a gate that every writing task passes before it
-publishes a batch, and waits for those inside: once it says it stopped, no picture appears after.
+run's start and end. On an interrupt the driver closes a gate that every writing task enters before it writes a
+batch, and waits for those inside: once it says it stopped, no picture appears after and no temporary is left.
 """
 
 from __future__ import annotations
@@ -177,23 +177,22 @@ def write_stage(batch: dict[str, np.ndarray], output: str | None, artifact_sha25
         return {**where, "image_png": np.array(pngs, dtype=object)}
     store = Store(output)
     names = [picture_name(str(n)) for n in batch["name"]]
-    asked = []  # set before this task asks the gate: an interrupt may come while it waits for the answer
     token = uuid.uuid4().hex
-    try:
-        published = store.write_all([(n, png) for n, png in zip(names, pngs, strict=True) if png is not None],
-                                    lambda: _enter(gate, token, asked))
+    try:  # inside the gate before the first temporary: a stop waits until this task has removed its own
+        published = _enter(gate, token) and store.write_all(
+            [(n, png) for n, png in zip(names, pngs, strict=True) if png is not None], lambda: _still_open(gate))
     finally:
-        if asked:
+        if gate is not None:
             gate.leave.remote(token)  # after its enter: one caller's calls to an actor run in order
     return {**where, "output": np.array([store.uri(n) if png is not None and published else ""
                                          for n, png in zip(names, pngs, strict=True)])}
 
 
 class WriteGate:
-    """One run's gate, held on the driver's node: a writing task asks it before publishing a batch (the pictures
-    already written and synced under temporary names) and tells it when the batch is in place. An interrupted
-    driver closes it (no batch is let through after) and waits until the tasks inside are through, so that when
-    it says it stopped, no picture appears after."""
+    """One run's gate, held on the driver's node: a writing task enters it before it writes a batch under temporary
+    names, asks it again before publishing them, and leaves it when the batch is in place or its temporaries are
+    removed. An interrupted driver closes it (no batch is let through after, none begins) and waits until the tasks
+    inside are through, so that when it says it stopped, no picture appears after and no temporary is left."""
 
     def __init__(self) -> None:
         self.open, self.inside = True, set()
@@ -201,6 +200,9 @@ class WriteGate:
     def enter(self, token: str) -> bool:
         if self.open:
             self.inside.add(token)
+        return self.open
+
+    def is_open(self) -> bool:
         return self.open
 
     def leave(self, token: str) -> None:
@@ -214,15 +216,22 @@ class WriteGate:
         return len(self.inside)
 
 
-def _enter(gate, token: str, asked: list) -> bool:
+def _enter(gate, token: str) -> bool:
+    return _ask(gate, lambda: gate.enter.remote(token))
+
+
+def _still_open(gate) -> bool:
+    return _ask(gate, lambda: gate.is_open.remote())
+
+
+def _ask(gate, call) -> bool:
     if gate is None:
         return True
     import ray
 
-    asked.append(token)
     try:
-        return ray.get(gate.enter.remote(token))
-    except ray.exceptions.RayError:  # the gate went with its driver: publish nothing
+        return ray.get(call())
+    except ray.exceptions.RayError:  # the gate went with its driver: write and publish nothing
         return False
 
 
