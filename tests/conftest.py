@@ -9,6 +9,10 @@ from dataclasses import replace
 # ray.shutdown(), a Ray Data or Serve thread still winding down would start one that nothing stops, and its
 # driver exits the whole test process when that instance's GCS goes away. Ray reads this once, at import.
 os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+# Under pytest-xdist (-n 2) each worker process runs its own PyTorch: one OpenMP thread each, so that the workers share
+# the cores instead of oversubscribing them. Read once, when torch loads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402

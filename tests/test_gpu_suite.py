@@ -51,7 +51,7 @@ def test_the_gpu_machine_command_runs_end_to_end_without_a_gpu(tmp_path):
     results = tmp_path / "results"
     # No install here: pip must not rewrite the environment the tests run in (the install step was
     # rehearsed in a venv of the GPU image's packages: benchmarks/README.md).
-    env = {**os.environ, "CRN_GPU_SUITE_SIZE": "small", "PYTHON": sys.executable, "CRN_GPU_SUITE_INSTALL": "0",
+    env = {**os.environ, "CRN_SUITE_SIZE": "small", "PYTHON": sys.executable, "CRN_GPU_SUITE_INSTALL": "0",
            "CRN_GPU_ENGINES": str(tmp_path / "engines")}
     run = subprocess.run(["bash", str(ROOT / "benchmarks/suites/gpu-machine.sh"), str(results)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)

@@ -42,7 +42,7 @@ def _conditions(tree: ast.AST):
 def branches_on_a_family(path: Path) -> list[str]:
     source = path.read_text()
     tree = ast.parse(source)
-    conditions = [(c.lineno, ast.get_source_segment(source, c) or "") for c in _conditions(tree)]
+    conditions = [(c.lineno, ast.unparse(c)) for c in _conditions(tree)]  # (get_source_segment: 10x slower)
     found = {}
     for name in FAMILIES:
         if path in _own_files(name):

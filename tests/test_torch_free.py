@@ -9,6 +9,7 @@ named by CRN_THIN_PYTHON; CI sets CRN_REQUIRE_THIN=1, so there a missing one fai
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -110,17 +111,23 @@ def test_a_posgen_artifact_paints_its_larger_picture_without_torch(thin, tmp_pat
     assert result.returncode == 0 and result.stdout.strip() == "(64, 128, 3) (128, 256)", result.stderr
 
 
-def test_crn_build_makes_rtx_engines_without_torch_or_a_gpu(thin, engines, tmp_path):
-    import shutil
-
-    probe = thin("-c", "import tensorrt_rtx")
-    if probe.returncode != 0:
-        message = f"no TensorRT-RTX in {THIN_PYTHON}: .venv-thin/bin/pip install -e '.[ort,rtx,openvino]'"
+def _needs(thin, module: str, library: str) -> None:
+    """Skip where the torch-free environment lacks ``module`` (fail under CRN_REQUIRE_THIN, as CI runs)."""
+    if thin("-c", f"import {module}").returncode != 0:
+        message = f"no {library} in {THIN_PYTHON}: .venv-thin/bin/pip install -e '.[ort,rtx,openvino]'"
         if os.environ.get("CRN_REQUIRE_THIN"):
             pytest.fail(message)
         pytest.skip(message)
-    for name in ("tiny-64x96-fp16.onnx", "tiny-64x96-fp16.json"):
-        shutil.copy(engines / name, tmp_path)
+
+
+def _copy_artifact(engines: Path, stem: str, folder: Path) -> None:
+    for suffix in (".onnx", ".json"):
+        shutil.copy(engines / f"{stem}{suffix}", folder)
+
+
+def test_crn_build_makes_rtx_engines_without_torch_or_a_gpu(thin, engines, tmp_path):
+    _needs(thin, "tensorrt_rtx", "TensorRT-RTX")
+    _copy_artifact(engines, "tiny-64x96-fp16", tmp_path)
     result = thin("-m", "crn_deploy.cli.build", str(tmp_path / "tiny-64x96-fp16.onnx"), "--target", "rtx",
                   "--compute-capability", "86,89")
     assert result.returncode == 0, result.stderr
@@ -130,16 +137,8 @@ def test_crn_build_makes_rtx_engines_without_torch_or_a_gpu(thin, engines, tmp_p
 
 
 def test_crn_build_makes_openvino_engines_without_torch_checked_against_the_fp32_artifact(thin, engines, tmp_path):
-    import shutil
-
-    probe = thin("-c", "import openvino")
-    if probe.returncode != 0:
-        message = f"no OpenVINO in {THIN_PYTHON}: .venv-thin/bin/pip install -e '.[ort,rtx,openvino]'"
-        if os.environ.get("CRN_REQUIRE_THIN"):
-            pytest.fail(message)
-        pytest.skip(message)
-    for name in ("tiny-64x96-fp32.onnx", "tiny-64x96-fp32.json"):
-        shutil.copy(engines / name, tmp_path)
+    _needs(thin, "openvino", "OpenVINO")
+    _copy_artifact(engines, "tiny-64x96-fp32", tmp_path)
     result = thin("-m", "crn_deploy.cli.build", str(tmp_path / "tiny-64x96-fp32.onnx"), "--target", "openvino",
                   "--precision", "fp32")
     assert result.returncode == 0, result.stderr

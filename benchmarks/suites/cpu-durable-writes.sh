@@ -12,7 +12,9 @@ results=${1:?results folder}
 work=${2:-engines/cpu-durable-writes}
 py=${PYTHON:-python3}
 . "$(dirname "$0")/small_maps.sh"  # the model and the 2,000 label maps
-"$py" - "$work" "$results" <<'PY' | tee "$results/durable-writes.txt"
+rounds=2
+if rehearsal; then rounds=1; fi
+ROUNDS=$rounds "$py" - "$work" "$results" "$labels" "$maps" <<'PY' | tee "$results/durable-writes.txt"
 import json
 import os
 import platform
@@ -29,8 +31,8 @@ from crn_deploy.scale.cluster import quiet_ray
 
 work, results = Path(sys.argv[1]), Path(sys.argv[2])
 artifact = work / "engines" / "spade-tiny-seed0-64x128-fp32.onnx"
-labels = work / "labels" / "gtFine"
-count, rounds = 2000, 2
+labels = Path(sys.argv[3])
+count, rounds = int(sys.argv[4]), int(os.environ["ROUNDS"])
 pattern = str(labels / "**" / "*_labelIds.png")
 rows = []
 

@@ -13,20 +13,25 @@ set -euo pipefail
 results=${1:?results folder}
 engines=${2:-engines/cpu-fp16-floor}
 py=${PYTHON:-python3}
+. "$(dirname "$0")/rehearsal.sh"
+presets=(cityscapes-256p label2city_512p spade_cityscapes oasis_cityscapes posgen_cityscapes); res=256x512; floor=()
+if rehearsal; then
+    presets=(tiny pix2pixhd-tiny spade-tiny oasis-tiny posgen-tiny); res=64x128; floor=("${lifted_floor[@]}")
+fi
+posgen=${presets[4]}
 mkdir -p "$results"
 : > "$results/export.log"
 export_fp16() {
     "$py" -m crn_deploy.cli.export "$@" --precision fp16 --out "$engines" --target rtx 2>&1 | tee -a "$results/export.log"
 }
-lifted=(--min-psnr 0 --max-abs 255)
-for preset in cityscapes-256p label2city_512p spade_cityscapes oasis_cityscapes posgen_cityscapes; do
-    export_fp16 --preset "$preset" --random-weights --seed 0 --res 256x512
+for preset in "${presets[@]}"; do
+    export_fp16 --preset "$preset" --random-weights --seed 0 --res "$res" "${floor[@]}"
 done
-export_fp16 --preset posgen_cityscapes --random-weights --seed 0 --res 256x512 --name posgen_cityscapes-tail0 \
-    --option fp32_tail_blocks=0 "${lifted[@]}"
-export_fp16 --preset posgen_cityscapes --random-weights --seed 0 --res 256x512 --name posgen_cityscapes-tail5 \
-    --option fp32_tail_blocks=5
-export_fp16 crn_deploy/assets/demo-small-256p.safetensors --res 256x512 --name crn-demo
+export_fp16 --preset "$posgen" --random-weights --seed 0 --res "$res" --name "$posgen-tail0" \
+    --option fp32_tail_blocks=0 "${lifted_floor[@]}"
+export_fp16 --preset "$posgen" --random-weights --seed 0 --res "$res" --name "$posgen-tail5" \
+    --option fp32_tail_blocks=5 "${floor[@]}"
+export_fp16 crn_deploy/assets/demo-small-256p.safetensors --res "$res" --name crn-demo
 if [[ -n "${POSGEN_DEMO:-}" ]]; then
     export_fp16 "$POSGEN_DEMO" --res 128x256 --name posgen-demo --option fp32_tail_blocks=0  # as trained today
     export_fp16 "$POSGEN_DEMO" --res 128x256 --name posgen-demo-tail5 --option fp32_tail_blocks=5

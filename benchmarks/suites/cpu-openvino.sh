@@ -23,12 +23,19 @@ results=${1:?results folder}
 engines=${2:-engines/cpu-openvino}
 py=${PYTHON:-python3}
 threads=${THREADS:-2}
+. "$(dirname "$0")/rehearsal.sh"
+presets=(cityscapes-256p label2city_512p spade_cityscapes oasis_cityscapes posgen_cityscapes); res=256x512
+bench_calls=3; demo_calls=20; demo_seconds=10; floor=()
+if rehearsal; then
+    presets=(tiny posgen-tiny); res=64x128  # (posgen: FP32 islands in a BF16 engine)
+    bench_calls=1; demo_calls=2; demo_seconds=0; floor=("${lifted_floor[@]}")
+fi
 mkdir -p "$results" "$engines"
 steps=" ${STEPS:-build bench demo} "
 echo "start ($steps): $(uptime)" >> "$results/load.txt"
 
 export_fp32() {
-    "$py" -m crn_deploy.cli.export "$@" --res 256x512 --precision fp32 --out "$engines" --no-engine 2>&1 \
+    "$py" -m crn_deploy.cli.export "$@" --res "$res" "${floor[@]}" --precision fp32 --out "$engines" --no-engine 2>&1 \
         | tee -a "$results/export.log"
 }
 build() {
@@ -64,15 +71,15 @@ cpu_engines() {  # the FP32 artifact's BF16 engine (the floor lifted where it re
 if [[ $steps == *" build "* ]]; then
     : > "$results/export.log"
     : > "$results/build.log"
-    for preset in cityscapes-256p label2city_512p spade_cityscapes oasis_cityscapes posgen_cityscapes; do
+    for preset in "${presets[@]}"; do
         export_fp32 --preset "$preset" --random-weights --seed 0
-        cpu_engines "$engines/$preset-seed0-256x512-fp32.onnx"
+        cpu_engines "$engines/$preset-seed0-$res-fp32.onnx"
     done
     export_fp32 crn_deploy/assets/demo-small-256p.safetensors --name crn-demo
-    cpu_engines "$engines/crn-demo-256x512-fp32.onnx"
+    cpu_engines "$engines/crn-demo-$res-fp32.onnx"
     if [[ -n "${POSGEN_DEMO:-}" ]]; then
         export_fp32 "$POSGEN_DEMO" --name posgen-demo
-        cpu_engines "$engines/posgen-demo-256x512-fp32.onnx"
+        cpu_engines "$engines/posgen-demo-$res-fp32.onnx"
     fi
 fi
 
@@ -83,13 +90,13 @@ bench() {  # FOLDER NAME WARMUP_S ITERATIONS DURATION_S
     echo "$2 end: $(uptime)" >> "$results/load.txt"
 }
 if [[ $steps == *" bench "* ]]; then
-    bench "$engines" bench 0 3 0
+    bench "$engines" bench 0 "$bench_calls" 0
 fi
 if [[ $steps == *" demo "* ]]; then
     demo="$engines-demo"  # the shipped demo's files alone (hard links), for a longer run
     mkdir -p "$demo"
-    ln -f "$engines"/crn-demo-256x512-fp32* "$demo/"
-    bench "$demo" bench-demo 2 20 10
+    ln -f "$engines/crn-demo-$res-fp32"* "$demo/"
+    bench "$demo" bench-demo 2 "$demo_calls" "$demo_seconds"
 fi
 
 "$py" - "$results" "$engines" <<'PY' | tee "$results/openvino.md"
@@ -141,19 +148,5 @@ for model, found in sorted(by_model.items()):
           f"{cell(bf16)[1]} | {build.psnr_db:.1f} dB / {build.max_abs:.0f} | {kept} |")
 PY
 ls -l "$engines" | awk '{print $5, $9}' | tee "$results/sizes.txt"
-# Committed results name paths relative to their own folder.
-"$py" - "$engines" "$results" <<'PY'
-import os
-import re
-import sys
-from pathlib import Path
-
-engines, results = (path.rstrip("/") for path in sys.argv[1:3])
-relative = os.path.relpath(engines, results)
-for path in Path(results).iterdir():
-    if path.suffix in (".log", ".txt", ".json", ".md"):
-        text = path.read_text().replace(os.path.realpath(engines), relative)
-        text = re.sub(r'(^|[\s"(])' + re.escape(engines), lambda m: m.group(1) + relative, text, flags=re.M)
-        text = re.sub(r'(^|[\s"(])' + re.escape(results) + "/", lambda m: m.group(1), text, flags=re.M)
-        path.write_text(text)
-PY
+# committed results name paths relative to their own folder
+"$py" "$(dirname "$0")/relative_paths.py" "$results" "$engines" "$engines-demo"

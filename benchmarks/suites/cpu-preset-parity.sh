@@ -6,11 +6,15 @@ set -euo pipefail
 results=${1:?results folder}
 py=${PYTHON:-python3}
 engines=${2:-engines/cpu-preset-parity}
+. "$(dirname "$0")/rehearsal.sh"
+presets=(cityscapes-256p cityscapes-512p cityscapes-1024p gta-256p)
+floor=()
+if rehearsal; then presets=(tiny); floor=("${lifted_floor[@]}"); fi
 mkdir -p "$results"
 : > "$results/preset-parity.log"
-for preset in cityscapes-256p cityscapes-512p cityscapes-1024p gta-256p; do
+for preset in "${presets[@]}"; do
     case $preset in cityscapes-1024p) res=256x256 ;; cityscapes-512p) res=128x128 ;; *) res=64x64 ;; esac
-    crn-export --preset "$preset" --random-weights --seed 0 --res "$res" \
+    "$py" -m crn_deploy.cli.export --preset "$preset" --random-weights --seed 0 --res "$res" "${floor[@]}" \
         --precision fp32 --precision fp16 --samples 4 --out "$engines" | tee -a "$results/preset-parity.log"
 done
 # committed results name paths relative to their own folder

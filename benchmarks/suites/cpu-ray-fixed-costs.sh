@@ -12,7 +12,9 @@ results=${1:?results folder}
 work=${2:-engines/cpu-ray-fixed-costs}
 py=${PYTHON:-python3}
 . "$(dirname "$0")/small_maps.sh"  # the model and the 2,000 label maps
-ROUNDS=${ROUNDS:-3} "$py" - "$work" "$results" <<'PY' | tee "$results/fixed-costs.txt"
+rounds=${ROUNDS:-3}
+if rehearsal; then rounds=1; fi
+ROUNDS=$rounds "$py" - "$work" "$results" "$labels" "$maps" <<'PY' | tee "$results/fixed-costs.txt"
 import json
 import os
 import platform
@@ -25,8 +27,8 @@ from pathlib import Path
 
 work, results = Path(sys.argv[1]), Path(sys.argv[2])
 artifact = work / "engines" / "spade-tiny-seed0-64x128-fp32.onnx"
-labels = work / "labels" / "gtFine"
-count = 2000
+labels = Path(sys.argv[3])
+count = int(sys.argv[4])
 pattern = str(labels / "**" / "*_labelIds.png")
 crn_run = [sys.executable, "-m", "crn_deploy.cli.run", str(artifact), "--input", pattern, "--device", "cpu"]
 

@@ -11,7 +11,7 @@ results=${1:?results folder}
 work=${2:-engines/cpu-ray-pipeline}
 py=${PYTHON:-python3}
 . "$(dirname "$0")/small_maps.sh"  # the model and the 2,000 label maps
-"$py" - "$work" "$results" <<'PY' | tee "$results/ray-pipeline.txt"
+"$py" - "$work" "$results" "$labels" "$maps" <<'PY' | tee "$results/ray-pipeline.txt"
 import json
 import platform
 import shutil
@@ -26,8 +26,8 @@ from crn_deploy.scale import batch
 
 work, results = Path(sys.argv[1]), Path(sys.argv[2])
 artifact = work / "engines" / "spade-tiny-seed0-64x128-fp32.onnx"
-labels = work / "labels" / "gtFine"
-count = 2000
+labels = Path(sys.argv[3])
+count = int(sys.argv[4])
 pattern = str(labels / "**" / "*_labelIds.png")
 rows = []
 

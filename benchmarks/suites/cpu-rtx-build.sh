@@ -10,9 +10,13 @@ set -euo pipefail
 results=${1:?results folder}
 engines=${2:-engines/cpu-rtx-build}
 py=${PYTHON:-python3}
+. "$(dirname "$0")/rehearsal.sh"
 mkdir -p "$results" "$engines"
 models=("cityscapes-256p 256x512" "label2city_512p 256x512" "spade_cityscapes 256x512" "posgen_cityscapes 256x512"
         "cityscapes-1024p 1024x2048")
+if rehearsal; then
+    models=("tiny 64x128" "pix2pixhd-tiny 64x128" "spade-tiny 64x128" "posgen-tiny 64x128" "tiny 128x256")
+fi
 : > "$results/build.log"
 for model in "${models[@]}"; do
     read -r preset res <<< "$model"
@@ -66,7 +70,7 @@ for m in find_manifests(Path(sys.argv[1])):
     record = m.engine_record(RTX)
     weights = sum(onnx.numpy_helper.to_array(t).nbytes for t in onnx.load(str(m.artifact_path)).graph.initializer)
     rows.append({"artifact": m.artifact, "family": m.family_name, "resolution": "x".join(map(str, m.resolution)),
-                 "precision": m.precision, "weights_mib": weights / 2**20, "engine_mib": record.size_bytes / 2**20,
+                 "precision": m.precision.name, "weights_mib": weights / 2**20, "engine_mib": record.size_bytes / 2**20,
                  "build_s": record.build_seconds, "warnings": len(record.builder_warnings),
                  "runtime": f"{record.runtime} {record.runtime_version}", "targets": record.compute_capabilities})
 print(f"{rows[0]['runtime']} on {platform.processor() or platform.machine()}, no GPU; targets {rows[0]['targets']}")

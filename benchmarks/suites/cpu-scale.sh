@@ -8,10 +8,13 @@ set -euo pipefail
 results=${1:?results folder}
 work=${2:-engines/cpu-scale}
 py=${PYTHON:-python3}
+. "$(dirname "$0")/rehearsal.sh"
+res=256x512; maps=48; requests=40
+if rehearsal; then res=64x128; maps=8; requests=8; fi
 mkdir -p "$results" "$work"
-"$py" -m crn_deploy.cli.export --preset spade-tiny --random-weights --res 256x512 --precision fp32 \
+"$py" -m crn_deploy.cli.export --preset spade-tiny --random-weights --res "$res" --precision fp32 \
     --out "$work/engines" --no-engine --samples 1 > "$results/export.log"
-"$py" - "$work" "$results" <<'PY' | tee "$results/scale.txt"
+"$py" - "$work" "$results" "$res" "$maps" "$requests" <<'PY' | tee "$results/scale.txt"
 import json
 import platform
 import shutil
@@ -32,19 +35,21 @@ from crn_deploy.data.synthetic import cityscapes_scene
 from crn_deploy.scale import batch, serve
 from crn_deploy.scale.client import SynthesisClient
 
-work, results = Path(sys.argv[1]), Path(sys.argv[2])
-artifact = work / "engines" / "spade-tiny-seed0-256x512-fp32.onnx"
-labels_dir = work / "labels" / "gtFine" / "val"
+work, results, res = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+maps, requests = int(sys.argv[4]), int(sys.argv[5])
+h, w = map(int, res.split("x"))
+artifact = work / "engines" / f"spade-tiny-seed0-{res}-fp32.onnx"
+labels_dir = work / f"labels-{res}-{maps}" / "gtFine" / "val"
 if not labels_dir.is_dir():
-    for i in range(48):
+    for i in range(maps):
         city = labels_dir / f"city{i % 3}"
         city.mkdir(parents=True, exist_ok=True)
-        ids, inst = cityscapes_scene(256, 512, seed=3000 + i)
+        ids, inst = cityscapes_scene(h, w, seed=3000 + i)
         cv2.imwrite(str(city / f"c_{i:06d}_000019_gtFine_labelIds.png"), ids)
         cv2.imwrite(str(city / f"c_{i:06d}_000019_gtFine_instanceIds.png"), inst.astype(np.uint16))
 pattern = str(labels_dir / "**" / "*_labelIds.png")
 report = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
-          "versions": {"ray": ray.__version__}, "maps": 48, "model": "spade-tiny 256x512 fp32 onnx, cpu"}
+          "versions": {"ray": ray.__version__}, "maps": maps, "model": f"spade-tiny {res} fp32 onnx, cpu"}
 
 
 def fresh(name):
@@ -61,7 +66,7 @@ with runtime.load(artifact, device="cpu") as synth:
         write_image(batch.picture_path(out, name), synth(labels.ids, instances=labels.instances))
 single = time.perf_counter() - started
 report["single_process_s"] = single
-print(f"single process: 48 maps in {single:.2f} s, {48 / single:.2f} maps/s")
+print(f"single process: {maps} maps in {single:.2f} s, {maps / single:.2f} maps/s")
 
 started = time.perf_counter()
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -75,10 +80,10 @@ for workers in (1, 2):
                                      log=lambda line: None)
     same = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.png")} == expected
     report[f"ray_data_{workers}_workers_s"] = summary.seconds
-    print(f"Ray Data, {workers} worker(s): 48 maps in {summary.seconds:.2f} s, {48 / summary.seconds:.2f} maps/s "
+    print(f"Ray Data, {workers} worker(s): {maps} maps in {summary.seconds:.2f} s, {maps / summary.seconds:.2f} maps/s "
           f"({single / summary.seconds:.2f}x the single process; pictures byte-identical: {same})")
 
-scenes = [cityscapes_scene(256, 512, seed=4000 + i) for i in range(40)]
+scenes = [cityscapes_scene(h, w, seed=4000 + i) for i in range(requests)]
 with runtime.load(artifact, device="cpu") as synth:
     synth(*scenes[0][:1], instances=scenes[0][1])
     latencies = []
@@ -88,9 +93,9 @@ with runtime.load(artifact, device="cpu") as synth:
         synth(ids, instances=inst)
         latencies.append((time.perf_counter() - t) * 1000)
     direct = time.perf_counter() - started
-report["direct"] = {"requests": 40, "seconds": direct, "p50_ms": float(np.percentile(latencies, 50)),
+report["direct"] = {"requests": requests, "seconds": direct, "p50_ms": float(np.percentile(latencies, 50)),
                     "p99_ms": float(np.percentile(latencies, 99))}
-print(f"direct runtime calls: {40 / direct:.2f} req/s, p50 {report['direct']['p50_ms']:.1f} ms, "
+print(f"direct runtime calls: {requests / direct:.2f} req/s, p50 {report['direct']['p50_ms']:.1f} ms, "
       f"p99 {report['direct']['p99_ms']:.1f} ms")
 url = serve.start(artifact, serve.ServeOptions(port=8137, replicas=2, gpus_per_replica=0), log=lambda line: None)
 client = SynthesisClient(url)
@@ -110,10 +115,10 @@ for concurrency in (1, 2, 4):
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, scenes))
     seconds = time.perf_counter() - started
-    row = {"requests": 40, "seconds": seconds, "p50_ms": float(np.percentile(latencies, 50)),
+    row = {"requests": requests, "seconds": seconds, "p50_ms": float(np.percentile(latencies, 50)),
            "p99_ms": float(np.percentile(latencies, 99))}
     report["serve"][concurrency] = row
-    print(f"Ray Serve, 2 replicas, concurrency {concurrency}: {40 / seconds:.2f} req/s "
+    print(f"Ray Serve, 2 replicas, concurrency {concurrency}: {requests / seconds:.2f} req/s "
           f"({direct / seconds:.2f}x direct), p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms")
 serve.shutdown()
 ray.shutdown()

@@ -11,7 +11,7 @@
 # warm-up, an engine on a second GPU, memory against cudaMemGetInfo) with a time limit each, and leaves
 # everything in RESULTS_DIR. What cannot run there (TensorRT engines, ONNX Runtime on CUDA, a second GPU)
 # is skipped with a line saying why.
-# CRN_GPU_SUITE_SIZE=small runs the same steps on small models: the rehearsal on a machine without
+# CRN_SUITE_SIZE=small runs the same steps on small models: the rehearsal on a machine without
 # a GPU, in a venv holding only what the GPU image holds (see benchmarks/README.md).
 set -uo pipefail
 results=${1:?results folder}

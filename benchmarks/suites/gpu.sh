@@ -5,7 +5,7 @@
 # of its targets: not H100/H200), and the PyTorch reference on CUDA with CUDA graphs on
 # and off; then the streaming loop (crn-run) on the synthetic scene against the engine alone.
 # Needs the export extra and a CUDA torch; add the tensorrt extra for engines. A step that cannot run
-# here says why and the suite goes on. CRN_GPU_SUITE_SIZE=small: the same steps on small-256p.
+# here says why and the suite goes on. CRN_SUITE_SIZE=small: the same steps on small-256p.
 # On the lent GPU machine, run benchmarks/suites/gpu-machine.sh instead: it installs and calls this.
 # Usage: benchmarks/suites/gpu.sh RESULTS_DIR [ENGINES_DIR]
 set -uo pipefail
@@ -14,7 +14,8 @@ engines=${2:-engines/gpu}
 py=${PYTHON:-python3}
 crn() { "$py" -m "crn_deploy.cli.$1" "${@:2}"; }
 mkdir -p "$results"
-if [ "${CRN_GPU_SUITE_SIZE:-full}" = small ]; then
+. "$(dirname "$0")/rehearsal.sh"
+if rehearsal; then
     models=("small-256p 256x512"); frames=20; iterations=3; duration=0
 else
     models=("cityscapes-512p 512x1024" "cityscapes-1024p 1024x2048"); frames=200; iterations=20; duration=3

@@ -430,7 +430,8 @@ def _take_stock(output: str, store: Store | None, inputs: dict[str, str], names:
 def _plan(names: list[str], disk, digest: str, overwrite: bool, record: RunRecord, output: str):
     """(The names whose pictures are there, of this artifact: skipped; those cut short: painted again). Pictures
     of another artifact (or of none named) are refused in one line unless ``overwrite``."""
-    repaint = [n for n in names if n in set(disk.damaged)]
+    damaged = set(disk.damaged)
+    repaint = [n for n in names if n in damaged]
     if overwrite:
         return set(), repaint
     others = [n for n in names if n in disk.artifacts and disk.artifacts[n] != digest]
