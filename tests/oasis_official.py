@@ -6,6 +6,7 @@ from train-mode passes, ``torch.save(netEMA.state_dict(), 'checkpoints/<name>/mo
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ def official_state(config: OASISConfig, seed: int = 0, steps: int = 3) -> dict[s
     """A trained-looking state_dict (208 keys at every width): ``weight_orig``/``weight_u``/``weight_v`` after
     ``steps`` power iterations, running statistics after ``steps`` momentum updates. spectral_norm draws its
     first u and v from torch's global generator: seeded here in a forked state."""
+    # The weights' shapes do not depend on the crop size: warmed up at 128 at most (a 512 crop paints 256x512)
+    config = replace(config, crop_size=min(config.crop_size, 128))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = oasis.random_init(oasis.OASISGenerator(config), seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..sizes import Sizes, parse_resolution
 from ..errors import UsageError
-from ..families import FAMILIES, config_fields_from_options, family, find_preset
+from ..families import FAMILIES, config_fields_from_options, family, family_of_config, find_preset
 from ..precisions import FP16
 from ..precisions import NAMES as PRECISIONS
 from ..precisions import precision
@@ -116,6 +116,7 @@ def _export(args) -> int:
     if config is not None and options:
         config = _with_options(config, options)
     if args.random_weights:
+        _sizes(args, family_of_config(config), config)  # before hundreds of millions of weights are drawn
         source = random_model(config, args.seed, args.preset)
         name = args.name or f"{args.preset}-seed{args.seed}"
     else:
@@ -125,10 +126,7 @@ def _export(args) -> int:
         if "options_file" in source.source:
             log(f"{PROG}: the training run's options from {source.source['options_file']}")
     fam, config = family(source.family), source.config
-    resolutions = args.resolutions or [fam.native_resolution(config)]
-    sizes = [Sizes(r, o) for r, o in zip(resolutions, args.output_resolutions or resolutions, strict=True)]
-    for size in sizes:  # checked once, here; passed on as they are
-        fam.check_sizes(size, config)
+    sizes = _sizes(args, fam, config)
     log(f"{PROG}: {name}: {fam.describe(config)} -> {', '.join(map(str, sizes))} x "
         f"{', '.join(p.name for p in args.precisions)}")
     options = ExportOptions(sizes, args.precisions, args.out, name, args.batch, args.samples,
@@ -138,6 +136,16 @@ def _export(args) -> int:
     write_triton(args, manifests, ("onnxruntime", *([chosen.triton] if chosen and chosen.triton else [])), PROG)
     log(f"{PROG}: {len(manifests)} artifact(s) in {args.out}/. Next: crn-bench {args.out}")
     return 0
+
+
+def _sizes(args, fam, config) -> list[Sizes]:
+    """The sizes asked for (the family's native one by default), each checked against the model: passed on as
+    they are."""
+    resolutions = args.resolutions or [fam.native_resolution(config)]
+    sizes = [Sizes(r, o) for r, o in zip(resolutions, args.output_resolutions or resolutions, strict=True)]
+    for size in sizes:
+        fam.check_sizes(size, config)
+    return sizes
 
 
 def _with_options(config, options: dict[str, str]):
