@@ -15,6 +15,7 @@ import pytest
 
 from crn_deploy import runtime
 from crn_deploy.cli.run import main as run_main
+from crn_deploy.cli.serve import main as serve_main
 from crn_deploy.data.label_mapping import load_label_map, resolve_label_map
 from crn_deploy.data.label_maps import decode_label_map, find_label_files, label_batch
 from crn_deploy.data.simulator_labels import CARLA_0_9_13_TAGS, CARLA_TAGS
@@ -23,6 +24,7 @@ from crn_deploy.data.synthetic import street_layout
 from crn_deploy.errors import UsageError
 from crn_deploy.labels import ADE20K, CITYSCAPES, CITYSCAPES_LABEL_IDS, VOID_ID, UnknownColors
 from crn_deploy.runtime.stream import StreamOptions, run_stream
+from crn_deploy.scale import cluster
 
 from .conftest import TINY_RES
 from .simulator_frames import bgra, palette_of, replicator_folder, replicator_frame, tags_of, write_png
@@ -103,7 +105,8 @@ def test_tags_past_the_table_become_void_and_are_counted_or_refused():
         resolve_label_map("carla-palette", CITYSCAPES).map_colors(colours, strict=True)
 
 
-def test_a_mapping_naming_a_class_the_label_set_lacks_is_refused_in_one_line(tmp_path, tiny_artifacts, capsys):
+def test_a_mapping_naming_a_class_the_label_set_lacks_is_refused_in_one_line(tmp_path, tiny_artifacts, capsys,
+                                                                             monkeypatch):
     with pytest.raises(UsageError) as refused:
         resolve_label_map("carla", ADE20K)
     assert "'traffic sign'" in str(refused.value) and "'ade20k' label set lacks" in str(refused.value)
@@ -116,6 +119,10 @@ def test_a_mapping_naming_a_class_the_label_set_lacks_is_refused_in_one_line(tmp
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "maps id 2 to 'lane marking' nor 'kerb', which the 'cityscapes' label set lacks" in err
     assert not (tmp_path / "o").exists()
+    monkeypatch.setattr(cluster, "connected", lambda *a, **k: pytest.fail("crn-serve started Ray for a bad mapping"))
+    assert serve_main([artifact, "--label-map", str(mapping)]) == 2  # refused before Ray starts
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "which the 'cityscapes' label set lacks" in err
 
 
 def test_mapping_files_in_toml_and_json_are_the_same_data_and_bad_ones_are_refused(tmp_path):

@@ -57,6 +57,11 @@ def _serve(args) -> int:
     from ..scale.cluster import connected, quiet_ray
     from ..scale.serve import ServeOptions, shutdown, start
 
+    if args.label_map is not None:  # before Ray starts: a mapping the artifact's label set cannot take
+        from ..data.label_mapping import resolve_label_map
+        from ..manifest import Manifest, manifest_for
+
+        resolve_label_map(args.label_map, Manifest.read(manifest_for(args.artifact)).label_set)
     options = ServeOptions(port=args.port, host=args.host, replicas=args.replicas,
                            gpus_per_replica=args.gpus_per_replica, max_batch=args.max_batch,
                            batch_wait_ms=args.batch_wait_ms, threads=args.threads, address=args.ray,
