@@ -7,6 +7,7 @@ with no unknown-colour notice; a mapping naming a class the set lacks is refused
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -21,7 +22,7 @@ from crn_deploy.data.label_maps import decode_label_map, find_label_files, label
 from crn_deploy.data.simulator_labels import CARLA_0_9_13_TAGS, CARLA_TAGS
 from crn_deploy.data.streams import CallbackSink, CarlaSource, IterableSource, carla_tags
 from crn_deploy.data.synthetic import street_layout
-from crn_deploy.errors import UsageError
+from crn_deploy.errors import CrnError, UsageError
 from crn_deploy.labels import ADE20K, CITYSCAPES, CITYSCAPES_LABEL_IDS, VOID_ID, UnknownColors
 from crn_deploy.runtime.stream import StreamOptions, run_stream
 from crn_deploy.scale import cluster
@@ -255,6 +256,27 @@ def test_three_simulator_formats_of_one_scene_paint_the_train_id_maps_picture(ti
                    for a, s in zip(side_by_side, scenes, strict=True))
         for synth in (plain, raw, palette):
             assert synth.unknown_colors.unknown == 0 and not synth.unknown_colors.unmapped
+
+
+def test_a_stream_waiting_for_carla_frames_ends_when_a_later_stage_fails(tiny_artifacts):
+    """The sensor callback may never push again (the simulator paused): a failed sink must still end the stream."""
+    def failing_sink(picture):
+        raise OSError("disk full")
+
+    with runtime.load(tiny_artifacts["fp32"].artifact_path, label_map="carla") as synth:
+        source = CarlaSource(synth.label_set, "carla")
+        source.push(bgra(tags_of(street_layout(*TINY_RES, seed=1))))  # one frame, then the simulator pauses
+        ended = []
+
+        def stream():
+            with pytest.raises(CrnError, match="disk full"):
+                run_stream(synth, source, CallbackSink(failing_sink))
+            ended.append(True)
+
+        runner = threading.Thread(target=stream, daemon=True)
+        runner.start()
+        runner.join(60)
+        assert ended, "the stream still waits for a frame after its sink failed"
 
 
 @pytest.fixture(scope="module")

@@ -198,6 +198,10 @@ class CarlaSource:
             self._closed = True
             self._changed.notify_all()
 
+    def stop_waiting(self) -> None:
+        """The stream stopped (Ctrl-C, or a later stage failed): it waits for no more frames."""
+        self.close()
+
     def __iter__(self) -> Iterator[Named]:
         frames = self.frames if self.frames is not None else self._pushed()
         for index, frame in enumerate(frames):

@@ -146,6 +146,7 @@ class _Stream:
         except KeyboardInterrupt as interrupt:
             self.stats.interrupted, self.stats.interruption = True, interrupt
             self.stop.set()
+            self._source_stops_waiting()
             # Only the encoder touches the sink: once it has let go, the sink can be closed. The other
             # stages may be inside a long call (a forward pass); they are daemons and are not waited for.
             threads[2].join(5)
@@ -170,6 +171,7 @@ class _Stream:
         except BaseException as error:  # reported by run(), never swallowed
             self.errors.append((stage, error))
             self.stop_producing.set()
+            self._source_stops_waiting()
             if downstream is None:
                 self.stop.set()
             else:
@@ -177,6 +179,13 @@ class _Stream:
                     self._put(downstream, _END)
                 except _Stop:
                     pass
+
+    def _source_stops_waiting(self) -> None:
+        """A source fed from elsewhere (a simulator's sensor callback) may be waiting for a frame that never comes:
+        where it can (``stop_waiting``), it ends its iteration, so that the decode stage ends too."""
+        stop_waiting = getattr(self.source, "stop_waiting", None)
+        if stop_waiting is not None:
+            stop_waiting()
 
     # queue helpers that give up when the stream is stopping ------------------------------------
     def _put(self, q: queue.Queue, item, producing: bool = False) -> None:
