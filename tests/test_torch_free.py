@@ -120,29 +120,25 @@ def _needs(thin, module: str, library: str) -> None:
         pytest.skip(message)
 
 
-def _copy_artifact(engines: Path, stem: str, folder: Path) -> None:
+def _built(thin, engines: Path, folder: Path, stem: str, target: str, *options: str) -> dict:
+    """crn-build in the torch-free environment, on a copy of the artifact: the engine's record in its manifest."""
     for suffix in (".onnx", ".json"):
         shutil.copy(engines / f"{stem}{suffix}", folder)
+    result = thin("-m", "crn_deploy.cli.build", str(folder / f"{stem}.onnx"), "--target", target, *options)
+    assert result.returncode == 0, result.stderr
+    return json.loads((folder / f"{stem}.json").read_text())[f"{target}_engine"]
 
 
 def test_crn_build_makes_rtx_engines_without_torch_or_a_gpu(thin, engines, tmp_path):
     _needs(thin, "tensorrt_rtx", "TensorRT-RTX")
-    _copy_artifact(engines, "tiny-64x96-fp16", tmp_path)
-    result = thin("-m", "crn_deploy.cli.build", str(tmp_path / "tiny-64x96-fp16.onnx"), "--target", "rtx",
-                  "--compute-capability", "86,89")
-    assert result.returncode == 0, result.stderr
-    record = json.loads((tmp_path / "tiny-64x96-fp16.json").read_text())["rtx_engine"]
+    record = _built(thin, engines, tmp_path, "tiny-64x96-fp16", "rtx", "--compute-capability", "86,89")
     assert record["runtime"] == "TensorRT-RTX" and record["compute_capabilities"] == ["8.6", "8.9"]
     assert (tmp_path / "tiny-64x96-fp16.rtx.engine").stat().st_size == record["size_bytes"]
 
 
 def test_crn_build_makes_openvino_engines_without_torch_checked_against_the_fp32_artifact(thin, engines, tmp_path):
     _needs(thin, "openvino", "OpenVINO")
-    _copy_artifact(engines, "tiny-64x96-fp32", tmp_path)
-    result = thin("-m", "crn_deploy.cli.build", str(tmp_path / "tiny-64x96-fp32.onnx"), "--target", "openvino",
-                  "--precision", "fp32")
-    assert result.returncode == 0, result.stderr
-    record = json.loads((tmp_path / "tiny-64x96-fp32.json").read_text())["openvino_engine"]
+    record = _built(thin, engines, tmp_path, "tiny-64x96-fp32", "openvino", "--precision", "fp32")
     assert record["parity"]["reference"] == "tiny-64x96-fp32.onnx (onnxruntime-cpu)"
     assert record["parity"]["max_abs"] <= 1 and record["inference_precision"] == "fp32"
     engine = tmp_path / "tiny-64x96-fp32.openvino.engine"
