@@ -70,6 +70,7 @@ def tiny_family_artifacts(request, tmp_path_factory):
     return export_tiny(source, out, resolutions=(resolution,), name=preset)
 
 
+@pytest.mark.slow  # the quick tier builds one engine per family already (test_conformance.py)
 def test_every_family_builds_rtx_engines_in_fp32_and_fp16(tiny_family_artifacts):
     for manifest in tiny_family_artifacts:
         build_engine(manifest, BuildOptions(target=RTX), log=lambda _: None)

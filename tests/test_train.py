@@ -149,6 +149,7 @@ def test_cli_trains_resumes_grows_and_exports(tmp_path, capsys):
 DEMO_MODEL = __import__("crn_deploy.cli.demo", fromlist=["DEMO_MODEL"]).DEMO_MODEL
 
 
+@pytest.mark.slow  # 256x512 twice over: CI runs it, the quick tier leaves it out
 @pytest.mark.skipif(not DEMO_MODEL.is_file(), reason="the shipped demo model is not in this checkout")
 def test_the_shipped_demo_model_reaches_20_db_and_exports_within_the_parity_bar(tmp_path):
     from crn_deploy.training.train import held_out_psnr
