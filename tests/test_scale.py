@@ -252,10 +252,13 @@ def test_the_write_gate_publishes_nothing_once_closed_and_holds_the_stop_for_a_b
 
 
 def _actor_pids(name_part: str) -> set[int]:
-    """Live Ray worker processes running an actor of this class: Ray titles them ``ray::<Class>...``
-    (the state API would need the dashboard, which the ``ray`` extra does not install)."""
-    found = set()
-    for proc in Path("/proc").iterdir():
+    """Live Ray worker processes of this process's Ray (its descendants: another test process may run a Ray of its
+    own) running an actor of this class: Ray titles them ``ray::<Class>...`` (the state API would need the
+    dashboard, which the ``ray`` extra does not install)."""
+    import psutil
+
+    found, ours = set(), {p.pid for p in psutil.Process().children(recursive=True)}
+    for proc in (Path("/proc") / str(pid) for pid in ours):
         try:
             title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             state = (proc / "stat").read_text().split(")")[-1].split()[0]
@@ -507,9 +510,18 @@ def test_crn_run_ray_on_one_machine_listens_on_loopback_only_says_only_its_own_l
     assert err == "" and all(line.startswith(("crn-run: ", "Ray ")) for line in out.splitlines()), out
     assert len(list((tmp_path / "out").rglob("*.png"))) == 40
     deadline = time.time() + 10  # Ray's processes end with the command (a raylet may take a moment)
-    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants) and time.time() < deadline:
+    while [p for p in descendants if _alive(p)] and time.time() < deadline:
         time.sleep(0.2)
-    assert [p.name() for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert [p.name() for p in descendants if _alive(p)] == []
+
+
+def _alive(process) -> bool:
+    """Running and not a zombie; False also for a process that ends while it is asked."""
+    psutil = pytest.importorskip("psutil")
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ProcessLookupError):
+        return False
 
 
 def _listening(pid: int) -> list[tuple[str, str, int]]:

@@ -18,6 +18,7 @@ mkdir -p "$results" "$work"
 import json
 import platform
 import shutil
+import socket
 import statistics
 import sys
 import time
@@ -97,7 +98,10 @@ report["direct"] = {"requests": requests, "seconds": direct, "p50_ms": float(np.
                     "p99_ms": float(np.percentile(latencies, 99))}
 print(f"direct runtime calls: {requests / direct:.2f} req/s, p50 {report['direct']['p50_ms']:.1f} ms, "
       f"p99 {report['direct']['p99_ms']:.1f} ms")
-url = serve.start(artifact, serve.ServeOptions(port=8137, replicas=2, gpus_per_replica=0), log=lambda line: None)
+with socket.socket() as probe:  # a free port: another service (or test) may hold any fixed one
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+url = serve.start(artifact, serve.ServeOptions(port=port, replicas=2, gpus_per_replica=0), log=lambda line: None)
 client = SynthesisClient(url)
 while not client.healthy():
     time.sleep(0.2)
