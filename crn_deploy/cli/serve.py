@@ -55,17 +55,13 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args) -> int:
     require(PROG, ("ray",), "ray")
     from ..scale.cluster import connected, quiet_ray
-    from ..scale.serve import ServeOptions, shutdown, start
+    from ..scale.serve import ServeOptions, check_label_map, shutdown, start
 
-    if args.label_map is not None:  # before Ray starts: a mapping the artifact's label set cannot take
-        from ..data.label_mapping import resolve_label_map
-        from ..manifest import Manifest, manifest_for
-
-        resolve_label_map(args.label_map, Manifest.read(manifest_for(args.artifact)).label_set)
     options = ServeOptions(port=args.port, host=args.host, replicas=args.replicas,
                            gpus_per_replica=args.gpus_per_replica, max_batch=args.max_batch,
                            batch_wait_ms=args.batch_wait_ms, threads=args.threads, address=args.ray,
                            max_body_bytes=args.max_body_bytes, label_map=args.label_map)
+    check_label_map(args.artifact, options)  # before Ray starts
     with quiet_ray(), connected(args.ray, log):  # Ray ends with the command where the command started it
         try:
             url = start(args.artifact, options, log)

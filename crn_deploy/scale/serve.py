@@ -235,17 +235,23 @@ def build_app(artifact: str, options: ServeOptions, gpus: float):
     return SynthesisDeployment.bind()
 
 
+def check_label_map(artifact, options: ServeOptions) -> None:
+    """A mapping the artifact's label set cannot take is refused here, once, before Ray: not in every replica."""
+    from ..data.label_mapping import resolve_label_map
+    from ..manifest import Manifest, manifest_for
+
+    if options.label_map is not None:
+        resolve_label_map(options.label_map, Manifest.read(manifest_for(artifact)).label_set)
+
+
 def start(artifact: str, options: ServeOptions, log=print):
     """Start (or update) the application on a local Ray instance or an existing cluster; returns its URL."""
     from ray import serve
 
     from .batch import runs_on_cpu
-    from ..data.label_mapping import resolve_label_map
-    from ..manifest import Manifest, manifest_for
     from .cluster import connect
 
-    # a mapping the artifact's label set cannot take is refused here, not in every replica
-    resolve_label_map(options.label_map, Manifest.read(manifest_for(artifact)).label_set)
+    check_label_map(artifact, options)
     ray = connect(options.address, log)
     gpus = options.gpus_per_replica
     if gpus is None:
