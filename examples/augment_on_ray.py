@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import ray.data
 
 from crn_deploy.data.images import write_image
 from crn_deploy.data.streams import FolderSource, LabelFrame
@@ -35,7 +36,7 @@ def main() -> None:
     args = p.parse_args()
     options = BatchOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.ray)
 
-    ray = connect(args.ray)  # once, for both runs
+    connect(args.ray)  # once, for both runs
 
     # 1. the plain pictures, exactly as crn-run would write them
     summary = synthesize_files(args.artifact, args.labels, args.out / "plain", options)

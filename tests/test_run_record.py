@@ -96,6 +96,45 @@ def test_reconciling_the_record_with_the_output_after_a_killed_run(tmp_path):
     assert RunRecord(str(out), Store(out)).reconcile({}).damaged == ["city/m1", "city/m2"]
 
 
+def test_a_run_whose_driver_still_runs_here_is_refused_and_one_whose_driver_is_gone_is_abandoned(tmp_path):
+    """Two runs into one output at once would each rewrite the other's record: a run the record says is running,
+    whose driver process is alive on this machine and started before the run, refuses the next run in one line.
+    A driver gone, a zombie, a later process given the same number, or a driver on another machine: abandoned."""
+    import subprocess
+    import sys
+
+    from crn_deploy.errors import UsageError
+    from crn_deploy.scale.record import RunRecord
+
+    out, here = tmp_path / "out", socket.gethostname()
+
+    def running(run_id: str, started: float, pid: int, host: str = here) -> dict:
+        return {**_run(run_id, started, SHA_A, state="running"), "driver": {"host": host, "pid": pid}}
+
+    def abandoned(runs: list[dict]) -> list[str]:
+        _record_with(out, runs)
+        return RunRecord(str(out), Store(out)).abandon_running()
+
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        time.sleep(0.2)
+        _record_with(out, [running("live", time.time() + 1, driver.pid)])
+        with pytest.raises(UsageError, match=rf"another run is writing into {out} \(run live, process "
+                                             rf"{driver.pid} on this machine") as refused:
+            RunRecord(str(out), Store(out)).abandon_running()
+        assert "\n" not in str(refused.value) and "--output" in str(refused.value)
+        assert abandoned([running("reused", time.time() - 3600, driver.pid)]) == ["reused"]  # the number, reused
+        assert abandoned([running("elsewhere", time.time() + 1, driver.pid, host="another-host")]) == ["elsewhere"]
+        assert abandoned([running("mine", time.time(), os.getpid())]) == ["mine"]
+        driver.kill()
+        time.sleep(0.2)  # not waited for: a zombie
+        assert abandoned([running("zombie", time.time() + 1, driver.pid)]) == ["zombie"]
+    finally:
+        driver.kill()
+        driver.wait()
+    assert abandoned([running("gone", time.time() + 1, driver.pid)]) == ["gone"]
+
+
 def test_a_write_is_synced_before_its_rename_and_its_folder_after(tmp_path, monkeypatch):
     synced: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace

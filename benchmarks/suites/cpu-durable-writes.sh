@@ -77,7 +77,7 @@ for round_ in range(rounds):
         seconds = time.perf_counter() - started
         rows.append({"what": "crn-run, single process", "fsync": on, "round": round_ + 1, "seconds": seconds,
                      "ms_per_picture": 1000 * seconds / count})
-        with quiet_ray():
+        with quiet_ray("ray.data"):
             summary = batch.synthesize_files(artifact, pattern, fresh("ray"), batch.BatchOptions(
                 workers=1, gpus_per_worker=0), log=lambda line: None)
         assert summary.written == count, summary

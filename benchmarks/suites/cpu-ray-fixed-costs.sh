@@ -4,7 +4,9 @@
 # Each command runs as a user runs it (a fresh process, timed from outside), alternating single-process and
 # --ray --workers 1, ROUNDS times (default 3). Each run is split into start (command start -> first picture on
 # disk: Python, Ray's start and the artifact's opening), steady (first -> last picture) and exit (the summary line ->
-# the process gone). Ray's own fixed cost is measured beside: ray.init + one task + ray.shutdown in a fresh process.
+# the process gone). Ray's own fixed costs are measured beside, each in a fresh process: ray.init + one task +
+# ray.shutdown, and each round Ray Data alone running a pipeline of the same shape with functions that do nothing
+# (its start: to its first row).
 # About 5 minutes on 2 cores.
 # Usage: benchmarks/suites/cpu-ray-fixed-costs.sh RESULTS_DIR [WORK_DIR]
 set -euo pipefail
@@ -83,12 +85,45 @@ def bare_ray() -> float:
     return time.perf_counter() - started
 
 
+# Ray Data's own pipeline of crn-run --ray's shape, with functions that do nothing: as many rows, in batches as
+# large, a task pool of 2, an actor pool of 1 holding a CPU, a task pool of 2; read to the end
+BARE_RAY_DATA = f"""
+import ray, ray.data
+ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+ray.data.DataContext.get_current().enable_progress_bars = False
+class Nothing:
+    def __call__(self, batch):
+        return batch
+def nothing(batch):
+    return batch
+tasks = dict(batch_size=64, num_cpus=0.5, compute=ray.data.TaskPoolStrategy(size=2))
+rows = ray.data.from_items([{{"name": f"{{i:06d}}"}} for i in range({count})]).map_batches(nothing, **tasks)
+rows = rows.map_batches(Nothing, batch_size=64, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=1))
+for i, _ in enumerate(rows.map_batches(nothing, **tasks).iter_rows()):
+    if i == 0:
+        print("first", flush=True)
+print("last", flush=True)
+ray.shutdown()
+"""
+
+
+def bare_ray_data() -> dict:
+    """Ray Data's own start (to its first row) and whole run for a pipeline of this shape, from outside."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", BARE_RAY_DATA], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    marks = {line.strip(): time.perf_counter() for line in process.stdout}
+    assert process.wait() == 0 and "first" in marks, marks
+    return {"start_s": marks["first"] - started, "wall_s": time.perf_counter() - started}
+
+
 rows = []
 for round_ in range(int(os.environ.get("ROUNDS", 3))):
     single = timed("single", [])
     ray_run = timed("ray", ["--ray", "--workers", "1"])
     ray_run["vs_single"] = single["wall_s"] / ray_run["wall_s"]
     rows += [{**single, "round": round_}, {**ray_run, "round": round_}]
+    rows.append({"command": "Ray Data alone, same shape", **bare_ray_data(), "round": round_})
 bare = bare_ray()
 load = os.getloadavg()
 print(f"{count} maps 64x128 (spade-tiny FP32 ONNX, labels + instances), {platform.processor() or platform.machine()}, "
@@ -97,8 +132,9 @@ print(f"{'round':>5} {'command':30} {'wall s':>7} {'start s':>8} {'steady s':>9}
       f" {'whole-command vs single':>24}")
 for row in rows:
     ratio = f"{row['vs_single']:.2f}x" if "vs_single" in row else ""
-    print(f"{row['round']:>5} {row['command']:30} {row['wall_s']:7.1f} {row['start_s']:8.1f} {row['steady_s']:9.1f} "
-          f"{row['steady_fps']:11.1f} {row['exit_s']:7.2f} {ratio:>24}")
+    steady = f"{row['steady_s']:9.1f} {row['steady_fps']:11.1f} {row['exit_s']:7.2f}" if "steady_s" in row else \
+        f"{'':9} {'':11} {'':7}"
+    print(f"{row['round']:>5} {row['command']:30} {row['wall_s']:7.1f} {row['start_s']:8.1f} {steady} {ratio:>24}")
 print(f"Ray's own fixed cost (fresh process: import, ray.init, one task, ray.shutdown): {bare:.1f} s")
 (results / "fixed-costs.json").write_text(json.dumps({"rows": rows, "bare_ray_s": bare, "maps": count,
                                                        "load_average": load}, indent=1))

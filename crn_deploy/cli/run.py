@@ -115,7 +115,7 @@ def _run_ray(args) -> int:
                            address=None if args.ray == "local" else args.ray, overwrite=args.overwrite,
                            threads=args.threads, cpus_per_worker=args.cpus_per_worker,
                            strict_colors=args.strict_colors, label_map=args.label_map)
-    with quiet_ray():
+    with quiet_ray("ray.data"):
         summary = synthesize_files(args.artifact, args.input, str(args.output), options,
                                    lambda line: log(f"{PROG}: {line}"))
     log(f"{PROG}: {summary.line()}")

@@ -62,7 +62,7 @@ def _serve(args) -> int:
                            batch_wait_ms=args.batch_wait_ms, threads=args.threads, address=args.ray,
                            max_body_bytes=args.max_body_bytes, label_map=args.label_map)
     check_label_map(args.artifact, options)  # before Ray starts
-    with quiet_ray(), connected(args.ray, log):  # Ray ends with the command where the command started it
+    with quiet_ray("ray.serve"), connected(args.ray, log):  # Ray ends with the command where the command started it
         try:
             url = start(args.artifact, options, log)
             log(f"{PROG}: serving {args.artifact.name} at {url}/synthesize ({args.replicas} replica(s)); "

@@ -357,11 +357,19 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
     manifest = Manifest.read(manifest_for(Path(artifact)))
     resolve_label_map(options.label_map, manifest.label_set)  # a mapping the set cannot take stops here, not in a task
     pattern, output = for_every_node(str(pattern)), for_every_node(str(output))
-    to_parquet = output.rstrip("/").endswith(".parquet")
+    to_parquet = _is_parquet(output)
     if to_parquet and not is_uri(output) and Path(output).exists() and not options.overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it, or another --output")
-    with connected(options.address, log) as ray:
-        return _synthesize(ray, artifact, pattern, output, options, manifest, to_parquet, log)
+    with ThreadPoolExecutor(1, thread_name_prefix="crn-inputs") as helper:
+        # Listing the inputs and hashing the artifact need no Ray and write nothing: done while Ray starts, which
+        # mostly waits for its processes. Parquet inputs are listed by Ray Data, after.
+        early = None if _is_parquet(pattern) else helper.submit(_find_inputs, None, pattern, artifact)
+        with connected(options.address, log) as ray:
+            import ray.data  # noqa: F401 - the pipeline's library
+
+            ray.data.DataContext.get_current().enable_progress_bars = False
+            found = early.result() if early else _find_inputs(ray, pattern, artifact)
+            return _synthesize(ray, artifact, found, output, options, manifest, to_parquet, log)
 
 
 def for_every_node(location: str) -> str:
@@ -369,21 +377,41 @@ def for_every_node(location: str) -> str:
     return location if is_uri(location) else os.path.abspath(location)
 
 
-def _synthesize(ray, artifact: Path, pattern: str, output: str, options: BatchOptions, manifest: Manifest,
+def _is_parquet(location: str) -> bool:
+    return location.rstrip("/").endswith(".parquet")
+
+
+@dataclass
+class _Inputs:
+    """The rows naming the label maps (a list, or a Ray Dataset for Parquet), their names in order, where each
+    came from, the pattern that found them and the SHA-256 of the artifact that paints them."""
+    rows: list | object
+    names: list[str]
+    where: dict[str, str]
+    pattern: str
+    digest: str
+
+
+def _find_inputs(ray, pattern: str, artifact: Path) -> _Inputs:
+    """``ray`` is needed for Parquet inputs only."""
+    rows, names = _inputs(ray, pattern)
+    where = {r["name"]: r["input"] for r in rows} if isinstance(rows, list) else {n: f"row {n}" for n in names}
+    return _Inputs(rows, names, where, pattern, artifact_sha256(artifact))
+
+
+def _synthesize(ray, artifact: Path, found: _Inputs, output: str, options: BatchOptions, manifest: Manifest,
                 to_parquet: bool, log: Callable[[str], None]) -> BatchSummary:
-    rows, names = _inputs(ray, pattern, manifest)
-    digest = artifact_sha256(artifact)
+    rows, names, digest = found.rows, found.names, found.digest
     store = None if to_parquet else Store(output)
     if store is not None:
         store.check_writable()
         check_shared(ray, store, log)
-    inputs = {r["name"]: r["input"] for r in rows} if isinstance(rows, list) else {n: f"row {n}" for n in names}
-    record, done, repaint = _take_stock(output, store, inputs, names, digest, options.overwrite, log)
+    record, done, repaint = _take_stock(output, store, found.where, names, digest, options.overwrite, log)
     if isinstance(rows, list):  # skipped on the driver: a filter task would wait for CPUs the actors hold
         dataset = ray.data.from_items([r for r in rows if r["name"] not in done])
     else:
         dataset = rows.filter(lambda row: str(row["name"]) not in done, num_cpus=0) if done else rows
-    record.begin(artifact, digest, pattern, options.workers)
+    record.begin(artifact, digest, found.pattern, options.workers)
     started = time.perf_counter()
     unknown = 0
     unreadable: list[str] = []
@@ -400,7 +428,7 @@ def _synthesize(ray, artifact: Path, pattern: str, output: str, options: BatchOp
         left = _stop(ray, gate)
         raise
     finally:
-        _end(record, state, len(done), time.perf_counter() - started, unreadable, inputs, log)
+        _end(record, state, len(done), time.perf_counter() - started, unreadable, found.where, log)
         if state == "interrupted":
             log(_stopped(record, output, len(names) - len(done), left, store is None))
     if unknown:
@@ -502,9 +530,9 @@ def _end(record: RunRecord, state: str, skipped: int, seconds: float, unreadable
     record.finish(state, skipped, seconds, unreadable)
 
 
-def _inputs(ray, pattern: str, manifest: Manifest):
+def _inputs(ray, pattern: str):
     """(rows naming their label maps: a list, or a Ray Dataset for Parquet; the names in order)."""
-    if str(pattern).rstrip("/").endswith(".parquet"):
+    if _is_parquet(pattern):
         dataset = ray.data.read_parquet(str(pattern))
         names = [str(r["name"]) for r in dataset.select_columns(["name"]).take_all()]
         return dataset.map(lambda row: {**row, "input": f"row {row['name']}"}), names

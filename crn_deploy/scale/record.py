@@ -8,7 +8,9 @@ got its row) is checked whole, given its artifact from its chunk and its run by 
 before it was written: runs into one output one at a time); a picture cut short (a crash, a power loss) is
 dropped from the record and painted again; an entry whose picture is gone is dropped. Between those, rows from
 the writing tasks add their pictures as they arrive (with the node that wrote each). A run the record still says
-is ``running`` when the next one starts was killed: it becomes ``abandoned``.
+is ``running`` when the next one starts was killed: it becomes ``abandoned``; unless its driver still runs on
+this machine, in which case the next run is refused (two runs into one output would each rewrite the other's
+record).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class RunRecord:
 
     def __init__(self, output: str, store: Store | None) -> None:
         self.pictures_store = store
-        output = str(output).rstrip("/")
+        output = self.output = str(output).rstrip("/")
         self.store = store if store is not None else Store(output.rsplit("/", 1)[0] if "/" in output else ".")
         self.name = RECORD_NAME if store is not None else f"{output.rsplit('/', 1)[-1]}.record.json"
         self.path = self.store.uri(self.name)
@@ -71,8 +73,15 @@ class RunRecord:
         return {"format": FORMAT, "written": [], "runs": []}
 
     def abandon_running(self) -> list[str]:
-        """Runs still ``running``: their drivers were killed or lost. They become ``abandoned``."""
+        """Runs still ``running``: their drivers were killed or lost. They become ``abandoned``. One whose driver
+        still runs here is refused in one line."""
         left = [r for r in self.data["runs"] if r.get("state") == "running"]
+        for run in left:
+            driver = run.get("driver") or {}
+            if driver.get("host") == socket.gethostname() and _driver_runs(driver.get("pid"), run.get("started")):
+                raise UsageError(f"another run is writing into {self.output} (run {run['run']}, process "
+                                 f"{driver['pid']} on this machine, started {run.get('started')}): let it end (or "
+                                 "stop it) and run again, or give another --output")
         for run in left:
             run["state"] = "abandoned"
         return [r["run"] for r in left]
@@ -186,6 +195,27 @@ def is_picture(name: str) -> bool:
 
 def read_record(output: str | Path) -> dict:
     return json.loads(Store(output).read(RECORD_NAME))
+
+
+def _driver_runs(pid, started: str | None) -> bool:
+    """Whether process ``pid`` runs and is the one that started a run at ``started``: not ended, not a zombie,
+    not this process, and not a later process given the same number (where its start time can be read)."""
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it runs
+        pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, IndexError, ValueError, StopIteration):  # no /proc (not Linux): it runs
+        return True
+    process_started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return fields[0] != "Z" and process_started <= _timestamp(started) + 1.0  # btime is whole seconds
 
 
 def _timestamp(iso: str | None) -> float:
