@@ -96,43 +96,59 @@ def test_reconciling_the_record_with_the_output_after_a_killed_run(tmp_path):
     assert RunRecord(str(out), Store(out)).reconcile({}).damaged == ["city/m1", "city/m2"]
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="a live driver is told by /proc (Linux)")
 def test_a_run_whose_driver_still_runs_here_is_refused_and_one_whose_driver_is_gone_is_abandoned(tmp_path):
     """Two runs into one output at once would each rewrite the other's record: a run the record says is running,
-    whose driver process is alive on this machine and started before the run, refuses the next run in one line.
-    A driver gone, a zombie, a later process given the same number, or a driver on another machine: abandoned."""
+    whose driver is the live process under its number (same boot, PID namespace and start time), refuses the next
+    run in one line, before anything is written. Anything else is abandoned: the number given to a later process,
+    another boot or namespace, a record without them, a zombie, a process gone."""
+    import re
     import subprocess
     import sys
 
     from crn_deploy.errors import UsageError
-    from crn_deploy.scale.record import RunRecord
+    from crn_deploy.scale.record import RunRecord, process_identity
 
-    out, here = tmp_path / "out", socket.gethostname()
+    out = tmp_path / "out"
 
-    def running(run_id: str, started: float, pid: int, host: str = here) -> dict:
-        return {**_run(run_id, started, SHA_A, state="running"), "driver": {"host": host, "pid": pid}}
+    def running(run_id: str, pid: int, **identity) -> dict:
+        driver = {"host": socket.gethostname(), "pid": pid, **process_identity(pid), **identity}
+        return {**_run(run_id, time.time(), SHA_A, state="running"), "driver": driver}
 
-    def abandoned(runs: list[dict]) -> list[str]:
-        _record_with(out, runs)
+    def abandoned(run: dict) -> list[str]:
+        _record_with(out, [run])
         return RunRecord(str(out), Store(out)).abandon_running()
 
     driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        time.sleep(0.2)
-        _record_with(out, [running("live", time.time() + 1, driver.pid)])
-        with pytest.raises(UsageError, match=rf"another run is writing into {out} \(run live, process "
-                                             rf"{driver.pid} on this machine") as refused:
+        live = running("live", driver.pid)
+        _record_with(out, [live])
+        before = (out / "crn-run-record.json").read_bytes()
+        with pytest.raises(UsageError, match=re.escape(f"another run is writing into {out} (run live, process "
+                                                       f"{driver.pid} on this machine")) as refused:
             RunRecord(str(out), Store(out)).abandon_running()
         assert "\n" not in str(refused.value) and "--output" in str(refused.value)
-        assert abandoned([running("reused", time.time() - 3600, driver.pid)]) == ["reused"]  # the number, reused
-        assert abandoned([running("elsewhere", time.time() + 1, driver.pid, host="another-host")]) == ["elsewhere"]
-        assert abandoned([running("mine", time.time(), os.getpid())]) == ["mine"]
+        assert (out / "crn-run-record.json").read_bytes() == before
+        ticks = live["driver"]["start_ticks"]
+        assert abandoned(running("reused", driver.pid, start_ticks=ticks - 1)) == ["reused"]
+        assert abandoned(running("rebooted", driver.pid, boot_id="another boot")) == ["rebooted"]
+        assert abandoned(running("contained", driver.pid, pid_namespace="pid:[1]")) == ["contained"]
+        older = running("older", driver.pid)
+        older["driver"] = {"host": socket.gethostname(), "pid": driver.pid}
+        assert abandoned(older) == ["older"]
+        assert abandoned(running("mine", os.getpid())) == ["mine"]
         driver.kill()
-        time.sleep(0.2)  # not waited for: a zombie
-        assert abandoned([running("zombie", time.time() + 1, driver.pid)]) == ["zombie"]
+        os.waitid(os.P_PID, driver.pid, os.WEXITED | os.WNOWAIT)  # ended, not reaped: a zombie
+        assert abandoned(live) == ["live"]
     finally:
         driver.kill()
         driver.wait()
-    assert abandoned([running("gone", time.time() + 1, driver.pid)]) == ["gone"]
+    assert abandoned(live) == ["live"]
+    record = RunRecord(str(tmp_path / "mine"), Store(tmp_path / "mine"))
+    record.begin(Path("a.onnx"), SHA_A, "in", 1)  # a run names its driver so
+    saved = json.loads((tmp_path / "mine" / "crn-run-record.json").read_text())["runs"][0]["driver"]
+    assert saved == {"host": socket.gethostname(), "pid": os.getpid(), **process_identity(os.getpid())}
+    assert set(saved) == {"host", "pid", "boot_id", "pid_namespace", "start_ticks"}
 
 
 def test_a_write_is_synced_before_its_rename_and_its_folder_after(tmp_path, monkeypatch):
@@ -188,6 +204,35 @@ def test_a_cluster_address_nothing_listens_on_is_refused_in_one_line(tiny_artifa
         err = capsys.readouterr().err
         assert code == 2 and len(err.splitlines()) == 1 and f"--ray {address}" in err and words in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="a live driver is told by /proc (Linux)")
+def test_crn_run_ray_refuses_an_output_a_live_run_writes_before_ray_starts(tiny_artifacts, tmp_path, capsys):
+    """The refusal comes before Ray is asked: with a cluster address nothing listens on, the user hears of the
+    live run, not of the cluster."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test]'")
+    import subprocess
+    import sys
+
+    from crn_deploy.cli.run import main as run_main
+    from crn_deploy.scale.record import process_identity
+
+    (tmp_path / "in").mkdir()
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "in" / "m.png"), np.zeros((64, 96), np.uint8))
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        _record_with(tmp_path / "out", [{**_run("live", time.time(), SHA_A, state="running"), "driver": {
+            "host": socket.gethostname(), "pid": driver.pid, **process_identity(driver.pid)}}])
+        code = run_main([str(tiny_artifacts["fp32"].artifact_path), "--input", str(tmp_path / "in"), "--output",
+                         str(tmp_path / "out"), "--ray", "127.0.0.1:9"])
+    finally:
+        driver.kill()
+        driver.wait()
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and "another run is writing into" in err, err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["crn-run-record.json"]
 
 
 def test_png_text_reads_chunks_in_any_order():

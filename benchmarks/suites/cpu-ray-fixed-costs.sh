@@ -7,7 +7,8 @@
 # the process gone). Ray's own fixed costs are measured beside, each in a fresh process: ray.init + one task +
 # ray.shutdown, and each round Ray Data alone running a pipeline of the same shape with functions that do nothing
 # (its start: to its first row).
-# About 5 minutes on 2 cores.
+# With psutil installed, the CPU seconds of each command's whole process tree up to its first picture, by process.
+# About 6 minutes on 2 cores.
 # Usage: benchmarks/suites/cpu-ray-fixed-costs.sh RESULTS_DIR [WORK_DIR]
 set -euo pipefail
 results=${1:?results folder}
@@ -45,6 +46,44 @@ def pictures(folder: Path) -> int:
     return found
 
 
+class TreeCpu:
+    """The CPU seconds of a process and all its descendants, by process name, as last seen (psutil, where
+    installed): sampled while the command runs, read at its first picture."""
+
+    def __init__(self, pid: int) -> None:
+        try:
+            import psutil
+        except ImportError:
+            self.root = None
+            return
+        self.psutil, self.root, self.seen = psutil, psutil.Process(pid), {}
+
+    def sample(self) -> None:
+        if self.root is None:
+            return
+        try:
+            processes = [self.root, *self.root.children(recursive=True)]
+        except self.psutil.Error:
+            return
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                self.seen[process.pid] = (process.name(), times.user + times.system)
+            except self.psutil.Error:
+                continue
+
+    def report(self) -> dict:
+        if self.root is None:
+            return {}
+        self.sample()
+        workers = [cpu for name, cpu in self.seen.values()  # Ray's agents are named ray:: too
+                   if name.startswith("ray::") and not name.endswith("Agent")]
+        return {"cpu_s_to_first": sum(cpu for _, cpu in self.seen.values()), "ray_workers_at_first": len(workers),
+                "ray_worker_cpu_s_to_first": sum(workers),
+                "cpu_s_by_process_to_first": sorted(([name, round(cpu, 2)] for name, cpu in self.seen.values()),
+                                                    key=lambda item: -item[1])}
+
+
 def timed(name: str, extra: list[str]) -> dict:
     """One command, from outside: (start, steady, exit) seconds and its whole wall clock."""
     out = work / name
@@ -62,9 +101,13 @@ def timed(name: str, extra: list[str]) -> dict:
 
     reader = threading.Thread(target=read)
     reader.start()
+    cpu = TreeCpu(process.pid)
     while process.poll() is None:
+        if "first" not in marks:
+            cpu.sample()
         if "first" not in marks and pictures(out) > 0:
             marks["first"] = time.perf_counter()
+            marks["cpu"] = cpu.report()
         if "last" not in marks and pictures(out) >= count:
             marks["last"] = time.perf_counter()
         time.sleep(0.02)
@@ -74,7 +117,7 @@ def timed(name: str, extra: list[str]) -> dict:
     last = marks.get("last", marks["summary"])
     return {"command": "crn-run " + " ".join(extra) if extra else "crn-run", "wall_s": ended - started,
             "start_s": marks["first"] - started, "steady_s": last - marks["first"],
-            "steady_fps": (count - 1) / (last - marks["first"]), "exit_s": ended - marks["summary"]}
+            "steady_fps": (count - 1) / (last - marks["first"]), "exit_s": ended - marks["summary"], **marks["cpu"]}
 
 
 def bare_ray() -> float:
@@ -112,9 +155,23 @@ def bare_ray_data() -> dict:
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-c", BARE_RAY_DATA], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
-    marks = {line.strip(): time.perf_counter() for line in process.stdout}
+    marks: dict = {}
+    cpu = TreeCpu(process.pid)
+
+    def read() -> None:
+        for line in process.stdout:
+            marks[line.strip()] = time.perf_counter()
+            if line.strip() == "first":
+                marks["cpu"] = cpu.report()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    while process.poll() is None and "first" not in marks:
+        cpu.sample()
+        time.sleep(0.02)
+    reader.join()
     assert process.wait() == 0 and "first" in marks, marks
-    return {"start_s": marks["first"] - started, "wall_s": time.perf_counter() - started}
+    return {"start_s": marks["first"] - started, "wall_s": time.perf_counter() - started, **marks["cpu"]}
 
 
 rows = []
@@ -135,6 +192,12 @@ for row in rows:
     steady = f"{row['steady_s']:9.1f} {row['steady_fps']:11.1f} {row['exit_s']:7.2f}" if "steady_s" in row else \
         f"{'':9} {'':11} {'':7}"
     print(f"{row['round']:>5} {row['command']:30} {row['wall_s']:7.1f} {row['start_s']:8.1f} {steady} {ratio:>24}")
+print("CPU seconds of each command's whole process tree up to its first picture (Ray Data alone: its first row):")
+for row in rows:
+    if "cpu_s_to_first" in row:
+        print(f"{row['round']:>5} {row['command']:30} {row['cpu_s_to_first']:6.1f} s, of which "
+              f"{row['ray_worker_cpu_s_to_first']:.1f} s in {row['ray_workers_at_first']} Ray worker processes "
+              f"({', '.join(f'{name} {cpu:.2f}' for name, cpu in row['cpu_s_by_process_to_first'][:14])})")
 print(f"Ray's own fixed cost (fresh process: import, ray.init, one task, ray.shutdown): {bare:.1f} s")
 (results / "fixed-costs.json").write_text(json.dumps({"rows": rows, "bare_ray_s": bare, "maps": count,
                                                        "load_average": load}, indent=1))

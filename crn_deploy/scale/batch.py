@@ -360,7 +360,9 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
     to_parquet = _is_parquet(output)
     if to_parquet and not is_uri(output) and Path(output).exists() and not options.overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it, or another --output")
-    with ThreadPoolExecutor(1, thread_name_prefix="crn-inputs") as helper:
+    RunRecord(output, None if to_parquet else Store(output)).refuse_a_live_run()  # before Ray: it only reads
+    helper = ThreadPoolExecutor(1, thread_name_prefix="crn-inputs")
+    try:
         # Listing the inputs and hashing the artifact need no Ray and write nothing: done while Ray starts, which
         # mostly waits for its processes. Parquet inputs are listed by Ray Data, after.
         early = None if _is_parquet(pattern) else helper.submit(_find_inputs, None, pattern, artifact)
@@ -370,6 +372,8 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
             ray.data.DataContext.get_current().enable_progress_bars = False
             found = early.result() if early else _find_inputs(ray, pattern, artifact)
             return _synthesize(ray, artifact, found, output, options, manifest, to_parquet, log)
+    finally:
+        helper.shutdown(wait=False, cancel_futures=True)  # an interrupt or a refused cluster waits for no listing
 
 
 def for_every_node(location: str) -> str:

@@ -72,16 +72,21 @@ class RunRecord:
             pass
         return {"format": FORMAT, "written": [], "runs": []}
 
-    def abandon_running(self) -> list[str]:
-        """Runs still ``running``: their drivers were killed or lost. They become ``abandoned``. One whose driver
-        still runs here is refused in one line."""
-        left = [r for r in self.data["runs"] if r.get("state") == "running"]
-        for run in left:
+    def refuse_a_live_run(self) -> None:
+        """One line for a run the record says is ``running`` whose driver process still runs on this machine: two
+        runs into one output would each rewrite the other's record."""
+        for run in self.data["runs"]:
             driver = run.get("driver") or {}
-            if driver.get("host") == socket.gethostname() and _driver_runs(driver.get("pid"), run.get("started")):
+            if run.get("state") == "running" and _is_running(driver):
                 raise UsageError(f"another run is writing into {self.output} (run {run['run']}, process "
                                  f"{driver['pid']} on this machine, started {run.get('started')}): let it end (or "
                                  "stop it) and run again, or give another --output")
+
+    def abandon_running(self) -> list[str]:
+        """Runs still ``running``: their drivers were killed or lost. They become ``abandoned`` (one whose driver
+        still runs here is refused, see ``refuse_a_live_run``)."""
+        self.refuse_a_live_run()
+        left = [r for r in self.data["runs"] if r.get("state") == "running"]
         for run in left:
             run["state"] = "abandoned"
         return [r["run"] for r in left]
@@ -156,7 +161,8 @@ class RunRecord:
     def begin(self, artifact: Path, artifact_sha256: str, pattern: str, workers: int) -> None:
         self.run = {"run": self.run_id, "artifact": str(Path(artifact).resolve()), "artifact_sha256": artifact_sha256,
                     "input": str(pattern), "workers": workers, "started": datetime.now(timezone.utc).isoformat(),
-                    "driver": {"host": socket.gethostname(), "pid": os.getpid()}, "state": "running"}
+                    "driver": {"host": socket.gethostname(), "pid": os.getpid(), **process_identity(os.getpid())},
+                    "state": "running"}
         self.data["runs"].append(self.run)
         self.save()
 
@@ -197,25 +203,36 @@ def read_record(output: str | Path) -> dict:
     return json.loads(Store(output).read(RECORD_NAME))
 
 
-def _driver_runs(pid, started: str | None) -> bool:
-    """Whether process ``pid`` runs and is the one that started a run at ``started``: not ended, not a zombie,
-    not this process, and not a later process given the same number (where its start time can be read)."""
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+def process_identity(pid: int) -> dict:
+    """What tells process ``pid`` from any other, ever, on Linux: this boot of the machine, the PID namespace its
+    number belongs to (a container's numbers are its own) and its start time in clock ticks since boot (a later
+    process given the same number starts later). Empty elsewhere, or for a process that is gone."""
+    try:
+        return {"boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                "pid_namespace": os.readlink("/proc/self/ns/pid"), "start_ticks": _stat(pid)[1]}
+    except (OSError, IndexError, ValueError):
+        return {}
+
+
+def _stat(pid: int) -> tuple[str, int]:
+    """(state, start time in clock ticks since boot) of process ``pid``, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # the name may hold ")"
+    return fields[0], int(fields[19])
+
+
+def _is_running(driver: dict) -> bool:
+    """Whether the driver a run names is a live process here: the same boot, PID namespace and start time as the
+    process now under its number, and not a zombie. A record without them (written off Linux, or by an older
+    version) names no live driver."""
+    pid = driver.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or "start_ticks" not in driver:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state, _ = _stat(pid)
+    except (OSError, IndexError, ValueError):  # gone
         return False
-    except PermissionError:  # another user's: it runs
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-    except (OSError, IndexError, ValueError, StopIteration):  # no /proc (not Linux): it runs
-        return True
-    process_started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    return fields[0] != "Z" and process_started <= _timestamp(started) + 1.0  # btime is whole seconds
+    now = process_identity(pid)
+    return state not in ("Z", "X") and bool(now) and all(driver.get(k) == v for k, v in now.items())
 
 
 def _timestamp(iso: str | None) -> float:
