@@ -207,17 +207,17 @@ def process_identity(pid: int) -> dict:
     """What tells process ``pid`` from any other, ever, on Linux: this boot of the machine, the PID namespace its
     number belongs to (a container's numbers are its own) and its start time in clock ticks since boot (a later
     process given the same number starts later). Empty elsewhere, or for a process that is gone."""
+    return _identity_and_state(pid)[0]
+
+
+def _identity_and_state(pid: int) -> tuple[dict, str]:
+    """(``process_identity``, the process's state letter from /proc/PID/stat); ({}, "") where unknown."""
     try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # the name may hold ")"
         return {"boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
-                "pid_namespace": os.readlink("/proc/self/ns/pid"), "start_ticks": _stat(pid)[1]}
+                "pid_namespace": os.readlink("/proc/self/ns/pid"), "start_ticks": int(fields[19])}, fields[0]
     except (OSError, IndexError, ValueError):
-        return {}
-
-
-def _stat(pid: int) -> tuple[str, int]:
-    """(state, start time in clock ticks since boot) of process ``pid``, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # the name may hold ")"
-    return fields[0], int(fields[19])
+        return {}, ""
 
 
 def _is_running(driver: dict) -> bool:
@@ -227,12 +227,8 @@ def _is_running(driver: dict) -> bool:
     pid = driver.get("pid")
     if not isinstance(pid, int) or pid == os.getpid() or "start_ticks" not in driver:
         return False
-    try:
-        state, _ = _stat(pid)
-    except (OSError, IndexError, ValueError):  # gone
-        return False
-    now = process_identity(pid)
-    return state not in ("Z", "X") and bool(now) and all(driver.get(k) == v for k, v in now.items())
+    now, state = _identity_and_state(pid)
+    return bool(now) and state not in ("Z", "X") and all(driver.get(k) == v for k, v in now.items())
 
 
 def _timestamp(iso: str | None) -> float:
