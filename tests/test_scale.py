@@ -148,6 +148,45 @@ def test_a_bad_label_file_among_good_ones_is_named_skipped_and_recorded_on_ray(c
     assert run["state"] == "finished" and run["written"] == 2 and len(run["unreadable"]) == 1
 
 
+def test_colours_outside_the_palette_are_counted_and_said_once_on_ray(cluster, artifacts, tmp_path, capsys):
+    """A colour label map saved as JPEG has colours between the palette's: the run says so once, as plain crn-run
+    does (the count used to be dropped by the writing stage)."""
+    from crn_deploy.cli.run import main as run_main
+    from crn_deploy.data.synthetic import street_layout
+    from crn_deploy.labels import CITYSCAPES
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    colors = CITYSCAPES.ids_to_colors(street_layout(32, 64, seed=4))[..., ::-1]
+    cv2.imwrite(str(folder / "a.png"), cv2.imdecode(cv2.imencode(".jpg", colors)[1], cv2.IMREAD_COLOR))
+    cv2.imwrite(str(folder / "b.png"), colors)
+    assert run_main([str(artifacts["small"]), "--input", str(folder), "--output", str(tmp_path / "out"),
+                     "--ray"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("had colours outside the cityscapes-labelids palette (void)") == 1, said
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2
+
+
+def test_workers_the_cluster_cannot_place_are_named_once_and_the_run_goes_on_without_them(
+        cluster, artifacts, tmp_path, monkeypatch):
+    """Three painters of one CPU each on a two-CPU cluster: the two placed paint every map, and the run says once,
+    with what each asks and what the cluster has, that the third is not placed (it never hangs on it)."""
+    monkeypatch.setattr(batch, "PLACING_S", 0.01)  # said at the first wait: a worker takes longer to start
+    folder = _label_folder(tmp_path / "in", 12, (32, 64))
+    said: list[str] = []
+    summary = batch.synthesize_files(artifacts["small"], str(folder / "**" / "*_labelIds.png"), tmp_path / "out",
+                                     batch.BatchOptions(workers=3, cpus_per_worker=1, batch_size=2), said.append)
+    assert summary.written == 12 and _written(tmp_path / "out").keys() == _written_names(folder)
+    assert 1 <= len(summary.pids) <= 2
+    waiting = [line for line in said if "Ray worker(s) not placed" in line]
+    assert len(waiting) == 1 and "each asks for 1 CPU(s)" in waiting[0] and "2 CPU(s)" in waiting[0], said
+
+
+def _written_names(folder: Path) -> set[str]:
+    """The pictures' names crn-run gives the label files of ``folder`` (each the label file's: both are PNG)."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*_labelIds.png")}
+
+
 def test_an_openvino_engine_paints_on_cpu_workers_as_a_single_process_run_does(cluster, artifacts, tmp_path):
     """A CPU engine takes the CPU painters' path: no GPU asked for, maps painted at once on its own streams."""
     pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[test]'")
@@ -497,11 +536,12 @@ def test_crn_run_ray_on_one_machine_listens_on_loopback_only_says_only_its_own_l
                                 str(folder / "**" / "*_labelIds.png"), "--output", str(tmp_path / "out"), "--ray"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"})  # nothing listens there
-    seen, descendants = set(), set()
+    seen, descendants, titles = set(), set(), set()
     while process.poll() is None:
         seen.update(_listening(process.pid))
         with contextlib.suppress(psutil.Error):
             descendants.update(psutil.Process(process.pid).children(recursive=True))
+        titles.update(_ray_titles(descendants))
         time.sleep(0.1)
     out, err = process.communicate()
     assert process.returncode == 0, err[-2000:]
@@ -509,10 +549,25 @@ def test_crn_run_ray_on_one_machine_listens_on_loopback_only_says_only_its_own_l
     assert [s for s in seen if not _loopback(s[1])] == []
     assert err == "" and all(line.startswith(("crn-run: ", "Ray ")) for line in out.splitlines()), out
     assert len(list((tmp_path / "out").rglob("*.png"))) == 40
+    # one process per painter, beside the write gate's, and nothing of Ray Data's: their starts cost seconds
+    assert any(t.startswith("FolderPainter") for t in titles), titles
+    assert {t.split(".")[0] for t in titles} <= {"FolderPainter", "WriteGate", "IDLE"}, titles
     deadline = time.time() + 10  # Ray's processes end with the command (a raylet may take a moment)
     while [p for p in descendants if _alive(p)] and time.time() < deadline:
         time.sleep(0.2)
     assert [p.name() for p in descendants if _alive(p)] == []
+
+
+def _ray_titles(processes) -> set[str]:
+    """What Ray's workers among ``processes`` run now (``ray::<title>``; its agents left out)."""
+    psutil = pytest.importorskip("psutil")
+    titles = set()
+    for process in processes:
+        with contextlib.suppress(psutil.Error, IndexError):
+            title = process.cmdline()[0]
+            if title.startswith("ray::") and not title.split()[0].endswith("Agent"):
+                titles.add(title.removeprefix("ray::").split()[0])
+    return titles
 
 
 def _alive(process) -> bool:

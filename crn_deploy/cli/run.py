@@ -108,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_ray(args) -> int:
     require(PROG, ("ray",), "ray", why=" --ray")
-    from ..scale.batch import BatchOptions, synthesize_files
+    from ..scale.batch import BatchOptions, synthesize_files, uses_ray_data
     from ..scale.cluster import quiet_ray
 
     options = BatchOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                            address=None if args.ray == "local" else args.ray, overwrite=args.overwrite,
                            threads=args.threads, cpus_per_worker=args.cpus_per_worker,
                            strict_colors=args.strict_colors, label_map=args.label_map)
-    with quiet_ray("ray.data"):
+    with quiet_ray("ray.data" if uses_ray_data(args.input, args.output) else "ray"):
         summary = synthesize_files(args.artifact, args.input, str(args.output), options,
                                    lambda line: log(f"{PROG}: {line}"))
     log(f"{PROG}: {summary.line()}")

@@ -17,12 +17,13 @@ batch, and waits for those inside: once it says it stopped, no picture appears a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,8 +42,13 @@ from ..runtime import artifact_sha256
 from .cluster import connected
 from .record import RECORD_NAME, RunRecord, read_record
 
-__all__ = ["RECORD_NAME", "BatchOptions", "BatchSummary", "paint_with_pool", "read_record", "synthesize_files"]
+__all__ = ["RECORD_NAME", "BatchOptions", "BatchSummary", "paint_with_pool", "read_record", "synthesize_files",
+           "uses_ray_data"]
 STOP_WAIT_S = 10.0  # how long an interrupted run waits for the tasks publishing pictures
+BATCHES_AT_ONCE = 2  # batches a FolderPainter works on at once
+BATCHES_QUEUED = 1  # and those waiting at each, so that it never waits for the driver
+FIRST_BATCH_PART = 8  # each FolderPainter's first batch is this part of a batch
+PLACING_S = 20.0  # how long a run waits for Ray to place its workers before it says so
 
 
 @dataclass
@@ -105,6 +111,27 @@ class Painter:
         images = list(self.pool.map(paint, rows)) if self.pool else [paint(i) for i in rows]
         out = {k: v for k, v in batch.items() if k not in ("labels", "instances")}
         return {**out, "image": _column(images)}
+
+
+class FolderPainter:
+    """Label files or NumPy shards into a folder or prefix: a Ray actor that reads, paints and writes whole batches
+    itself, ``BATCHES_AT_ONCE`` at a time (one batch's reading and writing overlap another's painting; a GPU engine
+    paints one batch at a time). One process per worker and no Ray Data executor: both cost seconds at the start
+    (benchmarks/README.md, Ray's fixed costs), and nothing large crosses Ray's object store."""
+
+    def __init__(self, painter: dict, reading: dict, output: str, artifact_sha256: str, gate) -> None:
+        if gate is not None:  # Ray finds the gate's actor for this process now, not at the first batch's writing
+            gate.is_open.remote()
+        self.painter = Painter(**painter)
+        self.reading, self.output, self.artifact_sha256, self.gate = reading, output, artifact_sha256, gate
+        self.one_batch_at_a_time = threading.Lock() if self.painter.pool is None else contextlib.nullcontext()
+
+    def paint(self, rows: list[dict]) -> dict[str, np.ndarray]:
+        """Record rows (``write_stage``'s) for ``rows`` as ``_inputs`` lists them."""
+        decoded = read_stage({key: np.array([row[key] for row in rows]) for key in rows[0]}, **self.reading)
+        with self.one_batch_at_a_time:
+            painted = self.painter(decoded)
+        return write_stage(painted, self.output, self.artifact_sha256, self.gate)
 
 
 def read_stage(batch: dict[str, np.ndarray], label_set, strict_colors: bool,
@@ -172,6 +199,7 @@ def write_stage(batch: dict[str, np.ndarray], output: str | None, artifact_sha25
     where = {"name": batch["name"], "input": batch["input"], "host": np.array([socket.gethostname()] * rows),
              "node": np.array([node] * rows), "address": np.array([address] * rows),
              "pid": np.array([os.getpid()] * rows), "unreadable": batch["unreadable"],
+             "unknown": batch.get("unknown", np.zeros(rows, dtype=np.int64)),
              "bytes": np.array([0 if png is None else len(png) for png in pngs])}
     if output is None:
         return {**where, "image_png": np.array(pngs, dtype=object)}
@@ -367,9 +395,6 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
         # mostly waits for its processes. Parquet inputs are listed by Ray Data, after.
         early = None if _is_parquet(pattern) else helper.submit(_find_inputs, None, pattern, artifact)
         with connected(options.address, log) as ray:
-            import ray.data  # noqa: F401 - the pipeline's library
-
-            ray.data.DataContext.get_current().enable_progress_bars = False
             found = early.result() if early else _find_inputs(ray, pattern, artifact)
             return _synthesize(ray, artifact, found, output, options, manifest, to_parquet, log)
     finally:
@@ -383,6 +408,20 @@ def for_every_node(location: str) -> str:
 
 def _is_parquet(location: str) -> bool:
     return location.rstrip("/").endswith(".parquet")
+
+
+def uses_ray_data(pattern: str, output: str) -> bool:
+    """Whether a run reads or writes Parquet, which it does on Ray Data (else on its own actors, see
+    ``FolderPainter``)."""
+    return _is_parquet(str(pattern)) or _is_parquet(str(output))
+
+
+def _ray_data(ray):
+    """Ray Data, imported when first needed (~1 s) and kept quiet."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return ray.data
 
 
 @dataclass
@@ -411,10 +450,6 @@ def _synthesize(ray, artifact: Path, found: _Inputs, output: str, options: Batch
         store.check_writable()
         check_shared(ray, store, log)
     record, done, repaint = _take_stock(output, store, found.where, names, digest, options.overwrite, log)
-    if isinstance(rows, list):  # skipped on the driver: a filter task would wait for CPUs the actors hold
-        dataset = ray.data.from_items([r for r in rows if r["name"] not in done])
-    else:
-        dataset = rows.filter(lambda row: str(row["name"]) not in done, num_cpus=0) if done else rows
     record.begin(artifact, digest, found.pattern, options.workers)
     started = time.perf_counter()
     unknown = 0
@@ -424,8 +459,10 @@ def _synthesize(ray, artifact: Path, found: _Inputs, output: str, options: Batch
         gate = open_gate(ray) if store is not None else None
         with NodeWatch(ray, log):
             if len(names) > len(done):
-                unknown = _run_pipeline(ray, artifact, dataset, output, options, manifest, to_parquet,
-                                        not isinstance(rows, list), digest, gate, record, unreadable, log)
+                todo = _todo(ray, rows, done)
+                paint = _paint_on_workers if store is not None and isinstance(todo, list) else _run_pipeline
+                unknown = paint(ray, artifact, todo, output, options, manifest, digest, gate, record, unreadable,
+                                log)
         state = "finished"
     except KeyboardInterrupt:
         state = "interrupted"
@@ -477,20 +514,108 @@ def _plan(names: list[str], disk, digest: str, overwrite: bool, record: RunRecor
     return {n for n in names if n in disk.artifacts}, repaint
 
 
+def _todo(ray, rows, done: set[str]):
+    """The rows still to paint: a list (label files, NumPy shards), or a Ray Dataset (Parquet rows)."""
+    if isinstance(rows, list):
+        return [r for r in rows if r["name"] not in done]
+    return rows.filter(lambda row: str(row["name"]) not in done, num_cpus=0) if done else rows
+
+
+def _paint_on_workers(ray, artifact: Path, rows: list[dict], output: str, options: BatchOptions,
+                      manifest: Manifest, digest: str, gate, record: RunRecord, unreadable: list[str],
+                      log: Callable[[str], None]) -> int:
+    """Label files or shards into a folder or prefix, on ``FolderPainter`` actors fed batches by the driver (see
+    ``_Feed``; Ray restarts a killed worker and retries its batches). Each row that comes back enters the record.
+    Returns the count of unknown colours."""
+    options = _settled(ray, artifact, options, ray_io=False)
+    device, cpus, threads, at_once = _painting(artifact, options)
+    worker = ray.remote(FolderPainter).options(
+        num_cpus=cpus, num_gpus=options.gpus_per_worker, max_concurrency=BATCHES_AT_ONCE, max_restarts=-1,
+        max_task_retries=-1)
+    painter = {"artifact": str(Path(artifact).resolve()), "device": device, "threads": threads, "at_once": at_once}
+    workers = [worker.remote(painter, _reading(options, manifest), output, digest, gate)
+               for _ in range(options.workers)]
+    feed = _Feed(ray, rows, options.batch_size, workers)
+    unknown = 0
+    for result in feed.results(lambda waiting: log(_not_placed(ray, waiting, len(workers), cpus, options))):
+        unknown += _take_rows(_rows_of(result), False, record, unreadable, log)
+    return unknown
+
+
+class _Feed:
+    """Hands ``rows`` out in batches of ``size`` to each worker once Ray has placed it (a worker that never is
+    leaves the run to the others): ``BATCHES_AT_ONCE + BATCHES_QUEUED`` at a time, the next as one comes back. A
+    worker's first batch is a ``FIRST_BATCH_PART`` of one, so that its first pictures come out as soon as it is up,
+    not after two whole batches."""
+
+    def __init__(self, ray, rows: list[dict], size: int, workers: list) -> None:
+        self.ray, self.rows, self.size, self.at = ray, rows, size, 0
+        self.starting = {w.__ray_ready__.remote(): w for w in workers}
+        self.painting: dict = {}  # a batch's result -> the worker painting it
+
+    def results(self, say_waiting: Callable[[int], None]) -> Iterator[dict[str, np.ndarray]]:
+        said = False
+        while self.painting or (self.starting and self.at < len(self.rows)):
+            done, _ = self.ray.wait([*self.painting, *self.starting], num_returns=1,
+                                    timeout=None if said else PLACING_S)
+            if not done:  # nothing came back for a while: where workers are still not placed, said once
+                if self.starting:
+                    say_waiting(len(self.starting))
+                said = bool(self.starting)
+                continue
+            if done[0] in self.starting:
+                self._start(self.starting.pop(done[0]), done[0])
+                continue
+            self._give(self.painting.pop(done[0]), self.size)
+            yield self.ray.get(done[0])
+
+    def _start(self, worker, ready) -> None:
+        self.ray.get(ready)  # a worker that could not start says why here
+        self._give(worker, max(1, self.size // FIRST_BATCH_PART))
+        for _ in range(BATCHES_AT_ONCE + BATCHES_QUEUED - 1):
+            self._give(worker, self.size)
+
+    def _give(self, worker, size: int) -> None:
+        if self.at < len(self.rows):
+            self.painting[worker.paint.remote(self.rows[self.at:self.at + size])] = worker
+            self.at += size
+
+
+def _not_placed(ray, waiting: int, workers: int, cpus: float, options: BatchOptions) -> str:
+    gpus = f" and {options.gpus_per_worker:g} GPU(s)" if options.gpus_per_worker else ""
+    have = ray.cluster_resources()
+    return (f"{waiting} of {workers} Ray worker(s) not placed after {PLACING_S:g} s: each asks for {cpus:g} CPU(s)"
+            f"{gpus}, and the cluster has {have.get('CPU', 0):g} CPU(s), {have.get('GPU', 0):g} GPU(s); the run goes "
+            "on with those placed, the others join when Ray places them (fewer --workers or --cpus-per-worker fit)")
+
+
+def _rows_of(columns: dict[str, np.ndarray]) -> list[dict]:
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
 def _run_pipeline(ray, artifact: Path, dataset, output: str, options: BatchOptions, manifest: Manifest,
-                  to_parquet: bool, ray_reads: bool, digest: str, gate, record: RunRecord, unreadable: list[str],
-                  log: Callable[[str], None]) -> int:
-    """Paint and write; each row that comes back enters the record. Returns the count of unknown colours."""
-    # Ray Data's own Parquet readers and writers each take a CPU: leave them one where they run
-    painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest,
-                        to_parquet or ray_reads, digest, gate)
+                  digest: str, gate, record: RunRecord, unreadable: list[str], log: Callable[[str], None]) -> int:
+    """With Parquet in or out, on Ray Data: paint and write; each row that comes back enters the record. Returns
+    the count of unknown colours."""
+    to_parquet = _is_parquet(output)
+    if isinstance(dataset, list):
+        dataset = _ray_data(ray).from_items(dataset)
+    # Ray Data's own Parquet readers and writers each take a CPU: leave them one
+    painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest, True, digest,
+                        gate)
     if to_parquet:
         painted = painted.materialize()
         painted.filter(lambda row: not row["unreadable"], num_cpus=0).select_columns(
             ["name", "image_png"]).write_parquet(output)
         painted = painted.drop_columns(["image_png"])
+    return _take_rows(painted.iter_rows(), to_parquet, record, unreadable, log)
+
+
+def _take_rows(rows, to_parquet: bool, record: RunRecord, unreadable: list[str], log: Callable[[str], None]) -> int:
+    """Each painted row that comes back enters the record; an unreadable one is named. Returns the count of unknown
+    colours."""
     unknown = 0
-    for row in painted.iter_rows():
+    for row in rows:
         if row["unreadable"]:
             unreadable.append(str(row["unreadable"]))
             log(f"warning: {unreadable[-1]}; skipped, no picture for it")
@@ -537,7 +662,7 @@ def _end(record: RunRecord, state: str, skipped: int, seconds: float, unreadable
 def _inputs(ray, pattern: str):
     """(rows naming their label maps: a list, or a Ray Dataset for Parquet; the names in order)."""
     if _is_parquet(pattern):
-        dataset = ray.data.read_parquet(str(pattern))
+        dataset = _ray_data(ray).read_parquet(str(pattern))
         names = [str(r["name"]) for r in dataset.select_columns(["name"]).take_all()]
         return dataset.map(lambda row: {**row, "input": f"row {row['name']}"}), names
     store, glob_part = split_pattern(str(pattern))
@@ -558,21 +683,33 @@ def _inputs(ray, pattern: str):
 def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOptions, manifest: Manifest,
               ray_io: bool = False, artifact_sha256: str | None = None, gate=None):
     """Read and decode (CPU tasks) -> synthesis (actor pool) -> encode and write (CPU tasks), overlapping."""
-    resources = ray.cluster_resources()
-    if options.gpus_per_worker is None:  # settled for this run only: the caller's options stay as given
-        options = replace(options, gpus_per_worker=1.0 if resources.get("GPU") and not runs_on_cpu(artifact) else 0.0)
+    options = _settled(ray, artifact, options, ray_io)
+    stage = {"num_cpus": _stage_cpus(ray.cluster_resources().get("CPU", 0.0), options),
+             "batch_size": options.batch_size, "batch_format": "numpy",
+             "compute": ray.data.TaskPoolStrategy(size=max(2, options.workers))}
+    decoded = dataset.map_batches(read_stage, **stage, fn_kwargs=_reading(options, manifest))
+    return paint_with_pool(decoded, artifact, options).map_batches(
+        write_stage, **stage, fn_kwargs={"output": output, "artifact_sha256": artifact_sha256, "gate": gate})
+
+
+def _settled(ray, artifact: Path, options: BatchOptions, ray_io: bool) -> BatchOptions:
+    """``options`` with what the cluster decides filled in, for this run only (the caller's stay as given): a GPU
+    per worker where the cluster has GPUs and the artifact takes one, else an even share of the free CPUs (less
+    one left to Ray Data's own Parquet readers and writers where ``ray_io``)."""
+    if options.gpus_per_worker is None:
+        has_gpus = ray.cluster_resources().get("GPU") and not runs_on_cpu(artifact)
+        options = replace(options, gpus_per_worker=1.0 if has_gpus else 0.0)
     if options.cpus_per_worker is None and not options.gpus_per_worker:
         nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
         free = ray.available_resources().get("CPU", 0.0) - (1.0 if ray_io else 0.0)
         options = replace(options, cpus_per_worker=worker_cpus(nodes, free, options.workers))
-    stage = {"num_cpus": _stage_cpus(resources.get("CPU", 0.0), options), "batch_size": options.batch_size,
-             "batch_format": "numpy", "compute": ray.data.TaskPoolStrategy(size=max(2, options.workers))}
+    return options
+
+
+def _reading(options: BatchOptions, manifest: Manifest) -> dict:
+    """``read_stage``'s arguments."""
     label_map = None if options.label_map is None else resolve_label_map(options.label_map, manifest.label_set).mapping
-    decoded = dataset.map_batches(read_stage, **stage,
-                                  fn_kwargs={"label_set": manifest.label_set, "strict_colors": options.strict_colors,
-                                             "label_map": label_map})
-    return paint_with_pool(decoded, artifact, options).map_batches(
-        write_stage, **stage, fn_kwargs={"output": output, "artifact_sha256": artifact_sha256, "gate": gate})
+    return {"label_set": manifest.label_set, "strict_colors": options.strict_colors, "label_map": label_map}
 
 
 def worker_cpus(node_cpus: list[float], available: float, workers: int) -> float:
@@ -601,17 +738,7 @@ def paint_with_pool(dataset, artifact: Path, options: BatchOptions):
     """``dataset`` (rows of ``labels`` [H,W] uint8, optional ``instances``) mapped through an actor pool of
     ``options.workers`` painters, each with a GPU or ``cpus_per_worker`` CPUs (CPU backends' threads default to
     that reservation): a lazy Ray Dataset with an ``image`` column."""
-    device = "auto" if options.gpus_per_worker else "cpu"
-    engine = target_of_engine_file(Path(artifact).name)
-    if engine is not None and engine.device == "cuda" and not options.gpus_per_worker:
-        raise UsageError(f"{artifact} is a {engine.runtime} engine: give each worker a GPU (--gpus-per-worker 1)")
-    reserved = 1.0 if options.cpus_per_worker is None else options.cpus_per_worker
-    if options.gpus_per_worker:
-        cpus, threads, at_once = 0, options.threads, 1
-    else:
-        manifest = Manifest.read(manifest_for(Path(artifact)))
-        pixels = max(np.prod(manifest.resolution), np.prod(manifest.output_resolution))  # PosGen paints larger
-        cpus, (threads, at_once) = reserved, cpu_painting(int(reserved), int(pixels), options.threads)
+    device, cpus, threads, at_once = _painting(artifact, options)
     import ray
 
     return dataset.map_batches(
@@ -619,6 +746,20 @@ def paint_with_pool(dataset, artifact: Path, options: BatchOptions):
         num_gpus=options.gpus_per_worker, num_cpus=cpus, batch_format="numpy",
         fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "device": device, "threads": threads,
                                "at_once": at_once})
+
+
+def _painting(artifact: Path, options: BatchOptions) -> tuple[str, float, int | None, int]:
+    """(device, CPUs reserved, threads per map, maps at once) of each painter."""
+    device = "auto" if options.gpus_per_worker else "cpu"
+    engine = target_of_engine_file(Path(artifact).name)
+    if engine is not None and engine.device == "cuda" and not options.gpus_per_worker:
+        raise UsageError(f"{artifact} is a {engine.runtime} engine: give each worker a GPU (--gpus-per-worker 1)")
+    if options.gpus_per_worker:
+        return device, 0, options.threads, 1
+    reserved = 1.0 if options.cpus_per_worker is None else options.cpus_per_worker
+    manifest = Manifest.read(manifest_for(Path(artifact)))
+    pixels = max(np.prod(manifest.resolution), np.prod(manifest.output_resolution))  # PosGen paints larger
+    return (device, reserved, *cpu_painting(int(reserved), int(pixels), options.threads))
 
 
 SMALL_MAP_PIXELS = 256 * 512
