@@ -6,7 +6,7 @@
 # disk: Python, Ray's start and the artifact's opening), steady (first -> last picture) and exit (the summary line ->
 # the process gone). Ray's own fixed costs are measured beside, each in a fresh process: ray.init + one task +
 # ray.shutdown, and each round Ray Data alone running a pipeline of the same shape with functions that do nothing
-# (its start: to its first row).
+# (its start: to its first row), and Ray alone starting one actor that holds a CPU (to its first call's answer).
 # With psutil installed, the CPU seconds of each command's whole process tree up to its first picture, by process.
 # About 6 minutes on 2 cores.
 # Usage: benchmarks/suites/cpu-ray-fixed-costs.sh RESULTS_DIR [WORK_DIR]
@@ -150,10 +150,25 @@ ray.shutdown()
 """
 
 
-def bare_ray_data() -> dict:
-    """Ray Data's own start (to its first row) and whole run for a pipeline of this shape, from outside."""
+# Ray alone: ray.init and one actor holding a CPU, to its first call's answer (the floor of crn-run --ray's start:
+# what it adds is opening the artifact in the actor and painting and writing the first maps)
+BARE_ACTOR = """
+import ray
+ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+class Nothing:
+    def __call__(self):
+        return 1
+ray.get(ray.remote(num_cpus=1)(Nothing).remote().__call__.remote())
+print("first", flush=True)
+ray.shutdown()
+print("last", flush=True)
+"""
+
+
+def bare(code: str) -> dict:
+    """Ray's own start (to the first row or answer) and whole run for ``code``, from outside."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", BARE_RAY_DATA], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
     marks: dict = {}
     cpu = TreeCpu(process.pid)
@@ -180,7 +195,8 @@ for round_ in range(int(os.environ.get("ROUNDS", 3))):
     ray_run = timed("ray", ["--ray", "--workers", "1"])
     ray_run["vs_single"] = single["wall_s"] / ray_run["wall_s"]
     rows += [{**single, "round": round_}, {**ray_run, "round": round_}]
-    rows.append({"command": "Ray Data alone, same shape", **bare_ray_data(), "round": round_})
+    rows.append({"command": "Ray Data alone, same shape", **bare(BARE_RAY_DATA), "round": round_})
+    rows.append({"command": "Ray alone, one actor", **bare(BARE_ACTOR), "round": round_})
 bare = bare_ray()
 load = os.getloadavg()
 print(f"{count} maps 64x128 (spade-tiny FP32 ONNX, labels + instances), {platform.processor() or platform.machine()}, "
@@ -192,7 +208,8 @@ for row in rows:
     steady = f"{row['steady_s']:9.1f} {row['steady_fps']:11.1f} {row['exit_s']:7.2f}" if "steady_s" in row else \
         f"{'':9} {'':11} {'':7}"
     print(f"{row['round']:>5} {row['command']:30} {row['wall_s']:7.1f} {row['start_s']:8.1f} {steady} {ratio:>24}")
-print("CPU seconds of each command's whole process tree up to its first picture (Ray Data alone: its first row):")
+print("CPU seconds of each command's whole process tree up to its first picture (Ray Data alone: its first row; "
+      "Ray alone: its actor's first answer):")
 for row in rows:
     if "cpu_s_to_first" in row:
         print(f"{row['round']:>5} {row['command']:30} {row['cpu_s_to_first']:6.1f} s, of which "

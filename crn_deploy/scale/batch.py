@@ -1,8 +1,11 @@
-"""Batch synthesis on a Ray cluster with Ray Data: label maps in, pictures out, in three overlapping stages as
-Ray Data's batch-inference pattern has them: reading and decoding label maps (CPU tasks), synthesis in an actor
-pool in which each actor opens the artifact once (``runtime.load``) and holds a GPU or its CPU share, and
-encoding and writing pictures (CPU tasks). Ray Data streams between them with backpressure; its actors are
-restarted and their tasks retried when a worker dies (``max_restarts=-1``, ``max_task_retries=-1``).
+"""Batch synthesis on a Ray cluster: label maps in, pictures out. Label files or NumPy shards into a folder or
+prefix are painted by ``FolderPainter`` actors, each opening the artifact once (``runtime.load``), holding a GPU
+or its CPU share, and reading, painting and writing the batches the driver hands it, two at a time so that one's
+reading and writing overlap the other's painting: one process per worker, which starts in about the time Ray
+takes to start an actor. Parquet in or out runs on Ray Data in three overlapping stages, as its batch-inference
+pattern has them: reading and decoding (CPU tasks), the same painting in an actor pool, encoding and writing (CPU
+tasks), streamed with backpressure. Either way a killed worker is restarted and its batches retried
+(``max_restarts=-1``, ``max_task_retries=-1``).
 
 Inputs and outputs are local folders (shared by every node of a cluster: checked at start) or object-store
 prefixes (``s3://``, ``gs://``...; see ``data.storage``). Exactly once: every picture is written whole and
