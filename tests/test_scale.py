@@ -150,7 +150,7 @@ def test_a_bad_label_file_among_good_ones_is_named_skipped_and_recorded_on_ray(c
 
 def test_colours_outside_the_palette_are_counted_and_said_once_on_ray(cluster, artifacts, tmp_path, capsys):
     """A colour label map saved as JPEG has colours between the palette's: the run says so once, as plain crn-run
-    does (the count used to be dropped by the writing stage)."""
+    does (the count used to be dropped by the writing stage), or, with --strict-colors, refuses it in one line."""
     from crn_deploy.cli.run import main as run_main
     from crn_deploy.data.synthetic import street_layout
     from crn_deploy.labels import CITYSCAPES
@@ -165,6 +165,12 @@ def test_colours_outside_the_palette_are_counted_and_said_once_on_ray(cluster, a
     said = capsys.readouterr().out
     assert said.count("had colours outside the cityscapes-labelids palette (void)") == 1, said
     assert len(list((tmp_path / "out").glob("*.png"))) == 2
+    # refused instead: in one line naming the file, as plain crn-run refuses it, not in a worker's traceback
+    assert run_main([str(artifacts["small"]), "--input", str(folder), "--output", str(tmp_path / "strict"),
+                     "--ray", "--strict-colors"]) == 2
+    err = capsys.readouterr().err
+    assert "a.png" in err and "outside the" in err and len(err.strip().splitlines()) == 1, err
+    assert batch.read_record(tmp_path / "strict")["runs"][-1]["state"] == "failed"
 
 
 def test_workers_the_cluster_cannot_place_are_named_once_and_the_run_goes_on_without_them(

@@ -43,6 +43,7 @@ from ..manifest import Manifest, manifest_for
 from ..targets import target_of_engine_file
 from ..runtime import artifact_sha256
 from .cluster import connected
+from .gate import WriteGate
 from .record import RECORD_NAME, RunRecord, read_record
 
 __all__ = ["RECORD_NAME", "BatchOptions", "BatchSummary", "paint_with_pool", "read_record", "synthesize_files",
@@ -119,47 +120,50 @@ class Painter:
 class FolderPainter:
     """Label files or NumPy shards into a folder or prefix: a Ray actor that reads, paints and writes whole batches
     itself, ``BATCHES_AT_ONCE`` at a time (one batch's reading and writing overlap another's painting; a GPU engine
-    paints one batch at a time). One process per worker and no Ray Data executor: both cost seconds at the start
-    (benchmarks/README.md, Ray's fixed costs), and nothing large crosses Ray's object store."""
+    paints one batch at a time), decoding and encoding on ``io_threads`` threads. One process per worker and no Ray
+    Data executor: both cost seconds at the start (benchmarks/README.md, Ray's fixed costs), and nothing large
+    crosses Ray's object store."""
 
-    def __init__(self, painter: dict, reading: dict, output: str, artifact_sha256: str, gate) -> None:
+    def __init__(self, painter: dict, reading: dict, output: str, artifact_sha256: str, gate,
+                 io_threads: int = 1) -> None:
         if gate is not None:  # Ray finds the gate's actor for this process now, not at the first batch's writing
             gate.is_open.remote()
         self.painter = Painter(**painter)
         self.reading, self.output, self.artifact_sha256, self.gate = reading, output, artifact_sha256, gate
         self.one_batch_at_a_time = threading.Lock() if self.painter.pool is None else contextlib.nullcontext()
+        self.each = ThreadPoolExecutor(io_threads, thread_name_prefix="crn-io").map if io_threads > 1 else map
 
     def paint(self, rows: list[dict]) -> dict[str, np.ndarray]:
         """Record rows (``write_stage``'s) for ``rows`` as ``_inputs`` lists them."""
-        decoded = read_stage({key: np.array([row[key] for row in rows]) for key in rows[0]}, **self.reading)
+        batch = {key: np.array([row[key] for row in rows]) for key in rows[0]}
+        decoded = read_stage(batch, **self.reading, each=self.each)
         with self.one_batch_at_a_time:
             painted = self.painter(decoded)
-        return write_stage(painted, self.output, self.artifact_sha256, self.gate)
+        return write_stage(painted, self.output, self.artifact_sha256, self.gate, each=self.each)
 
 
 def read_stage(batch: dict[str, np.ndarray], label_set, strict_colors: bool,
-               label_map: LabelMapping | None = None) -> dict[str, np.ndarray]:
+               label_map: LabelMapping | None = None, each: Callable = map) -> dict[str, np.ndarray]:
     """The reading stage (a CPU task): each row's label map decoded to ids [H,W] (through ``label_map`` where
     given), and its instance map where it has one, from a label file (``uri``, ``instances_uri``; a Replicator
     frame's labels at ``frame_labels_uri``), a NumPy shard (``shard``, ``index``) or PNG bytes (``labels_png``,
-    ``instances_png``, as Parquet rows hold them); unknown colours counted per row."""
-    labels, instances, unknown, unreadable = [], [], [], []
+    ``instances_png``, as Parquet rows hold them); unknown colours counted per row. ``each``: how the rows are
+    mapped (a thread pool's ``map`` reads them at once)."""
     mapping = resolve_label_map(label_map, label_set)
-    for i, name in enumerate(batch["name"]):
+
+    def read(i: int) -> tuple:
         counter = UnknownColors()
         try:
-            ids, inst = _read_row(batch, i, str(name), label_set, strict_colors, counter, mapping)
+            ids, inst = _read_row(batch, i, str(batch["name"][i]), label_set, strict_colors, counter, mapping)
         except UnreadableInput as e:  # named, skipped, and the run goes on (painted as nothing)
-            ids, inst, problem = None, None, str(e)
-        else:
-            problem = ""
-        labels.append(ids)
-        instances.append(inst)
-        unknown.append(counter.unknown)
-        unreadable.append(problem)
+            return None, None, counter.unknown, str(e)
+        return ids, inst, counter.unknown, ""
+
+    rows = list(each(read, range(len(batch["name"]))))
     kept = {k: v for k, v in batch.items() if k in ("name", "input")}
-    return {**kept, "labels": _column(labels), "instances": _column(instances), "unknown": np.array(unknown),
-            "unreadable": np.array(unreadable, dtype=object)}
+    return {**kept, "labels": _column([r[0] for r in rows]), "instances": _column([r[1] for r in rows]),
+            "unknown": np.array([r[2] for r in rows], dtype=np.int64),
+            "unreadable": np.array([r[3] for r in rows], dtype=object)}
 
 
 def _read_row(batch, i: int, name: str, label_set, strict_colors: bool, counter: UnknownColors, mapping):
@@ -190,13 +194,13 @@ def read_uri(uri: str) -> bytes:
 
 
 def write_stage(batch: dict[str, np.ndarray], output: str | None, artifact_sha256: str | None = None,
-                gate=None) -> dict[str, np.ndarray]:
-    """The writing stage (a CPU task): each picture encoded as PNG (carrying ``artifact_sha256``) and written whole
-    under its name, the batch published once ``gate`` lets it (see ``WriteGate``; record rows come back, ``output``
-    empty where nothing was published), or, without an output folder, returned as PNG bytes (``image_png``) for
-    Parquet."""
-    pngs = [None if _optional(image) is None else encode_picture(image, artifact_sha256=artifact_sha256)
-            for image in batch["image"]]
+                gate=None, each: Callable = map) -> dict[str, np.ndarray]:
+    """The writing stage (a CPU task): each picture encoded as PNG (carrying ``artifact_sha256``; mapped by
+    ``each``, as in ``read_stage``) and written whole under its name, the batch published once ``gate`` lets it
+    (see ``WriteGate``; record rows come back, ``output`` empty where nothing was published), or, without an output
+    folder, returned as PNG bytes (``image_png``) for Parquet."""
+    pngs = list(each(lambda image: None if _optional(image) is None else encode_picture(
+        image, artifact_sha256=artifact_sha256), batch["image"]))
     node, address = _this_node()
     rows = len(pngs)
     where = {"name": batch["name"], "input": batch["input"], "host": np.array([socket.gethostname()] * rows),
@@ -217,34 +221,6 @@ def write_stage(batch: dict[str, np.ndarray], output: str | None, artifact_sha25
             gate.leave.remote(token)  # after its enter: one caller's calls to an actor run in order
     return {**where, "output": np.array([store.uri(n) if png is not None and published else ""
                                          for n, png in zip(names, pngs, strict=True)])}
-
-
-class WriteGate:
-    """One run's gate, held on the driver's node: a writing task enters it before it writes a batch under temporary
-    names, asks it again before publishing them, and leaves it when the batch is in place or its temporaries are
-    removed. An interrupted driver closes it (no batch is let through after, none begins) and waits until the tasks
-    inside are through, so that when it says it stopped, no picture appears after and no temporary is left."""
-
-    def __init__(self) -> None:
-        self.open, self.inside = True, set()
-
-    def enter(self, token: str) -> bool:
-        if self.open:
-            self.inside.add(token)
-        return self.open
-
-    def is_open(self) -> bool:
-        return self.open
-
-    def leave(self, token: str) -> None:
-        self.inside.discard(token)
-
-    def close(self) -> int:
-        self.open = False
-        return len(self.inside)
-
-    def count(self) -> int:
-        return len(self.inside)
 
 
 def _enter(gate, token: str) -> bool:
@@ -536,13 +512,24 @@ def _paint_on_workers(ray, artifact: Path, rows: list[dict], output: str, option
         num_cpus=cpus, num_gpus=options.gpus_per_worker, max_concurrency=BATCHES_AT_ONCE, max_restarts=-1,
         max_task_retries=-1)
     painter = {"artifact": str(Path(artifact).resolve()), "device": device, "threads": threads, "at_once": at_once}
-    workers = [worker.remote(painter, _reading(options, manifest), output, digest, gate)
+    workers = [worker.remote(painter, _reading(options, manifest), output, digest, gate,
+                             io_threads(cpus, ray.cluster_resources()))
                for _ in range(options.workers)]
     feed = _Feed(ray, rows, options.batch_size, workers)
     unknown = 0
     for result in feed.results(lambda waiting: log(_not_placed(ray, waiting, len(workers), cpus, options))):
         unknown += _take_rows(_rows_of(result), False, record, unreadable, log)
     return unknown
+
+
+def io_threads(cpus: float, cluster: dict[str, float]) -> int:
+    """Threads a painter reserving ``cpus`` decodes and encodes on (OpenCV's decoding and encoding run outside the
+    GIL), on a cluster of ``cluster`` resources: a CPU painter, its CPUs (its painting takes them all the while;
+    more threads would only take turns); a GPU painter, which reserves none, its GPU's share of the cluster's CPUs,
+    at least two (encoding a large picture takes longer than painting it)."""
+    if cpus:
+        return max(1, int(cpus))
+    return max(2, int(cluster.get("CPU", 0) // max(1.0, cluster.get("GPU", 1))))
 
 
 class _Feed:
@@ -570,13 +557,26 @@ class _Feed:
                 self._start(self.starting.pop(done[0]), done[0])
                 continue
             self._give(self.painting.pop(done[0]), self.size)
-            yield self.ray.get(done[0])
+            yield self._get(done[0])
 
     def _start(self, worker, ready) -> None:
-        self.ray.get(ready)  # a worker that could not start says why here
+        self._get(ready)  # a worker that could not start says why here
         self._give(worker, max(1, self.size // FIRST_BATCH_PART))
         for _ in range(BATCHES_AT_ONCE + BATCHES_QUEUED - 1):
             self._give(worker, self.size)
+
+    def _get(self, ref):
+        """``ref``'s value; a worker's error in one line where it is one of the project's (a label map refused,
+        the artifact missing on a node), else as Ray tells it."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, CrnError):
+                raise cause from None
+            if getattr(e, "actor_init_failed", False):  # Ray keeps only the text of what its constructor raised
+                raise CrnError(f"a Ray worker could not start: {str(e).strip().splitlines()[-1]}") from e
+            raise
 
     def _give(self, worker, size: int) -> None:
         if self.at < len(self.rows):
@@ -589,7 +589,8 @@ def _not_placed(ray, waiting: int, workers: int, cpus: float, options: BatchOpti
     have = ray.cluster_resources()
     return (f"{waiting} of {workers} Ray worker(s) not placed after {PLACING_S:g} s: each asks for {cpus:g} CPU(s)"
             f"{gpus}, and the cluster has {have.get('CPU', 0):g} CPU(s), {have.get('GPU', 0):g} GPU(s); the run goes "
-            "on with those placed, the others join when Ray places them (fewer --workers or --cpus-per-worker fit)")
+            "on with those placed, and the others join when Ray places them (to fit now: fewer --workers, or "
+            "smaller --cpus-per-worker or --gpus-per-worker)")
 
 
 def _rows_of(columns: dict[str, np.ndarray]) -> list[dict]:
