@@ -29,7 +29,7 @@ from crn_deploy.data.synthetic import cityscapes_scene
 pytestmark = pytest.mark.slow  # a cluster of two raylets and a dozen commands: about two minutes on 2 cores
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test]' (or the ray extra)")
 
-MAPS = 256  # four Ray Data batches of 64: a run is still painting when a fault comes after its first pictures
+MAPS = 256  # four batches of 64: a run is still painting when a fault comes after its first pictures
 
 
 class Lines:

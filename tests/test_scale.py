@@ -176,16 +176,45 @@ def test_colours_outside_the_palette_are_counted_and_said_once_on_ray(cluster, a
 def test_workers_the_cluster_cannot_place_are_named_once_and_the_run_goes_on_without_them(
         cluster, artifacts, tmp_path, monkeypatch):
     """Three painters of one CPU each on a two-CPU cluster: the two placed paint every map, and the run says once,
-    with what each asks and what the cluster has, that the third is not placed (it never hangs on it)."""
-    monkeypatch.setattr(batch, "PLACING_S", 0.01)  # said at the first wait: a worker takes longer to start
-    folder = _label_folder(tmp_path / "in", 12, (32, 64))
+    while their pictures keep coming, with what each asks and what the cluster has, that the third has not started
+    (it never hangs on it)."""
+    monkeypatch.setattr(batch, "PLACING_S", 2.0)
+    folder = _label_folder(tmp_path / "in", 48, (256, 512))
     said: list[str] = []
-    summary = batch.synthesize_files(artifacts["small"], str(folder / "**" / "*_labelIds.png"), tmp_path / "out",
+    summary = batch.synthesize_files(artifacts["large"], str(folder / "**" / "*_labelIds.png"), tmp_path / "out",
                                      batch.BatchOptions(workers=3, cpus_per_worker=1, batch_size=2), said.append)
-    assert summary.written == 12 and _written(tmp_path / "out").keys() == _written_names(folder)
-    assert 1 <= len(summary.pids) <= 2
-    waiting = [line for line in said if "Ray worker(s) not placed" in line]
-    assert len(waiting) == 1 and "each asks for 1 CPU(s)" in waiting[0] and "2 CPU(s)" in waiting[0], said
+    assert summary.seconds > batch.PLACING_S, "the run must outlast the wait for the message to be due"
+    assert summary.written == 48 and _written(tmp_path / "out").keys() == _written_names(folder)
+    assert len(summary.pids) == 2
+    waiting = [line for line in said if "Ray worker(s) not started" in line]
+    assert len(waiting) == 1 and waiting[0].startswith("1 of 3") and "each asks for 1 CPU(s)" in waiting[0], said
+
+
+def test_a_workers_error_stops_the_others_writing_before_the_run_says_it_failed(cluster, artifacts, tmp_path):
+    """--strict-colors refuses one map of forty while two painters have batches in hand: the error comes out as
+    the project's own, and once it has, no picture appears and no temporary is left; the record lists exactly
+    the pictures there."""
+    from crn_deploy.data.synthetic import street_layout
+    from crn_deploy.labels import CITYSCAPES
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    for i in range(40):
+        colors = CITYSCAPES.ids_to_colors(street_layout(32, 64, seed=i))[..., ::-1]
+        if i == 21:
+            colors = cv2.imdecode(cv2.imencode(".jpg", colors)[1], cv2.IMREAD_COLOR)
+        cv2.imwrite(str(folder / f"m{i:02d}.png"), colors)
+    out = tmp_path / "out"
+    options = batch.BatchOptions(workers=2, cpus_per_worker=1, batch_size=2, strict_colors=True)
+    with pytest.raises(UsageError, match="m21.png"):
+        batch.synthesize_files(artifacts["small"], str(folder), out, options)
+    there = sorted(p.name for p in out.glob("*.png"))
+    time.sleep(1.5)
+    assert sorted(p.name for p in out.glob("*.png")) == there and "m21.png" not in there
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+    record = batch.read_record(out)
+    assert record["runs"][-1]["state"] == "failed"
+    assert sorted(r["name"] + ".png" for r in record["written"]) == there
 
 
 def _written_names(folder: Path) -> set[str]:
@@ -326,7 +355,7 @@ def test_a_worker_killed_mid_run_is_retried_and_every_input_yields_one_picture(c
     while time.time() < deadline and not list(out.rglob("*.png")):
         time.sleep(0.05)
     victims = _actor_pids("Painter")
-    assert victims, "no Ray Data worker found to kill"
+    assert victims, "no painter found to kill"
     killed = sorted(victims)[0]
     os.kill(killed, signal.SIGKILL)
     written_before = len(list(out.rglob("*.png")))
@@ -673,7 +702,8 @@ def _objects(s3, prefix: str) -> dict[str, bytes]:
 
 def test_object_storage_in_and_out_byte_identical_with_a_killed_worker_and_a_rerun_that_skips(
         cluster, s3, artifacts, tmp_path):
-    folder = _label_folder(tmp_path / "in", 16, (256, 512))
+    maps = 64  # 32 batches of 2: the kill comes while the painters still have batches in hand
+    folder = _label_folder(tmp_path / "in", maps, (256, 512))
     for path in folder.rglob("*.png"):
         s3.upload_file(str(path), "maps", f"in/gtFine/{path.relative_to(folder)}")
     expected = _single_process(artifacts["large"], folder, tmp_path / "single")
@@ -686,15 +716,17 @@ def test_object_storage_in_and_out_byte_identical_with_a_killed_worker_and_a_rer
     while time.time() < deadline and not any(k.endswith(".png") for k in _keys(s3, "out/")):
         time.sleep(0.05)
     victims = _actor_pids("Painter")
-    assert victims, "no Ray Data worker found to kill"
+    written_before = sum(k.endswith(".png") for k in _keys(s3, "out/"))
+    assert victims, "no painter found to kill"
     os.kill(sorted(victims)[0], signal.SIGKILL)
     runner.join(300)
-    assert not runner.is_alive() and result["summary"].written == 16
+    assert written_before < maps  # the kill came mid-run
+    assert not runner.is_alive() and result["summary"].written == maps
     pictures = {k: v for k, v in _objects(s3, "out/").items() if k.endswith(".png")}
     assert pictures == expected  # each exactly once, byte-identical to single-process crn-run
     record = json.loads(_objects(s3, "out/")["crn-run-record.json"])
-    assert len(record["written"]) == 16 and record["runs"][-1]["state"] == "finished"
+    assert len(record["written"]) == maps and record["runs"][-1]["state"] == "finished"
     again = batch.synthesize_files(artifacts["large"], pattern, out, batch.BatchOptions(workers=1, gpus_per_worker=0))
-    assert again.written == 0 and again.skipped == 16
+    assert again.written == 0 and again.skipped == maps
     record = json.loads(_objects(s3, "out/")["crn-run-record.json"])
     assert len(record["runs"]) == 2 and {p["run"] for p in record["written"]} == {record["runs"][0]["run"]}

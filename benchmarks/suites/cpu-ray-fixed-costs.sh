@@ -8,7 +8,7 @@
 # ray.shutdown, and each round Ray Data alone running a pipeline of the same shape with functions that do nothing
 # (its start: to its first row), and Ray alone starting one actor that holds a CPU (to its first call's answer).
 # With psutil installed, the CPU seconds of each command's whole process tree up to its first picture, by process.
-# About 6 minutes on 2 cores.
+# About 7 minutes on 2 cores.
 # Usage: benchmarks/suites/cpu-ray-fixed-costs.sh RESULTS_DIR [WORK_DIR]
 set -euo pipefail
 results=${1:?results folder}
@@ -197,7 +197,7 @@ for round_ in range(int(os.environ.get("ROUNDS", 3))):
     rows += [{**single, "round": round_}, {**ray_run, "round": round_}]
     rows.append({"command": "Ray Data alone, same shape", **bare(BARE_RAY_DATA), "round": round_})
     rows.append({"command": "Ray alone, one actor", **bare(BARE_ACTOR), "round": round_})
-bare = bare_ray()
+bare_ray_s = bare_ray()
 load = os.getloadavg()
 print(f"{count} maps 64x128 (spade-tiny FP32 ONNX, labels + instances), {platform.processor() or platform.machine()}, "
       f"{os.cpu_count()} logical cores; load average at the end {load[0]:.2f}")
@@ -215,8 +215,8 @@ for row in rows:
         print(f"{row['round']:>5} {row['command']:30} {row['cpu_s_to_first']:6.1f} s, of which "
               f"{row['ray_worker_cpu_s_to_first']:.1f} s in {row['ray_workers_at_first']} Ray worker processes "
               f"({', '.join(f'{name} {cpu:.2f}' for name, cpu in row['cpu_s_by_process_to_first'][:14])})")
-print(f"Ray's own fixed cost (fresh process: import, ray.init, one task, ray.shutdown): {bare:.1f} s")
-(results / "fixed-costs.json").write_text(json.dumps({"rows": rows, "bare_ray_s": bare, "maps": count,
+print(f"Ray's own fixed cost (fresh process: import, ray.init, one task, ray.shutdown): {bare_ray_s:.1f} s")
+(results / "fixed-costs.json").write_text(json.dumps({"rows": rows, "bare_ray_s": bare_ray_s, "maps": count,
                                                        "load_average": load}, indent=1))
 PY
 # committed results name paths relative to their own folder

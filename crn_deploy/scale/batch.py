@@ -361,6 +361,8 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
     ``.parquet`` with columns ``name``, ``labels_png``, optional ``instances_png``). Output: a folder or prefix
     of ``<name>.png`` (a rerun skips what is there unless ``overwrite``), or Parquet (``name``, ``image_png``)
     when ``output`` ends with ``.parquet``."""
+    if options.workers < 1:
+        raise UsageError(f"workers must be at least 1, got {options.workers}")
     manifest = Manifest.read(manifest_for(Path(artifact)))
     resolve_label_map(options.label_map, manifest.label_set)  # a mapping the set cannot take stops here, not in a task
     pattern, output = for_every_node(str(pattern)), for_every_node(str(output))
@@ -446,6 +448,9 @@ def _synthesize(ray, artifact: Path, found: _Inputs, output: str, options: Batch
     except KeyboardInterrupt:
         state = "interrupted"
         left = _stop(ray, gate)
+        raise
+    except BaseException:  # a worker's error: the others publish nothing more before the record's last word
+        _stop(ray, gate)
         raise
     finally:
         _end(record, state, len(done), time.perf_counter() - started, unreadable, found.where, log)
@@ -544,22 +549,29 @@ class _Feed:
         self.painting: dict = {}  # a batch's result -> the worker painting it
 
     def results(self, say_waiting: Callable[[int], None]) -> Iterator[dict[str, np.ndarray]]:
-        said = False
+        """Each batch's record rows as it comes back; ``say_waiting(count)`` once, where workers have not started
+        ``PLACING_S`` after the first was asked for."""
+        deadline = time.monotonic() + PLACING_S
         while self.painting or (self.starting and self.at < len(self.rows)):
+            waiting = bool(self.starting) and deadline is not None
             done, _ = self.ray.wait([*self.painting, *self.starting], num_returns=1,
-                                    timeout=None if said else PLACING_S)
-            if not done:  # nothing came back for a while: where workers are still not placed, said once
-                if self.starting:
-                    say_waiting(len(self.starting))
-                said = bool(self.starting)
+                                    timeout=max(0.0, deadline - time.monotonic()) if waiting else None)
+            if waiting and time.monotonic() >= deadline:
+                say_waiting(len(self.starting))
+                deadline = None
+            if not done:
                 continue
             if done[0] in self.starting:
                 self._start(self.starting.pop(done[0]), done[0])
                 continue
-            self._give(self.painting.pop(done[0]), self.size)
-            yield self._get(done[0])
+            worker = self.painting.pop(done[0])
+            result = self._get(done[0])  # a failed batch hands out no more
+            self._give(worker, self.size)
+            yield result
 
     def _start(self, worker, ready) -> None:
+        if self.at >= len(self.rows):  # every batch is out already: this one is not needed, whatever it says
+            return
         self._get(ready)  # a worker that could not start says why here
         self._give(worker, max(1, self.size // FIRST_BATCH_PART))
         for _ in range(BATCHES_AT_ONCE + BATCHES_QUEUED - 1):
@@ -586,11 +598,12 @@ class _Feed:
 
 def _not_placed(ray, waiting: int, workers: int, cpus: float, options: BatchOptions) -> str:
     gpus = f" and {options.gpus_per_worker:g} GPU(s)" if options.gpus_per_worker else ""
-    have = ray.cluster_resources()
-    return (f"{waiting} of {workers} Ray worker(s) not placed after {PLACING_S:g} s: each asks for {cpus:g} CPU(s)"
-            f"{gpus}, and the cluster has {have.get('CPU', 0):g} CPU(s), {have.get('GPU', 0):g} GPU(s); the run goes "
-            "on with those placed, and the others join when Ray places them (to fit now: fewer --workers, or "
-            "smaller --cpus-per-worker or --gpus-per-worker)")
+    have, free = ray.cluster_resources(), ray.available_resources()
+    return (f"{waiting} of {workers} Ray worker(s) not started after {PLACING_S:g} s (not placed yet, or still "
+            f"opening the artifact): each asks for {cpus:g} CPU(s){gpus}; the cluster has {have.get('CPU', 0):g} "
+            f"CPU(s), {have.get('GPU', 0):g} GPU(s), of which {free.get('CPU', 0):g} and {free.get('GPU', 0):g} "
+            "free. The run goes on with the workers started; the others join when they start (to fit now: fewer "
+            "--workers, or a smaller --cpus-per-worker or --gpus-per-worker)")
 
 
 def _rows_of(columns: dict[str, np.ndarray]) -> list[dict]:

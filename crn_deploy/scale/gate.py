@@ -1,6 +1,7 @@
 """The write gate of a ``crn-run --ray`` run (see ``batch``), in a module of its own that imports nothing: its
-actor's process starts beside the painters' at the start of a run, and importing ``batch`` (NumPy, OpenCV) there
-took 0.4 s of a 2-core machine's CPU."""
+actor's process, started beside the painters' at the start of a run, need not import ``batch``'s NumPy and OpenCV
+(0.4 s of CPU in a fresh process on a 2-core machine). By the first picture the gate's process still took 0.7-0.8 s
+of CPU, as before the move: most of that is Ray's own worker start."""
 
 
 class WriteGate:
