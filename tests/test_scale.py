@@ -178,13 +178,13 @@ def test_workers_the_cluster_cannot_place_are_named_once_and_the_run_goes_on_wit
     """Three painters of one CPU each on a two-CPU cluster: the two placed paint every map, and the run says once,
     while their pictures keep coming, with what each asks and what the cluster has, that the third has not started
     (it never hangs on it)."""
-    monkeypatch.setattr(batch, "PLACING_S", 2.0)
-    folder = _label_folder(tmp_path / "in", 48, (256, 512))
+    monkeypatch.setattr(batch, "PLACING_S", 5.0)  # time enough for two workers to start on a loaded machine
+    folder = _label_folder(tmp_path / "in", 96, (256, 512))
     said: list[str] = []
     summary = batch.synthesize_files(artifacts["large"], str(folder / "**" / "*_labelIds.png"), tmp_path / "out",
                                      batch.BatchOptions(workers=3, cpus_per_worker=1, batch_size=2), said.append)
     assert summary.seconds > batch.PLACING_S, "the run must outlast the wait for the message to be due"
-    assert summary.written == 48 and _written(tmp_path / "out").keys() == _written_names(folder)
+    assert summary.written == 96 and _written(tmp_path / "out").keys() == _written_names(folder)
     assert len(summary.pids) == 2
     waiting = [line for line in said if "Ray worker(s) not started" in line]
     assert len(waiting) == 1 and waiting[0].startswith("1 of 3") and "each asks for 1 CPU(s)" in waiting[0], said

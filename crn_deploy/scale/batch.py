@@ -435,15 +435,17 @@ def _synthesize(ray, artifact: Path, found: _Inputs, output: str, options: Batch
     started = time.perf_counter()
     unknown = 0
     unreadable: list[str] = []
-    state, left, gate = "failed", 0, None
+    state, left, gate, painters = "failed", 0, None, []
     try:
         gate = open_gate(ray) if store is not None else None
         with NodeWatch(ray, log):
             if len(names) > len(done):
                 todo = _todo(ray, rows, done)
-                paint = _paint_on_workers if store is not None and isinstance(todo, list) else _run_pipeline
-                unknown = paint(ray, artifact, todo, output, options, manifest, digest, gate, record, unreadable,
-                                log)
+                args = (ray, artifact, todo, output, options, manifest, digest, gate, record, unreadable, log)
+                if store is not None and isinstance(todo, list):
+                    unknown = _paint_on_workers(*args, painters=painters)
+                else:
+                    unknown = _run_pipeline(*args)
         state = "finished"
     except KeyboardInterrupt:
         state = "interrupted"
@@ -453,6 +455,7 @@ def _synthesize(ray, artifact: Path, found: _Inputs, output: str, options: Batch
         _stop(ray, gate)
         raise
     finally:
+        _let_go(ray, painters)
         _end(record, state, len(done), time.perf_counter() - started, unreadable, found.where, log)
         if state == "interrupted":
             log(_stopped(record, output, len(names) - len(done), left, store is None))
@@ -507,22 +510,22 @@ def _todo(ray, rows, done: set[str]):
 
 def _paint_on_workers(ray, artifact: Path, rows: list[dict], output: str, options: BatchOptions,
                       manifest: Manifest, digest: str, gate, record: RunRecord, unreadable: list[str],
-                      log: Callable[[str], None]) -> int:
-    """Label files or shards into a folder or prefix, on ``FolderPainter`` actors fed batches by the driver (see
-    ``_Feed``; Ray restarts a killed worker and retries its batches). Each row that comes back enters the record.
-    Returns the count of unknown colours."""
+                      log: Callable[[str], None], painters: list) -> int:
+    """Label files or shards into a folder or prefix, on ``FolderPainter`` actors (added to ``painters``, which the
+    caller lets go once the gate is closed) fed batches by the driver (see ``_Feed``; Ray restarts a killed worker
+    and retries its batches). Each row that comes back enters the record. Returns the count of unknown colours."""
     options = _settled(ray, artifact, options, ray_io=False)
     device, cpus, threads, at_once = _painting(artifact, options)
     worker = ray.remote(FolderPainter).options(
         num_cpus=cpus, num_gpus=options.gpus_per_worker, max_concurrency=BATCHES_AT_ONCE, max_restarts=-1,
         max_task_retries=-1)
     painter = {"artifact": str(Path(artifact).resolve()), "device": device, "threads": threads, "at_once": at_once}
-    workers = [worker.remote(painter, _reading(options, manifest), output, digest, gate,
-                             io_threads(cpus, ray.cluster_resources()))
-               for _ in range(options.workers)]
-    feed = _Feed(ray, rows, options.batch_size, workers)
+    painters += [worker.remote(painter, _reading(options, manifest), output, digest, gate,
+                               io_threads(cpus, ray.cluster_resources()))
+                 for _ in range(options.workers)]
+    feed = _Feed(ray, rows, options.batch_size, painters)
     unknown = 0
-    for result in feed.results(lambda waiting: log(_not_placed(ray, waiting, len(workers), cpus, options))):
+    for result in feed.results(lambda waiting: log(_not_placed(ray, waiting, len(painters), cpus, options))):
         unknown += _take_rows(_rows_of(result), False, record, unreadable, log)
     return unknown
 
@@ -535,6 +538,14 @@ def io_threads(cpus: float, cluster: dict[str, float]) -> int:
     if cpus:
         return max(1, int(cpus))
     return max(2, int(cluster.get("CPU", 0) // max(1.0, cluster.get("GPU", 1))))
+
+
+def _let_go(ray, painters: list) -> None:
+    """End a run's painters now, with the CPUs and GPUs they hold, not when their handles are collected (a failed
+    run's traceback keeps them alive, and the next run in the same process would wait for their resources)."""
+    for painter in painters:
+        with contextlib.suppress(Exception):  # already gone, or Ray shutting down
+            ray.kill(painter, no_restart=True)
 
 
 class _Feed:
