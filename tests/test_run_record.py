@@ -214,12 +214,12 @@ def test_crn_run_ray_refuses_an_output_a_live_run_writes_before_ray_starts(tiny_
     import subprocess
     import sys
 
+    import cv2
+
     from crn_deploy.cli.run import main as run_main
     from crn_deploy.scale.record import process_identity
 
     (tmp_path / "in").mkdir()
-    import cv2
-
     cv2.imwrite(str(tmp_path / "in" / "m.png"), np.zeros((64, 96), np.uint8))
     driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:

@@ -440,12 +440,12 @@ def _synthesize(ray, artifact: Path, found: _Inputs, output: str, options: Batch
         gate = open_gate(ray) if store is not None else None
         with NodeWatch(ray, log):
             if len(names) > len(done):
-                todo = _todo(ray, rows, done)
-                args = (ray, artifact, todo, output, options, manifest, digest, gate, record, unreadable, log)
-                if store is not None and isinstance(todo, list):
-                    unknown = _paint_on_workers(*args, painters=painters)
-                else:
+                args = (ray, artifact, _todo(rows, done), output, options, manifest, digest, gate, record,
+                        unreadable, log)
+                if uses_ray_data(found.pattern, output):
                     unknown = _run_pipeline(*args)
+                else:
+                    unknown = _paint_on_workers(*args, painters=painters)
         state = "finished"
     except KeyboardInterrupt:
         state = "interrupted"
@@ -501,7 +501,7 @@ def _plan(names: list[str], disk, digest: str, overwrite: bool, record: RunRecor
     return {n for n in names if n in disk.artifacts}, repaint
 
 
-def _todo(ray, rows, done: set[str]):
+def _todo(rows, done: set[str]):
     """The rows still to paint: a list (label files, NumPy shards), or a Ray Dataset (Parquet rows)."""
     if isinstance(rows, list):
         return [r for r in rows if r["name"] not in done]
@@ -628,9 +628,7 @@ def _run_pipeline(ray, artifact: Path, dataset, output: str, options: BatchOptio
     to_parquet = _is_parquet(output)
     if isinstance(dataset, list):
         dataset = _ray_data(ray).from_items(dataset)
-    # Ray Data's own Parquet readers and writers each take a CPU: leave them one
-    painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest, True, digest,
-                        gate)
+    painted = _pipeline(ray, artifact, dataset, None if to_parquet else output, options, manifest, digest, gate)
     if to_parquet:
         painted = painted.materialize()
         painted.filter(lambda row: not row["unreadable"], num_cpus=0).select_columns(
@@ -709,9 +707,9 @@ def _inputs(ray, pattern: str):
 
 
 def _pipeline(ray, artifact: Path, dataset, output: str | None, options: BatchOptions, manifest: Manifest,
-              ray_io: bool = False, artifact_sha256: str | None = None, gate=None):
+              artifact_sha256: str | None = None, gate=None):
     """Read and decode (CPU tasks) -> synthesis (actor pool) -> encode and write (CPU tasks), overlapping."""
-    options = _settled(ray, artifact, options, ray_io)
+    options = _settled(ray, artifact, options, ray_io=True)  # Ray Data's Parquet readers and writers take a CPU
     stage = {"num_cpus": _stage_cpus(ray.cluster_resources().get("CPU", 0.0), options),
              "batch_size": options.batch_size, "batch_format": "numpy",
              "compute": ray.data.TaskPoolStrategy(size=max(2, options.workers))}
