@@ -16,7 +16,6 @@ import glob
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from crn_deploy.models.checkpoint import random_model, save_checkpoint
 from . import oasis_official, spade_official
 from .pix2pixhd_official import write_checkpoint as write_pix2pixhd
 from .simulator_frames import bgra, palette_of, replicator_folder, tags_of, write_png
+from .ports import free_port
 from .shown_commands import ROOT, pages, shown_commands, without_optional_parts
 from .vgg_files import random_vgg_weights, write_matconvnet
 
@@ -597,9 +597,7 @@ def serve(walk: Walk, args: list[str]) -> str:
     from crn_deploy.manifest import Manifest, manifest_for
     from crn_deploy.scale.client import SynthesisClient
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     args = [a.replace("{port}", str(port)) for a in args]
     height, width = Manifest.read(walk.folder / manifest_for(Path(args[0]))).resolution
     with tempfile.TemporaryFile("w+") as err:
@@ -610,17 +608,19 @@ def serve(walk: Walk, args: list[str]) -> str:
         reader.start()
         client = SynthesisClient(f"http://127.0.0.1:{port}", timeout=30)
         try:
-            deadline = time.time() + 180
-            while process.poll() is None and time.time() < deadline and not _ready(client, lines):
+            deadline, ready = time.time() + 180, False
+            while process.poll() is None and time.time() < deadline and not (ready := _ready(client, lines)):
                 time.sleep(0.3)
-            picture = client.synthesize(street_layout(height, width, seed=5))  # train ids, as a CRN takes them
+            picture = client.synthesize(street_layout(height, width, seed=5)) if ready else None  # train ids
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=120)
             reader.join(timeout=10)
             err.seek(0)
             errors = err.read()
-    assert process.returncode == 143, f"crn-serve exited {process.returncode}:\n{''.join(lines)[-3000:]}\n{errors}"
+    said = f"crn-serve exited {process.returncode}{'' if ready else ', never ready'}:\n{''.join(lines)[-3000:]}\n" \
+           f"{errors[-3000:]}"
+    assert ready and process.returncode == 143, said
     assert picture.shape == (height, width, 3) and picture.std() > 0  # a picture, not a blank
     return "".join(lines)
 

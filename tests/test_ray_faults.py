@@ -4,8 +4,9 @@ then a power loss that left pictures empty or cut short under their names (found
 a node killed mid-run (said once; the run finishes); the driver killed (the rerun marks its run abandoned and
 records its pictures as its); another artifact's pictures (refused, then repainted with --overwrite); and a
 cluster that refuses the driver (token authentication on its side only, another Ray version): one line, exit 2.
-Each time: every picture exactly once, byte-identical to single-process crn-run. The cluster runs in its own
-process (tests/ray_nodes.py), with token authentication on, and each driver is a command of its own."""
+And crn-serve on that cluster where it cannot listen (a port in use, Serve already listening elsewhere). Each
+time: every picture exactly once, byte-identical to single-process crn-run. The cluster runs in its own process
+(tests/ray_nodes.py), with token authentication on, and each driver is a command of its own."""
 
 import json
 import os
@@ -25,6 +26,8 @@ import cv2
 import pytest
 
 from crn_deploy.data.synthetic import cityscapes_scene
+
+from .ports import free_port
 
 pytestmark = pytest.mark.slow  # a cluster of two raylets and a dozen commands: about two minutes on 2 cores
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test]' (or the ray extra)")
@@ -253,3 +256,48 @@ def test_a_cluster_that_refuses_the_driver_says_why_in_one_line(nodes, maps, tin
         assert f"--ray {nodes.address}" in err and words in err, err
     assert "this driver Ray 2.0.0" in err
     assert not _pictures(out)
+
+
+def test_crn_serve_on_a_cluster_says_in_one_line_where_it_cannot_listen_and_leaves_no_serve_behind(
+        nodes, tiny_artifacts):
+    """On a cluster, Serve's proxy binds on the head node, so a port in use shows only when Serve starts: one line,
+    and the Serve that start left half-made is taken down. Serve already running elsewhere keeps its address: a
+    command asking for another is refused in one line, not told it serves where nothing listens."""
+    import socket
+
+    artifact = str(tiny_artifacts["fp32"].artifact_path)
+
+    def crn_serve(port: int) -> tuple[int, str]:
+        done = subprocess.run([sys.executable, "-m", "crn_deploy.cli.serve", artifact, "--port", str(port), "--ray",
+                               nodes.address], env=nodes.env, capture_output=True, text=True, timeout=300)
+        return done.returncode, done.stderr
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code, err = crn_serve(taken.getsockname()[1])
+        assert code == 2 and err.splitlines() == [
+            f"crn-serve: error: cannot listen on 127.0.0.1:{taken.getsockname()[1]} (in use, or not allowed): stop "
+            "what holds the port, or pick another --port (or --host)"], err
+    assert _serve_on_cluster(nodes, "print(running() is None)") == "True"  # not left retrying its proxy
+    elsewhere = free_port()
+    try:
+        _serve_on_cluster(nodes, f"serve.start(http_options={{'host': '127.0.0.1', 'port': {elsewhere}}})")
+        code, err = crn_serve(free_port())
+        assert code == 2 and err.splitlines() == [
+            f"crn-serve: error: Ray Serve already runs on this cluster, listening on 127.0.0.1:{elsewhere}, and "
+            f"cannot move while it runs: pass --host 127.0.0.1 --port {elsewhere}, or take it down first (serve "
+            "shutdown)"], err
+    finally:
+        _serve_on_cluster(nodes, "serve.shutdown()")
+
+
+def _serve_on_cluster(nodes: Nodes, code: str) -> str:
+    """Run ``code`` in a driver of its own on the cluster, with ``serve`` and ``running()`` (the running Serve's
+    client, or None); what it printed."""
+    script = ("import ray; from ray import serve; from ray.serve.context import _get_global_client\n"
+              "running = lambda: _get_global_client(raise_if_no_controller_running=False)\n"
+              f"ray.init(address={nodes.address!r}, log_to_driver=False, configure_logging=False)\n{code}\n")
+    done = subprocess.run([sys.executable, "-c", script], env=nodes.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()

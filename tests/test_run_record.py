@@ -18,6 +18,8 @@ from crn_deploy.data.images import ARTIFACT_KEY, encode_picture, png_text
 from crn_deploy.data.storage import Store
 from crn_deploy.data.streams import FolderSink
 
+from .ports import free_port
+
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
 
@@ -190,9 +192,7 @@ def test_a_cluster_address_nothing_listens_on_is_refused_in_one_line(tiny_artifa
     pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test]'")
     from crn_deploy.cli.run import main as run_main
 
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # free a moment ago: nothing listens there
     (tmp_path / "in").mkdir()
     import cv2
 

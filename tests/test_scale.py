@@ -29,6 +29,8 @@ from crn_deploy.scale.client import ServiceError, SynthesisClient  # noqa: E402
 from crn_deploy.errors import UsageError  # noqa: E402
 from crn_deploy.files import write_synced  # noqa: E402
 
+from .ports import free_port  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def cluster(s3):
@@ -370,7 +372,7 @@ def test_a_worker_killed_mid_run_is_retried_and_every_input_yields_one_picture(c
 
 @pytest.fixture(scope="module")
 def service(cluster, artifacts):
-    options = serve.ServeOptions(port=_free_port(), replicas=2, gpus_per_replica=0, max_batch=4, batch_wait_ms=20)
+    options = serve.ServeOptions(port=free_port(), replicas=2, gpus_per_replica=0, max_batch=4, batch_wait_ms=20)
     url = serve.start(artifacts["small"], options, log=lambda line: None)
     client = SynthesisClient(url, timeout=60)
     deadline = time.time() + 120
@@ -378,14 +380,6 @@ def service(cluster, artifacts):
         time.sleep(0.2)
     yield client
     serve.shutdown()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_responses_equal_direct_runtime_calls(service, artifacts):
@@ -525,11 +519,27 @@ def test_crn_run_ray_reads_simulator_frames_through_a_label_mapping(cluster, tin
         assert [p.read_bytes() for p in sorted(out.glob("*.png"))] == expected and len(expected) == 3
 
 
+def test_crn_serve_refuses_a_port_in_use_in_one_line_before_ray_starts(artifacts, capsys):
+    import socket
+
+    from crn_deploy.cli.serve import main as serve_main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve_main([str(artifacts["small"]), "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"crn-serve: error: cannot listen on 127.0.0.1:{port} (Address already in use): "
+                                "stop what holds the port, or pick another --port (or --host)"]
+    assert "Ray" not in out  # refused before Ray started: seconds sooner
+
+
 def test_crn_serve_serves_until_sigterm_then_shuts_down(artifacts, tmp_path):
     import subprocess
     import sys
 
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "crn_deploy.cli.serve", str(artifacts["small"]), "--port",
                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = SynthesisClient(f"http://127.0.0.1:{port}", timeout=10)

@@ -55,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args) -> int:
     require(PROG, ("ray",), "ray")
     from ..scale.cluster import connected, quiet_ray
-    from ..scale.serve import ServeOptions, check_label_map, shutdown, start
+    from ..scale.serve import ServeOptions, check_label_map, check_port, shutdown, start
 
     options = ServeOptions(port=args.port, host=args.host, replicas=args.replicas,
                            gpus_per_replica=args.gpus_per_replica, max_batch=args.max_batch,
                            batch_wait_ms=args.batch_wait_ms, threads=args.threads, address=args.ray,
                            max_body_bytes=args.max_body_bytes, label_map=args.label_map)
     check_label_map(args.artifact, options)  # before Ray starts
+    check_port(options)
     with quiet_ray("ray.serve"), connected(args.ray, log):  # Ray ends with the command where the command started it
         try:
             url = start(args.artifact, options, log)

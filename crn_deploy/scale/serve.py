@@ -22,6 +22,7 @@ one-line message, and the replica keeps serving.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import threading
 from dataclasses import dataclass
@@ -244,6 +245,26 @@ def check_label_map(artifact, options: ServeOptions) -> None:
         resolve_label_map(options.label_map, Manifest.read(manifest_for(artifact)).label_set)
 
 
+def check_port(options: ServeOptions) -> None:
+    """Where Serve's HTTP proxy will run on this machine (a local Ray instance), a port it cannot listen on is
+    refused before Ray starts; Serve would fail on it seconds later, in a traceback from its proxy."""
+    if options.address is not None:  # the proxy runs on the cluster's head node, maybe already on this port
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Serve's server does: TIME_WAIT is free
+            probe.bind(address)
+    except OSError as error:
+        raise UsageError(_unlistenable(options, error.strerror or str(error))) from None
+
+
+def _unlistenable(options: ServeOptions, why: str) -> str:
+    return (f"cannot listen on {options.host}:{options.port} ({why}): stop what holds the port, or pick another "
+            "--port (or --host)")
+
+
 def start(artifact: str, options: ServeOptions, log=print):
     """Start (or update) the application on a local Ray instance or an existing cluster; returns its URL."""
     from ray import serve
@@ -252,14 +273,43 @@ def start(artifact: str, options: ServeOptions, log=print):
     from .cluster import connect
 
     check_label_map(artifact, options)
+    check_port(options)
     ray = connect(options.address, log)
     gpus = options.gpus_per_replica
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU") and not runs_on_cpu(artifact) else 0.0
-    serve.start(http_options={"host": options.host, "port": options.port})
+    _start_serve(ray, serve, options)
     _started.set()
     serve.run(build_app(str(artifact), options, gpus), name=options.name, route_prefix="/")
     return f"http://{options.host}:{options.port}"
+
+
+def _start_serve(ray, serve, options: ServeOptions) -> None:
+    """Serve, listening where asked. One already running on the cluster keeps its address: Serve would ignore
+    ours with a warning, and the URL said would be wrong. Serve that this call started and that cannot listen is
+    taken down again, not left retrying its proxy on the cluster."""
+    running = _running_serve_http()
+    if running is not None:
+        if (running.host, running.port) != (options.host, options.port):
+            raise UsageError(f"Ray Serve already runs on this cluster, listening on {running.host}:{running.port}, "
+                             f"and cannot move while it runs: pass --host {running.host} --port {running.port}, or "
+                             "take it down first (serve shutdown)")
+        return
+    try:
+        serve.start(http_options={"host": options.host, "port": options.port})
+    except ray.exceptions.RayTaskError as error:  # taken since check_port, or on a cluster's head node
+        if "Failed to bind" not in str(error):
+            raise
+        serve.shutdown()
+        raise UsageError(_unlistenable(options, "in use, or not allowed")) from None
+
+
+def _running_serve_http():
+    """The HTTP options of the Serve that runs on the connected cluster, or None where none runs."""
+    from ray.serve.context import _get_global_client  # Serve's public API has no read-only way to ask
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    return None if client is None else client.http_config
 
 
 def shutdown(name: str = ServeOptions.name) -> None:
