@@ -415,7 +415,7 @@ def test_the_carla_example_refuses_in_one_line_without_the_client_or_a_server(tm
     assert "no CARLA server answers at 127.0.0.1:2999 (time-out of 5000ms" in down.stderr
 
 
-# Serve's replica (the Ray-free body of one; tests/test_scale.py runs the real endpoint) ----------------------------
+# Serve's replica (the Ray-free body of one; tests/test_serve.py runs the real endpoint) ----------------------------
 def test_a_serve_replica_reads_png_and_raw_bodies_through_its_label_mapping(tiny_artifacts):
     from crn_deploy.scale.serve import Replica
 

@@ -266,15 +266,18 @@ def _unlistenable(options: ServeOptions, why: str) -> str:
 
 
 def start(artifact: str, options: ServeOptions, log=print):
-    """Start (or update) the application on a local Ray instance or an existing cluster; returns its URL."""
+    """Start (or update) the application on a local Ray instance, the Ray this process already runs, or an existing
+    cluster; returns its URL."""
+    import ray
     from ray import serve
 
     from .batch import runs_on_cpu
     from .cluster import connect
 
     check_label_map(artifact, options)
-    check_port(options)
-    ray = connect(options.address, log)
+    if not ray.is_initialized():  # a local instance starts here, and Serve in it
+        check_port(options)
+    connect(options.address, log)
     gpus = options.gpus_per_replica
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU") and not runs_on_cpu(artifact) else 0.0
@@ -305,10 +308,16 @@ def _start_serve(ray, serve, options: ServeOptions) -> None:
 
 
 def _running_serve_http():
-    """The HTTP options of the Serve that runs on the connected cluster, or None where none runs."""
-    from ray.serve.context import _get_global_client  # Serve's public API has no read-only way to ask
-
-    client = _get_global_client(raise_if_no_controller_running=False)
+    """The HTTP options of the Serve that runs on the connected cluster, or None where none runs (or this Ray cannot
+    say). Asked as serve.start asks: a client cached from an earlier Ray instance of this process is checked alive
+    first. Serve's public API has no read-only way to ask."""
+    try:
+        from ray.serve.context import _check_cached_client_alive, _get_global_client
+    except ImportError:  # another Ray: Serve then warns that it keeps its address, and the URL may be wrong
+        return None
+    client, _ = _check_cached_client_alive()
+    if client is None:
+        client = _get_global_client(raise_if_no_controller_running=False)
     return None if client is None else client.http_config
 
 
