@@ -293,7 +293,8 @@ def test_numpy_shards_and_parquet_in_parquet_out(cluster, artifacts, tmp_path):
 def test_the_write_gate_publishes_nothing_once_closed_and_holds_the_stop_for_a_batch_inside(cluster, tmp_path,
                                                                                              monkeypatch):
     """What makes "stopped" true on an interrupt: a writing task publishes a batch only through the run's gate; the
-    driver closes it and waits for the tasks inside (here one that entered and has not left)."""
+    driver closes it and waits for the tasks inside (here one that entered and has not left, and one whose worker
+    died inside, let out by the retry of its batch)."""
     rows = {"name": np.array(["a", "b"]), "input": np.array(["a", "b"]), "unreadable": np.array(["", ""], dtype=object),
             "image": batch._column([np.zeros((4, 6, 3), np.uint8), np.full((4, 6, 3), 9, np.uint8)])}
     gate = batch.open_gate(ray)
@@ -318,6 +319,12 @@ def test_the_write_gate_publishes_nothing_once_closed_and_holds_the_stop_for_a_b
     monkeypatch.undo()
     assert seen_inside == [1] and list(cut["output"]) == ["", ""] and ray.get(closing.count.remote()) == 0
     assert not list((tmp_path / "cut").iterdir())  # its temporaries removed, nothing published
+    # a worker that died inside the gate never leaves it: Ray retries its batch, and the retry lets it out
+    retried = batch.open_gate(ray)
+    dead_attempt = batch.gate_token(str(tmp_path / "retried"), [batch.picture_name(n) for n in rows["name"]])
+    assert ray.get(retried.enter.remote(dead_attempt)) and batch.close_gate(ray, retried, wait_s=0.3) == 1
+    assert list(batch.write_stage(rows, str(tmp_path / "retried"), "a" * 64, retried)["output"]) == ["", ""]
+    assert ray.get(retried.count.remote()) == 0  # the stop need not wait its STOP_WAIT_S out
     open_gate = batch.open_gate(ray)
     written = batch.write_stage(rows, str(tmp_path / "open"), "a" * 64, open_gate)
     assert [Path(o).name for o in written["output"]] == ["a.png", "b.png"] and ray.get(open_gate.count.remote()) == 0

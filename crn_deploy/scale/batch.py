@@ -21,6 +21,7 @@ batch, and waits for those inside: once it says it stopped, no picture appears a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import threading
@@ -212,7 +213,7 @@ def write_stage(batch: dict[str, np.ndarray], output: str | None, artifact_sha25
         return {**where, "image_png": np.array(pngs, dtype=object)}
     store = Store(output)
     names = [picture_name(str(n)) for n in batch["name"]]
-    token = uuid.uuid4().hex
+    token = gate_token(output, names)
     try:  # inside the gate before the first temporary: a stop waits until this task has removed its own
         published = _enter(gate, token) and store.write_all(
             [(n, png) for n, png in zip(names, pngs, strict=True) if png is not None], lambda: _still_open(gate))
@@ -221,6 +222,13 @@ def write_stage(batch: dict[str, np.ndarray], output: str | None, artifact_sha25
             gate.leave.remote(token)  # after its enter: one caller's calls to an actor run in order
     return {**where, "output": np.array([store.uri(n) if png is not None and published else ""
                                          for n, png in zip(names, pngs, strict=True)])}
+
+
+def gate_token(output: str, names: list[str]) -> str:
+    """A batch's token in the gate, the same for every attempt at it: when Ray retries the batch of a worker that died
+    inside the gate, the retry's leave also lets the dead attempt out, which a stop would otherwise wait for in
+    vain (for ``STOP_WAIT_S``)."""
+    return hashlib.sha256("\n".join([str(output), *names]).encode()).hexdigest()[:32]
 
 
 def _enter(gate, token: str) -> bool:
