@@ -189,6 +189,23 @@ def test_workers_the_cluster_cannot_place_are_named_once_and_the_run_goes_on_wit
     assert len(waiting) == 1 and waiting[0].startswith("1 of 3") and "each asks for 1 CPU(s)" in waiting[0], said
 
 
+def test_a_worker_this_machine_cannot_hold_is_refused_in_one_line_before_anything_is_written(artifacts, tmp_path):
+    """A local Ray instance never grows: a worker asking for a GPU it lacks, or more CPUs than it has, would wait
+    forever. (Beside the module's Ray, in a command of its own: a Ray this process already runs may be a cluster.)"""
+    import subprocess
+    import sys
+
+    folder = _label_folder(tmp_path / "in", 2, (32, 64))
+    for flag, asks in (("--gpus-per-worker", "0 CPU(s) and 4096 GPU(s)"),
+                       ("--cpus-per-worker", "4096 CPU(s) and 0 GPU(s)")):
+        done = subprocess.run([sys.executable, "-m", "crn_deploy.cli.run", str(artifacts["small"]), "--input",
+                               str(folder), "--output", str(tmp_path / "out"), "--ray", flag, "4096"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr[-3000:]
+        assert f"each Ray worker asks for {asks}, and this machine has" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_workers_error_stops_the_others_writing_before_the_run_says_it_failed(cluster, artifacts, tmp_path):
     """--strict-colors refuses one map of forty while two painters have batches in hand: the error comes out as
     the project's own, and once it has, no picture appears and no temporary is left; the record lists exactly

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -383,11 +384,32 @@ def synthesize_files(artifact: Path, pattern: str, output: str | Path, options: 
         # Listing the inputs and hashing the artifact need no Ray and write nothing: done while Ray starts, which
         # mostly waits for its processes. Parquet inputs are listed by Ray Data, after.
         early = None if _is_parquet(pattern) else helper.submit(_find_inputs, None, pattern, artifact)
+        local = options.address is None and not _ray_initialized()
         with connected(options.address, log) as ray:
+            if local:
+                refuse_what_the_machine_cannot_hold(ray, artifact, options, uses_ray_data(pattern, output))
             found = early.result() if early else _find_inputs(ray, pattern, artifact)
             return _synthesize(ray, artifact, found, output, options, manifest, to_parquet, log)
     finally:
         helper.shutdown(wait=False, cancel_futures=True)  # an interrupt or a refused cluster waits for no listing
+
+
+def _ray_initialized() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def refuse_what_the_machine_cannot_hold(ray, artifact: Path, options: BatchOptions, ray_io: bool) -> None:
+    """A local Ray instance never grows: a worker asking for more than this machine has would wait forever (on a
+    cluster, an autoscaler may yet add the node, and the run says once what it waits for)."""
+    settled = _settled(ray, artifact, options, ray_io)
+    _, cpus, _, _ = _painting(artifact, settled)
+    have = ray.cluster_resources()
+    if cpus > have.get("CPU", 0.0) or settled.gpus_per_worker > have.get("GPU", 0.0):
+        raise UsageError(f"each Ray worker asks for {cpus:g} CPU(s) and {settled.gpus_per_worker:g} GPU(s), and this "
+                         f"machine has {have.get('CPU', 0.0):g} CPU(s) and {have.get('GPU', 0.0):g} GPU(s) for Ray: "
+                         "lower --cpus-per-worker or --gpus-per-worker (0 paints on the CPU), or join a cluster "
+                         "that has them (--ray ADDRESS)")
 
 
 def for_every_node(location: str) -> str:
