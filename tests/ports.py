@@ -15,7 +15,8 @@ RAY_WORKERS_LAST = 19999
 
 def free_port() -> int:
     first, last = RAY_WORKERS_LAST + 1, _ephemeral_first() - 1
-    for port in random.sample(range(first, last + 1), min(200, max(0, last - first + 1))):
+    draw = random.SystemRandom()  # not the shared generator a test may have seeded: each worker draws its own
+    for port in draw.sample(range(first, last + 1), min(200, max(0, last - first + 1))):
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))

@@ -4,9 +4,9 @@ then a power loss that left pictures empty or cut short under their names (found
 a node killed mid-run (said once; the run finishes); the driver killed (the rerun marks its run abandoned and
 records its pictures as its); another artifact's pictures (refused, then repainted with --overwrite); and a
 cluster that refuses the driver (token authentication on its side only, another Ray version): one line, exit 2.
-And crn-serve on that cluster where it cannot listen (a port in use, Serve already listening elsewhere). Each
-time: every picture exactly once, byte-identical to single-process crn-run. The cluster runs in its own process
-(tests/ray_nodes.py), with token authentication on, and each driver is a command of its own."""
+Each time: every picture exactly once, byte-identical to single-process crn-run. Also crn-serve on that cluster
+where it cannot listen (a port in use, Serve already listening elsewhere): one line, exit 2. The cluster runs in
+its own process (tests/ray_nodes.py), with token authentication on, and each driver is a command of its own."""
 
 import json
 import os
@@ -277,17 +277,18 @@ def test_crn_serve_on_a_cluster_says_in_one_line_where_it_cannot_listen_and_leav
         taken.listen()
         code, err = crn_serve(taken.getsockname()[1])
         assert code == 2 and err.splitlines() == [
-            f"crn-serve: error: cannot listen on 127.0.0.1:{taken.getsockname()[1]} (in use, or not allowed): stop "
-            "what holds the port, or pick another --port (or --host)"], err
+            f"crn-serve: error: Ray Serve's proxy cannot listen on 127.0.0.1:{taken.getsockname()[1]} (in use, or not "
+            "an address of the node it runs on, the head node on a cluster): stop what holds the port there, or pick "
+            "another --port or --host"], err
     assert _serve_on_cluster(nodes, "print(running() is None)") == "True"  # not left retrying its proxy
     elsewhere = free_port()
     try:
         _serve_on_cluster(nodes, f"serve.start(http_options={{'host': '127.0.0.1', 'port': {elsewhere}}})")
         code, err = crn_serve(free_port())
         assert code == 2 and err.splitlines() == [
-            f"crn-serve: error: Ray Serve already runs on this cluster, listening on 127.0.0.1:{elsewhere}, and "
-            f"cannot move while it runs: pass --host 127.0.0.1 --port {elsewhere}, or take it down first (serve "
-            "shutdown)"], err
+            f"crn-serve: error: Ray Serve already runs on this Ray, listening on 127.0.0.1:{elsewhere}, and cannot "
+            f"move while it runs: pass --host 127.0.0.1 --port {elsewhere}, or take it down first (`serve shutdown`, "
+            "which ends all its applications)"], err
     finally:
         _serve_on_cluster(nodes, "serve.shutdown()")
 

@@ -32,7 +32,7 @@ from .ray_processes import actor_pids, alive, listening, loopback, ray_titles  #
 
 @pytest.fixture(scope="module")
 def cluster(s3):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
@@ -196,10 +196,10 @@ def test_a_worker_this_machine_cannot_hold_is_refused_in_one_line_before_anythin
     import sys
 
     folder = _label_folder(tmp_path / "in", 2, (32, 64))
-    for flag, asks in (("--gpus-per-worker", "0 CPU(s) and 4096 GPU(s)"),
-                       ("--cpus-per-worker", "4096 CPU(s) and 0 GPU(s)")):
+    for flags, asks in ((["--gpus-per-worker", "4096"], "0 CPU(s) and 4096 GPU(s)"),
+                        (["--cpus-per-worker", "4096", "--gpus-per-worker", "0"], "4096 CPU(s) and 0 GPU(s)")):
         done = subprocess.run([sys.executable, "-m", "crn_deploy.cli.run", str(artifacts["small"]), "--input",
-                               str(folder), "--output", str(tmp_path / "out"), "--ray", flag, "4096"],
+                               str(folder), "--output", str(tmp_path / "out"), "--ray", *flags],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr[-3000:]
         assert f"each Ray worker asks for {asks}, and this machine has" in done.stderr, done.stderr
@@ -346,6 +346,26 @@ def test_the_write_gate_publishes_nothing_once_closed_and_holds_the_stop_for_a_b
     written = batch.write_stage(rows, str(tmp_path / "open"), "a" * 64, open_gate)
     assert [Path(o).name for o in written["output"]] == ["a.png", "b.png"] and ray.get(open_gate.count.remote()) == 0
     assert list(written["bytes"]) == [(tmp_path / "open" / n).stat().st_size for n in ("a.png", "b.png")]
+
+
+def test_a_batch_that_reaches_a_painter_after_the_stop_is_not_painted_and_lets_a_dead_attempt_out(
+        cluster, artifacts, tmp_path, monkeypatch):
+    """Once the gate is closed, a painter reads and paints nothing more: a batch handed out before the stop, or a
+    killed worker's batch that Ray retries, only leaves the gate, so the stop does not wait for a batch's painting."""
+    from crn_deploy.manifest import Manifest, manifest_for
+
+    folder = _label_folder(tmp_path / "in", 2, (32, 64))
+    found = batch._find_inputs(None, str(folder / "**" / "*_labelIds.png"), artifacts["small"])
+    out, gate = str(tmp_path / "out"), batch.open_gate(ray)
+    reading = batch._reading(batch.BatchOptions(), Manifest.read(manifest_for(artifacts["small"])))
+    painter = batch.FolderPainter({"artifact": str(artifacts["small"]), "device": "cpu", "threads": 1,
+                                   "at_once": 1}, reading, out, found.digest, gate)
+    dead_attempt = batch.gate_token(out, [batch.picture_name(r["name"]) for r in found.rows])
+    assert ray.get(gate.enter.remote(dead_attempt)) and batch.close_gate(ray, gate, wait_s=0.3) == 1
+    monkeypatch.setattr(batch, "read_stage", lambda *a, **k: pytest.fail("a batch was read after the stop"))
+    rows = painter.paint(found.rows)
+    assert list(rows["output"]) == ["", ""] and list(rows["name"]) == found.names
+    assert ray.get(gate.count.remote()) == 0 and not Path(out).exists()
 
 
 def test_a_worker_killed_mid_run_is_retried_and_every_input_yields_one_picture(cluster, artifacts, tmp_path):

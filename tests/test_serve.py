@@ -30,7 +30,7 @@ from .ray_processes import actor_pids, listening, loopback  # noqa: E402
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     serve.shutdown()
     ray.shutdown()
@@ -181,8 +181,8 @@ def test_crn_serve_refuses_a_port_in_use_in_one_line_before_ray_starts(artifacts
         port = taken.getsockname()[1]
         assert serve_main([str(artifacts["small"]), "--port", str(port)]) == 2
     out, err = capsys.readouterr()
-    assert err.splitlines() == [f"crn-serve: error: cannot listen on 127.0.0.1:{port} (Address already in use): "
-                                "stop what holds the port, or pick another --port (or --host)"]
+    assert err.splitlines() == [f"crn-serve: error: cannot listen on 127.0.0.1:{port} (the port is in use): stop "
+                                "what holds it, or pick another --port"]
     assert "Ray" not in out  # refused before Ray started: seconds sooner
 
 
@@ -195,7 +195,8 @@ def test_serve_started_again_in_a_process_whose_ray_was_restarted_listens_where_
     ports = [free_port(), free_port()]
     script = ("import sys, ray\nfrom crn_deploy.scale import serve\n"
               "for port in map(int, sys.argv[2:]):\n"
-              "    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)\n"
+              "    ray.init(address='local', num_cpus=1, include_dashboard=False, log_to_driver=False,\n"
+              "             configure_logging=False)\n"
               "    options = serve.ServeOptions(port=port, replicas=1, gpus_per_replica=0)\n"
               "    print(serve.start(sys.argv[1], options, log=lambda line: None), flush=True)\n"
               "    serve.shutdown()\n    ray.shutdown()\n")

@@ -138,10 +138,19 @@ class FolderPainter:
     def paint(self, rows: list[dict]) -> dict[str, np.ndarray]:
         """Record rows (``write_stage``'s) for ``rows`` as ``_inputs`` lists them."""
         batch = {key: np.array([row[key] for row in rows]) for key in rows[0]}
+        if not _still_open(self.gate):  # stopping: nothing is painted, and a dead worker's retried batch lets its
+            return write_stage(_unpainted(batch), self.output, self.artifact_sha256, self.gate)  # entry out at once
         decoded = read_stage(batch, **self.reading, each=self.each)
         with self.one_batch_at_a_time:
             painted = self.painter(decoded)
         return write_stage(painted, self.output, self.artifact_sha256, self.gate, each=self.each)
+
+
+def _unpainted(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A batch as the painting stage hands it on, with no picture in it."""
+    rows = len(batch["name"])
+    return {"name": batch["name"], "input": batch["input"], "image": np.array([None] * rows, dtype=object),
+            "unknown": np.zeros(rows, dtype=np.int64), "unreadable": np.array([""] * rows, dtype=object)}
 
 
 def read_stage(batch: dict[str, np.ndarray], label_set, strict_colors: bool,
@@ -406,10 +415,14 @@ def refuse_what_the_machine_cannot_hold(ray, artifact: Path, options: BatchOptio
     _, cpus, _, _ = _painting(artifact, settled)
     have = ray.cluster_resources()
     if cpus > have.get("CPU", 0.0) or settled.gpus_per_worker > have.get("GPU", 0.0):
+        engine = target_of_engine_file(Path(artifact).name)
+        fix = ("run it where Ray has a GPU (--ray ADDRESS), or paint with its ONNX artifact on the CPU"
+               if engine is not None and engine.device == "cuda" else
+               "lower --cpus-per-worker or --gpus-per-worker (0 paints on the CPU), or join a cluster that has them "
+               "(--ray ADDRESS)")
         raise UsageError(f"each Ray worker asks for {cpus:g} CPU(s) and {settled.gpus_per_worker:g} GPU(s), and this "
                          f"machine has {have.get('CPU', 0.0):g} CPU(s) and {have.get('GPU', 0.0):g} GPU(s) for Ray: "
-                         "lower --cpus-per-worker or --gpus-per-worker (0 paints on the CPU), or join a cluster "
-                         "that has them (--ray ADDRESS)")
+                         f"{fix}")
 
 
 def for_every_node(location: str) -> str:
@@ -699,8 +712,8 @@ def _stopped(record: RunRecord, output: str, todo: int, left: int, parquet: bool
         return f"stopping: Ray Data's Parquet writer may still finish files of {output}; {written}"
     if left:
         return (f"stopping: {'some' if left < 0 else left} writing task(s) did not say they were through within "
-                f"{STOP_WAIT_S:g} s (killed, or on a lost node): the next run records what they published; "
-                f"{written}")
+                f"{STOP_WAIT_S:g} s (a worker killed and not yet back, or a node lost): the next run records what they "
+                f"published; {written}")
     return (f"stopped: no more pictures will be written into {output}; {written}; run the same command again to "
             "paint the rest")
 

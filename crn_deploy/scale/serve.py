@@ -22,6 +22,8 @@ one-line message, and the replica keeps serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import socket
 import struct
 import threading
@@ -246,23 +248,31 @@ def check_label_map(artifact, options: ServeOptions) -> None:
 
 
 def check_port(options: ServeOptions) -> None:
-    """Where Serve's HTTP proxy will run on this machine (a local Ray instance), a port it cannot listen on is
+    """Where Serve's HTTP proxy will run on this machine (a local Ray instance), an address it cannot listen on is
     refused before Ray starts; Serve would fail on it seconds later, in a traceback from its proxy."""
     if options.address is not None:  # the proxy runs on the cluster's head node, maybe already on this port
         return
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Serve's server does: TIME_WAIT is free
-            probe.bind(address)
-    except OSError as error:
-        raise UsageError(_unlistenable(options, error.strerror or str(error))) from None
+    try:  # bound as Serve's proxy binds it: IPv6 for an IPv6 address only, no SO_REUSEADDR
+        with socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((options.host, options.port))
+    except (OSError, UnicodeError) as error:  # UnicodeError: a host name no resolver takes
+        raise UsageError(f"cannot listen on {where(options.host, options.port)} {_why_not(error)}") from None
 
 
-def _unlistenable(options: ServeOptions, why: str) -> str:
-    return (f"cannot listen on {options.host}:{options.port} ({why}): stop what holds the port, or pick another "
-            "--port (or --host)")
+def _why_not(error: Exception) -> str:
+    code = getattr(error, "errno", None)
+    if code == errno.EADDRINUSE:
+        return "(the port is in use): stop what holds it, or pick another --port"
+    if code == errno.EACCES:
+        return "(permission denied: ports below 1024 need privileges): pick a --port of 1024 or more"
+    if isinstance(error, (socket.gaierror, UnicodeError)) or code == errno.EADDRNOTAVAIL:
+        return "(not an address of this machine): give --host one of its addresses, 127.0.0.1, or 0.0.0.0 for all"
+    return f"({getattr(error, 'strerror', None) or error}): pick another --port or --host"
+
+
+def where(host: str, port: int) -> str:
+    """host:port as a URL names it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def start(artifact: str, options: ServeOptions, log=print):
@@ -284,38 +294,50 @@ def start(artifact: str, options: ServeOptions, log=print):
     _start_serve(ray, serve, options)
     _started.set()
     serve.run(build_app(str(artifact), options, gpus), name=options.name, route_prefix="/")
-    return f"http://{options.host}:{options.port}"
+    return f"http://{where(options.host, options.port)}"
+
+
+ALL_INTERFACES = ("0.0.0.0", "::")
 
 
 def _start_serve(ray, serve, options: ServeOptions) -> None:
-    """Serve, listening where asked. One already running on the cluster keeps its address: Serve would ignore
-    ours with a warning, and the URL said would be wrong. Serve that this call started and that cannot listen is
-    taken down again, not left retrying its proxy on the cluster."""
+    """Serve, listening where asked. One already running keeps its address (Serve would ignore ours with a warning,
+    and the URL said would be wrong): taken where it listens on the port asked, on the host asked or on every
+    interface. Serve that this call started and that cannot listen is taken down again, not left retrying its
+    proxy on the cluster."""
     running = _running_serve_http()
     if running is not None:
-        if (running.host, running.port) != (options.host, options.port):
-            raise UsageError(f"Ray Serve already runs on this cluster, listening on {running.host}:{running.port}, "
+        if running.port != options.port or running.host not in (options.host, *ALL_INTERFACES):
+            raise UsageError(f"Ray Serve already runs on this Ray, listening on {where(running.host, running.port)}, "
                              f"and cannot move while it runs: pass --host {running.host} --port {running.port}, or "
-                             "take it down first (serve shutdown)")
+                             "take it down first (`serve shutdown`, which ends all its applications)")
         return
     try:
         serve.start(http_options={"host": options.host, "port": options.port})
-    except ray.exceptions.RayTaskError as error:  # taken since check_port, or on a cluster's head node
+    except ray.exceptions.RayError as error:  # taken since check_port, or on a cluster's head node
         if "Failed to bind" not in str(error):
             raise
-        serve.shutdown()
-        raise UsageError(_unlistenable(options, "in use, or not allowed")) from None
+        with contextlib.suppress(Exception):  # the one line below says what matters
+            serve.shutdown()
+        raise UsageError(f"Ray Serve's proxy cannot listen on {where(options.host, options.port)} (in use, or not an "
+                         "address of the node it runs on, the head node on a cluster): stop what holds the port "
+                         "there, or pick another --port or --host") from None
 
 
 def _running_serve_http():
-    """The HTTP options of the Serve that runs on the connected cluster, or None where none runs (or this Ray cannot
+    """The HTTP options of the Serve that runs on the connected Ray, or None where none runs (or this Ray cannot
     say). Asked as serve.start asks: a client cached from an earlier Ray instance of this process is checked alive
     first. Serve's public API has no read-only way to ask."""
     try:
-        from ray.serve.context import _check_cached_client_alive, _get_global_client
+        from ray.serve.context import _get_global_client
     except ImportError:  # another Ray: Serve then warns that it keeps its address, and the URL may be wrong
         return None
-    client, _ = _check_cached_client_alive()
+    try:
+        from ray.serve.context import _check_cached_client_alive
+    except ImportError:  # an older Ray: its cached client is the current one
+        client = None
+    else:
+        client, _ = _check_cached_client_alive()
     if client is None:
         client = _get_global_client(raise_if_no_controller_running=False)
     return None if client is None else client.http_config
